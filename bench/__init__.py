@@ -1,0 +1,1 @@
+"""Reproducible comparisons (`make bench`, `python -m bench`). Results go to bench/results/."""

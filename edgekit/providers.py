@@ -1,0 +1,107 @@
+"""ONNX Runtime sessions on a named execution provider, and nothing else.
+
+One place creates every session (benchmarks now, accuracy evaluation later), so
+a file is always timed and scored with the options it ships with, and a session
+that silently fell back to another provider is an error, not a footnote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgekit.errors import InvalidModelFile, ModelNotFound, ProviderUnavailable
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+}
+_INSTALL_HINT = {
+    "CUDAExecutionProvider": "pip install 'edgekit[gpu]' (onnxruntime-gpu, in place of onnxruntime) on a machine with a CUDA GPU",
+    "TensorrtExecutionProvider": "pip install 'edgekit[gpu]' and TensorRT's libraries on a machine with a CUDA GPU",
+}
+
+
+def provider_name(name: str) -> str:
+    """'cuda' -> 'CUDAExecutionProvider'; full ORT names pass through."""
+    if name.lower() in PROVIDERS:
+        return PROVIDERS[name.lower()]
+    if name in PROVIDERS.values():
+        return name
+    raise ProviderUnavailable(f"unknown execution provider '{name}'. Use one of: {', '.join(PROVIDERS)} "
+                              "(or a full ONNX Runtime name such as CUDAExecutionProvider).")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The session options a file is measured with (and should ship with)."""
+
+    provider: str = "cpu"
+    threads: int = 1
+    # ORT's worker threads spin between runs by default, burning the other cores;
+    # None keeps ORT's default, True/False set `session.intra_op.allow_spinning`.
+    allow_spinning: bool | None = None
+    graph_optimization: str = "all"  # disable | basic | extended | all
+
+
+def create_session(path: str | Path, settings: SessionSettings = SessionSettings()):
+    """An InferenceSession on exactly the requested provider, or a clear error.
+
+    Returns (session, record) where record lists what was asked and what ORT used.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFound(f"ONNX file '{path}' does not exist. Export one with `edgekit export`.")
+    wanted = provider_name(settings.provider)
+    available = ort.get_available_providers()
+    if wanted not in available:
+        hint = _INSTALL_HINT.get(wanted, f"install an onnxruntime build with {wanted}")
+        raise ProviderUnavailable(f"{wanted} is not available in this onnxruntime "
+                                  f"({ort.__version__}); available here: {', '.join(available)}. Fix: {hint}, "
+                                  "or pick an available provider with --provider.")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.graph_optimization]
+    if settings.allow_spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    # Accelerator providers leave unsupported nodes to the CPU provider, as ORT intends.
+    chain = [wanted]
+    if wanted == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in available:
+        chain.append("CUDAExecutionProvider")
+    if wanted != "CPUExecutionProvider":
+        chain.append("CPUExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=chain)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if wanted != "CPUExecutionProvider" and "protobuf" not in message.lower():
+            raise ProviderUnavailable(f"{wanted} failed to start a session for '{path}': {message}. "
+                                      "Check the GPU driver and CUDA/TensorRT libraries, or use --provider cpu.") from None
+        raise InvalidModelFile(f"'{path}' is not a loadable ONNX model: {message}. The file may be truncated "
+                               "or corrupt: re-export it with `edgekit export`.") from None
+    used = session.get_providers()
+    if wanted not in used:
+        raise ProviderUnavailable(f"asked for {wanted} but ONNX Runtime fell back to {', '.join(used)} "
+                                  "(its libraries failed to load; see ORT's warning above). Fix the "
+                                  "provider's installation, or measure on the provider you got with --provider.")
+    record = {**asdict(settings), "provider": wanted, "session_providers": used, "inter_op_threads": 1,
+              "execution_mode": "sequential"}
+    return session, record

@@ -1,0 +1,60 @@
+"""Text tasks on Hugging Face encoders: feature extraction and sequence classification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekit.data import load_texts
+from edgekit.errors import DataError, UnknownTask
+from edgekit.models import ModelSource, load_hf, load_tokenizer
+from edgekit.tasks import batched, spread_sample
+
+PARITY_BATCH = 8
+
+
+@dataclass(frozen=True)
+class TextTask:
+    name: str
+    auto_class: str
+    output: str
+    modality: str = "text"
+    default_data: str = "rotten_tomatoes"
+
+    @property
+    def inputs(self) -> dict[str, dict[int, str]]:
+        axes = {0: "batch_size", 1: "sequence_length"}
+        return {"input_ids": axes, "attention_mask": axes, "token_type_ids": axes}
+
+    def load_torch(self, source: ModelSource):
+        if source.kind != "hf":
+            raise UnknownTask(f"task '{self.name}' needs a Hugging Face model (folder or hub id); "
+                              f"'{source.location}' is a plain torch module file.")
+        return load_hf(source, self.auto_class)
+
+    def parity_batches(self, source: ModelSource, data: str | None, samples: int,
+                       static_shape: tuple[int, int] | None = None, column: str = "text") -> list[dict]:
+        """Real texts spread over the length range, tokenized as the model will see them.
+
+        Dynamic graphs get batches padded to their longest text (several sequence
+        lengths); static graphs get exactly (batch, seq_len) padded or truncated.
+        """
+        tokenizer = load_tokenizer(source.location)
+        texts = spread_sample(load_texts(data or self.default_data, column), samples)
+        max_length = min(tokenizer.model_max_length, 512)
+        if static_shape:
+            batch_size, seq_len = static_shape
+            if len(texts) < batch_size:
+                raise DataError(f"only {len(texts)} texts for a static batch of {batch_size}: "
+                                "give more texts or a smaller --batch-size.")
+            kwargs = {"padding": "max_length", "max_length": seq_len}
+        else:
+            batch_size, kwargs = PARITY_BATCH, {"padding": "longest", "max_length": max_length}
+        return [dict(tokenizer(chunk, truncation=True, return_tensors="np", **kwargs))
+                for chunk in batched(texts, batch_size, exact=bool(static_shape))]
+
+    def torch_outputs(self, model, feed: dict) -> dict:
+        import torch
+
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+        return {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}

@@ -1,0 +1,27 @@
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import cli
+from edgekit.export import ExportConfig, export_model
+from edgekit.testing import tiny_text_model
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return tiny_text_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_onnx(tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "tiny-bert-onnx"
+    return export_model(str(tiny_bert), out, ExportConfig(task="feature-extraction")).onnx_path
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke the real CLI in-process; returns click's Result (exit_code, output)."""
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    return invoke

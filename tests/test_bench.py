@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgekit.bench import BenchConfig, latency_stats, run_benchmark
+from edgekit.errors import BenchConfigError
+from edgekit.models import load_tokenizer
+
+QUICK = {"min_runs": 60, "min_seconds": 0.0, "warmup_runs": 3}
+
+
+def _relu_model(path, dims):
+    """A one-node graph whose input has the given (possibly symbolic) dims."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_fixed_shape_result_is_complete_and_consistent(tiny_bert_onnx):
+    # execute
+    result = run_benchmark(tiny_bert_onnx, BenchConfig(**QUICK))
+    # assert: the shape asked for, on the provider asked for
+    assert result["inputs"]["shapes"] == {name: [1, 128] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert result["session"]["session_providers"][0] == "CPUExecutionProvider"
+    assert result["session"]["threads"] == 1
+    # assert: percentiles ordered and recomputable from the raw samples
+    lat = result["latency_ms"]
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert result["runs"] == len(result["samples_ms"]) >= 60
+    assert lat["p95"] == pytest.approx(np.percentile(result["samples_ms"], 95), rel=1e-3)
+    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    # assert: cold costs, memory, file and machine are recorded
+    assert result["session_create_ms"] > 0 and result["first_inference_ms"] > 0 and result["peak_rss_mb"] > 0
+    assert result["model"]["size_bytes"] == tiny_bert_onnx.stat().st_size
+    assert result["cpu"]["name"] and "avx2" in result["cpu"]["instruction_sets"] or result["cpu"]["arch"] != "x86_64"
+    assert result["onnxruntime_version"] == result["versions"]["onnxruntime"]
+    json.dumps(result)  # JSON-ready
+
+
+def test_minimum_time_keeps_the_loop_running(tiny_bert_onnx):
+    result = run_benchmark(tiny_bert_onnx, BenchConfig(min_runs=1, min_seconds=0.3, warmup_runs=0))
+    assert result["timed_seconds"] >= 0.3 and result["runs"] > 1
+
+
+def test_inputs_follow_the_length_distribution_of_a_data_file(tiny_bert_onnx, tmp_path):
+    # setup: texts of very different lengths
+    texts = ["good", "a dull film", "the best story " * 5, "too long and too dull " * 8]
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(texts))
+    # execute
+    result = run_benchmark(tiny_bert_onnx, BenchConfig(lengths_from=str(data), batch=1, **QUICK))
+    # assert: recorded lengths are the tokenizer's, recomputed independently
+    tokenizer = load_tokenizer(str(tiny_bert_onnx.parent))
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    recorded = result["inputs"]["token_lengths"]
+    assert recorded["max"] == max(lengths) and recorded["mean"] == pytest.approx(np.mean(lengths))
+    assert result["inputs"]["mode"] == "lengths_from"
+
+
+def test_lengths_from_a_built_in_corpus_in_batches(tiny_bert_onnx):
+    result = run_benchmark(tiny_bert_onnx, BenchConfig(lengths_from="rotten_tomatoes", batch=4, **QUICK))
+    assert result["inputs"]["texts"] == 12808 and result["inputs"]["shapes"]["input_ids"][0] == 4
+    assert 10 < result["inputs"]["token_lengths"]["mean"] < 128
+
+
+def test_options_that_do_not_apply_to_a_static_graph_are_refused(tmp_path):
+    model = _relu_model(tmp_path / "static.onnx", [1, 16])
+    with pytest.raises(BenchConfigError, match="no dynamic seq axis"):
+        run_benchmark(model, BenchConfig(seq_len=32, **QUICK))
+    with pytest.raises(BenchConfigError, match="no dynamic batch axis"):
+        run_benchmark(model, BenchConfig(batch=8, **QUICK))
+    assert run_benchmark(model, BenchConfig(**QUICK))["inputs"]["shapes"] == {"x": [1, 16]}
+
+
+def test_free_dimensions_must_be_named_by_the_user(tmp_path):
+    model = _relu_model(tmp_path / "free.onnx", ["batch_size", "height"])
+    with pytest.raises(BenchConfigError, match="--dim height=VALUE"):
+        run_benchmark(model, BenchConfig(**QUICK))
+    result = run_benchmark(model, BenchConfig(batch=2, dims={"height": 7}, **QUICK))
+    assert result["inputs"]["shapes"] == {"x": [2, 7]}
+
+
+def test_cli_writes_json_and_prints_percentiles(run_cli, tiny_bert_onnx, tmp_path):
+    out = tmp_path / "r.json"
+    result = run_cli("bench", tiny_bert_onnx, "--runs", 30, "--min-seconds", 0, "--seq-len", 16, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "p95" in result.output and "CPUExecutionProvider" in result.output
+    assert json.loads(out.read_text())["inputs"]["shapes"]["input_ids"] == [1, 16]
+
+
+def test_latency_stats_match_numpy_and_bracket_the_median():
+    samples = np.random.default_rng(3).gamma(4.0, 1.0, size=2000)
+    stats = latency_stats(samples)
+    for q in (50, 90, 95, 99):
+        assert stats[f"p{q}"] == pytest.approx(np.percentile(samples, q))
+    low, high = stats["p50_ci95"]
+    assert low < np.median(samples) < high and high - low < 0.5
