@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import statistics
+import warnings
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds (default 2)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the exporter's chatter out of the table
+    warnings.filterwarnings("ignore", category=Warning, module=r"(torch|transformers|optimum)\b.*")
     runs = 200 if args.quick else 1000
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         min_seconds=0))
             lat = ours["latency_ms"]
             rounds.append({"plain_ort_p50_ms": plain, "edgekit_p50_ms": lat["p50"], "edgekit_p95_ms": lat["p95"],
-                           "edgekit_p99_ms": lat["p99"], "edgekit_p50_ci95": lat["p50_ci95"],
+                           "edgekit_p99_ms": lat["p99"], "edgekit_ci95": lat["ci95"],
                            "ratio_edgekit_to_plain": lat["p50"] / plain})
             print(f"round {i + 1}: plain onnxruntime p50 {plain:.2f} ms, edgekit p50 {lat['p50']:.2f} ms "
                   f"(ratio {lat['p50'] / plain:.3f}), p95 {lat['p95']:.2f}, p99 {lat['p99']:.2f}")

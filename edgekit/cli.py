@@ -95,7 +95,8 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not value.strip().isdigit():
-            raise EdgekitError(f"--dim '{item}' must look like NAME=VALUE with an integer VALUE, e.g. --dim height=224.")
+            raise EdgekitError(f"--dim '{item}' must look like NAME=VALUE with an integer VALUE, "
+                               "e.g. --dim height=224.")
         dims[name.strip()] = int(value)
     return dims
 

@@ -97,6 +97,12 @@ def resolve_model(spec: str) -> ModelSource:
     return ModelSource("torch-file", str(path), local=True)
 
 
+def _fix_for(location: str) -> str:
+    if Path(location).exists():
+        return "check that the folder holds the model's weights, config and tokenizer files"
+    return "check the hub id and your network, or pass a local folder (offline machines)"
+
+
 def load_hf(source: ModelSource, auto_class_name: str):
     """Load a transformers model in eval mode with the given Auto class name."""
     import transformers
@@ -105,9 +111,8 @@ def load_hf(source: ModelSource, auto_class_name: str):
     try:
         model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only)
     except OSError as e:
-        where = ("check the folder's weights" if source.local else
-                 "check the hub id and your network, or pass a local folder (offline machines)")
-        raise ModelNotFound(f"cannot load '{source.location}' as {auto_class_name}: {e}. Fix: {where}.") from None
+        raise ModelNotFound(f"cannot load '{source.location}' as {auto_class_name}: {e}. "
+                            f"Fix: {_fix_for(source.location)}.") from None
     except ValueError as e:  # e.g. a config whose architecture the Auto class cannot serve
         raise ModelNotFound(f"'{source.location}' cannot be loaded as {auto_class_name}: {e}. "
                             "Choose a --task this model supports.") from None
@@ -121,8 +126,21 @@ def load_tokenizer(location: str):
     try:
         return AutoTokenizer.from_pretrained(location, local_files_only=Path(location).is_dir() or _offline())
     except (OSError, ValueError) as e:
-        raise ModelNotFound(f"no tokenizer can be loaded from '{location}' ({e}). Put the tokenizer files "
-                            "(tokenizer.json or vocab.txt + tokenizer_config.json) next to the model.") from None
+        raise ModelNotFound(f"no tokenizer can be loaded from '{location}' ({e}). "
+                            f"Fix: {_fix_for(location)}.") from None
+
+
+def read_config(folder: str | Path) -> dict:
+    """The HF config.json in a folder (exports leave one beside model.onnx), or {}."""
+    config = Path(folder) / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+
+
+def max_text_length(tokenizer, folder: str | Path) -> int:
+    """The longest input the model takes: the tokenizer's limit (512 where it sets none),
+    capped by the position table in config.json when the folder has one."""
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512
+    return min(limit, read_config(folder).get("max_position_embeddings", limit))
 
 
 def load_torch_module(source: ModelSource):
@@ -140,8 +158,8 @@ def load_torch_module(source: ModelSource):
             module = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
             raise InvalidModelFile(f"'{path}' is neither a TorchScript archive nor a torch.save'd "
-                                   f"nn.Module ({type(e).__name__}: {e}). Save the model with "
-                                   "torch.jit.save(torch.jit.script(model), path) or torch.save(model, path).") from None
+                                   f"nn.Module ({type(e).__name__}: {e}). Save the model with torch.jit.save("
+                                   "torch.jit.script(model), path) or torch.save(model, path).") from None
     if not isinstance(module, torch.nn.Module):
         raise InvalidModelFile(f"'{path}' holds a {type(module).__name__}, not an nn.Module (a state_dict "
                                "has no architecture). Save the whole model with torch.save(model, path).")

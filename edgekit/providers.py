@@ -26,7 +26,8 @@ PROVIDERS = {
     "migraphx": "MIGraphXExecutionProvider",
 }
 _INSTALL_HINT = {
-    "CUDAExecutionProvider": "pip install 'edgekit[gpu]' (onnxruntime-gpu, in place of onnxruntime) on a machine with a CUDA GPU",
+    "CUDAExecutionProvider": "pip install 'edgekit[gpu]' (onnxruntime-gpu, in place of onnxruntime) "
+                             "on a machine with a CUDA GPU",
     "TensorrtExecutionProvider": "pip install 'edgekit[gpu]' and TensorRT's libraries on a machine with a CUDA GPU",
 }
 
@@ -93,8 +94,8 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if wanted != "CPUExecutionProvider" and "protobuf" not in message.lower():
-            raise ProviderUnavailable(f"{wanted} failed to start a session for '{path}': {message}. "
-                                      "Check the GPU driver and CUDA/TensorRT libraries, or use --provider cpu.") from None
+            raise ProviderUnavailable(f"{wanted} failed to start a session for '{path}': {message}. Check "
+                                      "the GPU driver and CUDA/TensorRT libraries, or use --provider cpu.") from None
         raise InvalidModelFile(f"'{path}' is not a loadable ONNX model: {message}. The file may be truncated "
                                "or corrupt: re-export it with `edgekit export`.") from None
     used = session.get_providers()

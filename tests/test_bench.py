@@ -33,9 +33,10 @@ def test_fixed_shape_result_is_complete_and_consistent(tiny_bert_onnx):
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert result["runs"] == len(result["samples_ms"]) >= 60
     assert lat["p95"] == pytest.approx(np.percentile(result["samples_ms"], 95), rel=1e-3)
-    assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
+    assert all(lat["ci95"][q][0] <= lat[q] <= lat["ci95"][q][1] for q in ("p50", "p95", "p99"))
     # assert: cold costs, memory, file and machine are recorded
-    assert result["session_create_ms"] > 0 and result["first_inference_ms"] > 0 and result["peak_rss_mb"] > 0
+    assert result["session_create_ms"] > 0 and result["first_inference_ms"] > 0
+    assert result["memory_mb"]["peak_rss"] > result["memory_mb"]["session"] >= 0
     assert result["model"]["size_bytes"] == tiny_bert_onnx.stat().st_size
     assert result["cpu"]["name"] and "avx2" in result["cpu"]["instruction_sets"] or result["cpu"]["arch"] != "x86_64"
     assert result["onnxruntime_version"] == result["versions"]["onnxruntime"]
@@ -98,5 +99,7 @@ def test_latency_stats_match_numpy_and_bracket_the_median():
     stats = latency_stats(samples)
     for q in (50, 90, 95, 99):
         assert stats[f"p{q}"] == pytest.approx(np.percentile(samples, q))
-    low, high = stats["p50_ci95"]
+    low, high = stats["ci95"]["p50"]
     assert low < np.median(samples) < high and high - low < 0.5
+    # the tail is estimated from fewer samples: its interval is wider
+    assert np.diff(stats["ci95"]["p99"]) > np.diff(stats["ci95"]["p50"])

@@ -185,3 +185,15 @@ def test_failed_export_leaves_the_previous_folder_intact(tmp_path):
     # assert
     assert (out / "model.onnx").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rgb.pt"]
+
+
+def test_token_outputs_are_compared_on_real_tokens_only():
+    # setup: a batch of two texts, the second padded after 2 tokens
+    mask = np.array([[1, 1, 1], [1, 1, 0]])
+    task = get_task("feature-extraction")
+    # execute
+    keep = task.real_positions({"attention_mask": mask}, np.zeros((2, 3, 4)))
+    # assert: padded positions drop out of token outputs; pooled outputs are compared whole
+    assert keep.tolist() == [[True, True, True], [True, True, False]]
+    assert task.real_positions({"attention_mask": mask}, np.zeros((2, 4))) is None
+    assert get_task("image-classification").real_positions({}, np.zeros((2, 10))) is None

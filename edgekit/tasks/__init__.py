@@ -1,9 +1,11 @@
-"""Export tasks: what a model's ONNX graph takes and returns, and the real inputs
-its export is checked on.
+"""Export tasks: which PyTorch model serves a task, the real inputs its export is
+checked on, and which output values must match.
 
-Each task declares its ONNX inputs and outputs with their dynamic axes (as
-optimum's OnnxConfig does: `{name: {axis: "batch_size"}}`), loads the PyTorch
-model, builds parity batches from real data, and runs PyTorch on a batch.
+A task checks that a model source can serve it, loads the PyTorch model, builds
+parity batches from real data, runs PyTorch on a batch and says which output
+positions are real (not padding). Hugging Face models take their ONNX inputs and
+dynamic axes from optimum's OnnxConfig; plain torch modules from the task's
+`inputs` (`{name: {axis: "batch_size"}}`, as optimum declares them).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ def get_task(name: str):
     from edgekit.tasks.text import TextTask
 
     tasks = {
-        "feature-extraction": TextTask("feature-extraction", "AutoModel", "last_hidden_state"),
-        "text-classification": TextTask("text-classification", "AutoModelForSequenceClassification", "logits"),
+        "feature-extraction": TextTask("feature-extraction", "AutoModel"),
+        "text-classification": TextTask("text-classification", "AutoModelForSequenceClassification"),
         "image-classification": ImageClassification(),
     }
     if name not in tasks:
@@ -28,10 +30,10 @@ def get_task(name: str):
     return tasks[name]
 
 
-def spread_sample(items: list, n: int, key=len) -> list:
-    """n items spread evenly over the sorted order of `key`: shortest and longest
+def spread_sample(texts: list[str], n: int) -> list[str]:
+    """n distinct texts spread evenly over the length order, shortest and longest
     included, so parity covers the whole length range, deterministically."""
-    ordered = sorted(set(items), key=key) if isinstance(items[0], str) else sorted(items, key=key)
+    ordered = sorted(set(texts), key=lambda t: (len(t), t))
     if len(ordered) <= n:
         return ordered
     step = (len(ordered) - 1) / (n - 1) if n > 1 else 0

@@ -37,10 +37,11 @@ def _hf_pixel_values(images, source: ModelSource, config):
 @dataclass(frozen=True)
 class ImageClassification:
     name: str = "image-classification"
-    modality: str = "image"
     default_data: str = "digits"
-    inputs = {"pixel_values": {0: "batch_size"}}
-    outputs = {"logits": {0: "batch_size"}}
+    inputs = {"pixel_values": {0: "batch_size"}}  # for torch.onnx.export; outputs get the same batch axis
+
+    def check_source(self, source: ModelSource) -> None:
+        pass  # both HF image models and plain torch modules serve this task
 
     def load_torch(self, source: ModelSource):
         if source.kind == "hf":
@@ -61,6 +62,9 @@ class ImageClassification:
         if len(images) < batch_size:
             raise DataError(f"only {len(images)} images for a batch of {batch_size}: give more images.")
         return [{"pixel_values": chunk} for chunk in batched(images, batch_size, exact=bool(static_shape))]
+
+    def real_positions(self, feed: dict, output):
+        return None  # every value of an image model's output is meaningful
 
     def torch_outputs(self, model, feed: dict) -> dict:
         import torch
