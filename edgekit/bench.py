@@ -24,6 +24,7 @@ from edgekit.models import read_config
 from edgekit.providers import SessionSettings, create_session
 
 DEFAULT_SEQ_LEN = 128
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 POOL_SIZE = 256  # distinct input batches cycled through when lengths vary
 _NUMPY_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
                 "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool"}
@@ -119,6 +120,9 @@ def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[
     from edgekit.data import load_texts
     from edgekit.models import load_tokenizer, max_text_length
 
+    if config.tokenizer is None and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise BenchConfigError(f"--lengths-from needs the model's tokenizer and there is none beside the model "
+                               f"in {folder}: pass --tokenizer FOLDER (or a hub id).")
     tokenizer = load_tokenizer(config.tokenizer or str(folder))
     texts = load_texts(config.lengths_from, config.text_column)
     max_length = max_text_length(tokenizer, folder)
@@ -222,6 +226,8 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
 
     config = config or BenchConfig()
     onnx_path = Path(onnx_path)
+    if onnx_path.is_dir() and (onnx_path / "model.onnx").is_file():  # an `edgekit export` folder
+        onnx_path = onnx_path / "model.onnx"
     settings = SessionSettings(provider=config.provider, threads=config.threads, allow_spinning=config.allow_spinning)
     rss_start = _rss_mb()
     start = time.perf_counter()

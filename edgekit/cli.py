@@ -121,10 +121,13 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
               help="Let ORT worker threads spin between runs [default: ORT's choice].")
 @click.option("--seed", default=0, show_default=True, help="Seed for inputs and the bootstrap.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="JSON result file [default: ./<model name>.bench.json].")
+              help="JSON result file [default: ./<name>.bench.json, the export folder's name for model.onnx].")
 def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, tokenizer, dims, warmup, runs,
           min_seconds, allow_spinning, seed, output):
-    """Measure the latency distribution of an ONNX file on an ONNX Runtime provider."""
+    """Measure the latency distribution of an ONNX file on an ONNX Runtime provider.
+
+    MODEL is a .onnx file or an `edgekit export` folder.
+    """
     from edgekit.bench import BenchConfig, run_benchmark, summary
 
     if seq_len is not None and lengths_from:
@@ -134,7 +137,9 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
                         dims=_parse_dims(dims), warmup_runs=warmup, min_runs=runs, min_seconds=min_seconds,
                         allow_spinning=allow_spinning, seed=seed)
     result = run_benchmark(model, config)
-    output = output or Path(f"{model.parent.name if model.stem == 'model' else model.stem}.bench.json")
+    path = model.resolve()
+    name = path.name if path.is_dir() else path.parent.name if path.stem == "model" else path.stem
+    output = output or Path(f"{name}.bench.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     click.echo(summary(result))

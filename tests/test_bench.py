@@ -103,3 +103,26 @@ def test_latency_stats_match_numpy_and_bracket_the_median():
     assert low < np.median(samples) < high and high - low < 0.5
     # the tail is estimated from fewer samples: its interval is wider
     assert np.diff(stats["ci95"]["p99"]) > np.diff(stats["ci95"]["p50"])
+
+
+def test_image_dims_left_symbolic_by_the_exporter_come_from_the_config(tmp_path):
+    from edgekit.export import ExportConfig, export_model
+    from edgekit.testing import tiny_vit
+
+    vit = tiny_vit(tmp_path / "vit")
+    exported = export_model(str(vit), tmp_path / "out", ExportConfig(task="image-classification"))
+    result = run_benchmark(exported.onnx_path, BenchConfig(batch=2, **QUICK))
+    assert result["inputs"]["shapes"] == {"pixel_values": [2, 3, 16, 16]}
+
+
+def test_export_folder_is_accepted_and_names_the_result(run_cli, tiny_bert_onnx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("bench", tiny_bert_onnx.parent, "--runs", 10, "--min-seconds", 0, "--seq-len", 8)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"{tiny_bert_onnx.parent.name}.bench.json").is_file()
+
+
+def test_lengths_need_a_tokenizer(tmp_path):
+    model = _relu_model(tmp_path / "m.onnx", ["batch_size", "sequence_length"])
+    with pytest.raises(BenchConfigError, match="--tokenizer FOLDER"):
+        run_benchmark(model, BenchConfig(lengths_from="lee", **QUICK))

@@ -197,3 +197,10 @@ def test_token_outputs_are_compared_on_real_tokens_only():
     assert keep.tolist() == [[True, True, True], [True, True, False]]
     assert task.real_positions({"attention_mask": mask}, np.zeros((2, 4))) is None
     assert get_task("image-classification").real_positions({}, np.zeros((2, 10))) is None
+
+
+def test_opset_is_honoured_and_recorded(tiny_bert, tmp_path):
+    result = export_model(str(tiny_bert), tmp_path / "o14", ExportConfig(task="feature-extraction", opset=14))
+    graph = onnx.load(str(result.onnx_path))
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [14]
+    assert result.info["opset"] == 14
