@@ -32,14 +32,18 @@ class _Group(click.Group):
 
 
 def _validated(config_class, **values):
-    """Build a pydantic config, turning validation errors into one clear EdgekitError."""
+    """Build a pydantic config, turning validation errors into one clear EdgekitError.
+
+    Options are named after the config's fields (min_runs -> --min-runs), so the
+    error can name the option the user typed."""
     from pydantic import ValidationError
 
     try:
         return config_class(**values)
     except ValidationError as e:
-        problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
-                             for err in e.errors())
+        problems = "; ".join(
+            f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" if err["loc"]
+            else err["msg"].removeprefix("Value error, ") for err in e.errors())
         raise EdgekitError(f"invalid options: {problems}.") from None
 
 
@@ -61,15 +65,15 @@ def cli(debug: bool) -> None:
               help="Output folder (model.onnx, tokenizer/config files, export.json).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
 @click.option("--static-shapes", is_flag=True, help="Fix batch and sequence axes (NNAPI/CoreML/mobile).")
-@click.option("--batch-size", default=1, show_default=True, help="Batch size of a --static-shapes graph.")
-@click.option("--seq-len", default=128, show_default=True, help="Sequence length of a --static-shapes text graph.")
+@click.option("--batch", type=int, help="Batch size of a --static-shapes graph [default: 1].")
+@click.option("--seq-len", type=int, help="Sequence length of a --static-shapes text graph [default: 128].")
 @click.option("--inputs", help="Real inputs for the parity check: a .txt/.csv/.jsonl of texts, a .npy of "
               "images, or a built-in data set (rotten_tomatoes, lee, digits). Default: the task's built-in.")
 @click.option("--text-column", default="text", show_default=True, help="Text column/field in CSV/JSONL inputs.")
 @click.option("--samples", default=64, show_default=True, help="Real inputs the parity check runs.")
 @click.option("--atol", default=1e-4, show_default=True, help="Max absolute difference allowed per output.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def export(model, task, output, opset, static_shapes, batch_size, seq_len, inputs, text_column, samples,
+def export(model, task, output, opset, static_shapes, batch, seq_len, inputs, text_column, samples,
            atol, force):
     """Export MODEL to ONNX and check it against PyTorch on real inputs.
 
@@ -79,7 +83,7 @@ def export(model, task, output, opset, static_shapes, batch_size, seq_len, input
     """
     from edgekit.export import ExportConfig, export_model
 
-    config = _validated(ExportConfig, task=task, opset=opset, static_shapes=static_shapes, batch_size=batch_size,
+    config = _validated(ExportConfig, task=task, opset=opset, static_shapes=static_shapes, batch=batch,
                         seq_len=seq_len, inputs=inputs, text_column=text_column, samples=samples, atol=atol,
                         force=force)
     result = export_model(model, output, config)
@@ -114,16 +118,16 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--text-column", default="text", show_default=True, help="Text column/field in CSV/JSONL data.")
 @click.option("--tokenizer", help="Tokenizer folder for --lengths-from [default: the model's folder].")
 @click.option("--dim", "dims", multiple=True, help="Value of another symbolic dimension, NAME=VALUE (repeatable).")
-@click.option("--warmup", default=10, show_default=True, help="Untimed runs after the first (cold) run.")
-@click.option("--runs", default=500, show_default=True, help="Timed runs at least.")
+@click.option("--warmup-runs", default=10, show_default=True, help="Untimed runs after the first (cold) run.")
+@click.option("--min-runs", default=500, show_default=True, help="Timed runs at least (hundreds for a stable p99).")
 @click.option("--min-seconds", default=5.0, show_default=True, help="Timed seconds at least.")
 @click.option("--allow-spinning/--no-allow-spinning", default=None,
               help="Let ORT worker threads spin between runs [default: ORT's choice].")
 @click.option("--seed", default=0, show_default=True, help="Seed for inputs and the bootstrap.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="JSON result file [default: ./<name>.bench.json, the export folder's name for model.onnx].")
-def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, tokenizer, dims, warmup, runs,
-          min_seconds, allow_spinning, seed, output):
+def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, tokenizer, dims, warmup_runs,
+          min_runs, min_seconds, allow_spinning, seed, output):
     """Measure the latency distribution of an ONNX file on an ONNX Runtime provider.
 
     MODEL is a .onnx file or an `edgekit export` folder.
@@ -134,7 +138,7 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
         raise EdgekitError("--seq-len and --lengths-from both set the sequence length: pass only one.")
     config = _validated(BenchConfig, provider=provider, threads=threads, batch=batch, seq_len=seq_len,
                         lengths_from=lengths_from, text_column=text_column, tokenizer=tokenizer,
-                        dims=_parse_dims(dims), warmup_runs=warmup, min_runs=runs, min_seconds=min_seconds,
+                        dims=_parse_dims(dims), warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
                         allow_spinning=allow_spinning, seed=seed)
     result = run_benchmark(model, config)
     path = model.resolve()

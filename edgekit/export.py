@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit import __version__
 from edgekit.atomic import atomic_dir
@@ -34,13 +34,26 @@ class ExportConfig(BaseModel):
     task: str = Field(description="feature-extraction, text-classification or image-classification")
     opset: int | None = Field(None, ge=11, description="ONNX opset; None lets the exporter choose")
     static_shapes: bool = Field(False, description="fix batch and sequence axes (mobile providers)")
-    batch_size: int = Field(1, ge=1, description="batch size of a static-shape graph")
-    seq_len: int = Field(128, ge=1, description="sequence length of a static-shape text graph")
+    batch: int | None = Field(None, ge=1, description="batch size of a static-shape graph (default 1)")
+    seq_len: int | None = Field(None, ge=1, description="sequence length of a static-shape text graph (default 128)")
     inputs: str | None = Field(None, description="parity data: a file or built-in data set name")
     text_column: str = Field("text", description="column/field of the texts in a CSV/JSONL file")
     samples: int = Field(64, ge=1, description="how many real inputs the parity check runs")
     atol: float = Field(1e-4, gt=0, description="max absolute difference allowed per output value")
     force: bool = Field(False, description="replace an existing output folder")
+
+    @model_validator(mode="after")
+    def _shapes_only_when_static(self):
+        # A dynamic graph has no batch or length to fix: the values would be silently ignored.
+        if not self.static_shapes and (self.batch is not None or self.seq_len is not None):
+            raise ValueError("--batch and --seq-len fix the shape of a --static-shapes export: "
+                             "add --static-shapes, or drop them for dynamic axes")
+        return self
+
+    @property
+    def static_shape(self) -> tuple[int, int] | None:
+        """(batch, seq_len) of a static-shape export, None for dynamic axes."""
+        return (self.batch or 1, self.seq_len or 128) if self.static_shapes else None
 
 
 @dataclass
@@ -52,7 +65,8 @@ class ExportResult:
 def _export_hf(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
     from optimum.exporters.onnx import main_export
 
-    shapes = {"batch_size": config.batch_size, "sequence_length": config.seq_len} if config.static_shapes else {}
+    static = config.static_shape
+    shapes = {"batch_size": static[0], "sequence_length": static[1]} if static else {}
     try:
         # library_name="transformers": a sentence-transformers folder would otherwise be
         # exported with pooling inside and without token_type_ids (FIELD-NOTES).
@@ -147,9 +161,8 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
     task.check_source(source)
     out = Path(out)
     with atomic_dir(out, replace=config.force) as tmp:
-        static = (config.batch_size, config.seq_len) if config.static_shapes else None
         # Data first: a wrong path or column is the commonest mistake and the cheapest to find.
-        batches = task.parity_batches(source, config.inputs, config.samples, static, config.text_column)
+        batches = task.parity_batches(source, config.inputs, config.samples, config.static_shape, config.text_column)
         torch_model = task.load_torch(source)
         onnx_path = tmp / ONNX_NAME
         if source.kind == "hf":
@@ -175,7 +188,7 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
             "model": model,
             "task": config.task,
             "opset": next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
-            "static_shapes": config.static_shapes,
+            "static_shape": config.static_shape,  # (batch, seq_len), or null for dynamic axes
             "inputs": _signature(session.get_inputs()),
             "outputs": _signature(session.get_outputs()),
             "parity": {"data": config.inputs or task.default_data, "atol": config.atol,

@@ -88,7 +88,7 @@ def test_free_dimensions_must_be_named_by_the_user(tmp_path):
 
 def test_cli_writes_json_and_prints_percentiles(run_cli, tiny_bert_onnx, tmp_path):
     out = tmp_path / "r.json"
-    result = run_cli("bench", tiny_bert_onnx, "--runs", 30, "--min-seconds", 0, "--seq-len", 16, "-o", out)
+    result = run_cli("bench", tiny_bert_onnx, "--min-runs", 30, "--min-seconds", 0, "--seq-len", 16, "-o", out)
     assert result.exit_code == 0, result.output
     assert "p95" in result.output and "CPUExecutionProvider" in result.output
     assert json.loads(out.read_text())["inputs"]["shapes"]["input_ids"] == [1, 16]
@@ -117,7 +117,7 @@ def test_image_dims_left_symbolic_by_the_exporter_come_from_the_config(tmp_path)
 
 def test_export_folder_is_accepted_and_names_the_result(run_cli, tiny_bert_onnx, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli("bench", tiny_bert_onnx.parent, "--runs", 10, "--min-seconds", 0, "--seq-len", 8)
+    result = run_cli("bench", tiny_bert_onnx.parent, "--min-runs", 10, "--min-seconds", 0, "--seq-len", 8)
     assert result.exit_code == 0, result.output
     assert (tmp_path / f"{tiny_bert_onnx.parent.name}.bench.json").is_file()
 

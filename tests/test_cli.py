@@ -54,7 +54,7 @@ def test_unavailable_provider_lists_the_available_ones(run_cli, tiny_bert_onnx):
 
     # CUDA where this onnxruntime lacks it (the common case), else a phone provider no Linux build has
     missing = "cuda" if "CUDAExecutionProvider" not in ort.get_available_providers() else "coreml"
-    result = run_cli("bench", tiny_bert_onnx, "--provider", missing, "--runs", 5, "--min-seconds", 0)
+    result = run_cli("bench", tiny_bert_onnx, "--provider", missing, "--min-runs", 5, "--min-seconds", 0)
     assert result.exit_code == 1
     assert "is not available" in result.output
     assert all(name in result.output for name in ort.get_available_providers())
@@ -102,3 +102,13 @@ def test_invalid_option_values_name_the_option(run_cli, tiny_bert_onnx):
 def test_bad_dim_syntax(run_cli, tiny_bert_onnx):
     result = run_cli("bench", tiny_bert_onnx, "--dim", "height")
     assert result.exit_code == 1 and "NAME=VALUE" in result.output
+
+
+def test_out_of_range_values_name_the_option_as_typed(run_cli, tiny_bert_onnx):
+    result = run_cli("bench", tiny_bert_onnx, "--min-runs", 0)
+    assert result.exit_code == 1 and "--min-runs:" in result.output
+
+
+def test_static_shape_values_without_static_shapes_are_refused(run_cli, tiny_bert, tmp_path):
+    result = run_cli("export", tiny_bert, "--task", "feature-extraction", "-o", tmp_path / "o", "--seq-len", 64)
+    assert result.exit_code == 1 and "add --static-shapes" in result.output

@@ -48,7 +48,7 @@ def test_text_classification_export_matches_pytorch(tmp_path, run_cli):
 
 
 def test_static_shapes_fix_every_axis(tiny_bert, tmp_path):
-    config = ExportConfig(task="feature-extraction", static_shapes=True, batch_size=2, seq_len=16)
+    config = ExportConfig(task="feature-extraction", static_shapes=True, batch=2, seq_len=16)
     result = export_model(str(tiny_bert), tmp_path / "static", config)
     session = _session(result.onnx_path)
     assert all(i.shape == [2, 16] for i in session.get_inputs())

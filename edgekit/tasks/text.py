@@ -40,7 +40,7 @@ class TextTask:
             batch_size, seq_len = static_shape
             if len(texts) < batch_size:
                 raise DataError(f"only {len(texts)} texts for a static batch of {batch_size}: "
-                                "give more texts or a smaller --batch-size.")
+                                "give more texts or a smaller --batch.")
             kwargs = {"padding": "max_length", "max_length": seq_len}
         else:
             batch_size, kwargs = PARITY_BATCH, {"padding": "longest", "max_length": max_length}
