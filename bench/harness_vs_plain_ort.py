@@ -19,9 +19,9 @@ import datetime as dt
 import json
 import os
 import statistics
-import warnings
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np

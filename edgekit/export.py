@@ -138,17 +138,18 @@ def check_parity(session, task, torch_model, batches: list[dict], atol: float) -
             s["count"] += diff.size
     report = {name: {"max_abs_diff": s["max_abs_diff"], "mean_abs_diff": s["sum_abs_diff"] / max(s["count"], 1)}
               for name, s in stats.items()}
+    # A shape, name or NaN problem has no meaningful max diff: those report NaN.
+    mismatches = {name: float("nan") for name in problems}
     for name, s in report.items():
         if name not in problems and s["max_abs_diff"] > atol:
             problems[name] = f"max |diff| {s['max_abs_diff']:.3g} > atol {atol:g}"
+            mismatches[name] = s["max_abs_diff"]
     if problems:
         listing = "; ".join(f"{name}: {why}" for name, why in problems.items())
         raise ExportMismatch(
             f"the ONNX export differs from PyTorch on {_count(batches)} real inputs: {listing}. "
             "The file was not saved. Fix: try another --opset or the other shape mode (--static-shapes "
-            "or not); raise --atol only if the difference is expected (e.g. fp16).",
-            # a shape, name or NaN problem has no meaningful max diff
-            {name: report[name]["max_abs_diff"] if "atol" in why else float("nan") for name, why in problems.items()})
+            "or not); raise --atol only if the difference is expected (e.g. fp16).", mismatches)
     return report
 
 
