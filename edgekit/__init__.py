@@ -2,6 +2,31 @@
 
 Importing the package stays light: torch and onnxruntime load only inside the
 functions that need them, so `edgekit --help` starts instantly.
+
+The Python API of the main job:
+
+    from edgekit import load_recipe, distill_and_export
+    report = distill_and_export(load_recipe("recipes/minilm-multitask.yaml"), out="runs/demo")
+    report.selected        # {"name", "onnx", "bundle"}, or None
+    report.data            # everything in report.json
 """
 
 __version__ = "0.1.0"
+
+# name -> module; resolved on first use so `import edgekit` loads neither pydantic nor torch.
+_API = {
+    "Recipe": "edgekit.recipe",
+    "load_recipe": "edgekit.recipe",
+    "recipe_from_dict": "edgekit.recipe",
+    "distill_and_export": "edgekit.pipeline",
+    "RunReport": "edgekit.pipeline",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'edgekit' has no attribute '{name}'")

@@ -41,6 +41,8 @@ class BenchConfig(BaseModel):
     lengths_from: str | None = Field(None, description="texts whose token lengths the inputs follow")
     text_column: str = Field("text", description="column/field of the texts in a CSV/JSONL file")
     tokenizer: str | None = Field(None, description="tokenizer folder; default: the ONNX file's folder")
+    max_length: int | None = Field(None, ge=1, description="truncate --lengths-from texts here (default: "
+                                                           "the model's limit)")
     dims: dict[str, int] = Field(default_factory=dict, description="values for other symbolic dimensions")
     warmup_runs: int = Field(10, ge=0, description="untimed runs after the first (cold) one")
     min_runs: int = Field(500, ge=1, description="timed runs at least (hundreds for a stable p99)")
@@ -125,7 +127,7 @@ def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[
                                f"in {folder}: pass --tokenizer FOLDER (or a hub id).")
     tokenizer = load_tokenizer(config.tokenizer or str(folder))
     texts = load_texts(config.lengths_from, config.text_column)
-    max_length = max_text_length(tokenizer, folder)
+    max_length = config.max_length or max_text_length(tokenizer, folder)
     lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
     batch = config.batch or 1
     feeds = []

@@ -150,6 +150,61 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
     click.echo(f"wrote {output}")
 
 
+@cli.group()
+def recipe() -> None:
+    """Write and check recipes (YAML: teacher, tasks, students, budget, distill)."""
+
+
+@recipe.command()
+def schema() -> None:
+    """Print the recipe's JSON schema (every key, its type, default and meaning)."""
+    from edgekit.recipe import Recipe
+
+    click.echo(json.dumps(Recipe.model_json_schema(), indent=1))
+
+
+@recipe.command()
+@click.argument("file", type=click.Path(path_type=Path))
+def check(file) -> None:
+    """Validate a recipe file and its data sources without running it."""
+    from edgekit.data.tasks import check_task_sources
+    from edgekit.recipe import RecipeError, load_recipe
+
+    loaded = load_recipe(file)
+    problems = check_task_sources(loaded)
+    if problems:
+        raise RecipeError(f"{file}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
+    click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
+               f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {loaded.budget.provider}.")
+
+
+@cli.command("distill-and-export")
+@click.argument("recipe_file", metavar="RECIPE", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<recipe name>].")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Cache of teacher outputs, probes and checkpoints [default: $EDGEKIT_CACHE_DIR or "
+              "<run folder's parent>/.edgekit-cache].")
+@click.option("--force", is_flag=True, help="Replace an existing run folder (only once the new one is complete).")
+def distill_and_export(recipe_file, out, cache_dir, force) -> None:
+    """Derive students that fit the budget, distill, export, measure and pick one.
+
+    Writes the run folder (bundle/, every candidate's ONNX files, report.json, report.md)
+    atomically. A killed run resumes from its cache when rerun.
+    """
+    import signal
+    import sys
+
+    from edgekit.pipeline import distill_and_export as run
+
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the half-built run folder is removed,
+    # the cache and its checkpoints stay, and a rerun resumes.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    report = run(recipe_file, out=out, cache_dir=cache_dir, force=force, echo=lambda m: click.echo(m, err=True))
+    click.echo(f"bundle: {report.path / 'bundle'}")
+    click.echo(f"report: {report.path / 'report.md'}")
+
+
 def main() -> None:
     cli(prog_name="edgekit")
 

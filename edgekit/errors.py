@@ -48,3 +48,7 @@ class ProviderUnavailable(EdgekitError):
 
 class BenchConfigError(EdgekitError):
     """Benchmark settings that do not fit the model (shapes, dims, lengths)."""
+
+
+class QuantizationFailed(EdgekitError):
+    """ONNX Runtime's quantizer failed on a file (or wrote one that does not load)."""

@@ -79,14 +79,17 @@ def _export_hf(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
                            "or try another --opset.") from None
 
 
-def _export_torch(module, task, example: dict, output_names: list[str], path: Path, config: ExportConfig) -> None:
+def _export_torch(module, example: dict, input_axes: dict, output_names: list[str], path: Path,
+                  opset: int | None) -> None:
+    """torch.onnx.export with `input_axes` ({name: {axis: label}}; {} = static shapes);
+    every output's first axis follows the batch when there are dynamic axes."""
     import torch
 
-    axes = {} if config.static_shapes else {**task.inputs, **{name: {0: "batch_size"} for name in output_names}}
+    axes = {**input_axes, **{name: {0: "batch_size"} for name in output_names}} if input_axes else {}
     try:
         torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), str(path),
                           input_names=list(example), output_names=output_names, dynamic_axes=axes,
-                          opset_version=config.opset or DEFAULT_OPSET, do_constant_folding=True,
+                          opset_version=opset or DEFAULT_OPSET, do_constant_folding=True,
                           dynamo=False)  # the dynamo path needs onnxscript and gives slower graphs (FIELD-NOTES)
     except Exception as e:  # noqa: BLE001
         raise ExportFailed(f"torch.onnx.export failed: {type(e).__name__}: {e}. Try another --opset, "
@@ -153,6 +156,49 @@ def check_parity(session, task, torch_model, batches: list[dict], atol: float) -
     return report
 
 
+def _checked_session(onnx_path: Path):
+    """onnx.checker, then a CPU session on all cores (for the parity check)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(onnx_path))
+    except Exception as e:  # noqa: BLE001 - checker raises ValidationError and others
+        raise ExportFailed(f"the exported graph fails onnx.checker: {e}. Try another --opset.") from None
+    return create_session(onnx_path, SessionSettings(threads=os.cpu_count() or 1))[0]
+
+
+class _NetworkOutputs:
+    """check_parity's view of an edgekit network: outputs by name, all pooled (no padding)."""
+
+    @staticmethod
+    def torch_outputs(model, feed: dict) -> dict:
+        import torch
+
+        from edgekit.networks import torch_feed
+
+        with torch.inference_mode():
+            outputs = model(**torch_feed(feed, model.input_names))
+        return {name: value.numpy() for name, value in zip(model.output_names, outputs)}
+
+    @staticmethod
+    def real_positions(feed: dict, output):
+        return None
+
+
+def export_network(model, path: Path, batches: list[dict], atol: float = 1e-4, opset: int | None = None) -> dict:
+    """Export an edgekit network (networks.TextModel / ImageModel) to `path` with dynamic
+    batch (and sequence) axes, check it with onnx.checker and against PyTorch on the real
+    `batches` (numpy feeds); returns the parity record. Raises ExportMismatch on a mismatch."""
+    text = "input_ids" in model.input_names
+    axes = {name: ({0: "batch_size", 1: "sequence_length"} if text else {0: "batch_size"})
+            for name in model.input_names}
+    example = {name: batches[0][name] for name in model.input_names}
+    _export_torch(model.eval(), example, axes, model.output_names, path, opset)
+    session = _checked_session(path)
+    parity = check_parity(session, _NetworkOutputs(), model, batches, atol)
+    return {"atol": atol, "samples": _count(batches), "batches": len(batches), "outputs": parity}
+
+
 def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportResult:
     """Export `model` for `config.task` into the folder `out` (model.onnx + tokenizer/config + export.json)."""
     import onnx
@@ -176,12 +222,9 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
                 raise DataError(f"the module does not accept the parity inputs of shape {shape} "
                                 f"({type(e).__name__}: {e}). Pass --inputs images.npy with real inputs "
                                 "of the shape it expects, (N, C, H, W).") from None
-            _export_torch(torch_model, task, batches[0], output_names, onnx_path, config)
-        try:
-            onnx.checker.check_model(str(onnx_path))
-        except Exception as e:  # noqa: BLE001 - checker raises ValidationError and others
-            raise ExportFailed(f"the exported graph fails onnx.checker: {e}. Try another --opset.") from None
-        session, _ = create_session(onnx_path, SessionSettings(threads=os.cpu_count() or 1))
+            _export_torch(torch_model, batches[0], {} if config.static_shapes else task.inputs, output_names,
+                          onnx_path, config.opset)
+        session = _checked_session(onnx_path)
         parity = check_parity(session, task, torch_model, batches, config.atol)
         graph = onnx.load(str(onnx_path), load_external_data=False)
         info = {

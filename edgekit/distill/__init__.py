@@ -1,0 +1,1 @@
+"""Knowledge distillation: loss functions by name, the training loop, cached teacher outputs."""

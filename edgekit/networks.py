@@ -1,0 +1,161 @@
+"""The networks edgekit trains and exports, teacher and student alike.
+
+One forward serves both ONNX export and training: `forward` returns a tuple in
+`output_names` order (what the ONNX graph outputs), `internals` returns the small
+dict of named tensors the distillation losses compare (TextBrewer's adaptor idea):
+  embedding (batch, hidden), logits {task: (batch, classes)}, hidden [(batch, seq, hidden)],
+  attention [(batch, heads, seq, seq)], mask (batch, seq).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+
+class TextModel(nn.Module):
+    """A Hugging Face encoder with pooling and task heads, or a sequence classifier.
+
+    kind "sentence-encoder": backbone is an AutoModel; the embedding is the pooled last
+    hidden state (mean over real tokens or [CLS]), optionally projected to `embedding_dim`
+    (a narrower student keeps the teacher's embedding space) and L2-normalized; each
+    classification task has a linear head on it, exported as `<task>_logits`.
+    kind "sequence-classifier": backbone is an AutoModelForSequenceClassification whose
+    logits are the one task's `<task>_logits`.
+    """
+
+    def __init__(self, backbone, kind: str, heads: dict[str, nn.Linear] | None = None, pooling: str = "mean",
+                 normalize: bool = True, classifier_task: str | None = None, projection: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.kind = kind
+        self.heads = nn.ModuleDict(heads or {})
+        self.pooling = pooling
+        self.normalize = normalize
+        self.classifier_task = classifier_task
+        self.projection = projection
+        self.uses_token_type_ids = "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.kind == "sequence-classifier":
+            return [f"{self.classifier_task}_logits"]
+        return ["embedding", *(f"{name}_logits" for name in self.heads)]
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", *(["token_type_ids"] if self.uses_token_type_ids else [])]
+
+    def _pool(self, last_hidden, mask):
+        if self.pooling == "cls":
+            pooled = last_hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(last_hidden.dtype)  # (batch, seq, 1)
+            pooled = (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def internals(self, input_ids, attention_mask, token_type_ids=None, hidden: bool = False,
+                  attention: bool = False) -> dict:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "output_hidden_states": hidden, "output_attentions": attention}
+        if self.uses_token_type_ids and token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.backbone(**kwargs)
+        result = {"mask": attention_mask}
+        if self.kind == "sequence-classifier":
+            result["logits"] = {self.classifier_task: out.logits}
+        else:
+            embedding = self._pool(out.last_hidden_state, attention_mask)  # (batch, embedding_dim)
+            result["embedding"] = embedding
+            result["logits"] = {name: head(embedding) for name, head in self.heads.items()}
+        if hidden:
+            result["hidden"] = list(out.hidden_states)  # embeddings output, then one per layer
+        if attention:
+            result["attention"] = list(out.attentions)
+        return result
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        out = self.internals(input_ids, attention_mask, token_type_ids)
+        if self.kind == "sequence-classifier":
+            return (out["logits"][self.classifier_task],)
+        return (out["embedding"], *(out["logits"][name] for name in self.heads))
+
+
+class ConvNet(nn.Module):
+    """A small CNN for small images: `depth` blocks of 3x3 conv + ReLU at `width` channels,
+    pooled to 4x4 and classified by one linear layer.
+
+    Features are flattened channel-major, so a narrower student's classifier is the
+    teacher's first `width * 16` input columns (see students.init_from_teacher)."""
+
+    def __init__(self, in_channels: int, width: int, depth: int, num_classes: int):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "width": width, "depth": depth, "num_classes": num_classes}
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU())
+            for i in range(depth))
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.classifier = nn.Linear(width * 16, num_classes)
+
+    def features(self, x) -> list:
+        hidden = []
+        for block in self.blocks:
+            x = block(x)  # (batch, width, h, w)
+            hidden.append(x)
+        return hidden
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)[-1]).flatten(1))
+
+
+class ImageModel(nn.Module):
+    """An image classifier (edgekit's ConvNet or a user's module) whose logits are `<task>_logits`."""
+
+    input_names = ["pixel_values"]
+
+    def __init__(self, net: nn.Module, task: str):
+        super().__init__()
+        self.net = net
+        self.task = task
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"{self.task}_logits"]
+
+    def internals(self, pixel_values, hidden: bool = False, attention: bool = False) -> dict:
+        if hidden and isinstance(self.net, ConvNet):
+            states = self.net.features(pixel_values)
+            logits = self.net.classifier(self.net.pool(states[-1]).flatten(1))
+            return {"logits": {self.task: logits}, "hidden": states}
+        out = self.net(pixel_values)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        return {"logits": {self.task: logits}}
+
+    def forward(self, pixel_values):
+        return (self.internals(pixel_values)["logits"][self.task],)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of every parameter and buffer (names, shapes, values): identifies a
+    model's weights wherever they came from (folder, hub, training)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def torch_feed(feed: dict, names: list[str]) -> dict:
+    """numpy inputs -> torch tensors, only those the network takes."""
+    return {name: torch.from_numpy(feed[name]) for name in names if name in feed}

@@ -1,0 +1,263 @@
+"""Recipes: what to distill, for which tasks, under which latency budget.
+
+A recipe is a YAML file validated by the pydantic models below (unknown keys and
+wrong types are rejected with the key's path and the fix). `Recipe.model_json_schema()`
+is what `edgekit recipe schema` prints. Recipes can also be built in code:
+
+    recipe = Recipe(name="demo", teacher=TeacherSpec(model="..."), tasks=[...], budget=Budget(ms=6))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekit.errors import EdgekitError
+
+TASK_KINDS = ("classification", "similarity", "retrieval", "image-classification")
+METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "similarity": ("spearman", "pearson"),
+    "retrieval": ("mrr", "recall@1", "recall@5"),
+    "image-classification": ("accuracy", "macro_f1"),
+}
+# What each loss compares (see edgekit.distill.losses).
+LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")
+
+
+class RecipeError(EdgekitError):
+    """A recipe that does not validate, or whose parts do not fit together."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    model: str = Field(description="hub id, local folder, `package/subfolder` of an installed package, a "
+                                   "TorchScript/torch.save file, or `edgekit:cnn` (a built-in CNN trained here)")
+    kind: Literal["sentence-encoder", "sequence-classifier", "image-classifier"] = Field(
+        "sentence-encoder", description="what the teacher computes")
+    head: Literal["none", "linear", "finetune"] = Field(
+        "none", description="`linear`: fit a linear head per classification task on frozen teacher embeddings "
+                            "(sentence-encoder); `finetune`: train the whole teacher with its head on the "
+                            "classification task (sequence-classifier, image-classifier); `none`: use as is")
+    pooling: Literal["mean", "cls"] = Field("mean", description="sentence-encoder: how token vectors become one")
+    normalize: bool = Field(True, description="sentence-encoder: L2-normalize the embedding")
+    max_length: int = Field(128, ge=8, description="tokens per text (longer texts are truncated)")
+    epochs: int = Field(2, ge=1, description="head=finetune: training epochs")
+    lr: float = Field(3e-5, gt=0, description="head=finetune: learning rate")
+    batch_size: int = Field(32, ge=1, description="head=finetune: batch size")
+    width: int = Field(32, ge=4, description="edgekit:cnn: channels of every convolution")
+    depth: int = Field(3, ge=1, description="edgekit:cnn: convolution blocks")
+
+
+class DataSpec(_Strict):
+    source: str = Field(description="a CSV/TSV/JSONL/Parquet file, `hf:NAME[:CONFIG]` (Hugging Face datasets, "
+                                    "online), or a built-in: rotten_tomatoes, lee, lee_background, digits")
+    text: str = Field("text", description="classification: column of the texts")
+    label: str = Field("label", description="classification: column of the labels")
+    text_a: str = Field("text_a", description="similarity: first text of a pair")
+    text_b: str = Field("text_b", description="similarity: second text of a pair")
+    score: str = Field("score", description="similarity: gold similarity score")
+    query: str = Field("query", description="retrieval: column of the queries")
+    document: str = Field("document", description="retrieval: column of the matching documents")
+
+
+class SplitSpec(_Strict):
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the (deduplicated) examples held out")
+    seed: int = Field(0, description="seed of the random split")
+    eval_only: bool = Field(False, description="use every example for evaluation, none for training")
+    train_split: str | None = Field(None, description="hf: sources: name of the training split (e.g. train)")
+    test_split: str | None = Field(None, description="hf: sources: name of the evaluation split (e.g. test)")
+    max_train: int | None = Field(None, ge=1, description="subsample the training examples (quick runs)")
+    max_test: int | None = Field(None, ge=1, description="subsample the evaluation examples (quick runs)")
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="identifier; names the task's ONNX output")
+    kind: Literal["classification", "similarity", "retrieval", "image-classification"]
+    data: DataSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    metric: str | None = Field(None, description="default: the first metric of the kind (accuracy, spearman, mrr)")
+
+    @model_validator(mode="after")
+    def _metric_fits_kind(self):
+        allowed = METRICS[self.kind]
+        if self.metric is None:
+            self.metric = allowed[0]
+        elif self.metric not in allowed:
+            raise ValueError(f"metric '{self.metric}' does not apply to a {self.kind} task; "
+                             f"choose one of: {', '.join(allowed)}")
+        return self
+
+
+class StudentSpace(_Strict):
+    layers: list[int] = Field([1, 2, 3, 4], min_length=1, description="text: teacher layers each student keeps")
+    layer_choice: Literal["spread", "first", "last"] = Field(
+        "spread", description="which teacher layers initialize a student: `spread` takes every other layer "
+                              "(DistilBERT), `first`/`last` a contiguous block")
+    hidden: list[int | None] = Field([None], description="text: hidden widths (null = the teacher's)")
+    heads: list[int | None] = Field([None], description="text: attention heads (null = the teacher's)")
+    ffn: list[int | None] = Field([None], description="text: feed-forward sizes (null = the teacher's)")
+    widths: list[int] = Field([8, 16], min_length=1, description="image: channels of each convolution")
+    depths: list[int] = Field([1, 2], min_length=1, description="image: convolution blocks")
+    max_students: int = Field(2, ge=1, description="distill at most this many feasible candidates, largest first")
+
+
+class Budget(_Strict):
+    percentile: Literal["p50", "p95", "p99"] = Field("p95", description="latency percentile the budget bounds")
+    ms: float = Field(gt=0, description="latency budget in milliseconds for one batch")
+    batch: int = Field(1, ge=1, description="batch size the budget is measured at")
+    seq_len: int | Literal["task"] = Field(
+        128, description="tokens per text, or `task` for the first text task's own length distribution")
+    provider: str = Field("cpu", description="ONNX Runtime provider: cpu, cuda, tensorrt, ...")
+    threads: int = Field(1, ge=1, description="intra-op threads")
+    size_mb: float | None = Field(None, gt=0, description="optional file size budget in MB")
+    int8: bool = Field(True, description="also consider dynamic int8 variants of each candidate")
+    min_runs: int = Field(300, ge=50, description="timed runs per measurement (hundreds for a stable p95)")
+    min_seconds: float = Field(2.0, ge=0, description="timed wall time per measurement")
+
+
+class LossSpec(_Strict):
+    name: Literal["kl", "ce", "mse", "cosine", "hidden_mse", "attention"] = Field(
+        description="kl: soft targets with temperature; ce: hard labels; mse/cosine: embeddings; "
+                    "hidden_mse: hidden states of mapped layers; attention: attention maps of mapped layers")
+    weight: float = Field(1.0, gt=0)
+    temperature: float = Field(2.0, gt=0, description="kl only")
+
+
+class DistillSpec(_Strict):
+    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(name="mse")], min_length=1)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    seed: int = Field(0)
+    freeze_embeddings: bool = Field(True, description="text students keep the teacher's word embeddings "
+                                                      "frozen (when widths match): 2/3 of a small student's "
+                                                      "weights, and most of the optimizer's work")
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints (resume points)")
+    unlabeled: list[DataSpec] = Field(default_factory=list, description="extra texts/images to distill on")
+    max_texts: int | None = Field(None, ge=1, description="subsample the distillation set (quick runs)")
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the default run folder")
+    teacher: TeacherSpec
+    tasks: list[TaskSpec] = Field(min_length=1)
+    students: StudentSpace = Field(default_factory=StudentSpace)
+    budget: Budget
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+
+    @model_validator(mode="after")
+    def _parts_fit(self):
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique (got {names})")
+        image = self.teacher.kind == "image-classifier"
+        for task in self.tasks:
+            if (task.kind == "image-classification") != image:
+                raise ValueError(f"task '{task.name}' ({task.kind}) cannot be served by a {self.teacher.kind} "
+                                 "teacher: image tasks need kind image-classifier, text tasks a text teacher")
+        classification = [t for t in self.tasks if t.kind in ("classification", "image-classification")]
+        if self.teacher.kind != "sentence-encoder":
+            if len(self.tasks) != 1 or not classification:
+                raise ValueError(f"a {self.teacher.kind} teacher serves exactly one classification task; "
+                                 "use kind sentence-encoder for several tasks")
+            if self.teacher.head == "linear":
+                raise ValueError("head: linear fits heads on sentence-encoder embeddings; "
+                                 f"a {self.teacher.kind} teacher takes head: finetune or none")
+        elif self.teacher.head == "finetune":
+            raise ValueError("a sentence-encoder teacher takes head: linear (or none); "
+                             "for full fine-tuning use kind sequence-classifier")
+        if self.teacher.kind == "sentence-encoder" and classification and self.teacher.head == "none":
+            raise ValueError(f"classification task '{classification[0].name}' needs a head on the encoder: "
+                             "set teacher.head: linear")
+        if self.teacher.model == "edgekit:cnn" and self.teacher.head != "finetune":
+            raise ValueError("teacher edgekit:cnn starts untrained: set teacher.head: finetune")
+        if self.budget.seq_len == "task" and image:
+            raise ValueError("budget.seq_len: task applies to text tasks; leave it out for images")
+        if any(loss.name in ("kl", "ce") for loss in self.distill.losses) and not classification:
+            raise ValueError("losses kl and ce compare class logits, and no task is a classification task: "
+                             "use mse or cosine on the embeddings")
+        return self
+
+    def digest(self) -> str:
+        """A short hash of the validated recipe (cache keys, provenance)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _line_of(text: str, location: tuple) -> int | None:
+    """The YAML line (1-based) of the key at `location` (a pydantic error path), when found."""
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in location:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _fix(err: dict) -> str:
+    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return "unknown key: remove it or check its spelling (`edgekit recipe schema` lists every key)"
+    if kind == "missing":
+        return "required key is missing: add it"
+    return msg
+
+
+def recipe_from_dict(data, where: str = "recipe", text: str | None = None) -> Recipe:
+    """Validate a parsed recipe; every problem is listed with its key path (and YAML line)."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: a recipe is a YAML mapping (name:, teacher:, tasks:, budget: ...), "
+                          f"not a {type(data).__name__}.")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            # Drop pydantic's union/literal tags ("int", "literal['task']") from the path.
+            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p.startswith(("literal[", "function-"))
+                                                                            or p in ("int", "str", "float")))
+            path = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(text, loc) if text and loc else None
+            at = f"{where}:{line}" if line else where
+            problems.append(f"  {at}: {path}: {_fix(err)}")
+        raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(dict.fromkeys(problems))) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe '{path}' does not exist; pass the path of a YAML recipe "
+                          "(see recipes/ for examples).")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
+    return recipe_from_dict(data, str(path), text)

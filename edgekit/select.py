@@ -1,0 +1,78 @@
+"""Which file meets the budget, which one to ship, and what would make a miss fit.
+
+A file meets the budget when its measured latency at the budget's percentile is at
+most the budget (and its size at most the size budget, if any). Among those, the
+pick keeps the most of the teacher on its WORST task (one student serves every
+task, so its weakest task is what a user feels), then the mean retention, then the
+lower latency.
+"""
+
+from __future__ import annotations
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import Budget
+
+
+class BudgetNotMet(EdgekitError):
+    """No candidate can meet the latency (or size) budget."""
+
+    exit_code = 2
+
+
+def latency_of(entry: dict, budget: Budget) -> float:
+    return entry["latency_ms"][budget.percentile]
+
+
+def meets_budget(entry: dict, budget: Budget) -> bool:
+    size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
+    return latency_of(entry, budget) <= budget.ms and size_ok
+
+
+def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:
+    """Student metric as a percentage of the teacher's, per task (None where the teacher
+    scores <= 0 and a ratio means nothing)."""
+    return {task: (100.0 * m["value"] / teacher_metrics[task]["value"]) if teacher_metrics[task]["value"] > 0
+            else None for task, m in metrics.items()}
+
+
+def _rank(entry: dict, budget: Budget) -> tuple:
+    kept = [v for v in entry["retention"].values() if v is not None] or [0.0]
+    return (min(kept), sum(kept) / len(kept), -latency_of(entry, budget))
+
+
+def pick(entries: list[dict], budget: Budget) -> dict | None:
+    feasible = [e for e in entries if meets_budget(e, budget)]
+    return max(feasible, key=lambda e: _rank(e, budget)) if feasible else None
+
+
+def shape_text(budget: Budget, lengths_note: str = "") -> str:
+    seq = "the task's own text lengths" + lengths_note if budget.seq_len == "task" else f"seq {budget.seq_len}"
+    return f"batch {budget.batch}, {seq}, on {budget.provider} with {budget.threads} thread(s)"
+
+
+def closest_miss(entries: list[dict], budget: Budget, what: str) -> str:
+    """Why nothing fits, naming the fastest of `entries` and the changes that would fit it."""
+    fastest = min(entries, key=lambda e: latency_of(e, budget))
+    latency = latency_of(fastest, budget)
+    ms = f"{budget.percentile} <= {budget.ms:g} ms"
+    lines = [f"no {what} meets {ms} at {shape_text(budget)}."]
+    if latency > budget.ms:
+        lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.2f} ms.")
+        fixes = [f"raise budget.ms to at least {latency * 1.05:.2f} (5% headroom)"]
+        if isinstance(budget.seq_len, int):
+            # Transformer latency grows about linearly with tokens at these lengths (FIELD-NOTES).
+            fixes.append(f"shorten budget.seq_len to about {int(budget.seq_len * budget.ms / latency)} tokens")
+        if "width" in fastest.get("architecture", {}):
+            fixes.append("add narrower or shallower students (students.widths / students.depths)")
+        else:
+            fixes.append("add narrower students (students.hidden, e.g. [192]) or fewer layers (students.layers)")
+        if not budget.int8:
+            fixes.append("allow int8 variants (budget.int8: true)")
+        fixes.append("or raise budget.threads if the device has the cores")
+        lines.append("To fit: " + "; ".join(fixes) + ".")
+    if budget.size_mb is not None:
+        smallest = min(entries, key=lambda e: e["size_bytes"])
+        if smallest["size_bytes"] / 1e6 > budget.size_mb:
+            lines.append(f"The smallest file, {smallest['name']}, is {smallest['size_bytes'] / 1e6:.1f} MB > "
+                         f"budget.size_mb {budget.size_mb:g}: raise it, or add smaller students.")
+    return " ".join(lines)

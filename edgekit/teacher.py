@@ -1,0 +1,183 @@
+"""The teacher: loaded from the recipe, given its task heads, its outputs cached.
+
+A sentence encoder gets a linear head per classification task, fit on its frozen
+embeddings of the task's training split (logistic regression). A sequence or image
+classifier can be fine-tuned whole on its task (`head: finetune`); `edgekit:cnn`
+is a built-in CNN trained from scratch that way. Head fitting and fine-tuning are
+cached by teacher weights + data + settings, so a rerun does not repeat them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from edgekit.cache import Cache, cache_key, digest_texts
+from edgekit.data.tasks import TaskData
+from edgekit.errors import ModelNotFound
+from edgekit.recipe import Recipe
+
+
+@dataclass
+class Teacher:
+    model: object  # networks.TextModel or networks.ImageModel
+    tokenizer: object | None  # None for image teachers
+    tokenizer_source: str | None  # folder or hub id the tokenizer files come from
+    digest: str  # sha256 of the prepared weights (heads included)
+    max_length: int
+    prepared: dict = field(default_factory=dict)  # what head fitting / fine-tuning did
+
+    def outputs(self, inputs, inputs_digest: str, cache: Cache) -> dict:
+        """{"embedding", "logits": {task: ...}} for every input, computed once per
+        (teacher weights, inputs) and then read from the cache."""
+        from edgekit.inputs import run_model
+
+        key = cache_key("teacher-outputs", self.digest, inputs_digest, self.max_length)
+        stored = cache.load_arrays("teacher-outputs", key)
+        if stored is None:
+            out = run_model(self.model, inputs)
+            stored = {f"logits/{task}": value for task, value in out["logits"].items()}
+            if "embedding" in out:
+                stored["embedding"] = out["embedding"]
+            cache.save_arrays("teacher-outputs", key, stored)
+        result = {"logits": {name.split("/", 1)[1]: value for name, value in stored.items()
+                             if name.startswith("logits/")}}
+        if "embedding" in stored:
+            result["embedding"] = stored["embedding"]
+        return result
+
+
+def _echo(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def fit_linear_head(embeddings, labels, num_classes: int):
+    """A logistic-regression head on fixed embeddings, as an nn.Linear producing logits."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(max_iter=2000).fit(embeddings, labels)
+    coef, intercept = classifier.coef_, classifier.intercept_
+    if coef.shape[0] == 1:  # binary: one score w.x+b; as two logits (-s/2, s/2) softmax gives the same odds
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = np.zeros((num_classes, embeddings.shape[1]), dtype=np.float32)
+    bias = np.full(num_classes, -1e4, dtype=np.float32)  # classes absent from training are never predicted
+    weight[classifier.classes_] = coef
+    bias[classifier.classes_] = intercept
+    head = torch.nn.Linear(embeddings.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight))
+        head.bias.copy_(torch.from_numpy(bias))
+    return head
+
+
+def _classification_tasks(tasks: list[TaskData]) -> list[TaskData]:
+    return [t for t in tasks if t.spec.kind in ("classification", "image-classification")]
+
+
+def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cache, base_digest: str,
+              echo: Callable[[str], None]) -> dict:
+    """Train the whole teacher with cross-entropy on the task's training split."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    from edgekit.distill.trainer import TrainSettings, train
+
+    spec = recipe.teacher
+    settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=recipe.distill.seed)
+    label_tensor = torch.from_numpy(labels)
+
+    def step_loss(net, indices):
+        logits = net.internals(**inputs.batch(indices))["logits"][task.name]
+        loss = F.cross_entropy(logits, label_tensor[indices])
+        return loss, {"ce": float(loss.detach())}
+
+    key = cache_key("teacher-finetune", base_digest, task.digest, settings.__dict__, spec.max_length)
+    echo(f"fine-tuning the teacher on {task.name} ({len(inputs)} examples, {spec.epochs} epochs)")
+    return train(model, len(inputs), step_loss, settings, cache.folder("teacher-finetune", key),
+                 "teacher fine-tuning", echo)
+
+
+def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, attention: bool) -> Teacher:
+    from edgekit.inputs import TextInputs
+    from edgekit.models import load_hf, load_tokenizer, resolve_model
+    from edgekit.networks import TextModel, state_digest
+
+    spec = recipe.teacher
+    source = resolve_model(spec.model)
+    if source.kind != "hf":
+        raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
+                            "Face folder or hub id (image teachers take kind: image-classifier).")
+    tokenizer = load_tokenizer(source.location)
+    extra = {"attn_implementation": "eager"} if attention else {}
+    prepared: dict = {}
+    if spec.kind == "sentence-encoder":
+        model = TextModel(load_hf(source, "AutoModel", **extra), spec.kind, {}, spec.pooling, spec.normalize)
+        base_digest = state_digest(model)
+        teacher = Teacher(model, tokenizer, source.location, base_digest, spec.max_length)
+        heads = {}
+        for task in _classification_tasks(tasks) if spec.head == "linear" else []:
+            inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
+            embeddings = teacher.outputs(inputs, digest_texts(task.train["text"]), cache)["embedding"]
+            heads[task.name] = fit_linear_head(embeddings, task.train["label"], len(task.labels))
+            prepared[task.name] = {"head": "linear (logistic regression on frozen teacher embeddings)",
+                                   "train_examples": len(inputs)}
+        model.heads.update(heads)
+    else:
+        task = tasks[0]
+        if spec.head == "finetune":
+            import torch
+
+            torch.manual_seed(recipe.distill.seed)  # the new head's init: the same on every rerun (cache keys)
+            backbone = load_hf(source, "AutoModelForSequenceClassification", num_labels=len(task.labels),
+                               ignore_mismatched_sizes=True, **extra)
+        else:
+            backbone = load_hf(source, "AutoModelForSequenceClassification", **extra)
+            if backbone.config.num_labels != len(task.labels):
+                raise ModelNotFound(f"teacher '{spec.model}' predicts {backbone.config.num_labels} classes but task "
+                                    f"'{task.name}' has {len(task.labels)} ({', '.join(task.labels)}): set "
+                                    "teacher.head: finetune to train a new head.")
+        model = TextModel(backbone, spec.kind, classifier_task=task.name)
+        if spec.head == "finetune":
+            inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
+            prepared[task.name] = {"head": "finetune", **_finetune(model, inputs, task.train["label"], recipe, task,
+                                                                   cache, state_digest(model), echo)}
+    return Teacher(model.eval(), tokenizer, source.location, state_digest(model), spec.max_length, prepared)
+
+
+def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) -> Teacher:
+    import torch
+
+    from edgekit.inputs import ImageInputs
+    from edgekit.models import load_torch_module, resolve_model
+    from edgekit.networks import ConvNet, ImageModel, state_digest
+
+    spec, task = recipe.teacher, tasks[0]
+    images = task.train["image"] if len(task.train["image"]) else task.test["image"]
+    if spec.model == "edgekit:cnn":
+        torch.manual_seed(recipe.distill.seed)
+        net = ConvNet(images.shape[1], spec.width, spec.depth, len(task.labels))
+    else:
+        source = resolve_model(spec.model)
+        if source.kind != "torch-file":
+            raise ModelNotFound(f"teacher '{spec.model}': an image-classifier teacher is a TorchScript or "
+                                "torch.save'd module file, or edgekit:cnn.")
+        net = load_torch_module(source)
+    model = ImageModel(net, task.name)
+    prepared = {}
+    if spec.head == "finetune":
+        prepared[task.name] = {"head": "finetune", **_finetune(model, ImageInputs(task.train["image"]),
+                                                               task.train["label"], recipe, task, cache,
+                                                               state_digest(model), echo)}
+    return Teacher(model.eval(), None, None, state_digest(model), spec.max_length, prepared)
+
+
+def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: Callable[[str], None] = _echo,
+                    attention: bool = False) -> Teacher:
+    """Load the recipe's teacher and give it its heads. `attention`: load with eager
+    attention, which alone returns attention maps (for the attention loss)."""
+    if recipe.teacher.kind == "image-classifier":
+        return _image_teacher(recipe, tasks, cache, echo)
+    return _text_teacher(recipe, tasks, cache, echo, attention)

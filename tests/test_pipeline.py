@@ -1,0 +1,155 @@
+"""The whole distill-and-export pipeline on tiny real models and real (subsampled) data."""
+
+import json
+
+import onnxruntime as ort
+import pytest
+import yaml
+
+from edgekit.pipeline import distill_and_export
+from edgekit.recipe import RecipeError
+from edgekit.select import BudgetNotMet
+from edgekit.testing import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    report = distill_and_export(tiny_recipe(tiny_bert), out=root / "run", cache_dir=root / "cache", echo=print)
+    return report, root
+
+
+def test_run_writes_report_candidates_and_bundle(tiny_run):
+    # setup
+    report, root = tiny_run
+    run = root / "run"
+    data = json.loads((run / "report.json").read_text())
+    # assert: the documented report.json fields
+    assert data["format"] == "edgekit.report/1"
+    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "batch": 1, "seq_len": 128, "provider": "cpu",
+                              "threads": 1, "size_mb": None}
+    assert set(data["teacher"]["metrics"]) == {"sentiment", "lee"} and data["teacher"]["latency_ms"]["p95"] > 0
+    names = [c["name"] for c in data["candidates"]]
+    assert names == ["L1-fp32", "L1-int8"]
+    for candidate in data["candidates"]:
+        assert (run / candidate["onnx"]).is_file()
+        assert candidate["architecture"]["keep"] == [0] and candidate["params"] > 0
+        assert candidate["probe_latency_ms"]["p95"] > 0 and candidate["latency_ms"]["p99"] > 0
+        assert set(candidate["metrics"]) == set(candidate["retention"]) == {"sentiment", "lee"}
+        assert candidate["meets_budget"]
+    assert data["selected"]["name"] in names and report.selected == data["selected"]
+    # the bundle: the chosen file with one output per task, tokenizer and labels beside it
+    bundle = run / "bundle"
+    session = ort.InferenceSession(str(bundle / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["embedding", "sentiment_logits"]
+    assert json.loads((bundle / "labels.json").read_text()) == {"sentiment": ["fresh", "rotten"]}
+    assert (bundle / "tokenizer.json").is_file() or (bundle / "vocab.txt").is_file()
+    markdown = (run / "report.md").read_text()
+    assert "teacher (fp32)" in markdown and "L1-int8" in markdown and "What L1" in markdown
+    # nothing half-written is left beside the run
+    assert sorted(p.name for p in root.iterdir()) == ["cache", "run"]
+
+
+def test_rerun_reuses_the_cache_and_gives_the_same_metrics(tiny_run, tiny_bert, tmp_path):
+    # setup
+    report, root = tiny_run
+    messages = []
+    # execute
+    again = distill_and_export(tiny_recipe(tiny_bert), out=tmp_path / "again", cache_dir=root / "cache",
+                               echo=messages.append)
+    # assert
+    assert not any("fine-tuning" in m or "resuming" in m for m in messages)
+    first = {c["name"]: c["metrics"] for c in report.candidates}
+    assert {c["name"]: c["metrics"] for c in again.candidates} == first
+
+
+def test_impossible_budget_names_the_fastest_and_the_fix(tiny_bert, tmp_path):
+    # setup
+    recipe = tiny_recipe(tiny_bert, budget={"ms": 0.0001})
+    # execute
+    with pytest.raises(BudgetNotMet) as error:
+        distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
+    # assert
+    message = str(error.value)
+    assert "The fastest, L1" in message and "raise budget.ms to at least" in message
+    assert "Nothing was trained" in message and not (tmp_path / "run").exists()
+
+
+def test_missing_data_file_is_found_before_any_work(tiny_bert, tmp_path):
+    # setup
+    recipe = tiny_recipe(tiny_bert, tasks=[{"name": "s", "kind": "classification",
+                                            "data": {"source": str(tmp_path / "reviews.csv")}}])
+    # execute
+    with pytest.raises(RecipeError, match="reviews.csv"):
+        distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
+    # assert
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_image_teacher_trained_here_and_distilled(tmp_path):
+    # setup
+    from edgekit.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({
+        "name": "digits-tiny",
+        "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune", "width": 8, "depth": 2,
+                    "epochs": 3, "lr": 3e-3, "batch_size": 64},
+        "tasks": [{"name": "digits", "kind": "image-classification", "data": {"source": "digits"}}],
+        "students": {"widths": [4], "depths": [1]},
+        "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0, "int8": False},
+        "distill": {"losses": [{"name": "kl"}, {"name": "ce"}], "epochs": 2, "batch_size": 64, "lr": 3e-3},
+    })
+    # execute
+    report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
+    # assert
+    teacher = report.data["teacher"]["metrics"]["digits"]["value"]
+    student = report.candidates[0]
+    assert teacher > 0.5  # trained from scratch: far above chance (0.1) after 3 epochs
+    assert student["name"] == "cnn-w4-d1-fp32" and student["metrics"]["digits"]["value"] > 0.1
+    assert report.data["teacher"]["prepared"]["digits"]["head"] == "finetune"
+
+
+def test_cli_runs_a_recipe_file_and_reports_budget_misses(run_cli, tiny_bert, tmp_path):
+    # setup
+    recipe = tiny_recipe(tiny_bert, budget={"ms": 0.0001}).model_dump(mode="json")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    # execute
+    result = run_cli("distill-and-export", path, "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache")
+    # assert
+    assert result.exit_code == 2
+    assert "error: no candidate meets p95 <= 0.0001 ms" in result.output and "Traceback" not in result.output
+
+
+def test_killed_during_distillation_resumes_to_the_same_result(tiny_bert, tmp_path):
+    # setup: a recipe long enough to kill mid-way, run as a real process
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = tiny_recipe(tiny_bert, distill={"epochs": 6, "checkpoint_every": 5}).model_dump(mode="json")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "edgekit.cli", "distill-and-export", str(path), "--cache-dir",
+               str(tmp_path / "cache")]
+    # execute: kill as soon as the first checkpoint is on disk, then rerun
+    process = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "cache").glob("students/*/checkpoint.pt")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run([*command, "--out", str(tmp_path / "resumed")], capture_output=True, text=True)
+    straight = subprocess.run([*command[:-1], str(tmp_path / "other-cache"), "--out", str(tmp_path / "straight")],
+                              capture_output=True, text=True)
+    # assert
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming distilling L1 at step" in resumed.stderr
+    assert not (tmp_path / "killed").exists()
+
+    def metrics(run):
+        return {c["name"]: c["metrics"] for c in json.loads((tmp_path / run / "report.json").read_text())["candidates"]}
+
+    assert metrics("resumed") == metrics("straight")
