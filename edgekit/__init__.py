@@ -21,7 +21,7 @@ _API = {
     "distill_and_export": "edgekit.pipeline",
     "RunReport": "edgekit.pipeline",
 }
-__all__ = ["__version__", *_API]
+__all__ = ["Recipe", "RunReport", "__version__", "distill_and_export", "load_recipe", "recipe_from_dict"]
 
 
 def __getattr__(name: str):

@@ -305,14 +305,14 @@ def summary(result: dict) -> str:
     cpu, memory = result["cpu"], result["memory_mb"]
     isa = ", ".join(k for k, v in cpu["instruction_sets"].items() if v) or "none detected"
     return "\n".join([
-        f"{result['model']['path']} ({result['model']['size_bytes'] / 2**20:.1f} MiB) on "
-        f"{result['session']['session_providers'][0]}, {result['session']['threads']} thread(s); {shape}",
-        f"p50 {lat['p50']:.3f} ms (95% CI {_interval(lat, 'p50')})  p90 {lat['p90']:.3f}  "
-        f"p95 {lat['p95']:.3f} ({_interval(lat, 'p95')})  p99 {lat['p99']:.3f} ({_interval(lat, 'p99')})  "
-        f"mean {lat['mean']:.3f} +- {lat['std']:.3f} ms",
-        f"{result['runs']} timed runs in {result['timed_seconds']:.1f} s after {result['warmup_runs']} warm-up; "
-        f"session {result['session_create_ms']:.0f} ms, first inference {result['first_inference_ms']:.1f} ms, "
-        f"memory: session {_mb(memory['session'])}, inference {_mb(memory['inference'])}, "
-        f"process peak {_mb(memory['peak_rss'])}",
+        (f"{result['model']['path']} ({result['model']['size_bytes'] / 2**20:.1f} MiB) on "
+         f"{result['session']['session_providers'][0]}, {result['session']['threads']} thread(s); {shape}"),
+        (f"p50 {lat['p50']:.3f} ms (95% CI {_interval(lat, 'p50')})  p90 {lat['p90']:.3f}  "
+         f"p95 {lat['p95']:.3f} ({_interval(lat, 'p95')})  p99 {lat['p99']:.3f} ({_interval(lat, 'p99')})  "
+         f"mean {lat['mean']:.3f} +- {lat['std']:.3f} ms"),
+        (f"{result['runs']} timed runs in {result['timed_seconds']:.1f} s after {result['warmup_runs']} warm-up; "
+         f"session {result['session_create_ms']:.0f} ms, first inference {result['first_inference_ms']:.1f} ms, "
+         f"memory: session {_mb(memory['session'])}, inference {_mb(memory['inference'])}, "
+         f"process peak {_mb(memory['peak_rss'])}"),
         f"CPU {cpu['name']} ({isa}); onnxruntime {result['onnxruntime_version']}",
     ])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from functools import lru_cache
+from importlib import metadata
 
 # /proc/cpuinfo flag -> the name we report. x86 flags come from the "flags" line,
 # arm64 ones from "Features".

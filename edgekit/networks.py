@@ -115,7 +115,7 @@ class ConvNet(nn.Module):
 class ImageModel(nn.Module):
     """An image classifier (edgekit's ConvNet or a user's module) whose logits are `<task>_logits`."""
 
-    input_names = ["pixel_values"]
+    input_names = ("pixel_values",)
 
     def __init__(self, net: nn.Module, task: str):
         super().__init__()

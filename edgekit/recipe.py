@@ -119,8 +119,10 @@ class Budget(_Strict):
     threads: int = Field(1, ge=1, description="intra-op threads")
     size_mb: float | None = Field(None, gt=0, description="optional file size budget in MB")
     int8: bool = Field(True, description="also consider dynamic int8 variants of each candidate")
-    min_runs: int = Field(300, ge=50, description="timed runs per measurement (hundreds for a stable p95)")
-    min_seconds: float = Field(2.0, ge=0, description="timed wall time per measurement")
+    min_runs: int = Field(300, ge=20, description="timed runs per round (hundreds for a stable p95)")
+    min_seconds: float = Field(1.0, ge=0, description="timed wall time per round")
+    rounds: int = Field(3, ge=1, description="timing rounds per file (fresh session each); the round with the "
+                                             "median percentile counts, so one burst of host noise does not")
 
 
 class LossSpec(_Strict):

@@ -10,8 +10,21 @@ import json
 from pathlib import Path
 
 
+def milliseconds(value: float) -> str:
+    """3 significant digits: 15.4, 2.36, 0.0123 (a tiny CNN runs in microseconds)."""
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def count(value: float) -> str:
+    """Parameters or bytes with a unit prefix: 17.4M, 9.2k."""
+    for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{unit}"
+    return f"{value:.0f}"
+
+
 def _ms(latency: dict, name: str) -> str:
-    return f"{latency[name]:.2f}"
+    return milliseconds(latency[name])
 
 
 def _metric(m: dict) -> str:
@@ -33,27 +46,27 @@ def render_markdown(data: dict) -> str:
     p = budget["percentile"]
     seq = "task lengths" if budget["seq_len"] == "task" else f"seq {budget['seq_len']}"
     size = f", size <= {budget['size_mb']} MB" if budget["size_mb"] else ""
-    lines = [f"# edgekit run: {data['recipe']['name']}", "",
-             f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, on {budget['provider']} with "
+    intro = (f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, on {budget['provider']} with "
              f"{budget['threads']} thread(s){size}. Machine: {data['machine']['name']}. "
-             f"Run took {data['seconds'] / 60:.1f} min.", ""]
+             f"Run took {data['seconds'] / 60:.1f} min.")
+    lines = [f"# edgekit run: {data['recipe']['name']}", "", intro, ""]
     selected = data["selected"]
     if selected:
         lines += [f"**Selected: {selected['name']}** (`{selected['onnx']}`, shipped as `{selected['bundle']}`).", ""]
     else:
         lines += [f"**Nothing fits.** {data['why']}", ""]
 
-    header = ["file", "architecture", "params (M)", "size (MB)", f"probe {p} (ms)", "p50", "p95", "p99"]
+    header = ["file", "architecture", "params", "size (bytes)", f"probe {p} (ms)", "p50", "p95", "p99"]
     header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
     header += ["meets budget"]
-    lines += ["## Teacher and candidates", "",
-              "Latency in ms measured on the file itself; metrics on the ONNX file, per task, with bootstrap "
-              "95% intervals; retention = student / teacher.", "",
+    legend = ("Latency in ms measured on the file itself; metrics on the ONNX file, per task, with bootstrap "
+              "95% intervals; retention = student / teacher.")
+    lines += ["## Teacher and candidates", "", legend, "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [{"name": "teacher (fp32)", **teacher, "retention": {}}] + data["candidates"]
     for entry in rows:
         probe = entry.get("probe_latency_ms")
-        cells = [entry["name"], _arch(entry), f"{entry['params'] / 1e6:.2f}", f"{entry['size_bytes'] / 1e6:.1f}",
+        cells = [entry["name"], _arch(entry), count(entry["params"]), count(entry["size_bytes"]),
                  _ms(probe, p) if probe else "-"]
         cells += [_ms(entry["latency_ms"], q) for q in ("p50", "p95", "p99")]
         for task in tasks:
@@ -63,10 +76,10 @@ def render_markdown(data: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
 
     lines += ["", "## Probes (untrained candidates, timed before any training)", "",
-              f"| candidate | architecture | params (M) | fp32 {p} (ms) | int8 {p} (ms) | can fit |", "|---|---|---|---|---|---|"]
+              f"| candidate | architecture | params | fp32 {p} (ms) | int8 {p} (ms) | can fit |", "|---|---|---|---|---|---|"]
     for probe in data["probes"]:
         variants = probe["variants"]
-        cells = [probe["name"], _arch(probe), f"{probe['params'] / 1e6:.2f}"]
+        cells = [probe["name"], _arch(probe), count(probe["params"])]
         cells += [_ms(variants[v]["latency_ms"], p) if v in variants else "-" for v in ("fp32", "int8")]
         cells.append("yes" if probe["feasible"] else "no")
         lines.append("| " + " | ".join(cells) + " |")
@@ -84,8 +97,16 @@ def render_markdown(data: dict) -> str:
         change, task = min(losses)
         verdict = f"Largest loss: {task} ({change:+.3f})." if change < 0 else \
             f"No task lost ground; the smallest change is {task} ({change:+.3f})."
-        lines += ["", f"{verdict} Differences inside the intervals above are not distinguishable from noise "
-                      "on this evaluation set."]
+        lines += ["", verdict + " Differences inside the intervals above are not distinguishable from noise "
+                                "on this evaluation set."]
+    lines += ["", "## What distillation bought", "",
+              ("The same student as initialized from the teacher's layers (untrained, fp32) against the "
+              "distilled one:"), ""]
+    for entry in data["candidates"]:
+        if entry["variant"] == "fp32" and entry.get("undistilled_metrics"):
+            before = entry["undistilled_metrics"]
+            lines.append(f"- {entry['student']}: " + "; ".join(
+                f"{task} {before[task]['value']:.3f} -> {entry['metrics'][task]['value']:.3f}" for task in tasks))
     lines += ["", "## Distillation", ""]
     for entry in data["candidates"]:
         if entry["variant"] == "fp32":

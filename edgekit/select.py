@@ -45,9 +45,9 @@ def pick(entries: list[dict], budget: Budget) -> dict | None:
     return max(feasible, key=lambda e: _rank(e, budget)) if feasible else None
 
 
-def shape_text(budget: Budget, lengths_note: str = "") -> str:
-    seq = "the task's own text lengths" + lengths_note if budget.seq_len == "task" else f"seq {budget.seq_len}"
-    return f"batch {budget.batch}, {seq}, on {budget.provider} with {budget.threads} thread(s)"
+def shape_text(budget: Budget, text: bool = True) -> str:
+    seq = ("the task's own text lengths, " if budget.seq_len == "task" else f"seq {budget.seq_len}, ") if text else ""
+    return f"batch {budget.batch}, {seq}on {budget.provider} with {budget.threads} thread(s)"
 
 
 def closest_miss(entries: list[dict], budget: Budget, what: str) -> str:
@@ -55,14 +55,15 @@ def closest_miss(entries: list[dict], budget: Budget, what: str) -> str:
     fastest = min(entries, key=lambda e: latency_of(e, budget))
     latency = latency_of(fastest, budget)
     ms = f"{budget.percentile} <= {budget.ms:g} ms"
-    lines = [f"no {what} meets {ms} at {shape_text(budget)}."]
+    image = "width" in fastest.get("architecture", {})
+    lines = [f"no {what} meets {ms} at {shape_text(budget, text=not image)}."]
     if latency > budget.ms:
-        lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.2f} ms.")
-        fixes = [f"raise budget.ms to at least {latency * 1.05:.2f} (5% headroom)"]
-        if isinstance(budget.seq_len, int):
+        lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.3g} ms.")
+        fixes = [f"raise budget.ms to at least {latency * 1.05:.3g} (5% headroom)"]
+        if isinstance(budget.seq_len, int) and not image:
             # Transformer latency grows about linearly with tokens at these lengths (FIELD-NOTES).
             fixes.append(f"shorten budget.seq_len to about {int(budget.seq_len * budget.ms / latency)} tokens")
-        if "width" in fastest.get("architecture", {}):
+        if image:
             fixes.append("add narrower or shallower students (students.widths / students.depths)")
         else:
             fixes.append("add narrower students (students.hidden, e.g. [192]) or fewer layers (students.layers)")

@@ -10,8 +10,8 @@ cached by teacher weights + data + settings, so a rerun does not repeat them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.data.tasks import TaskData
@@ -81,7 +81,7 @@ def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cach
               echo: Callable[[str], None]) -> dict:
     """Train the whole teacher with cross-entropy on the task's training split."""
     import torch
-    from torch.nn import functional as F  # noqa: N812
+    from torch.nn import functional as F
 
     from edgekit.distill.trainer import TrainSettings, train
 

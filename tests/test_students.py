@@ -62,3 +62,33 @@ def test_narrow_student_projects_into_the_teacher_space_and_exports(tiny_teacher
     assert parity["outputs"]["embedding"]["max_abs_diff"] < 1e-4
     out = student.internals(**{k: torch.from_numpy(v) for k, v in feeds[0].items()})
     assert out["embedding"].shape == (3, 32)  # the teacher's width, through the projection
+
+
+def test_layer_losses_pair_each_student_layer_with_its_teacher_layer(tiny_bert):
+    # setup
+    from transformers import AutoModel
+
+    from edgekit.distill.losses import total_loss
+    from edgekit.recipe import LossSpec
+
+    teacher = TextModel(AutoModel.from_pretrained(tiny_bert, attn_implementation="eager"), "sentence-encoder")
+    candidate = text_candidates(teacher.backbone.config, StudentSpace(layers=[1], layer_choice="last"))[0]
+    student, _ = build_text_student(teacher, candidate, attention_outputs=True)
+    ids = torch.randint(5, 40, (2, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    specs = [LossSpec(name="hidden_mse"), LossSpec(name="attention")]
+    with torch.no_grad():
+        t_out = teacher.internals(**batch, hidden=True, attention=True)  # hidden: embeddings, layer 0, layer 1
+    # a student whose one layer reproduces teacher layer 1 exactly
+    perfect = {"mask": batch["attention_mask"], "hidden": [t_out["hidden"][0], t_out["hidden"][2]],
+               "attention": [t_out["attention"][1]]}
+    # execute
+    s_out = student.internals(**batch, hidden=True, attention=True)
+    loss, parts = total_loss(specs, s_out, t_out, {"labels": {}, "layer_map": {0: 1}})
+    loss.backward()
+    paired, _ = total_loss(specs, perfect, t_out, {"labels": {}, "layer_map": {0: 1}})
+    mispaired, _ = total_loss(specs, perfect, t_out, {"labels": {}, "layer_map": {0: 0}})
+    # assert
+    assert set(parts) == {"hidden_mse", "attention"} and loss.item() > 0
+    assert student.backbone.encoder.layer[0].attention.self.query.weight.grad is not None
+    assert paired.item() == 0 and mispaired.item() > 0

@@ -9,7 +9,7 @@ from (`layer_map`), DistilBERT/TinyBERT style.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F  # noqa: N812 - the usual name
+from torch.nn import functional as F
 
 
 def kl(student: dict, teacher: dict, batch: dict, spec) -> torch.Tensor:

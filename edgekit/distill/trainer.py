@@ -14,9 +14,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -113,6 +113,7 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     resumed_from = step
     began = time.perf_counter()
     batches, batches_epoch = [], None
+    last_line = -10.0
 
     model.train()
     with tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
@@ -137,8 +138,10 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
             running = value if running is None else 0.95 * running + 0.05 * value
             if step % steps_per_epoch == 0 or step == total:
                 history.append({"step": step, "epoch": epoch + 1, "loss": running, **parts})
-                if bar.disable:  # no terminal (CI logs, files): one line per epoch instead of a bar
-                    spent = time.perf_counter() - began
+                spent = time.perf_counter() - began
+                # No terminal (CI logs, files): a line per epoch instead of a bar, at most every 10 s.
+                if bar.disable and (spent - last_line >= 10 or step == total):
+                    last_line = spent
                     eta = spent / (step - resumed_from) * (total - step)
                     echo(f"  {desc}: epoch {epoch + 1}/{settings.epochs}, step {step}/{total}, "
                          f"loss {running:.4g}, {spent:.0f} s, ETA {eta:.0f} s")

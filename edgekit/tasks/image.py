@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgekit.data import load_images
 from edgekit.errors import DataError
@@ -38,7 +39,7 @@ def _hf_pixel_values(images, source: ModelSource, config):
 class ImageClassification:
     name: str = "image-classification"
     default_data: str = "digits"
-    inputs = {"pixel_values": {0: "batch_size"}}  # for torch.onnx.export; outputs get the same batch axis
+    inputs: ClassVar[dict] = {"pixel_values": {0: "batch_size"}}  # for torch.onnx.export; outputs get the same batch axis
 
     def check_source(self, source: ModelSource) -> None:
         pass  # both HF image models and plain torch modules serve this task
