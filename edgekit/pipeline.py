@@ -195,7 +195,8 @@ def _export(model, folder: Path, ctx: _Context, int8: bool) -> dict[str, Path]:
         model.backbone.config.save_pretrained(folder)  # the architecture, and the vocab size bench feeds use
     if int8:
         files["int8"] = folder / "model.int8.onnx"
-        quantize_dynamic_int8(files["fp32"], files["int8"])
+        record = quantize_dynamic_int8(files["fp32"], files["int8"])
+        (folder / "quantization.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return files
 
 
