@@ -12,8 +12,17 @@ import torch
 
 class TextInputs:
     def __init__(self, tokenizer, texts: list[str], max_length: int):
-        self.ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        self.texts = list(texts)
+        self.ids = tokenizer(self.texts, truncation=True, max_length=max_length)["input_ids"] if self.texts else []
         self.pad_id = tokenizer.pad_token_id or 0
+
+    def select(self, indices) -> TextInputs:
+        """The inputs at `indices`, without tokenizing again."""
+        chosen = TextInputs.__new__(TextInputs)
+        chosen.texts = [self.texts[i] for i in indices]
+        chosen.ids = [self.ids[i] for i in indices]
+        chosen.pad_id = self.pad_id
+        return chosen
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -405,13 +405,19 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
     started = time.perf_counter()
     budget = recipe.budget
 
+    stages: dict[str, float] = {}  # stage -> seconds since the start, as the run reaches it
+
+    def stage(number: int, name: str, detail: str) -> None:
+        elapsed = time.perf_counter() - started
+        stages.setdefault(name, round(elapsed, 1))
+        echo(f"[{number}/6 {elapsed / 60:4.1f} min] {name}: {detail}")
+
     with atomic_dir(out, replace=force) as run:
-        echo(f"[1/6] data: {', '.join(t.name for t in recipe.tasks)}")
+        stage(1, "data", ", ".join(t.name for t in recipe.tasks))
         tasks = [load_task_data(spec) for spec in recipe.tasks]
         for task in tasks:
-            size = len(task.train.get("label", task.train.get("text_a", task.train.get("query", []))))
-            echo(f"  {task.name}: {task.spec.kind}, {size} train / {_count(task.test)} test examples")
-        echo(f"[2/6] teacher: {recipe.teacher.model}")
+            echo(f"  {task.name}: {task.spec.kind}, {_count(task.train)} train / {_count(task.test)} test examples")
+        stage(2, "teacher", recipe.teacher.model)
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
         ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(tasks, teacher),
@@ -422,7 +428,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
         echo("  teacher: " + _metrics_text(teacher_metrics) +
              f"; {budget.percentile} {milliseconds(latency_of(teacher_entry, budget))} ms")
 
-        echo(f"[3/6] probing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
+        stage(3, "probe", f"timing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
         candidates = _candidates(recipe, teacher)
         probes = {c.name: _probe(c, ctx) for c in candidates}
         feasible = [c for c in candidates if probes[c.name]["feasible"]]
@@ -432,7 +438,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
             raise BudgetNotMet(closest_miss(entries, budget, "candidate") + " Nothing was trained or written.")
         chosen = sorted(feasible, key=lambda c: -probes[c.name]["params"])[:recipe.students.max_students]
 
-        echo(f"[4/6] distilling {', '.join(c.name for c in chosen)} (largest feasible first)")
+        stage(4, "distill", f"{', '.join(c.name for c in chosen)} (largest feasible first)")
         inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
         teacher_out = teacher.outputs(inputs, inputs_digest, cache)
         entries = []
@@ -440,7 +446,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
             student, init = _build(candidate, ctx)
             undistilled = _undistilled(student, ctx)
             history = _distill(student, init, candidate, ctx, inputs, inputs_digest, labels, teacher_out)
-            echo(f"[5/6] exporting and measuring {candidate.name}")
+            stage(5, "measure", f"exporting and measuring {candidate.name}")
             files = _export(student, run / "candidates" / candidate.name, ctx, int8=budget.int8)
             (run / "candidates" / candidate.name / "distillation.json").write_text(
                 json.dumps(history, indent=1) + "\n", encoding="utf-8")
@@ -459,7 +465,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
                      f"; {budget.percentile} {milliseconds(latency_of(entry, budget))} ms "
                      f"(probe {milliseconds(latency_of(probe, budget))})" + ("" if entry["meets_budget"] else "  OVER BUDGET"))
 
-        echo("[6/6] selecting and writing the bundle")
+        stage(6, "select", "picking and writing the bundle")
         best = pick(entries, budget)
         if best is not None:
             _write_bundle(best, run, ctx)
@@ -470,6 +476,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
             "recipe_digest": recipe.digest(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.perf_counter() - started, 1),
+            "stages_started_s": stages,
             "machine": cpu_info(),
             "versions": package_versions(),
             "budget": {"percentile": budget.percentile, "ms": budget.ms, "batch": budget.batch,

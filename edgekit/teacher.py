@@ -28,24 +28,51 @@ class Teacher:
     max_length: int
     prepared: dict = field(default_factory=dict)  # what head fitting / fine-tuning did
 
+    encoder_digest: str = ""  # sentence encoders: the weights without heads (what embeddings depend on)
+
     def outputs(self, inputs, inputs_digest: str, cache: Cache) -> dict:
         """{"embedding", "logits": {task: ...}} for every input, computed once per
         (teacher weights, inputs) and then read from the cache."""
         from edgekit.inputs import run_model
 
+        if getattr(self.model, "kind", None) == "sentence-encoder":
+            return self._encoder_outputs(inputs, cache)
         key = cache_key("teacher-outputs", self.digest, inputs_digest, self.max_length)
         stored = cache.load_arrays("teacher-outputs", key)
         if stored is None:
-            out = run_model(self.model, inputs)
-            stored = {f"logits/{task}": value for task, value in out["logits"].items()}
-            if "embedding" in out:
-                stored["embedding"] = out["embedding"]
+            stored = {f"logits/{task}": value for task, value in run_model(self.model, inputs)["logits"].items()}
             cache.save_arrays("teacher-outputs", key, stored)
-        result = {"logits": {name.split("/", 1)[1]: value for name, value in stored.items()
-                             if name.startswith("logits/")}}
-        if "embedding" in stored:
-            result["embedding"] = stored["embedding"]
-        return result
+        return {"logits": {name.split("/", 1)[1]: value for name, value in stored.items()}}
+
+    def _encoder_outputs(self, inputs, cache: Cache) -> dict:
+        """Sentence embeddings memoized per text (keyed by the encoder's weights), so fitting
+        heads on the training texts and distilling on them plus an unlabeled corpus run the
+        teacher once per text; heads are applied to the embeddings afterwards."""
+        import numpy as np
+        import torch
+
+        from edgekit.inputs import run_model
+
+        key = cache_key("teacher-embeddings", self.encoder_digest, self.max_length)
+        stored = cache.load_arrays("teacher-embeddings", key)
+        keys = [digest_texts([text])[:24] for text in inputs.texts]
+        row = {k: i for i, k in enumerate(stored["keys"].tolist())} if stored else {}
+        first = {}
+        for i, k in enumerate(keys):
+            if k not in row:
+                first.setdefault(k, i)
+        if first:
+            computed = run_model(self.model, inputs.select(list(first.values())))["embedding"]
+            new_keys = np.array(list(first), dtype="<U24")
+            stored = {"keys": new_keys, "embedding": computed} if not stored else {
+                "keys": np.concatenate([stored["keys"], new_keys]),
+                "embedding": np.concatenate([stored["embedding"], computed])}
+            cache.save_arrays("teacher-embeddings", key, stored)
+            row = {k: i for i, k in enumerate(stored["keys"].tolist())}
+        embedding = stored["embedding"][[row[k] for k in keys]]
+        with torch.no_grad():
+            logits = {name: head(torch.from_numpy(embedding)).numpy() for name, head in self.model.heads.items()}
+        return {"embedding": embedding, "logits": logits}
 
 
 def _echo(message: str) -> None:
@@ -115,35 +142,36 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
     prepared: dict = {}
     if spec.kind == "sentence-encoder":
         model = TextModel(load_hf(source, "AutoModel", **extra), spec.kind, {}, spec.pooling, spec.normalize)
-        base_digest = state_digest(model)
-        teacher = Teacher(model, tokenizer, source.location, base_digest, spec.max_length)
+        teacher = Teacher(model, tokenizer, source.location, "", spec.max_length, prepared,
+                          encoder_digest=state_digest(model))
         heads = {}
         for task in _classification_tasks(tasks) if spec.head == "linear" else []:
             inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
-            embeddings = teacher.outputs(inputs, digest_texts(task.train["text"]), cache)["embedding"]
+            embeddings = teacher.outputs(inputs, "", cache)["embedding"]
             heads[task.name] = fit_linear_head(embeddings, task.train["label"], len(task.labels))
             prepared[task.name] = {"head": "linear (logistic regression on frozen teacher embeddings)",
                                    "train_examples": len(inputs)}
         model.heads.update(heads)
-    else:
-        task = tasks[0]
-        if spec.head == "finetune":
-            import torch
+        teacher.digest = state_digest(model.eval())
+        return teacher
+    task = tasks[0]
+    if spec.head == "finetune":
+        import torch
 
-            torch.manual_seed(recipe.distill.seed)  # the new head's init: the same on every rerun (cache keys)
-            backbone = load_hf(source, "AutoModelForSequenceClassification", num_labels=len(task.labels),
-                               ignore_mismatched_sizes=True, **extra)
-        else:
-            backbone = load_hf(source, "AutoModelForSequenceClassification", **extra)
-            if backbone.config.num_labels != len(task.labels):
-                raise ModelNotFound(f"teacher '{spec.model}' predicts {backbone.config.num_labels} classes but task "
-                                    f"'{task.name}' has {len(task.labels)} ({', '.join(task.labels)}): set "
-                                    "teacher.head: finetune to train a new head.")
-        model = TextModel(backbone, spec.kind, classifier_task=task.name)
-        if spec.head == "finetune":
-            inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
-            prepared[task.name] = {"head": "finetune", **_finetune(model, inputs, task.train["label"], recipe, task,
-                                                                   cache, state_digest(model), echo)}
+        torch.manual_seed(recipe.distill.seed)  # the new head's init: the same on every rerun (cache keys)
+        backbone = load_hf(source, "AutoModelForSequenceClassification", num_labels=len(task.labels),
+                           ignore_mismatched_sizes=True, **extra)
+    else:
+        backbone = load_hf(source, "AutoModelForSequenceClassification", **extra)
+        if backbone.config.num_labels != len(task.labels):
+            raise ModelNotFound(f"teacher '{spec.model}' predicts {backbone.config.num_labels} classes but task "
+                                f"'{task.name}' has {len(task.labels)} ({', '.join(task.labels)}): set "
+                                "teacher.head: finetune to train a new head.")
+    model = TextModel(backbone, spec.kind, classifier_task=task.name)
+    if spec.head == "finetune":
+        inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
+        prepared[task.name] = {"head": "finetune", **_finetune(model, inputs, task.train["label"], recipe, task,
+                                                               cache, state_digest(model), echo)}
     return Teacher(model.eval(), tokenizer, source.location, state_digest(model), spec.max_length, prepared)
 
 

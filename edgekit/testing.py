@@ -92,14 +92,14 @@ def tiny_cnn(path: str | Path, kind: str = "torchscript", two_heads: bool = Fals
     return path
 
 
-def tiny_recipe(teacher: str | Path, **overrides):
+def tiny_recipe(teacher_folder: str | Path, **overrides):
     """A recipe on a tiny teacher that runs the whole pipeline in seconds: a few hundred
     Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget."""
     from edgekit.recipe import recipe_from_dict
 
     data = {
         "name": "tiny",
-        "teacher": {"model": str(teacher), "kind": "sentence-encoder", "head": "linear", "max_length": 64},
+        "teacher": {"model": str(teacher_folder), "kind": "sentence-encoder", "head": "linear", "max_length": 64},
         "tasks": [
             {"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
              "split": {"max_train": 300, "max_test": 120}},

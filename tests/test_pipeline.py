@@ -156,3 +156,24 @@ def test_killed_during_distillation_resumes_to_the_same_result(tiny_bert, tmp_pa
         return {c["name"]: c["metrics"] for c in json.loads((tmp_path / run / "report.json").read_text())["candidates"]}
 
     assert metrics("resumed") == metrics("straight")
+
+
+def test_fine_tuned_classifier_teacher_with_logit_distillation_at_task_lengths(tiny_bert, tmp_path):
+    # setup: the minilm-sentiment recipe's path, on the tiny model
+    recipe = tiny_recipe(
+        tiny_bert,
+        teacher={"kind": "sequence-classifier", "head": "finetune", "epochs": 1, "lr": 1e-3, "batch_size": 32},
+        tasks=[{"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
+                "split": {"max_train": 200, "max_test": 80}}],
+        budget={"seq_len": "task", "int8": False},
+        distill={"losses": [{"name": "kl", "temperature": 2.0}, {"name": "ce", "weight": 0.5}]})
+    # execute
+    report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
+    # assert
+    assert report.data["teacher"]["prepared"]["sentiment"]["head"] == "finetune"
+    (candidate,) = report.candidates
+    session = ort.InferenceSession(str(tmp_path / "run" / candidate["onnx"]))
+    assert [o.name for o in session.get_outputs()] == ["sentiment_logits"]
+    timing = json.loads((tmp_path / "run" / candidate["onnx"]).with_suffix(".bench.json").read_text())
+    assert timing["inputs"]["mode"] == "lengths_from" and timing["inputs"]["truncated_at"] == 64
+    assert len(candidate["latency_ms"]["rounds"]) == 3
