@@ -264,7 +264,8 @@ def _probe(candidate, ctx: _Context) -> dict:
             files = _export(model, Path(tmp), ctx, int8=budget.int8)
             for variant, path in files.items():
                 result = _measure(path, ctx)
-                variants[variant] = {"latency_ms": _latency_summary(result), "size_bytes": result["model"]["size_bytes"]}
+                variants[variant] = {"latency_ms": _latency_summary(result),
+                                     "size_bytes": result["model"]["size_bytes"]}
         entry = {"name": candidate.name, "architecture": candidate.arch, "params": count_parameters(model),
                  "variants": variants}
         ctx.cache.save_json("probes", key, entry)
@@ -463,7 +464,8 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
                 entries.append(entry)
                 echo(f"  {entry['name']:<14} " + _metrics_text(entry["metrics"], entry["retention"]) +
                      f"; {budget.percentile} {milliseconds(latency_of(entry, budget))} ms "
-                     f"(probe {milliseconds(latency_of(probe, budget))})" + ("" if entry["meets_budget"] else "  OVER BUDGET"))
+                     f"(probe {milliseconds(latency_of(probe, budget))})"
+                     + ("" if entry["meets_budget"] else "  OVER BUDGET"))
 
         stage(6, "select", "picking and writing the bundle")
         best = pick(entries, budget)
@@ -481,7 +483,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
             "versions": package_versions(),
             "budget": {"percentile": budget.percentile, "ms": budget.ms, "batch": budget.batch,
                        "seq_len": budget.seq_len, "provider": budget.provider, "threads": budget.threads,
-                       "size_mb": budget.size_mb},
+                       "size_mb": budget.size_mb, "headroom": budget.headroom},
             "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric,
                        "train_examples": _count(t.train), "test_examples": _count(t.test)} for t in tasks],
             "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind,

@@ -118,6 +118,9 @@ class Budget(_Strict):
     provider: str = Field("cpu", description="ONNX Runtime provider: cpu, cuda, tensorrt, ...")
     threads: int = Field(1, ge=1, description="intra-op threads")
     size_mb: float | None = Field(None, gt=0, description="optional file size budget in MB")
+    headroom: float = Field(0.1, ge=0, lt=1, description="a file must measure this fraction under `ms` to count "
+                                                         "as fitting: latency on a shared host drifts by ~7% "
+                                                         "between runs, and the pick must still fit when re-timed")
     int8: bool = Field(True, description="also consider dynamic int8 variants of each candidate")
     min_runs: int = Field(300, ge=20, description="timed runs per round (hundreds for a stable p95)")
     min_seconds: float = Field(1.0, ge=0, description="timed wall time per round")

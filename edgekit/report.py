@@ -46,6 +46,8 @@ def render_markdown(data: dict) -> str:
     p = budget["percentile"]
     seq = "task lengths" if budget["seq_len"] == "task" else f"seq {budget['seq_len']}"
     size = f", size <= {budget['size_mb']} MB" if budget["size_mb"] else ""
+    size += f"; a file fits at <= {budget['ms'] * (1 - budget['headroom']):.3g} ms measured " \
+            f"({budget['headroom']:.0%} headroom for re-timing drift)" if budget["headroom"] else ""
     intro = (f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, on {budget['provider']} with "
              f"{budget['threads']} thread(s){size}. Machine: {data['machine']['name']}. "
              f"Run took {data['seconds'] / 60:.1f} min.")
@@ -76,7 +78,7 @@ def render_markdown(data: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
 
     lines += ["", "## Probes (untrained candidates, timed before any training)", "",
-              f"| candidate | architecture | params | fp32 {p} (ms) | int8 {p} (ms) | can fit |", "|---|---|---|---|---|---|"]
+              f"| candidate | architecture | params | fp32 {p} (ms) | int8 {p} (ms) | can fit |", "|---" * 6 + "|"]
     for probe in data["probes"]:
         variants = probe["variants"]
         cells = [probe["name"], _arch(probe), count(probe["params"])]

@@ -116,7 +116,8 @@ def build_text_student(teacher_model, candidate: Candidate, attention_outputs: b
     arch = candidate.arch
     config = copy.deepcopy(teacher_model.backbone.config)
     config.num_hidden_layers = arch["layers"]
-    config.hidden_size, config.num_attention_heads, config.intermediate_size = arch["hidden"], arch["heads"], arch["ffn"]
+    config.hidden_size, config.num_attention_heads = arch["hidden"], arch["heads"]
+    config.intermediate_size = arch["ffn"]
     # Attention maps are only returned by the eager implementation.
     implementation = "eager" if attention_outputs else "sdpa"
     auto = AutoModelForSequenceClassification if teacher_model.kind == "sequence-classifier" else AutoModel

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 # Characters and word pieces cover any ASCII word, so real sentences tokenize without [UNK] floods.
-_WORDS = ["the", "a", "an", "and", "of", "to", "in", "is", "it", "that", "this", "film", "movie", "story", "one", "not", "but", "with", "as", "its", "for", "on", "be", "good", "bad", "best", "worst", "funny", "dull", "great", "boring", "love", "hate", "too", "more", "most", "very", "all", "by", "from", "at", "his", "her", "he", "she", "they", "you", "we", "an", "are", "was", "has", "have", "who", "what", "if", "so", "than", "about", "into", "just"]
+_WORDS = ("the a an and of to in is it that this film movie story one not but with as its for on be "  # noqa: SIM905
+          "good bad best worst funny dull great boring love hate too more most very all by from at "
+          "his her he she they you we an are was has have who what if so than about into just").split()
 _VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase + string.digits)
           + [f"##{c}" for c in string.ascii_lowercase + string.digits] + list(string.punctuation) + _WORDS)
 

@@ -27,7 +27,7 @@ def test_run_writes_report_candidates_and_bundle(tiny_run):
     # assert: the documented report.json fields
     assert data["format"] == "edgekit.report/1"
     assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "batch": 1, "seq_len": 128, "provider": "cpu",
-                              "threads": 1, "size_mb": None}
+                              "threads": 1, "size_mb": None, "headroom": 0.1}
     assert set(data["teacher"]["metrics"]) == {"sentiment", "lee"} and data["teacher"]["latency_ms"]["p95"] > 0
     names = [c["name"] for c in data["candidates"]]
     assert names == ["L1-fp32", "L1-int8"]

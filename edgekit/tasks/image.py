@@ -39,7 +39,8 @@ def _hf_pixel_values(images, source: ModelSource, config):
 class ImageClassification:
     name: str = "image-classification"
     default_data: str = "digits"
-    inputs: ClassVar[dict] = {"pixel_values": {0: "batch_size"}}  # for torch.onnx.export; outputs get the same batch axis
+    # For torch.onnx.export; outputs get the same batch axis.
+    inputs: ClassVar[dict] = {"pixel_values": {0: "batch_size"}}
 
     def check_source(self, source: ModelSource) -> None:
         pass  # both HF image models and plain torch modules serve this task
