@@ -11,8 +11,11 @@ from pathlib import Path
 
 
 def milliseconds(value: float) -> str:
-    """3 significant digits: 15.4, 2.36, 0.0123 (a tiny CNN runs in microseconds)."""
-    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    """About 3 significant digits: 15.4, 7.00, 2.36, 0.0123 (a tiny CNN runs in microseconds)."""
+    for floor, digits in ((100, 0), (10, 1), (1, 2)):
+        if value >= floor:
+            return f"{value:.{digits}f}"
+    return f"{value:.3g}"
 
 
 def count(value: float) -> str:
