@@ -7,11 +7,10 @@ examples split into train and test) are loaded by `edgekit.data.tasks`.
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 from edgekit.data.builtin import BUILTIN_NAMES, digits, lee_background, lee_documents, rotten_tomatoes
+from edgekit.data.files import read_lines, read_table
 from edgekit.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
@@ -27,20 +26,11 @@ def _unknown_source(source: str, suffixes: tuple[str, ...]) -> DataError:
 
 def _read_column(path: Path, column: str) -> list[str]:
     """The `column` of a CSV/TSV file, or the `column` field of each JSONL record."""
-    try:
-        if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            with path.open(encoding="utf-8", newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({e}); "
-                        "save it as UTF-8 with one record per row.") from None
-    if rows and column not in rows[0]:
-        raise DataError(f"{path}: no column '{column}' (it has: {', '.join(map(str, rows[0]))}); "
+    names, data = read_table(path, [column])
+    if names and column not in names:
+        raise DataError(f"{path}: no column '{column}' (it has: {', '.join(map(str, names))}); "
                         "pass --text-column NAME.")
-    return [str(row.get(column) or "") for row in rows]
+    return [str(value or "") for value in data.get(column, [])]
 
 
 def load_texts(source: str, column: str = "text") -> list[str]:
@@ -51,10 +41,7 @@ def load_texts(source: str, column: str = "text") -> list[str]:
             raise DataError(f"{path}: unsupported text file type '{path.suffix}'; "
                             f"use one of {', '.join(TEXT_SUFFIXES)}.")
         if path.suffix == ".txt":
-            try:
-                texts = path.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
+            texts = read_lines(path)
         else:
             texts = _read_column(path, column)
     elif source == "rotten_tomatoes":

@@ -10,7 +10,6 @@ Tomatoes has 18 such snippets under a plain random split), then permuted with th
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data import builtin
+from edgekit.data.files import PYARROW_MISSING, read_header, read_lines, read_table
 from edgekit.errors import DataError
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
 
@@ -46,7 +46,6 @@ _HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
           "lee_background": "unlabeled texts (for distill.unlabeled)",
           "digits": "labelled 8x8 images (image-classification)"}
 UNLABELED_BUILTINS = ("lee_background", "lee", "rotten_tomatoes")
-_PYARROW = "reading Parquet files needs pyarrow: run `pip install pyarrow`"
 
 
 @dataclass
@@ -108,7 +107,7 @@ def load_unlabeled(spec: DataSpec) -> list[str]:
     elif source == "rotten_tomatoes":
         texts = [row["text"] for row in builtin.rotten_tomatoes()]
     elif path.suffix.lower() == ".txt":
-        texts = _read_lines(path)
+        texts = read_lines(path)
     else:
         texts = _file_columns(path, {"text": spec.text}, "distill.unlabeled[].")["text"]
     texts = [text for text in map(_text, texts) if text]
@@ -186,7 +185,7 @@ def _source_problem(source: str, kind: str | None) -> str | None:
         return (f"file '{source}': '{path.suffix or '(no suffix)'}' files cannot hold {what}; "
                 f"use a {'/'.join(_suffixes(kind))} file")
     if path.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
-        return _PYARROW
+        return PYARROW_MISSING
     return None
 
 
@@ -204,7 +203,7 @@ def _spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
     if spec.source.startswith("hf:") or spec.source in BUILTIN_KIND or path.suffix.lower() == ".txt":
         return []
     try:
-        present = _npz_arrays(path) if path.suffix.lower() == ".npz" else _header(path)
+        present = _npz_arrays(path) if path.suffix.lower() == ".npz" else read_header(path)
     except DataError as e:
         return [f"{key}.source: {e}"]
     if path.suffix.lower() == ".npz":
@@ -226,88 +225,6 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
-
-
-_REWRITE = {".parquet": "write it again (pyarrow.parquet.write_table or pandas' DataFrame.to_parquet)",
-            ".jsonl": "save it as UTF-8 text with one JSON object per line"}
-
-
-def _unreadable(path: Path, error: Exception) -> DataError:
-    fix = _REWRITE.get(path.suffix.lower(), "save it as UTF-8 text with a header row")
-    return DataError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({error}); {fix}.")
-
-
-def _jsonl_records(lines, path: Path) -> list[dict]:
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            fix = "write one JSON object per line"
-            raise DataError(f"{path}: line {number} is not valid JSON ({e.msg}); {fix}.") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object; write one "
-                            'object per line, such as {"text": "...", "label": "..."}.')
-        records.append(record)
-    return records
-
-
-def _parquet(path: Path, wanted: list[str] | None = None) -> tuple[list[str], dict[str, list]]:
-    """(column names, {name: values} of the `wanted` names present); reads only those columns."""
-    try:
-        import pyarrow
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(_PYARROW) from None
-    try:
-        names = list(pq.read_schema(path).names)
-        if not wanted:
-            return names, {}
-        return names, pq.read_table(path, columns=[name for name in wanted if name in names]).to_pydict()
-    except (pyarrow.ArrowException, OSError) as e:  # not a Parquet file, truncated
-        raise _unreadable(path, e) from None
-
-
-def _header(path: Path) -> list[str]:
-    """The column names of a CSV/TSV/JSONL/Parquet file, from its header or first record only."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _parquet(path)[0]
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            if suffix == ".jsonl":
-                first = next((line for line in f if line.strip()), "")
-                return list(_jsonl_records([first], path)[0]) if first else []
-            return next(csv.reader(f, delimiter="\t" if suffix == ".tsv" else ","), [])
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise _unreadable(path, e) from None
-
-
-def _read_table(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, list]]:
-    """(every column name, {name: values} for the `wanted` names present) of a table file."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _parquet(path, wanted)
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            if suffix == ".jsonl":
-                records = _jsonl_records(f, path)
-                names = list(dict.fromkeys(name for record in records for name in record))
-            else:
-                reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-                records, names = list(reader), list(reader.fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise _unreadable(path, e) from None
-    return names, {name: [record.get(name) for record in records] for name in wanted if name in names}
-
-
 def _pick(names: list[str], data: dict[str, list], wanted: dict[str, str], where: str, scope: str) -> dict:
     """{column: values} for each wanted column, or a DataError listing the columns there are."""
     for column, name in wanted.items():
@@ -318,7 +235,7 @@ def _pick(names: list[str], data: dict[str, list], wanted: dict[str, str], where
 
 
 def _file_columns(path: Path, wanted: dict[str, str], scope: str) -> dict[str, list]:
-    names, data = _read_table(path, list(wanted.values()))
+    names, data = read_table(path, list(wanted.values()))
     if not names:  # not even a header: the column error below would only confuse
         raise DataError(f"{path} is empty; add a header and rows, or point the source at another file.")
     return _pick(names, data, wanted, str(path), scope)
