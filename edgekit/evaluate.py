@@ -20,29 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.tasks import TaskData
+from edgekit.data.tasks import COLUMNS, EMBEDDING, TaskData, logits_name
 from edgekit.errors import DataError, UnknownTask
 from edgekit.metrics import score_with_ci
 from edgekit.providers import SessionSettings, create_session
 
-EMBEDDING = "embedding"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 IMAGE_INPUT = "pixel_values"
-_COLUMNS = {
-    "classification": ("text", "label"),
-    "image-classification": ("image", "label"),
-    "similarity": ("text_a", "text_b", "score"),
-    "retrieval": ("query", "document"),
-}
-
-
-def logits_name(task_name: str) -> str:
-    """The graph output holding a classification task's logits."""
-    return f"{task_name}_logits"
-
-
-def _output_for(task: TaskData) -> str:
-    return logits_name(task.name) if task.spec.kind in ("classification", "image-classification") else EMBEDDING
 
 
 def check_graph(session, tasks: list[TaskData], where: str = "the ONNX file") -> None:
@@ -50,7 +34,7 @@ def check_graph(session, tasks: list[TaskData], where: str = "the ONNX file") ->
     outputs = [o.name for o in session.get_outputs()]
     inputs = [i.name for i in session.get_inputs()]
     for task in tasks:
-        wanted = _output_for(task)
+        wanted = task.output
         if wanted not in outputs:
             raise UnknownTask(f"task '{task.name}' ({task.spec.kind}) needs the output '{wanted}', but {where} has "
                               f"outputs: {', '.join(outputs)}. Fix: evaluate the tasks this file was exported for, "
@@ -159,7 +143,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _check_columns(task: TaskData) -> int:
     """The number of test examples, after checking the columns the kind needs are there and agree."""
-    wanted = _COLUMNS[task.spec.kind]
+    wanted = COLUMNS[task.spec.kind]
     missing = [c for c in wanted if c not in task.test]
     if missing:
         raise DataError(f"task '{task.name}' ({task.spec.kind}) test data lacks column(s) {', '.join(missing)} "

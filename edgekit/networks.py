@@ -14,6 +14,8 @@ import inspect
 import torch
 from torch import nn
 
+from edgekit.data.tasks import EMBEDDING, logits_name
+
 
 class TextModel(nn.Module):
     """A Hugging Face encoder with pooling and task heads, or a sequence classifier.
@@ -41,8 +43,8 @@ class TextModel(nn.Module):
     @property
     def output_names(self) -> list[str]:
         if self.kind == "sequence-classifier":
-            return [f"{self.classifier_task}_logits"]
-        return ["embedding", *(f"{name}_logits" for name in self.heads)]
+            return [logits_name(self.classifier_task)]
+        return [EMBEDDING, *(logits_name(name) for name in self.heads)]
 
     @property
     def input_names(self) -> list[str]:
@@ -124,7 +126,7 @@ class ImageModel(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        return [f"{self.task}_logits"]
+        return [logits_name(self.task)]
 
     def internals(self, pixel_values, hidden: bool = False, attention: bool = False) -> dict:
         if hidden and isinstance(self.net, ConvNet):

@@ -88,7 +88,7 @@ def _distillation_set(recipe: Recipe, tasks, teacher):
         texts.extend(load_unlabeled(spec))
     # Evaluation inputs never become distillation inputs, even unlabeled: the student
     # would otherwise have matched the teacher on the very texts it is scored on.
-    held_out = {t for task in tasks for t in _texts_of(task.test)}
+    held_out = {t for task in tasks for t in task.texts("test")}
     texts = [t for t in dict.fromkeys(texts) if t not in held_out]
     if recipe.distill.max_texts and len(texts) > recipe.distill.max_texts:
         keep = np.sort(np.random.default_rng(recipe.distill.seed).permutation(len(texts))[:recipe.distill.max_texts])
@@ -108,10 +108,6 @@ def _distillation_set(recipe: Recipe, tasks, teacher):
     return TextInputs(teacher.tokenizer, texts, teacher.max_length), labels, digest_texts(texts)
 
 
-def _texts_of(columns: dict) -> list[str]:
-    return [t for column in ("text", "text_a", "text_b", "query", "document") for t in columns.get(column, [])]
-
-
 def _parity_batches(tasks, teacher) -> list[dict]:
     """Real evaluation inputs spread over the length range, as numpy feeds."""
     import numpy as np
@@ -121,7 +117,7 @@ def _parity_batches(tasks, teacher) -> list[dict]:
     if teacher.tokenizer is None:
         images = tasks[0].test["image"][:PARITY_SAMPLES]
         return [{"pixel_values": images[i:i + PARITY_BATCH]} for i in range(0, len(images), PARITY_BATCH)]
-    texts = [t for task in tasks for t in _texts_of(task.test)]
+    texts = [t for task in tasks for t in task.texts("test")]
     feeds = []
     for chunk in batched(spread_sample(texts, PARITY_SAMPLES), PARITY_BATCH):
         encoded = teacher.tokenizer(chunk, padding="longest", truncation=True, max_length=teacher.max_length,
@@ -377,8 +373,7 @@ def _write_bundle(chosen: dict, run: Path, ctx: _Context) -> None:
                 "variant": chosen["variant"], "max_length": ctx.teacher.max_length if ctx.teacher.tokenizer else None,
                 "pooling": spec.pooling if spec.kind == "sentence-encoder" else None,
                 "normalized": spec.normalize if spec.kind == "sentence-encoder" else None,
-                "outputs": {t.name: f"{t.name}_logits" if t.spec.kind in ("classification", "image-classification")
-                            else "embedding" for t in ctx.tasks},
+                "outputs": {t.name: t.output for t in ctx.tasks},
                 "metrics": chosen["metrics"], "latency_ms": chosen["latency_ms"]}
     (bundle / "edgekit.json").write_text(json.dumps(contract, indent=1) + "\n", encoding="utf-8")
 

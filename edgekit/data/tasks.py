@@ -48,6 +48,15 @@ _HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
 UNLABELED_BUILTINS = ("lee_background", "lee", "rotten_tomatoes")
 
 
+# The graph outputs edgekit's networks export and tasks read: a sentence encoder's pooled
+# embedding, and each classification task's logits.
+EMBEDDING = "embedding"
+
+
+def logits_name(task_name: str) -> str:
+    return f"{task_name}_logits"
+
+
 @dataclass
 class TaskData:
     """One task's examples after deduplication and splitting.
@@ -69,12 +78,21 @@ class TaskData:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def output(self) -> str:
+        """The graph output this task reads: its logits, or the embedding."""
+        return logits_name(self.name) if self.spec.kind in ("classification", "image-classification") else EMBEDDING
+
     def train_inputs(self) -> list[str] | np.ndarray:
         """Every distinct training text (for distillation), in a stable order; image tasks: the image array."""
         if self.spec.kind == "image-classification":
             return self.train["image"]
-        texts = [text for column in TEXT_COLUMNS[self.spec.kind] for text in self.train[column]]
-        return list(dict.fromkeys(texts))
+        return list(dict.fromkeys(self.texts("train")))
+
+    def texts(self, side: str) -> list[str]:
+        """Every text of the `side` ("train" or "test") the model reads, column by column; [] for images."""
+        columns = getattr(self, side)
+        return [text for column in TEXT_COLUMNS.get(self.spec.kind, ()) for text in columns[column]]
 
 
 def load_task_data(spec: TaskSpec) -> TaskData:
