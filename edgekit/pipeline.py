@@ -246,8 +246,7 @@ def _probe(candidate, ctx: _Context) -> dict:
     from edgekit.networks import count_parameters
 
     budget = ctx.recipe.budget
-    model, _ = _build(candidate, ctx)
-    outputs = model.output_names
+    outputs = ctx.teacher.model.output_names  # a student exports the teacher's outputs
     # The budget's limits (ms, size, percentile) only judge a timing: they are not part of the key,
     # so a sweep over budgets reuses every probe.
     timing = budget.model_dump(exclude={"ms", "size_mb", "percentile"})
@@ -255,6 +254,7 @@ def _probe(candidate, ctx: _Context) -> dict:
                     str(ctx.lengths_file), cpu_info()["name"], package_versions().get("onnxruntime"))
     entry = ctx.cache.load_json("probes", key)
     if entry is None:
+        model, _ = _build(candidate, ctx)
         variants = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
             files = _export(model, Path(tmp), ctx, int8=budget.int8)
@@ -275,15 +275,14 @@ def _probe(candidate, ctx: _Context) -> dict:
     return entry
 
 
-def _undistilled(student, ctx: _Context) -> dict:
+def _undistilled(student, init_digest: str, ctx: _Context) -> dict:
     """Per-task metrics of the student as initialized from the teacher, before any training:
     what distillation bought is the difference (a refit-free baseline, FIELD-NOTES)."""
     import tempfile
 
     from edgekit.export import export_network
-    from edgekit.networks import state_digest
 
-    key = cache_key("undistilled", state_digest(student), [t.digest for t in ctx.tasks], ctx.teacher.max_length)
+    key = cache_key("undistilled", init_digest, [t.digest for t in ctx.tasks], ctx.teacher.max_length)
     metrics = ctx.cache.load_json("undistilled", key)
     if metrics is None:
         with tempfile.TemporaryDirectory(prefix="edgekit-undistilled-") as tmp:
@@ -294,14 +293,13 @@ def _undistilled(student, ctx: _Context) -> dict:
     return metrics
 
 
-def _distill(student, init: dict, candidate, ctx: _Context, inputs, inputs_digest: str, labels: dict,
-             teacher_out: dict) -> dict:
+def _distill(student, init: dict, init_digest: str, candidate, ctx: _Context, inputs, inputs_digest: str,
+             labels: dict, teacher_out: dict) -> dict:
     """Train the candidate in place against the teacher; resumes from the cache's checkpoint."""
     import torch
 
     from edgekit.distill.losses import LIVE_TEACHER, total_loss
     from edgekit.distill.trainer import TrainSettings, train
-    from edgekit.networks import state_digest
 
     spec = ctx.recipe.distill
     live = {LIVE_TEACHER[loss.name] for loss in spec.losses if loss.name in LIVE_TEACHER}
@@ -332,8 +330,7 @@ def _distill(student, init: dict, candidate, ctx: _Context, inputs, inputs_diges
             words.weight.requires_grad_(False)
     settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
                              checkpoint_every=spec.checkpoint_every)
-    key = cache_key("student", ctx.teacher.digest, candidate.arch, spec.model_dump(), inputs_digest,
-                    state_digest(student))
+    key = cache_key("student", ctx.teacher.digest, candidate.arch, spec.model_dump(), inputs_digest, init_digest)
     started = time.perf_counter()
     history = train(student, len(inputs), step_loss, settings, ctx.cache.folder("students", key),
                     f"distilling {candidate.name}", ctx.echo, lengths=inputs.lengths())
@@ -389,7 +386,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
 
     from edgekit.data.tasks import load_task_data
     from edgekit.environment import cpu_info, package_versions
-    from edgekit.networks import count_parameters
+    from edgekit.networks import count_parameters, state_digest
     from edgekit.teacher import prepare_teacher
 
     if not isinstance(recipe, Recipe):
@@ -440,8 +437,10 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
         entries = []
         for candidate in chosen:
             student, init = _build(candidate, ctx)
-            undistilled = _undistilled(student, ctx)
-            history = _distill(student, init, candidate, ctx, inputs, inputs_digest, labels, teacher_out)
+            init_digest = state_digest(student)  # the untrained student: part of both cache keys
+            undistilled = _undistilled(student, init_digest, ctx)
+            history = _distill(student, init, init_digest, candidate, ctx, inputs, inputs_digest, labels,
+                               teacher_out)
             stage(5, "measure", f"exporting and measuring {candidate.name}")
             files = _export(student, run / "candidates" / candidate.name, ctx, int8=budget.int8)
             (run / "candidates" / candidate.name / "distillation.json").write_text(

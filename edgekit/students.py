@@ -27,12 +27,6 @@ class Candidate:
     name: str  # e.g. "L2", "L2-h256", "cnn-w8-d1"
     arch: dict  # text: layers, keep, hidden, heads, ffn; image: width, depth
 
-    def describe(self) -> str:
-        a = self.arch
-        if "width" in a:
-            return f"CNN {a['depth']} block(s) x {a['width']} channels"
-        return f"{a['layers']} layer(s) {a['keep']} hidden {a['hidden']} heads {a['heads']} ffn {a['ffn']}"
-
 
 def kept_layers(total: int, k: int, choice: str) -> list[int]:
     """Which teacher layers a k-layer student starts from. `spread` takes every
