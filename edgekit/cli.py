@@ -166,14 +166,12 @@ def schema() -> None:
 @recipe.command()
 @click.argument("file", type=click.Path(path_type=Path))
 def check(file) -> None:
-    """Validate a recipe file and its data sources without running it."""
-    from edgekit.data.tasks import check_task_sources
-    from edgekit.recipe import RecipeError, load_recipe
+    """Validate a recipe file, its data sources and its provider without running it."""
+    from edgekit.pipeline import check_recipe
+    from edgekit.recipe import load_recipe
 
     loaded = load_recipe(file)
-    problems = check_task_sources(loaded)
-    if problems:
-        raise RecipeError(f"{file}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    check_recipe(loaded)
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
                f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {loaded.budget.provider}.")

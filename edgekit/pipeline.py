@@ -52,8 +52,9 @@ def _echo(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _check_up_front(recipe: Recipe) -> None:
-    """Problems a user can fix, found before any expensive work, reported together."""
+def check_recipe(recipe: Recipe) -> None:
+    """Problems a user can fix (data sources, provider), found before any expensive work and
+    reported together; `edgekit recipe check` runs exactly this."""
     from edgekit.data.tasks import check_task_sources
     from edgekit.errors import EdgekitError
     from edgekit.providers import require_provider
@@ -64,7 +65,8 @@ def _check_up_front(recipe: Recipe) -> None:
     except EdgekitError as e:
         problems.append(f"budget.provider: {e}")
     if problems:
-        raise RecipeError(f"recipe '{recipe.name}' cannot run:\n" + "\n".join(f"  {p}" for p in problems))
+        raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
+                          + "\n".join(f"  {p}" for p in problems))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -393,7 +395,7 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
         recipe = load_recipe(recipe)
     out = Path(out) if out is not None else Path("runs") / recipe.name
     cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache")
-    _check_up_front(recipe)
+    check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     budget = recipe.budget
