@@ -150,6 +150,78 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
     click.echo(f"wrote {output}")
 
 
+# Imported here, beside its only user: edgekit.quantize loads no numpy/onnx at import, so --help stays fast.
+from edgekit.quantize import METHODS as QUANT_METHODS
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--method", required=True, type=click.Choice(QUANT_METHODS),
+              help="int8-dynamic: the CPU default, no data needed. int8-static-*: QDQ with calibrated activation "
+              "ranges (NPUs, mobile), needs --calibration. fp16: for GPU providers.")
+@click.option("--calibration", "calibration", metavar="DATA",
+              help="Calibration inputs for int8-static-*: texts (.txt/.csv/.tsv/.jsonl, or a built-in such as "
+              "rotten_tomatoes) or images (.npy/.npz, or digits).")
+@click.option("--samples", default=128, show_default=True, help="Calibration samples (a seeded random pick).")
+@click.option("--tokenizer", help="Tokenizer folder for text calibration [default: the model's folder].")
+@click.option("--max-length", default=128, show_default=True,
+              help="Longest calibration text in tokens (capped by the model's limit).")
+@click.option("--text-column", default="text", show_default=True, help="Text column/field in CSV/JSONL data.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file [default: <model stem>.<method>.onnx beside the model].")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, force):
+    """Write a quantized copy of an ONNX file (MODEL.onnx or an `edgekit export` folder)."""
+    from edgekit.atomic import OutputExists
+    from edgekit.errors import ModelNotFound
+    from edgekit.quantize import STATIC_METHODS, quantize_file
+
+    model = model / "model.onnx" if model.is_dir() else model
+    if not model.is_file():
+        raise ModelNotFound(f"ONNX file '{model}' does not exist. Export one with `edgekit export`.")
+    output = output or model.with_name(f"{model.stem}.{method}.onnx")
+    if output.exists() and not force:
+        raise OutputExists(f"'{output}' already exists. Pass --force to replace it, or choose another file with -o.")
+    feeds = None
+    if calibration and method not in STATIC_METHODS:
+        click.echo(f"note: {method} needs no calibration; --calibration is ignored.", err=True)
+    elif calibration:
+        feeds = _calibration_feeds(model, calibration, samples, tokenizer, max_length, text_column)
+    before = model.stat().st_size
+    record = quantize_file(model, output, method, feeds)
+    facts = [f"weights {record['weight_type']}" + ("" if record["per_channel"] is None else
+                                                    " per-channel" if record["per_channel"] else " per-tensor"),
+             f"activations {record['activation_type']}"]
+    if record["reduce_range"] is not None:
+        facts.append(f"reduce_range {record['reduce_range']}")
+    if record["calibration"]:
+        cal = record["calibration"]
+        facts.append(f"calibration {cal['method']}" + (f" {cal['percentile']:g}" if "percentile" in cal else "")
+                     + f" on {cal['batches']} samples")
+    click.echo(f"wrote {output}: {before / 1e6:.1f} MB -> {record['size_bytes'] / 1e6:.1f} MB "
+               f"({record['size_bytes'] / before:.2f}x), {method}: {', '.join(facts)}; {record['seconds']:.1f} s")
+
+
+def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | None, max_length: int,
+                       text_column: str) -> list[dict]:
+    """Images for .npy/.npz files and the digits built-in, texts for everything else."""
+    from edgekit.quantize import image_calibration, load_calibration_images, text_calibration
+
+    if source == "digits" or Path(source).suffix in (".npy", ".npz"):
+        return image_calibration(load_calibration_images(source), samples)
+    from edgekit.bench import TOKENIZER_FILES
+    from edgekit.data import load_texts
+    from edgekit.models import load_tokenizer, max_text_length
+
+    texts = load_texts(source, text_column)
+    folder = model.parent
+    if tokenizer is None and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise EdgekitError(f"text calibration needs the model's tokenizer and there is none beside the model in "
+                           f"{folder}: pass --tokenizer FOLDER (or a hub id).")
+    loaded = load_tokenizer(tokenizer or str(folder))
+    return text_calibration(loaded, texts, samples, min(max_length, max_text_length(loaded, folder)))
+
+
 @cli.group()
 def recipe() -> None:
     """Write and check recipes (YAML: teacher, tasks, students, budget, distill)."""
@@ -174,33 +246,84 @@ def check(file) -> None:
     check_recipe(loaded)
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
-               f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {loaded.budget.provider}.")
+               f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {', '.join(loaded.budget.providers)}.")
 
 
-@cli.command("distill-and-export")
-@click.argument("recipe_file", metavar="RECIPE", type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<recipe name>].")
-@click.option("--cache-dir", type=click.Path(path_type=Path),
-              help="Cache of teacher outputs, probes and checkpoints [default: $EDGEKIT_CACHE_DIR or "
-              "<run folder's parent>/.edgekit-cache].")
-@click.option("--force", is_flag=True, help="Replace an existing run folder (only once the new one is complete).")
-def distill_and_export(recipe_file, out, cache_dir, force) -> None:
-    """Derive students that fit the budget, distill, export, measure and pick one.
+_RUN_OPTIONS = [
+    click.argument("recipe_file", metavar="RECIPE", type=click.Path(path_type=Path)),
+    click.option("-o", "--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<recipe name>]."),
+    click.option("--cache-dir", type=click.Path(path_type=Path),
+                 help="Cache of teacher outputs, probes and checkpoints [default: $EDGEKIT_CACHE_DIR or "
+                      "<run folder's parent>/.edgekit-cache]."),
+    click.option("--force", is_flag=True, help="Replace an existing run folder (only once the new one is complete)."),
+]
 
-    Writes the run folder (bundle/, every candidate's ONNX files, report.json, report.md)
-    atomically. A killed run resumes from its cache when rerun.
-    """
+
+def _run_options(command):
+    for option in reversed(_RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _interruptible() -> None:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the half-built run folder is removed,
+    the cache and its checkpoints stay, and a rerun resumes."""
     import signal
     import sys
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@cli.command("distill-and-export")
+@_run_options
+def distill_and_export(recipe_file, out, cache_dir, force) -> None:
+    """Derive students that fit the budget, distill, export, quantize, measure and pick one.
+
+    Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
+    atomically. A killed run resumes from its cache when rerun.
+    """
     from edgekit.pipeline import distill_and_export as run
 
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the half-built run folder is removed,
-    # the cache and its checkpoints stay, and a rerun resumes.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    report = run(recipe_file, out=out, cache_dir=cache_dir, force=force, echo=lambda m: click.echo(m, err=True))
+    _interruptible()
+    report = run(recipe_file, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
     click.echo(f"bundle: {report.path / 'bundle'}")
-    click.echo(f"report: {report.path / 'report.md'}")
+    click.echo(f"report: {report.path / 'report.html'}")
+
+
+def _budgets(ctx, param, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        budgets = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of milliseconds, e.g. 2,4,8,16") from None
+    if not budgets or any(ms <= 0 for ms in budgets):
+        raise click.BadParameter(f"'{value}': give positive milliseconds, e.g. 2,4,8,16")
+    return budgets
+
+
+@cli.command()
+@_run_options
+@click.option("--budgets", callback=_budgets, help="Latency budgets in ms, comma-separated, e.g. 2,4,8,16 "
+                                                  "[default: the recipe's budget.sweep].")
+def sweep(recipe_file, out, cache_dir, force, budgets) -> None:
+    """The pick at each of several latency budgets, in one run.
+
+    Teacher outputs, probes, trained students and measurements are shared by every budget
+    (and with single runs, through the cache). Writes report.json/.md/.html with a table and a
+    plot of the pick per budget into runs/<recipe name>-sweep.
+    """
+    from edgekit.pipeline import sweep as run
+
+    _interruptible()
+    report = run(recipe_file, budgets, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
+    for point in report.data["sweep"]:
+        click.echo(f"{point['ms']:>8g} ms: {point['pick'] or 'nothing fits'}")
+    click.echo(f"report: {report.path / 'report.html'}")
 
 
 def main() -> None:

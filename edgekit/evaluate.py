@@ -9,6 +9,7 @@ edgekit's exports): text graphs take `input_ids`, `attention_mask` and maybe
 
 Per task kind:
   classification, image-classification: argmax of `<task>_logits` against the label
+                                        (predictions: pred, confidence, and the softmax `probs`)
   similarity:  cosine of the embeddings of text_a and text_b against the gold score
   retrieval:   cosine of each query to every document; query i's gold is document i
 """
@@ -163,7 +164,10 @@ def _classification(session, task, tokenizer, max_length, batch_size) -> tuple[d
                         f"'{logits_name(task.name)}' has {logits.shape[1]} classes; evaluate the model trained "
                         "for these labels, or check the label column.")
     pred = logits.argmax(axis=1)
-    return {"pred": pred, "gold": gold}, {"pred": pred.tolist(), "confidence": _softmax(logits).max(axis=1).tolist()}
+    probs = _softmax(logits)
+    # The full distribution, not just its max: edgekit.gap needs margins, gold-label losses and calibration.
+    return {"pred": pred, "gold": gold}, {"pred": pred.tolist(), "confidence": probs.max(axis=1).tolist(),
+                                          "probs": probs.tolist()}
 
 
 def _similarity(session, task, tokenizer, max_length, batch_size) -> tuple[dict, dict]:

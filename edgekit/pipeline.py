@@ -1,9 +1,13 @@
-"""distill-and-export: the one place that knows the order of the stages.
+"""distill-and-export and sweep: the one place that knows the order of the stages.
 
-    recipe -> task data -> teacher (+ heads, cached outputs)
+    recipe -> task data -> teacher (+ heads, cached outputs) -> teacher fp32 + quantized variants
            -> probe every candidate untrained (latency does not depend on weight values)
-           -> distill the feasible ones, largest first -> export (parity) + int8
-           -> accuracy per task and latency of every file -> pick -> bundle + report
+           -> distill the feasible ones, largest first -> export (parity) + quantized variants
+           -> evaluation matrix: accuracy per task and latency of every file on every provider
+           -> Pareto frontier, pick per provider, gap report -> bundle + report
+
+A sweep runs the same stages once for several budgets: only the choice of students to
+train and the pick differ per budget, every measurement is shared.
 
 The run folder is built under a temporary name and renamed at the end; everything
 expensive (teacher outputs, fine-tuned teachers, probes, student checkpoints) lives
@@ -18,15 +22,26 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import __version__
 from edgekit.atomic import atomic_dir
 from edgekit.cache import Cache, cache_key, digest_texts
+from edgekit.errors import ProviderUnavailable
 from edgekit.recipe import Recipe, RecipeError, load_recipe
-from edgekit.report import count, milliseconds, write_report
-from edgekit.select import BudgetNotMet, closest_miss, latency_of, meets_budget, pick, retention, shape_text
+from edgekit.report import REPORT_FORMAT, count, milliseconds, write_report
+from edgekit.select import (
+    BudgetNotMet,
+    closest_miss,
+    latency_of,
+    limit_ms,
+    meets_budget,
+    pareto_front,
+    pick,
+    retention,
+    shape_text,
+)
 
 PARITY_SAMPLES = 32
 PARITY_BATCH = 8
@@ -44,8 +59,9 @@ class RunReport:
         return self.data["selected"]
 
     @property
-    def candidates(self) -> list[dict]:
-        return self.data["candidates"]
+    def files(self) -> list[dict]:
+        """The evaluation matrix: one row per file x provider."""
+        return self.data["files"]
 
 
 def _echo(message: str) -> None:
@@ -57,13 +73,18 @@ def check_recipe(recipe: Recipe) -> None:
     reported together; `edgekit recipe check` runs exactly this."""
     from edgekit.data.tasks import check_task_sources
     from edgekit.errors import EdgekitError
-    from edgekit.providers import require_provider
+    from edgekit.providers import provider_name
 
     problems = list(check_task_sources(recipe))
-    try:
-        require_provider(recipe.budget.provider)
-    except EdgekitError as e:
-        problems.append(f"budget.provider: {e}")
+    known = []
+    for name in recipe.budget.providers:
+        try:
+            known.append(provider_name(name))
+        except EdgekitError as e:
+            problems.append(f"budget.providers: {e}")
+    if known and not _providers(recipe)[0]:
+        problems.append(f"budget.providers: none of {', '.join(recipe.budget.providers)} is available in this "
+                        "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")
     if problems:
         raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
                           + "\n".join(f"  {p}" for p in problems))
@@ -141,6 +162,10 @@ class _Context:
     parity: list[dict]
     lengths_file: Path | None  # texts whose token lengths the budget follows (seq_len: task)
     echo: Callable[[str], None]
+    providers: list[str]  # available, in the recipe's order: the first is the target
+    variants: list[str]  # quantized variants made of every file
+    calibration: list[dict] | None = None  # static int8 calibration feeds, drawn from the distillation set
+    failures: dict[str, str] = field(default_factory=dict)  # "file on provider" -> why it was not measured
 
 
 def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
@@ -154,12 +179,12 @@ def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     return path
 
 
-def _measure(path: Path, ctx: _Context) -> dict:
-    """Latency of one file at the budget's shape and provider, with the shipping session options."""
+def _measure(path: Path, ctx: _Context, provider: str) -> dict:
+    """Latency of one file at the budget's shape on `provider`, with the shipping session options."""
     from edgekit.bench import BenchConfig, run_benchmark
 
     budget = ctx.recipe.budget
-    config = BenchConfig(provider=budget.provider, threads=budget.threads, batch=budget.batch,
+    config = BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch,
                          min_runs=budget.min_runs, min_seconds=budget.min_seconds, allow_spinning=False,
                          seq_len=budget.seq_len if isinstance(budget.seq_len, int) and ctx.teacher.tokenizer else None,
                          lengths_from=str(ctx.lengths_file) if ctx.lengths_file else None,
@@ -180,10 +205,11 @@ def _latency_summary(result: dict) -> dict:
             "runs": result["runs"], "rounds": result["rounds_ms"]}
 
 
-def _export(model, folder: Path, ctx: _Context, int8: bool) -> dict[str, Path]:
-    """model.onnx (parity-checked) and, if asked, model.int8.onnx in `folder`."""
+def _export(model, folder: Path, ctx: _Context, variants: list[str],
+            calibration: list[dict] | None = None) -> dict[str, Path]:
+    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`."""
     from edgekit.export import export_network
-    from edgekit.quantize import quantize_dynamic_int8
+    from edgekit.quantize import quantize_file
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {"fp32": folder / "model.onnx"}
@@ -191,19 +217,74 @@ def _export(model, folder: Path, ctx: _Context, int8: bool) -> dict[str, Path]:
     (folder / "parity.json").write_text(json.dumps(parity, indent=1) + "\n", encoding="utf-8")
     if hasattr(model, "backbone"):
         model.backbone.config.save_pretrained(folder)  # the architecture, and the vocab size bench feeds use
-    if int8:
-        files["int8"] = folder / "model.int8.onnx"
-        record = quantize_dynamic_int8(files["fp32"], files["int8"])
-        (folder / "quantization.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    records = {}
+    for variant in variants:
+        files[variant] = folder / f"model.{variant}.onnx"
+        static = variant.startswith("int8-static")
+        records[variant] = quantize_file(files["fp32"], files[variant], variant,
+                                         (calibration or ctx.calibration) if static else None)
+    if records:
+        (folder / "quantization.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     return files
 
 
-def _evaluate(path: Path, ctx: _Context) -> dict:
+def _evaluate(path: Path, ctx: _Context, provider: str) -> dict:
+    """Every task's metric on the file, with the per-example predictions (the gap report's input)."""
     from edgekit.evaluate import evaluate_onnx
 
-    results = evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length,
-                            threads=os.cpu_count() or 1)
+    return evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length, provider=provider,
+                         threads=os.cpu_count() or 1)
+
+
+def _without_predictions(results: dict) -> dict:
     return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
+
+
+def _providers(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
+    """(available providers in the recipe's order, {unavailable provider: why it is skipped})."""
+    from edgekit.errors import EdgekitError
+    from edgekit.providers import require_provider
+
+    available, skipped = [], {}
+    for name in recipe.budget.providers:
+        try:
+            require_provider(name)
+            available.append(name)
+        except EdgekitError as e:
+            skipped[name] = str(e)
+    return available, skipped
+
+
+def _is_gpu(provider: str) -> bool:
+    return provider.lower() not in ("cpu", "cpuexecutionprovider", "xnnpack", "xnnpackexecutionprovider")
+
+
+def _variants(recipe: Recipe, providers: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(quantized variants to make, {variant: why it is skipped})."""
+    variants, skipped = [], {}
+    for variant in recipe.quantize.variants:
+        if variant == "fp16" and not any(_is_gpu(p) for p in providers):
+            skipped[variant] = ("fp16 is for GPU providers (ONNX Runtime's CPU provider runs most fp16 operators "
+                                "through casts, slower than fp32); no GPU provider is available here: "
+                                f"{', '.join(providers)}")
+        else:
+            variants.append(variant)
+    return variants, skipped
+
+
+def _runs_on(variant: str, provider: str) -> bool:
+    return variant != "fp16" or _is_gpu(provider)
+
+
+def _calibration(inputs, teacher, samples: int, seed: int) -> list[dict]:
+    """Static int8 calibration feeds from the distillation inputs: training-side data, never
+    the evaluation split the quantized file is then scored on."""
+    from edgekit.inputs import ImageInputs
+    from edgekit.quantize import image_calibration, text_calibration
+
+    if isinstance(inputs, ImageInputs):
+        return image_calibration(inputs.images, samples, seed)
+    return text_calibration(teacher.tokenizer, inputs.texts, samples, teacher.max_length, seed)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -239,42 +320,69 @@ def _build(candidate, ctx: _Context):
     return build_text_student(teacher.model, candidate, attention_outputs=attention)
 
 
+def _probe_class(variant: str) -> str:
+    """Variants that differ only in calibration ranges run the same graph, so one probe times them all."""
+    return "int8-static" if variant.startswith("int8-static") else variant
+
+
+PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
+
+
 def _probe(candidate, ctx: _Context) -> dict:
-    """Export the untrained candidate, quantize it, time both: cached per architecture,
-    budget shape and machine."""
+    """Export the untrained candidate, quantize it, time every variant's graph on the target
+    provider: cached per architecture, budget shape and machine."""
     import tempfile
 
     from edgekit.environment import cpu_info, package_versions
     from edgekit.networks import count_parameters
 
-    budget = ctx.recipe.budget
+    budget, provider = ctx.recipe.budget, ctx.providers[0]
     outputs = ctx.teacher.model.output_names  # a student exports the teacher's outputs
-    # The budget's limits (ms, size, percentile) only judge a timing: they are not part of the key,
+    kinds = list(dict.fromkeys(_probe_class(v) for v in ctx.variants if _runs_on(v, provider)))
+    # The budget's limits (ms, size, percentile, sweep) only judge a timing: they are not part of the key,
     # so a sweep over budgets reuses every probe.
-    timing = budget.model_dump(exclude={"ms", "size_mb", "percentile"})
-    key = cache_key("probe", __version__, candidate.arch, outputs, ctx.recipe.teacher.kind, timing,
-                    str(ctx.lengths_file), cpu_info()["name"], package_versions().get("onnxruntime"))
+    timing = budget.model_dump(exclude={"ms", "size_mb", "percentile", "sweep", "providers"})
+    key = cache_key("probe", __version__, candidate.arch, outputs, ctx.recipe.teacher.kind, timing, provider,
+                    kinds, str(ctx.lengths_file), cpu_info()["name"], package_versions().get("onnxruntime"))
     entry = ctx.cache.load_json("probes", key)
     if entry is None:
         model, _ = _build(candidate, ctx)
         variants = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
-            files = _export(model, Path(tmp), ctx, int8=budget.int8)
+            made = ["int8-static-minmax" if kind == "int8-static" else kind for kind in kinds]
+            files = _export(model, Path(tmp), ctx, made, (ctx.calibration or [])[:PROBE_CALIBRATION])
             for variant, path in files.items():
-                result = _measure(path, ctx)
-                variants[variant] = {"latency_ms": _latency_summary(result),
-                                     "size_bytes": result["model"]["size_bytes"]}
+                result = _measure(path, ctx, provider)
+                variants[_probe_class(variant)] = {"latency_ms": _latency_summary(result),
+                                                   "size_bytes": result["model"]["size_bytes"]}
         entry = {"name": candidate.name, "architecture": candidate.arch, "params": count_parameters(model),
-                 "variants": variants}
+                 "provider": provider, "variants": variants}
         ctx.cache.save_json("probes", key, entry)
-    for variant, record in entry["variants"].items():
-        record["meets_budget"] = meets_budget(record, budget)
-    entry["feasible"] = any(record["meets_budget"] for record in entry["variants"].values())
+    _judge_probe(entry, budget)
     best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
     ctx.echo(f"  {candidate.name:<12} {count(entry['params']):>6} params  " + "  ".join(
-        f"{variant} {budget.percentile} {milliseconds(latency_of(record, budget)):>6} ms" for variant, record in
-        entry["variants"].items()) + ("  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"))
+        f"{variant} {milliseconds(latency_of(record, budget))}" for variant, record in entry["variants"].items())
+        + f" ms {budget.percentile}" + ("  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"))
     return entry
+
+
+def _judge_probe(entry: dict, budget) -> None:
+    for record in entry["variants"].values():
+        record["meets_budget"] = meets_budget(record, budget)
+    entry["feasible"] = any(record["meets_budget"] for record in entry["variants"].values())
+
+
+def _to_train(candidates, probes: dict, budgets: list, max_students: int) -> list:
+    """The students worth distilling: for one budget, the largest feasible candidates up to
+    max_students (the larger the student, the more of the teacher it keeps); for a sweep, the
+    largest feasible candidate of each budget, so every budget gets its likely pick for the cost
+    of at most one student per budget."""
+    by_size = sorted(candidates, key=lambda c: -probes[c.name]["params"])
+    chosen = []
+    for budget in budgets:
+        feasible = [c for c in by_size if any(meets_budget(r, budget) for r in probes[c.name]["variants"].values())]
+        chosen += [c for c in feasible[:max_students if len(budgets) == 1 else 1] if c not in chosen]
+    return chosen
 
 
 def _undistilled(student, init_digest: str, ctx: _Context) -> dict:
@@ -290,7 +398,7 @@ def _undistilled(student, init_digest: str, ctx: _Context) -> dict:
         with tempfile.TemporaryDirectory(prefix="edgekit-undistilled-") as tmp:
             path = Path(tmp) / "model.onnx"
             export_network(student, path, ctx.parity)
-            metrics = _evaluate(path, ctx)
+            metrics = _without_predictions(_evaluate(path, ctx, "cpu"))
         ctx.cache.save_json("undistilled", key, metrics)
     return metrics
 
@@ -341,18 +449,103 @@ def _distill(student, init: dict, init_digest: str, candidate, ctx: _Context, in
     return history
 
 
-def _file_entry(name: str, student: str, variant: str, path: Path, run: Path, ctx: _Context,
-                teacher_metrics: dict | None) -> dict:
-    """Accuracy per task and latency of one file, plus its raw latency samples beside it."""
-    metrics = _evaluate(path, ctx)
-    result = _measure(path, ctx)
-    path.with_suffix(".bench.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    entry = {"name": name, "student": student, "variant": variant, "onnx": str(path.relative_to(run)),
-             "size_bytes": result["model"]["size_bytes"], "latency_ms": _latency_summary(result),
-             "metrics": metrics}
-    if teacher_metrics is not None:
-        entry["retention"] = retention(metrics, teacher_metrics)
-    return entry
+def _measure_files(student: str, files: dict[str, Path], run: Path, ctx: _Context, predictions: dict,
+                   teacher_metrics: dict | None, extra: Callable[[str], dict] = lambda variant: {}) -> list[dict]:
+    """One row of the evaluation matrix per file x provider: accuracy per task measured on the
+    file itself, latency at the budget shape, size; raw latency samples beside the file.
+    Predictions go to `predictions[(row name, provider)]` for the gap report."""
+    budget = ctx.recipe.budget
+    rows = []
+    for variant, path in files.items():
+        for provider in ctx.providers:
+            if not _runs_on(variant, provider):
+                continue
+            name = f"{student}-{variant}"
+            try:
+                results = _evaluate(path, ctx, provider)
+                result = _measure(path, ctx, provider)
+            except ProviderUnavailable as e:
+                if provider == ctx.providers[0]:
+                    raise
+                # Another provider failing on one file (TensorRT without its libraries, an operator
+                # it lacks) costs that cell of the matrix, not the run.
+                ctx.failures[f"{name} on {provider}"] = str(e)
+                ctx.echo(f"  {name:<24} {provider:<5} skipped: {e}")
+                continue
+            predictions[(name, provider)] = results
+            suffix = "" if provider == ctx.providers[0] else f".{provider}"
+            path.with_suffix(f"{suffix}.bench.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                encoding="utf-8")
+            metrics = _without_predictions(results)
+            row = {"name": name, "student": student, "variant": variant, "provider": provider,
+                   "onnx": str(path.relative_to(run)), "size_bytes": result["model"]["size_bytes"],
+                   "latency_ms": _latency_summary(result), "metrics": metrics,
+                   "retention": retention(metrics, teacher_metrics or metrics)}
+            row |= extra(variant)
+            row["meets_budget"] = meets_budget(row, budget)
+            rows.append(row)
+            ctx.echo(f"  {name:<24} {provider:<5} " + _metrics_text(metrics, row["retention"]) +
+                     f"; {budget.percentile} {milliseconds(latency_of(row, budget))} ms"
+                     + ("" if row["meets_budget"] else "  over budget"))
+    return rows
+
+
+def _decide(rows: list[dict], budget, providers: list[str], int8: bool) -> dict:
+    """Per provider: the Pareto frontier (flags set on the rows), the pick, and why nothing fits."""
+    picks, why = {}, {}
+    for provider in providers:
+        mine = [r for r in rows if r["provider"] == provider]
+        front = pareto_front(mine, budget)
+        for row in mine:
+            row["pareto"] = row["name"] in front
+            row["meets_budget"] = meets_budget(row, budget)
+        best = pick(mine, budget)
+        picks[provider] = best["name"] if best else None
+        if best is None and mine:
+            why[provider] = closest_miss(mine, budget, "file", int8, provider)
+    return {"picks": picks, "why": why}
+
+
+def _row(rows: list[dict], name: str, provider: str) -> dict:
+    return next(r for r in rows if r["name"] == name and r["provider"] == provider)
+
+
+def _token_lengths(ctx: _Context) -> dict:
+    """Per task, the token length of each test example (pairs: the longer side) for length slices."""
+    import numpy as np
+
+    tokenizer = ctx.teacher.tokenizer
+    if tokenizer is None:
+        return {task.name: None for task in ctx.tasks}
+
+    def lengths(texts):
+        ids = tokenizer(list(texts), truncation=True, max_length=ctx.teacher.max_length)["input_ids"]
+        return np.array([len(i) for i in ids])
+
+    out = {}
+    for task in ctx.tasks:
+        if "text" in task.test:
+            out[task.name] = lengths(task.test["text"])
+        elif "text_a" in task.test:
+            out[task.name] = np.maximum(lengths(task.test["text_a"]), lengths(task.test["text_b"]))
+        else:
+            out[task.name] = lengths(task.test["query"])
+    return out
+
+
+def _gap(chosen: dict, predictions: dict, ctx: _Context) -> dict:
+    """Where the shipped file loses against the teacher: per task, class, length, hardest cases."""
+    from edgekit.gap import gap_report
+
+    provider = chosen["provider"]
+    teacher = predictions[("teacher-fp32", provider)]
+    fp32 = predictions[(f"{chosen['student']}-fp32", provider)]
+    quantized = None if chosen["variant"] == "fp32" else predictions[(chosen["name"], provider)]
+
+    def preds(results):
+        return None if results is None else {task: r["predictions"] for task, r in results.items()}
+
+    return gap_report(ctx.tasks, preds(teacher), preds(fp32), preds(quantized), _token_lengths(ctx))
 
 
 def _write_bundle(chosen: dict, run: Path, ctx: _Context) -> None:
@@ -369,7 +562,8 @@ def _write_bundle(chosen: dict, run: Path, ctx: _Context) -> None:
     (bundle / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
     spec = ctx.recipe.teacher
     contract = {"edgekit_version": __version__, "recipe": ctx.recipe.name, "source": chosen["onnx"],
-                "variant": chosen["variant"], "max_length": ctx.teacher.max_length if ctx.teacher.tokenizer else None,
+                "variant": chosen["variant"], "provider": chosen["provider"],
+                "max_length": ctx.teacher.max_length if ctx.teacher.tokenizer else None,
                 "pooling": spec.pooling if spec.kind == "sentence-encoder" else None,
                 "normalized": spec.normalize if spec.kind == "sentence-encoder" else None,
                 "outputs": {t.name: t.output for t in ctx.tasks},
@@ -377,13 +571,9 @@ def _write_bundle(chosen: dict, run: Path, ctx: _Context) -> None:
     (bundle / "edgekit.json").write_text(json.dumps(contract, indent=1) + "\n", encoding="utf-8")
 
 
-def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = None,
-                       cache_dir: str | Path | None = None, force: bool = False,
-                       echo: Callable[[str], None] = _echo) -> RunReport:
-    """Run a recipe end to end; returns the report (also written as report.json/.md).
-
-    Raises BudgetNotMet (after probing, before any training) when no candidate can fit,
-    and after writing the run folder when no trained file does."""
+def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | Path | None, force: bool,
+         echo: Callable[[str], None], sweep: list[float] | None) -> RunReport:
+    """The stages shared by a single run (sweep None) and a sweep over budgets."""
     import torch
 
     from edgekit.data.tasks import load_task_data
@@ -393,12 +583,18 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    out = Path(out) if out is not None else Path("runs") / recipe.name
+    out = Path(out) if out is not None else Path("runs") / (recipe.name + ("-sweep" if sweep else ""))
     cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache")
     check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     budget = recipe.budget
+    budgets = [budget.model_copy(update={"ms": ms}) for ms in sweep] if sweep else [budget]
+    providers, skipped_providers = _providers(recipe)
+    variants, skipped_variants = _variants(recipe, providers)
+    int8 = any(v.startswith("int8") for v in variants)
+    for name, why in {**skipped_providers, **skipped_variants}.items():
+        echo(f"  skipping {name}: {why}")
 
     stages: dict[str, float] = {}  # stage -> seconds since the start, as the run reaches it
 
@@ -416,59 +612,67 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
         ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(tasks, teacher),
-                       _lengths_file(recipe, tasks, cache), echo)
-        teacher_files = _export(teacher.model, run / "teacher", ctx, int8=False)
-        teacher_entry = _file_entry("teacher", "teacher", "fp32", teacher_files["fp32"], run, ctx, None)
-        teacher_metrics = teacher_entry["metrics"]
-        echo("  teacher: " + _metrics_text(teacher_metrics) +
-             f"; {budget.percentile} {milliseconds(latency_of(teacher_entry, budget))} ms")
+                       _lengths_file(recipe, tasks, cache), echo, providers, variants)
+        inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
+        if any(v.startswith("int8-static") for v in variants):
+            ctx.calibration = _calibration(inputs, teacher, recipe.quantize.calibration_samples, recipe.distill.seed)
+        predictions: dict = {}
+        teacher_files = _export(teacher.model, run / "teacher", ctx, variants if recipe.quantize.teacher else [])
+        teacher_params = count_parameters(teacher.model)
+
+        def teacher_details(variant):
+            return {"architecture": None, "params": teacher_params}
+
+        # The teacher's fp32 file on the target provider is the reference every retention is relative to.
+        rows = _measure_files("teacher", {"fp32": teacher_files.pop("fp32")}, run, ctx, predictions, None,
+                              teacher_details)
+        teacher_metrics = rows[0]["metrics"]
+        rows += _measure_files("teacher", teacher_files, run, ctx, predictions, teacher_metrics, teacher_details)
 
         stage(3, "probe", f"timing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
         candidates = _candidates(recipe, teacher)
         probes = {c.name: _probe(c, ctx) for c in candidates}
-        feasible = [c for c in candidates if probes[c.name]["feasible"]]
-        if not feasible:
+        chosen = _to_train(candidates, probes, budgets, recipe.students.max_students)
+        if not chosen:
             entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
                        for name, p in probes.items() for variant, record in p["variants"].items()]
-            raise BudgetNotMet(closest_miss(entries, budget, "candidate") + " Nothing was trained or written.")
-        chosen = sorted(feasible, key=lambda c: -probes[c.name]["params"])[:recipe.students.max_students]
+            limits = budgets[-1] if sweep else budget  # a sweep fails only if its largest budget fits nothing
+            raise BudgetNotMet(closest_miss(entries, limits, "candidate", int8) + " Nothing was trained or written.")
 
         stage(4, "distill", f"{', '.join(c.name for c in chosen)} (largest feasible first)")
-        inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
         teacher_out = teacher.outputs(inputs, inputs_digest, cache)
-        entries = []
         for candidate in chosen:
             student, init = _build(candidate, ctx)
             init_digest = state_digest(student)  # the untrained student: part of both cache keys
             undistilled = _undistilled(student, init_digest, ctx)
             history = _distill(student, init, init_digest, candidate, ctx, inputs, inputs_digest, labels,
                                teacher_out)
-            stage(5, "measure", f"exporting and measuring {candidate.name}")
-            files = _export(student, run / "candidates" / candidate.name, ctx, int8=budget.int8)
-            (run / "candidates" / candidate.name / "distillation.json").write_text(
-                json.dumps(history, indent=1) + "\n", encoding="utf-8")
-            for variant, path in files.items():
-                entry = _file_entry(f"{candidate.name}-{variant}", candidate.name, variant, path, run, ctx,
-                                    teacher_metrics)
-                probe = probes[candidate.name]["variants"][variant]
-                entry |= {"architecture": candidate.arch, "params": count_parameters(student),
-                          "probe_latency_ms": probe["latency_ms"],
-                          "probe_ratio": latency_of(entry, budget) / latency_of(probe, budget),
-                          "meets_budget": meets_budget(entry, budget),
-                          "undistilled_metrics": undistilled,
-                          "distillation": {k: history[k] for k in ("steps", "seconds", "initialized_from_teacher")}}
-                entries.append(entry)
-                echo(f"  {entry['name']:<14} " + _metrics_text(entry["metrics"], entry["retention"]) +
-                     f"; {budget.percentile} {milliseconds(latency_of(entry, budget))} ms "
-                     f"(probe {milliseconds(latency_of(probe, budget))})"
-                     + ("" if entry["meets_budget"] else "  OVER BUDGET"))
+            stage(5, "measure", f"exporting, quantizing and measuring {candidate.name}")
+            folder = run / "candidates" / candidate.name
+            files = _export(student, folder, ctx, variants)
+            (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+            probe = probes[candidate.name]
 
-        stage(6, "select", "picking and writing the bundle")
-        best = pick(entries, budget)
-        if best is not None:
+            def details(variant, candidate=candidate, student=student, probe=probe, history=history,
+                        undistilled=undistilled):
+                probed = probe["variants"].get(_probe_class(variant))
+                return {"architecture": candidate.arch, "params": count_parameters(student),
+                        "probe_latency_ms": probed["latency_ms"] if probed else None,
+                        "undistilled_metrics": undistilled,
+                        "distillation": {k: history[k] for k in ("steps", "seconds", "initialized_from_teacher")}}
+
+            rows += _measure_files(candidate.name, files, run, ctx, predictions, teacher_metrics, details)
+
+        stage(6, "select", "Pareto frontier, pick, gap report, bundle")
+        sweep_table = [_sweep_point(rows, b, providers[0], int8) for b in budgets] if sweep else None
+        decision = _decide(rows, budget, providers, int8)
+        target = decision["picks"][providers[0]]
+        best = None if target is None else _row(rows, target, providers[0])
+        gap = _gap(best, predictions, ctx) if best is not None else None
+        if best is not None and not sweep:
             _write_bundle(best, run, ctx)
         data = {
-            "format": "edgekit.report/1",
+            "format": REPORT_FORMAT,
             "edgekit_version": __version__,
             "recipe": recipe.model_dump(mode="json"),
             "recipe_digest": recipe.digest(),
@@ -478,25 +682,78 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
             "machine": cpu_info(),
             "versions": package_versions(),
             "budget": {"percentile": budget.percentile, "ms": budget.ms, "batch": budget.batch,
-                       "seq_len": budget.seq_len, "provider": budget.provider, "threads": budget.threads,
-                       "size_mb": budget.size_mb, "headroom": budget.headroom},
+                       "seq_len": budget.seq_len, "threads": budget.threads, "size_mb": budget.size_mb,
+                       "headroom": budget.headroom, "limit_ms": limit_ms(budget)},
+            "providers": {"measured": providers, "skipped": {**skipped_providers, **ctx.failures}},
+            "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
             "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric,
                        "train_examples": _count(t.train), "test_examples": _count(t.test)} for t in tasks],
-            "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind,
-                        "params": count_parameters(teacher.model), "prepared": _jsonable(teacher.prepared),
-                        **{k: teacher_entry[k] for k in ("onnx", "size_bytes", "latency_ms", "metrics")}},
+            "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
+                        "prepared": _jsonable(teacher.prepared)},
             "probes": list(probes.values()),
-            "candidates": entries,
-            "selected": None if best is None else {"name": best["name"], "onnx": best["onnx"],
-                                                   "bundle": "bundle/model.onnx"},
-            "why": None if best is not None else closest_miss(entries, budget, "trained file"),
+            "files": rows,
+            "picks": decision["picks"],
+            "selected": None if best is None else {
+                "name": best["name"], "onnx": best["onnx"], "provider": best["provider"],
+                "bundle": None if sweep else "bundle/model.onnx"},
+            "why": decision["why"].get(providers[0]),
+            "why_by_provider": decision["why"],
+            "gap": gap,
+            "sweep": sweep_table,
         }
         write_report(run, data)
     report = RunReport(out, data)
+    if sweep:
+        echo(f"done in {data['seconds'] / 60:.1f} min: " + ", ".join(
+            f"{p['ms']:g} ms -> {p['pick'] or 'nothing fits'}" for p in sweep_table) + f" (report: {out / 'report.md'})")
+        return report
     if best is None:
         raise BudgetNotMet(f"{data['why']} The run folder {out} holds every file and report.md.")
     echo(f"done in {data['seconds'] / 60:.1f} min: {best['name']} -> {out / 'bundle'} (report: {out / 'report.md'})")
     return report
+
+
+def _sweep_point(rows: list[dict], budget, provider: str, int8: bool) -> dict:
+    """The pick at one budget of a sweep, among the files measured once for all of them."""
+    mine = [r for r in rows if r["provider"] == provider]
+    best = pick(mine, budget)
+    point = {"ms": budget.ms, "limit_ms": limit_ms(budget), "provider": provider,
+             "pick": best["name"] if best else None,
+             "latency_ms": latency_of(best, budget) if best else None,
+             "size_bytes": best["size_bytes"] if best else None,
+             "metrics": {t: m["value"] for t, m in best["metrics"].items()} if best else None,
+             "retention": best["retention"] if best else None,
+             "min_retention": min((v for v in best["retention"].values() if v is not None), default=None)
+             if best else None,
+             "why": None if best else closest_miss(mine, budget, "file", int8, provider)}
+    return point
+
+
+def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = None,
+                       cache_dir: str | Path | None = None, force: bool = False,
+                       echo: Callable[[str], None] = _echo) -> RunReport:
+    """Run a recipe end to end; returns the report (also written as report.json/.md/.html).
+
+    Raises BudgetNotMet (after probing, before any training) when no candidate can fit,
+    and after writing the run folder when no measured file does."""
+    return _run(recipe, out, cache_dir, force, echo, sweep=None)
+
+
+def sweep(recipe: Recipe | str | Path, budgets: list[float] | None = None, out: str | Path | None = None,
+          cache_dir: str | Path | None = None, force: bool = False,
+          echo: Callable[[str], None] = _echo) -> RunReport:
+    """The pick at each latency budget, in one run: teacher outputs, probes, trained students and
+    measurements are shared by every budget (and cached with single runs). Budgets default to
+    the recipe's budget.sweep. Writes no bundle: rerun distill-and-export at the chosen budget,
+    which reuses the cache."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    budgets = sorted(set(budgets or recipe.budget.sweep))
+    if not budgets:
+        raise RecipeError("no budgets to sweep: pass --budgets 2,4,8,16 or set budget.sweep in the recipe.")
+    if any(ms <= 0 for ms in budgets):
+        raise RecipeError(f"sweep budgets must be positive milliseconds (got {budgets}).")
+    return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
 
 
 def _count(columns: dict) -> int:

@@ -1,25 +1,47 @@
-"""Dynamic int8 quantization of an ONNX file with ONNX Runtime's quantizer.
+"""Quantized copies of an ONNX file with ONNX Runtime's tools: int8 dynamic, int8 static QDQ, fp16.
 
-Signed int8 weights, per channel by default: on the CPUs measured (see
-FIELD-NOTES) that is 0.42x of fp32 latency at cosine 0.993, where unsigned
-weights are 1.7x slower and per-tensor scales lose fidelity (cosine 0.963).
-Activations are quantized at run time, so no calibration data is needed.
+What each choice is for, measured on all-MiniLM-L6-v2 (see FIELD-NOTES):
+- int8-dynamic: signed int8 weights per channel, activations quantized at run time.
+  The CPU default: 0.42x of fp32 latency at cosine 0.993, no calibration data needed.
+  Unsigned weights are 1.7x slower; per-tensor scales (int8-dynamic-per-tensor) lose
+  fidelity (cosine 0.963) and are there for runtimes without per-channel support.
+- int8-static-*: QDQ graph with activation ranges fixed by calibration data, which is
+  what NPUs/DSPs and mobile runtimes consume. Only MatMul is quantized: ORT's default op
+  types collapse a transformer (cosine 0.38); MatMul-only reaches ~0.935.
+- fp16: half the size for GPU providers; keeps float32 inputs/outputs so callers need no change.
 
-onnxruntime is imported inside the functions: importing edgekit must stay
-cheap and work where only part of the stack is installed.
+onnxruntime, onnx and numpy are imported inside the functions: importing edgekit (and
+`edgekit --help`, which needs METHODS) must stay cheap and work where only part of the
+stack is installed.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgekit.environment import cpu_info
-from edgekit.errors import ModelNotFound, QuantizationFailed
+from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
 
+if TYPE_CHECKING:
+    import numpy as np
+
+METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
+           "int8-static-percentile", "fp16")
+STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+# ORT's own default for percentile calibration, recorded so a report can say what clipped the ranges.
+PERCENTILE = 99.999
+# Histogram calibrators keep every calibrated tensor of every sample in memory until they bin it
+# (~30 MB per MiniLM sample at 128 tokens): binning every 16 samples bounds that to ~1 GB.
+_CALIBRATION_CHUNK = 16
+_STATIC_OP_TYPES = ["MatMul"]
 _VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -30,7 +52,10 @@ def reduce_range_choice(info: dict | None = None) -> tuple[bool, str]:
     saturate with full 8-bit weights; 7-bit weights avoid that. VNNI (and AMX)
     accumulate in 32 bits, and arm64's dot products are signed: both keep 8 bits.
     """
-    info = info or cpu_info()
+    if info is None:
+        from edgekit.environment import cpu_info  # reads importlib.metadata: not at import time
+
+        info = cpu_info()
     if info["arch"] in ("aarch64", "arm64"):
         return False, "arm64: signed int8 dot products do not saturate, full 8-bit weights kept"
     found = [name for name in _VNNI if info["instruction_sets"].get(name)]
@@ -59,43 +84,285 @@ def _scratch_dir(beside: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _quantize(src: Path, tmp: Path, per_channel: bool, reduce_range: bool) -> Path:
-    """Pre-process then quantize `src` inside the folder `tmp`; the result must load in ORT."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+# ---------------------------------------------------------------------------- calibration feeds
 
-    pre, out = tmp / "preprocessed.onnx", tmp / "quantized.onnx"
+
+def text_calibration(tokenizer, texts: list[str], samples: int, max_length: int, seed: int = 0) -> list[dict]:
+    """Calibration feeds from texts: a seeded sample of `samples` texts (all if fewer), one per batch.
+
+    Every batch is padded to ONE length, the longest in the sample (capped by max_length):
+    histogram calibrators stack the batches' activations and fail on ragged shapes, and
+    padding to a fixed 512 would spend the ranges (and time) on padding tokens.
+    """
+    import numpy as np
+
+    if samples < 1:
+        raise DataError(f"calibration needs at least 1 sample (got {samples}); pass --samples N with N >= 1.")
+    if not texts:
+        raise DataError("no calibration texts: pass a data source with at least one non-empty text.")
+    if len(texts) > samples:
+        picked = np.random.default_rng(seed).choice(len(texts), size=samples, replace=False)
+        texts = [texts[i] for i in sorted(picked)]
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    length = max(len(ids) for ids in encoded["input_ids"])
+    pad_id = tokenizer.pad_token_id or 0
+    feeds = []
+    for i, ids in enumerate(encoded["input_ids"]):
+        row = {"input_ids": np.full((1, length), pad_id, dtype=np.int64),
+               "attention_mask": np.zeros((1, length), dtype=np.int64),
+               "token_type_ids": np.zeros((1, length), dtype=np.int64)}
+        row["input_ids"][0, :len(ids)] = ids
+        row["attention_mask"][0, :len(ids)] = 1
+        if "token_type_ids" in encoded:
+            row["token_type_ids"][0, :len(ids)] = encoded["token_type_ids"][i]
+        feeds.append(row)
+    return feeds
+
+
+def image_calibration(images: np.ndarray, samples: int, seed: int = 0) -> list[dict]:
+    """Calibration feeds from (N, C, H, W) images: a seeded sample of `samples` (all if fewer), one per batch."""
+    import numpy as np
+
+    images = np.asarray(images)
+    if images.ndim != 4 or len(images) == 0:
+        raise DataError(f"calibration images have shape {images.shape}; expected a non-empty (N, C, H, W) array.")
+    if samples < 1:
+        raise DataError(f"calibration needs at least 1 sample (got {samples}); pass --samples N with N >= 1.")
+    index = np.arange(len(images))
+    if len(images) > samples:
+        index = np.sort(np.random.default_rng(seed).choice(len(images), size=samples, replace=False))
+    return [{"pixel_values": images[i:i + 1].astype(np.float32)} for i in index]
+
+
+def load_calibration_images(source: str) -> np.ndarray:
+    """(N, C, H, W) float32 images from a .npy file, the 'images' array of an .npz, or a built-in (digits).
+
+    edgekit.data.load_images reads .npy only; an .npz is how task data stores images with labels.
+    """
+    import numpy as np
+
+    from edgekit.data import load_images
+
+    path = Path(source)
+    if not (path.is_file() and path.suffix == ".npz"):
+        return load_images(source)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            names = list(arrays.files)
+            name = "images" if "images" in names else names[0] if len(names) == 1 else None
+            if name is None:
+                raise DataError(f"{path}: no array 'images' (it has: {', '.join(names) or 'none'}); "
+                                "save the images as numpy.savez(path, images=...).")
+            images = arrays[name]
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable numpy .npz archive ({e}); save it with "
+                        "numpy.savez(path, images=...).") from None
+    if images.ndim == 3:  # (N, H, W): one channel
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DataError(f"{path}: images have shape {images.shape}; expected (N, C, H, W).")
+    return images.astype(np.float32)
+
+
+def _graph_inputs(path: Path) -> dict:
+    """Input name -> numpy dtype, for the real inputs of the graph (initializers listed as inputs excluded)."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {init.name for init in model.graph.initializer}
+    return {i.name: tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            for i in model.graph.input if i.name not in constants}
+
+
+def _prepare_feeds(calibration: list[dict], inputs: dict, method: str) -> list[dict]:
+    """The feeds the graph declares, in its dtypes, text inputs padded with zeros to one length.
+
+    Callers should already pad (text_calibration does); padding again here keeps a hand-made
+    list with ragged lengths from failing deep inside ORT's histogram code ("inhomogeneous shape").
+    """
+    import numpy as np
+
+    missing = sorted(name for name in inputs if any(name not in feed for feed in calibration))
+    if missing:
+        have = sorted(set().union(*calibration))
+        raise QuantizationFailed(f"{method}: calibration batches lack input(s) {', '.join(missing)} that the model "
+                                 f"declares (they have: {', '.join(have) or 'none'}). Fix: pass calibration data of "
+                                 "the model's kind (texts for a text model, images for an image model).")
+
+    def padded(name: str, value) -> bool:
+        return name in TEXT_INPUTS and value.ndim == 2 and np.issubdtype(value.dtype, np.integer)
+
+    feeds = [{name: np.asarray(feed[name]) for name in inputs} for feed in calibration]
+    longest = max((value.shape[1] for feed in feeds for name, value in feed.items() if padded(name, value)),
+                  default=0)
+    for feed in feeds:
+        for name, value in feed.items():
+            if padded(name, value) and value.shape[1] < longest:
+                value = np.pad(value, ((0, 0), (0, longest - value.shape[1])))
+            feed[name] = value.astype(inputs[name], copy=False)
+    return feeds
+
+
+def _chunk_size(feeds: list[dict]) -> int:
+    """Samples per calibration pass: the largest divisor of len(feeds) up to _CALIBRATION_CHUNK.
+
+    ORT requires the count to divide evenly. Batches of differing shapes (e.g. several batch
+    sizes) cannot be stacked in one pass at all: they go one per pass.
+    """
+    shapes = {tuple((name, value.shape) for name, value in sorted(feed.items())) for feed in feeds}
+    if len(shapes) > 1:
+        return 1
+    return max(d for d in range(1, min(_CALIBRATION_CHUNK, len(feeds)) + 1) if len(feeds) % d == 0)
+
+
+class _Reader:
+    """ORT CalibrationDataReader (duck-typed: ORT checks for get_next) over prepared feeds.
+
+    set_range/__len__ let quantize_static calibrate chunk by chunk (CalibStridedMinMax).
+    """
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds = feeds
+        self.set_range(0, len(feeds))
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._rows = iter(self.feeds[start_index:end_index])
+
+    def get_next(self) -> dict | None:
+        return next(self._rows, None)
+
+
+# ---------------------------------------------------------------------------- quantizers
+
+
+def _preprocess(src: Path, tmp: Path) -> Path:
+    from onnxruntime.quantization import quant_pre_process
+
+    pre = tmp / "preprocessed.onnx"
     # Symbolic shape inference fails on exported transformer graphs; ONNX's own
     # shape inference and ORT's basic optimizations are what the quantizer needs.
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def _dynamic(src: Path, out: Path, tmp: Path, per_channel: bool, reduce_range: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     # DefaultTensorType: fused graphs (ORT O2) hide some weights' types from the
     # quantizer ("Unable to find data type for weight_name"); they are all float.
-    quantize_dynamic(pre, out, per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a file that does not load is a failure
-    return out
+    quantize_dynamic(_preprocess(src, tmp), out, per_channel=per_channel, reduce_range=reduce_range,
+                     weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _static(src: Path, out: Path, tmp: Path, method: str, reduce_range: bool, calibration: list[dict]) -> int:
+    """QDQ int8 of `src` calibrated on `calibration`; returns the number of calibration batches."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    pre = _preprocess(src, tmp)
+    feeds = _prepare_feeds(calibration, _graph_inputs(pre), method)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method.rsplit("-", 1)[1]]
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibStridedMinMax": _chunk_size(feeds)}
+    if calibrate == CalibrationMethod.Percentile:
+        extra["CalibPercentile"] = PERCENTILE
+    # Unsigned activations with signed weights (U8S8) is ORT's fast CPU path; reduce_range
+    # keeps it from saturating on x86 without VNNI, as for dynamic.
+    quantize_static(pre, out, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=_STATIC_OP_TYPES,
+                    per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=calibrate, extra_options=extra)
+    return len(feeds)
+
+
+def _fp16(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: inputs and outputs stay float32/int64, so tokenizers, feeds and parity checks are unchanged.
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
+
+
+_FIXES = {
+    "int8-dynamic": "try --method int8-dynamic-per-tensor (per_channel=False), or check that the file loads in "
+                    "ONNX Runtime",
+    "int8-dynamic-per-tensor": "check that the file loads in ONNX Runtime, or try --method fp16",
+    "static": "check that the calibration data fits the model (same inputs, lengths within its limit) and that "
+              "the file loads in ONNX Runtime, or use --method int8-dynamic (no calibration needed)",
+    "fp16": "the graph may use an op without a float16 kernel; use an int8 method on CPU, or check that the file "
+            "loads in ONNX Runtime",
+}
+
+
+def _failure(method: str, src: Path, error: Exception) -> QuantizationFailed:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    fix = _FIXES["static" if method in STATIC_METHODS else method]
+    return QuantizationFailed(f"{method} quantization of '{src}' failed: {type(error).__name__}: {message}. "
+                              f"Fix: {fix}; if it does and this persists, report this message with the file and "
+                              "your onnxruntime version.")
+
+
+def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
+    """Write a `method` copy (one of METHODS) of the ONNX file `src` to `dst`; returns what was done (JSON-able).
+
+    int8-static-* methods need `calibration`: feeds (input name -> array) such as text_calibration
+    or image_calibration make. dst appears complete or not at all, loads in ORT's CPU provider,
+    and nothing else is left beside it or in the cwd.
+    """
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if method not in METHODS:
+        raise QuantizationFailed(f"unknown quantization method '{method}'; choose one of: {', '.join(METHODS)}.")
+    if not src.is_file():
+        raise ModelNotFound(f"ONNX file '{src}' does not exist. Export one with `edgekit export`.")
+    static = method in STATIC_METHODS
+    if static and not calibration:
+        raise QuantizationFailed(f"{method} needs calibration data to fix activation ranges, and none was given. "
+                                 "Fix: pass calibration data (`--calibration DATA` on the CLI: texts or images "
+                                 "like the model's inputs), or use --method int8-dynamic, which needs none.")
+    started = time.perf_counter()
+    reduce_range, why = reduce_range_choice()
+    record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",
+              "per_channel": method != "int8-dynamic-per-tensor", "reduce_range": reduce_range, "why": why,
+              "op_types": list(_STATIC_OP_TYPES) if static else None, "calibration": None}
+    if method == "fp16":
+        record.update(weight_type="fp16", activation_type="fp16", per_channel=None, reduce_range=None,
+                      why="fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with _scratch_dir(dst) as tmp:
+        out = tmp / "quantized.onnx"
+        try:
+            # ORT's calibrators print progress to stdout, which is the CLI's result channel.
+            with redirect_stdout(io.StringIO()):
+                if method == "fp16":
+                    _fp16(src, out)
+                elif static:
+                    batches = _static(src, out, tmp, method, reduce_range, calibration)
+                    kind = method.rsplit("-", 1)[1]
+                    record["calibration"] = {"method": kind, "batches": batches,
+                                             **({"percentile": PERCENTILE} if kind == "percentile" else {})}
+                else:
+                    _dynamic(src, out, tmp, record["per_channel"], reduce_range)
+            import onnxruntime as ort
+
+            ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a file that does not load is a failure
+        except QuantizationFailed:
+            raise
+        except Exception as e:  # ORT and onnx raise many types; each is a failed quantization
+            raise _failure(method, src, e) from e
+        os.replace(out, dst)
+    record["size_bytes"] = dst.stat().st_size
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
 
 
 def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = True) -> dict:
     """Write a dynamic int8 copy of the ONNX file `src` to `dst`; returns what was done.
 
-    dst appears complete or not at all, and nothing else is left beside it or in the cwd.
+    Kept for the pipeline, whose quantization.json files name the method "dynamic-int8".
     """
-    src, dst = Path(src).resolve(), Path(dst).resolve()
-    if not src.is_file():
-        raise ModelNotFound(f"ONNX file '{src}' does not exist. Export one with `edgekit export`.")
-    reduce_range, why = reduce_range_choice()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with _scratch_dir(dst) as tmp:
-        try:
-            out = _quantize(src, tmp, per_channel, reduce_range)
-        except Exception as e:  # ORT and onnx raise many types; each is a failed quantization
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            hint = "try per_channel=False, or " if per_channel else ""
-            raise QuantizationFailed(f"dynamic int8 quantization of '{src}' failed: {type(e).__name__}: {message}. "
-                                     f"Fix: {hint}check that the file loads in ONNX Runtime; if it does, report this "
-                                     "message with the file and your onnxruntime version.") from e
-        os.replace(out, dst)
-    return {"method": "dynamic-int8", "weight_type": "int8", "per_channel": per_channel, "reduce_range": reduce_range,
-            "why": why, "size_bytes": dst.stat().st_size}
+    record = quantize_file(src, dst, "int8-dynamic" if per_channel else "int8-dynamic-per-tensor")
+    return {**record, "method": "dynamic-int8"}

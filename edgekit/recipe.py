@@ -115,17 +115,40 @@ class Budget(_Strict):
     batch: int = Field(1, ge=1, description="batch size the budget is measured at")
     seq_len: int | Literal["task"] = Field(
         128, description="tokens per text, or `task` for the first text task's own length distribution")
-    provider: str = Field("cpu", description="ONNX Runtime provider: cpu, cuda, tensorrt, ...")
+    providers: list[str] = Field(
+        ["cpu"], min_length=1, description="ONNX Runtime providers every file is measured on (cpu, cuda, tensorrt, "
+                                           "...): one pick per provider; the first available one is the target "
+                                           "the bundle is built for; unavailable ones are skipped with a note")
     threads: int = Field(1, ge=1, description="intra-op threads")
     size_mb: float | None = Field(None, gt=0, description="optional file size budget in MB")
     headroom: float = Field(0.1, ge=0, lt=1, description="a file must measure this fraction under `ms` to count "
                                                          "as fitting: latency on a shared host drifts by ~7% "
                                                          "between runs, and the pick must still fit when re-timed")
-    int8: bool = Field(True, description="also consider dynamic int8 variants of each candidate")
     min_runs: int = Field(300, ge=20, description="timed runs per round (hundreds for a stable p95)")
     min_seconds: float = Field(1.0, ge=0, description="timed wall time per round")
     rounds: int = Field(3, ge=1, description="timing rounds per file (fresh session each); the round with the "
                                              "median percentile counts, so one burst of host noise does not")
+    sweep: list[float] = Field([], description="budgets in ms for `edgekit sweep` (its --budgets overrides them)")
+
+    @model_validator(mode="after")
+    def _positive_sweep(self):
+        if any(ms <= 0 for ms in self.sweep):
+            raise ValueError(f"sweep budgets must be positive milliseconds (got {self.sweep})")
+        return self
+
+
+QUANTIZE_VARIANTS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
+                     "int8-static-percentile", "fp16")
+
+
+class QuantizeSpec(_Strict):
+    variants: list[Literal[QUANTIZE_VARIANTS]] = Field(
+        ["int8-dynamic"], description="quantized copies of every exported file, each scored and timed like the fp32 "
+                                      "one: int8-dynamic (signed per-channel weights), int8-dynamic-per-tensor, "
+                                      "int8-static-minmax|entropy|percentile (QDQ, calibrated on task data), fp16 "
+                                      "(measured on GPU providers only). [] = fp32 only")
+    calibration_samples: int = Field(128, ge=1, description="static int8: inputs drawn from the tasks' training data")
+    teacher: bool = Field(True, description="quantize the teacher too: the file a user would ship without edgekit")
 
 
 class LossSpec(_Strict):
@@ -157,6 +180,7 @@ class Recipe(_Strict):
     students: StudentSpace = Field(default_factory=StudentSpace)
     budget: Budget
     distill: DistillSpec = Field(default_factory=DistillSpec)
+    quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
 
     @model_validator(mode="after")
     def _parts_fit(self):

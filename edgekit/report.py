@@ -1,13 +1,18 @@
-"""report.json (the stable, scriptable record of a run) and report.md (the same, for people).
+"""report.json (the stable, scriptable record of a run), report.md and report.html (the same,
+for people; the HTML is self-contained: inline SVG charts, no scripts, no CDN).
 
 report.json's format is documented in the README ("report.json"); fields are only
-ever added under the same `format` tag.
+ever added under the same `format` tag. Both human renderings come from one list of
+blocks, so the Markdown and the HTML never disagree.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
+
+REPORT_FORMAT = "edgekit.report/2"
 
 
 def milliseconds(value: float) -> str:
@@ -26,13 +31,15 @@ def count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def _ms(latency: dict, name: str) -> str:
-    return milliseconds(latency[name])
-
-
 def _metric(m: dict) -> str:
     low, high = m["ci95"]
     return f"{m['value']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _arch(entry: dict) -> str:
@@ -44,84 +51,251 @@ def _arch(entry: dict) -> str:
     return "teacher"
 
 
-def render_markdown(data: dict) -> str:
-    budget, teacher, tasks = data["budget"], data["teacher"], [t["name"] for t in data["tasks"]]
+# ---------------------------------------------------------------------------- blocks
+
+def _blocks(data: dict) -> list[tuple]:
+    """The report as ("h1"|"h2"|"h3"|"p"|"strong"|"list"|"table"|"figure", ...) blocks."""
+    budget, tasks = data["budget"], [t["name"] for t in data["tasks"]]
     p = budget["percentile"]
     seq = "task lengths" if budget["seq_len"] == "task" else f"seq {budget['seq_len']}"
     size = f", size <= {budget['size_mb']} MB" if budget["size_mb"] else ""
-    size += f"; a file fits at <= {budget['ms'] * (1 - budget['headroom']):.3g} ms measured " \
-            f"({budget['headroom']:.0%} headroom for re-timing drift)" if budget["headroom"] else ""
-    intro = (f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, on {budget['provider']} with "
-             f"{budget['threads']} thread(s){size}. Machine: {data['machine']['name']}. "
-             f"Run took {data['seconds'] / 60:.1f} min.")
-    lines = [f"# edgekit run: {data['recipe']['name']}", "", intro, ""]
-    selected = data["selected"]
-    if selected:
-        lines += [f"**Selected: {selected['name']}** (`{selected['onnx']}`, shipped as `{selected['bundle']}`).", ""]
-    else:
-        lines += [f"**Nothing fits.** {data['why']}", ""]
+    fits = (f" A file fits at <= {budget['limit_ms']:.3g} ms measured ({budget['headroom']:.0%} headroom for "
+            "re-timing drift)." if budget["headroom"] else "")
+    providers = data["providers"]
+    blocks = [("h1", f"edgekit {'sweep' if data.get('sweep') else 'run'}: {data['recipe']['name']}"),
+              ("p", (f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, {budget['threads']} "
+                    f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
+                    f"Machine: {data['machine']['name']}. Run took {data['seconds'] / 60:.1f} min."))]
+    skipped = {**providers["skipped"], **data["variants"]["skipped"]}
+    if skipped:
+        blocks.append(("list", [f"Skipped {name}: {why}" for name, why in skipped.items()]))
+    blocks += _selection(data)
+    blocks += _matrix(data, tasks, p)
+    if data.get("sweep"):
+        blocks += _sweep(data, tasks, p)
+    blocks += _probes(data, p)
+    if data.get("gap"):
+        blocks += _gap(data)
+    blocks += _distillation(data, tasks)
+    return blocks
 
-    header = ["file", "architecture", "params", "size (bytes)", f"probe {p} (ms)", "p50", "p95", "p99"]
+
+def _selection(data: dict) -> list[tuple]:
+    blocks = []
+    selected = data["selected"]
+    if data.get("sweep"):
+        return blocks
+    if selected:
+        blocks.append(("strong", (f"Selected: {selected['name']} on {selected['provider']} ({selected['onnx']}, "
+                                 f"shipped as {selected['bundle']}).")))
+    else:
+        blocks.append(("strong", f"Nothing fits. {data['why']}"))
+    others = {prov: name for prov, name in data["picks"].items() if prov != data["providers"]["measured"][0]}
+    if others:
+        blocks.append(("list", [f"Pick on {prov}: {name or 'nothing fits: ' + data['why_by_provider'][prov]}"
+                                for prov, name in others.items()]))
+    return blocks
+
+
+def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
+    header = ["file", "provider", "architecture", "params", "size", f"probe {p}", "p50", "p95", "p99"]
     header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
-    header += ["meets budget"]
-    legend = ("Latency in ms measured on the file itself; metrics on the ONNX file, per task, with bootstrap "
-              "95% intervals; retention = student / teacher.")
-    lines += ["## Teacher and candidates", "", legend, "",
-              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = [{"name": "teacher (fp32)", **teacher, "retention": {}}] + data["candidates"]
-    for entry in rows:
+    header += ["fits", "Pareto"]
+    rows = []
+    for entry in data["files"]:
         probe = entry.get("probe_latency_ms")
-        cells = [entry["name"], _arch(entry), count(entry["params"]), count(entry["size_bytes"]),
-                 _ms(probe, p) if probe else "-"]
-        cells += [_ms(entry["latency_ms"], q) for q in ("p50", "p95", "p99")]
+        cells = [entry["name"], entry["provider"], _arch(entry), count(entry["params"]), count(entry["size_bytes"]),
+                 milliseconds(probe[p]) if probe else "-"]
+        cells += [milliseconds(entry["latency_ms"][q]) for q in ("p50", "p95", "p99")]
         for task in tasks:
             kept = entry["retention"].get(task)
             cells.append(_metric(entry["metrics"][task]) + (f" ({kept:.1f}%)" if kept is not None else ""))
-        cells.append("-" if entry is rows[0] else ("yes" if entry["meets_budget"] else "no"))
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += ["yes" if entry["meets_budget"] else "no", "yes" if entry.get("pareto") else ""]
+        rows.append(cells)
+    return [("h2", "Evaluation matrix: every file on every provider"),
+            ("p", ("Latency in ms measured on the file itself at the budget shape (median of the timing rounds); "
+                  "metrics measured on the ONNX file, per task, on the full evaluation split, with bootstrap 95% "
+                  "intervals; retention = file / teacher fp32. Pareto: no other file of the same provider is as "
+                  f"good on every task, as fast at {p} and as small, and better on one.")),
+            ("table", header, rows),
+            ("figure", "accuracy-latency", "Each task's metric against latency; the Pareto frontier is connected.")]
 
-    lines += ["", "## Probes (untrained candidates, timed before any training)", "",
-              f"| candidate | architecture | params | fp32 {p} (ms) | int8 {p} (ms) | can fit |", "|---" * 6 + "|"]
+
+def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
+    header = ["budget (ms)", "fits at (ms)", "pick", p, "size"] + [f"{t} (retention)" for t in tasks]
+    header += ["worst-task retention"]
+    rows = []
+    for point in data["sweep"]:
+        if point["pick"] is None:
+            rows.append([f"{point['ms']:g}", f"{point['limit_ms']:.3g}", "nothing fits", "-", "-"]
+                        + ["-"] * len(tasks) + [point["why"]])
+            continue
+        cells = [f"{point['ms']:g}", f"{point['limit_ms']:.3g}", point["pick"], milliseconds(point["latency_ms"]),
+                 count(point["size_bytes"])]
+        for task in tasks:
+            kept = point["retention"].get(task)
+            cells.append(f"{point['metrics'][task]:.3f}" + (f" ({kept:.1f}%)" if kept is not None else ""))
+        cells.append(f"{point['min_retention']:.1f}%" if point["min_retention"] is not None else "-")
+        rows.append(cells)
+    return [("h2", "Sweep: the pick at each budget"),
+            ("p", ("Every file was measured once; each budget picks among the same files. Run distill-and-export "
+                  "with budget.ms set to a budget to get its bundle (the cache makes that fast).")),
+            ("table", header, rows), ("figure", "sweep", "Worst-task retention of the pick at each budget.")]
+
+
+def _probes(data: dict, p: str) -> list[tuple]:
+    kinds = list(dict.fromkeys(k for probe in data["probes"] for k in probe["variants"]))
+    rows = []
     for probe in data["probes"]:
         variants = probe["variants"]
-        cells = [probe["name"], _arch(probe), count(probe["params"])]
-        cells += [_ms(variants[v]["latency_ms"], p) if v in variants else "-" for v in ("fp32", "int8")]
-        cells.append("yes" if probe["feasible"] else "no")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append([probe["name"], _arch(probe), count(probe["params"])]
+                    + [milliseconds(variants[k]["latency_ms"][p]) if k in variants else "-" for k in kinds]
+                    + ["yes" if probe["feasible"] else "no"])
+    return [("h2", "Probes: candidates timed untrained, before any training"),
+            ("table", ["candidate", "architecture", "params"] + [f"{k} {p} (ms)" for k in kinds] + ["can fit"], rows)]
 
-    if selected:
-        best = next(e for e in data["candidates"] if e["name"] == selected["name"])
-        lines += ["", f"## What {best['name']} lost, per task", ""]
-        losses = []
-        for task in tasks:
-            t, s = teacher["metrics"][task], best["metrics"][task]
-            losses.append((s["value"] - t["value"], task))
-            kept = best["retention"].get(task)
-            lines.append(f"- {task}: teacher {_metric(t)}, student {_metric(s)}, change {s['value'] - t['value']:+.3f}"
-                         + (f" ({kept:.1f}% kept)" if kept is not None else ""))
-        change, task = min(losses)
-        verdict = f"Largest loss: {task} ({change:+.3f})." if change < 0 else \
-            f"No task lost ground; the smallest change is {task} ({change:+.3f})."
-        lines += ["", verdict + " Differences inside the intervals above are not distinguishable from noise "
-                                "on this evaluation set."]
-    lines += ["", "## What distillation bought", "",
-              ("The same student as initialized from the teacher's layers (untrained, fp32) against the "
-              "distilled one:"), ""]
-    for entry in data["candidates"]:
-        if entry["variant"] == "fp32" and entry.get("undistilled_metrics"):
-            before = entry["undistilled_metrics"]
-            lines.append(f"- {entry['student']}: " + "; ".join(
-                f"{task} {before[task]['value']:.3f} -> {entry['metrics'][task]['value']:.3f}" for task in tasks))
-    lines += ["", "## Distillation", ""]
-    for entry in data["candidates"]:
-        if entry["variant"] == "fp32":
-            d = entry["distillation"]
-            lines.append(f"- {entry['student']}: {d['steps']} steps in {d['seconds']:.0f} s; "
-                         f"{d['initialized_from_teacher']['copied_tensors']} tensors initialized from the teacher, "
-                         f"{d['initialized_from_teacher']['random_tensors']} random")
-    return "\n".join(lines) + "\n"
+
+def _gap(data: dict) -> list[tuple]:
+    selected = data["selected"]
+    blocks = [("h2", f"Where {selected['name']} loses against the teacher"),
+              ("p", ("Per task and per slice, measured on the evaluation split. A student matches its teacher on "
+                    "average, not everywhere: it is not guaranteed to match the teacher on rare or hardest cases, "
+                    "and the slices below show how far it is."))]
+    for task, gap in data["gap"].items():
+        overall = gap["overall"]
+        blocks.append(("h3", f"{task} ({gap['metric']}, n={gap['n']})"))
+        line = (f"Teacher {overall['teacher']:.3f}, shipped file {overall['student']:.3f} "
+                f"(change {overall['change']:+.3f})")
+        if overall.get("student_fp32") is not None:
+            line += f"; the same student in fp32 {overall['student_fp32']:.3f}"
+        agreement = gap["agreement"]
+        blocks.append(("p", f"{line}. Agreement with the teacher: {agreement['value']:.3f} ({agreement['what']})."))
+        blocks.append(("strong", gap["statement"]))
+        if gap["slices"]:
+            blocks.append(("table", ["slice", "group", "n", "teacher", "shipped", "change"],
+                           [[s["slice"], s["group"], str(s["n"]), _number(s["teacher"]), _number(s["student"]),
+                             f"{s['change']:+.3f}" if s["change"] is not None else "-"] for s in gap["slices"]]))
+        if gap.get("calibration"):
+            calibration = gap["calibration"]
+            blocks.append(("p", f"Calibration ({calibration['what']}): " + ", ".join(
+                f"{who.replace('_', ' ')} {calibration[who]:.3f}" for who in ("teacher", "student", "student_fp32")
+                if calibration.get(who) is not None) + "."))
+        hardest = gap["hardest"]
+        blocks.append(("p", (f"Hardest cases ({hardest['rule']}; n={hardest['n']}): teacher {_number(hardest['teacher'])}"
+                            f", shipped {_number(hardest['student'])}.")))
+        blocks.append(_examples(hardest["examples"]))
+        for cause, flips in gap["flips"].items():
+            if flips is None:
+                blocks.append(("p", f"Flipped by {cause}: not applicable (the shipped file is fp32)."))
+                continue
+            blocks.append(("p", (f"Flipped by {cause}: {flips['count']} examples ({flips['a_right_b_wrong']} "
+                                f"right before and wrong after, {flips['b_right_a_wrong']} the other way).")))
+            if flips["examples"]:
+                blocks.append(_examples(flips["examples"]))
+    return blocks
+
+
+def _examples(examples: list[dict]) -> tuple:
+    keys = list(dict.fromkeys(k for e in examples for k in e))
+    return ("table", keys, [[_short(e.get(k)) for k in keys] for e in examples])
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _distillation(data: dict, tasks: list[str]) -> list[tuple]:
+    fp32 = [e for e in data["files"] if e["variant"] == "fp32" and e.get("distillation")
+            and e["provider"] == data["providers"]["measured"][0]]
+    if not fp32:
+        return []
+    bought = [f"{e['student']}: " + "; ".join(
+        f"{task} {e['undistilled_metrics'][task]['value']:.3f} -> {e['metrics'][task]['value']:.3f}"
+        for task in tasks) for e in fp32]
+    runs = [f"{e['student']}: {e['distillation']['steps']} steps in {e['distillation']['seconds']:.0f} s; "
+            f"{e['distillation']['initialized_from_teacher']['copied_tensors']} tensors initialized from the "
+            f"teacher, {e['distillation']['initialized_from_teacher']['random_tensors']} random" for e in fp32]
+    return [("h2", "What distillation bought"),
+            ("p", ("The same student as initialized from the teacher's layers (untrained, fp32) against the "
+                  "distilled one:")), ("list", bought), ("h2", "Distillation"), ("list", runs)]
+
+
+# ---------------------------------------------------------------------------- renderers
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(data: dict) -> str:
+    lines = []
+    for block in _blocks(data):
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "strong":
+            lines += [f"**{block[1]}**", ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "table":
+            lines += ["| " + " | ".join(_md_cell(h) for h in block[1]) + " |", "|" + "---|" * len(block[1])]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block[2]] + [""]
+        elif kind == "figure":
+            lines += [f"*Chart: {block[2]} See report.html.*", ""]
+    return "\n".join(lines)
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:110em;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0;font-size:.85em}"
+          "th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
+          "th{background:#f3f3f3}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}")
+
+
+def render_html(data: dict) -> str:
+    figures = _figures(data)
+    parts = ["<!doctype html>", "<html><head><meta charset='utf-8'>",
+             f"<title>edgekit: {html.escape(data['recipe']['name'])}</title><style>{_STYLE}</style></head><body>"]
+    for block in _blocks(data):
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "strong":
+            parts.append(f"<p><strong>{html.escape(block[1])}</strong></p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                           for row in block[2])
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "figure" and figures.get(block[1]):
+            parts.append(f"<figure>{figures[block[1]]}<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _figures(data: dict) -> dict[str, str]:
+    """Inline SVG charts: the accuracy-latency plot of the target provider, and the sweep."""
+    from edgekit.plot import accuracy_latency_svg, sweep_svg
+
+    provider = data["providers"]["measured"][0]
+    budget = data["budget"]
+    selected = data["selected"]
+    figures = {"accuracy-latency": accuracy_latency_svg(
+        [e for e in data["files"] if e["provider"] == provider], data["tasks"], budget["percentile"],
+        budget["limit_ms"] if not data.get("sweep") else None, selected["name"] if selected else None)}
+    if data.get("sweep"):
+        figures["sweep"] = sweep_svg(data["sweep"], budget["percentile"])
+    return figures
 
 
 def write_report(folder: Path, data: dict) -> None:
     (folder / "report.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(data), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(data), encoding="utf-8")

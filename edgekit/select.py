@@ -1,11 +1,17 @@
-"""Which file meets the budget, which one to ship, and what would make a miss fit.
+"""Which file meets the budget, which ones are worth considering, which one to ship,
+and what would make a miss fit.
 
 A file meets the budget when its measured latency at the budget's percentile is at
 most the budget less its headroom (10% by default: re-timing the same file on a shared
 host moves its p95 by ~7%), and its size at most the size budget, if any. Among those, the
 pick keeps the most of the teacher on its WORST task (one student serves every
 task, so its weakest task is what a user feels), then the mean retention, then the
-lower latency.
+lower latency, then the smaller file.
+
+The Pareto frontier is taken over every task's metric (higher is better), the latency
+at the budget's percentile and the size (lower is better): a file is on it when no other
+file of the same provider is at least as good on all of them and better on one. The
+pick is always on the frontier.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:
 
 def _rank(entry: dict, budget: Budget) -> tuple:
     kept = [v for v in entry["retention"].values() if v is not None] or [0.0]
-    return (min(kept), sum(kept) / len(kept), -latency_of(entry, budget))
+    return (min(kept), sum(kept) / len(kept), -latency_of(entry, budget), -entry["size_bytes"])
 
 
 def pick(entries: list[dict], budget: Budget) -> dict | None:
@@ -51,20 +57,33 @@ def pick(entries: list[dict], budget: Budget) -> dict | None:
     return max(feasible, key=lambda e: _rank(e, budget)) if feasible else None
 
 
-def shape_text(budget: Budget, text: bool = True) -> str:
+def _objectives(entry: dict, budget: Budget) -> tuple:
+    """Every objective as 'higher is better'."""
+    return (*(m["value"] for m in entry["metrics"].values()), -latency_of(entry, budget), -entry["size_bytes"])
+
+
+def pareto_front(entries: list[dict], budget: Budget) -> set[str]:
+    """Names of the entries no other entry dominates (compare entries of one provider only)."""
+    scored = [(e["name"], _objectives(e, budget)) for e in entries]
+    return {name for name, mine in scored
+            if not any(all(o >= m for o, m in zip(other, mine)) and other != mine for _, other in scored)}
+
+
+def shape_text(budget: Budget, text: bool = True, provider: str | None = None) -> str:
     seq = ("the task's own text lengths, " if budget.seq_len == "task" else f"seq {budget.seq_len}, ") if text else ""
-    return f"batch {budget.batch}, {seq}on {budget.provider} with {budget.threads} thread(s)"
+    return f"batch {budget.batch}, {seq}on {provider or budget.providers[0]} with {budget.threads} thread(s)"
 
 
-def closest_miss(entries: list[dict], budget: Budget, what: str) -> str:
-    """Why nothing fits, naming the fastest of `entries` and the changes that would fit it."""
+def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, provider: str | None = None) -> str:
+    """Why nothing fits, naming the fastest of `entries` and the changes that would fit it
+    (`int8`: whether int8 variants were already among them)."""
     fastest = min(entries, key=lambda e: latency_of(e, budget))
     latency = latency_of(fastest, budget)
     ms = f"{budget.percentile} <= {budget.ms:g} ms"
     if budget.headroom:
         ms += f" with {budget.headroom:.0%} headroom (<= {limit_ms(budget):.3g} ms measured)"
     image = "width" in fastest.get("architecture", {})
-    lines = [f"no {what} meets {ms} at {shape_text(budget, text=not image)}."]
+    lines = [f"no {what} meets {ms} at {shape_text(budget, not image, provider)}."]
     if latency > limit_ms(budget):
         lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.3g} ms.")
         fixes = [f"raise budget.ms to at least {latency / (1 - budget.headroom):.3g}"]
@@ -75,8 +94,8 @@ def closest_miss(entries: list[dict], budget: Budget, what: str) -> str:
             fixes.append("add narrower or shallower students (students.widths / students.depths)")
         else:
             fixes.append("add narrower students (students.hidden, e.g. [192]) or fewer layers (students.layers)")
-        if not budget.int8:
-            fixes.append("allow int8 variants (budget.int8: true)")
+        if not int8:
+            fixes.append("allow int8 variants (quantize.variants: [int8-dynamic])")
         fixes.append("or raise budget.threads if the device has the cores")
         lines.append("To fit: " + "; ".join(fixes) + ".")
     if budget.size_mb is not None:

@@ -96,7 +96,8 @@ def tiny_cnn(path: str | Path, kind: str = "torchscript", two_heads: bool = Fals
 
 def tiny_recipe(teacher_folder: str | Path, **overrides):
     """A recipe on a tiny teacher that runs the whole pipeline in seconds: a few hundred
-    Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget."""
+    Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget,
+    a dynamic and a static int8 variant of every file."""
     from edgekit.recipe import recipe_from_dict
 
     data = {
@@ -110,6 +111,7 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
         "students": {"layers": [1], "max_students": 1},
         "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0},
         "distill": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 4},
+        "quantize": {"variants": ["int8-dynamic", "int8-static-minmax"], "calibration_samples": 16},
     }
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) else value

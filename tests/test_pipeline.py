@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from edgekit.pipeline import distill_and_export
+from edgekit.pipeline import distill_and_export, sweep
 from edgekit.recipe import RecipeError
 from edgekit.select import BudgetNotMet
 from edgekit.testing import tiny_recipe
@@ -19,26 +19,43 @@ def tiny_run(tiny_bert, tmp_path_factory):
     return report, root
 
 
-def test_run_writes_report_candidates_and_bundle(tiny_run):
+def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
     # setup
     report, root = tiny_run
     run = root / "run"
     data = json.loads((run / "report.json").read_text())
     # assert: the documented report.json fields
-    assert data["format"] == "edgekit.report/1"
-    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "batch": 1, "seq_len": 128, "provider": "cpu",
-                              "threads": 1, "size_mb": None, "headroom": 0.1}
-    assert set(data["teacher"]["metrics"]) == {"sentiment", "lee"} and data["teacher"]["latency_ms"]["p95"] > 0
-    names = [c["name"] for c in data["candidates"]]
-    assert names == ["L1-fp32", "L1-int8"]
-    for candidate in data["candidates"]:
-        assert (run / candidate["onnx"]).is_file()
-        assert candidate["architecture"]["keep"] == [0] and candidate["params"] > 0
-        assert candidate["probe_latency_ms"]["p95"] > 0 and candidate["latency_ms"]["p99"] > 0
-        assert set(candidate["metrics"]) == set(candidate["retention"]) == {"sentiment", "lee"}
-        assert set(candidate["undistilled_metrics"]) == {"sentiment", "lee"}
-        assert candidate["meets_budget"]
-    assert data["selected"]["name"] in names and report.selected == data["selected"]
+    assert data["format"] == "edgekit.report/2"
+    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "batch": 1, "seq_len": 128, "threads": 1,
+                              "size_mb": None, "headroom": 0.1, "limit_ms": 900.0}
+    assert data["providers"]["measured"] == ["cpu"]
+    assert data["variants"] == {"made": ["fp32", "int8-dynamic", "int8-static-minmax"], "skipped": {}}
+    # every file of the teacher (the baseline a user would ship) and of the student, measured on cpu
+    names = [row["name"] for row in report.files]
+    assert names == ["teacher-fp32", "teacher-int8-dynamic", "teacher-int8-static-minmax",
+                     "L1-fp32", "L1-int8-dynamic", "L1-int8-static-minmax"]
+    teacher = report.files[0]
+    # the tiny random teacher scores <= 0 on lee, where a ratio means nothing
+    assert teacher["retention"] == {"sentiment": 100.0, "lee": None}
+    for row in report.files:
+        assert (run / row["onnx"]).is_file() and row["provider"] == "cpu"
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] <= row["latency_ms"]["p99"]
+        assert set(row["metrics"]) == set(row["retention"]) == {"sentiment", "lee"}
+        assert row["meets_budget"] and row["params"] > 0
+        if row["student"] == "L1":
+            assert row["architecture"]["keep"] == [0] and row["probe_latency_ms"]["p95"] > 0
+            assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
+    quantized = json.loads((run / "candidates/L1/quantization.json").read_text())
+    assert quantized["int8-static-minmax"]["calibration"]["batches"] == 16
+    # the pick is the most accurate file on its worst task, and on the Pareto frontier
+    assert data["picks"] == {"cpu": data["selected"]["name"]} and report.selected == data["selected"]
+    chosen = next(r for r in report.files if r["name"] == data["selected"]["name"])
+    assert chosen["pareto"]
+    worst = {r["name"]: r["retention"]["sentiment"] for r in report.files}
+    assert worst[chosen["name"]] == max(worst.values())
+    # the gap report of the pick, per task
+    assert set(data["gap"]) == {"sentiment", "lee"}
+    assert data["gap"]["sentiment"]["hardest"]["examples"] and data["gap"]["sentiment"]["slices"]
     # the bundle: the chosen file with one output per task, tokenizer and labels beside it
     bundle = run / "bundle"
     session = ort.InferenceSession(str(bundle / "model.onnx"))
@@ -46,10 +63,32 @@ def test_run_writes_report_candidates_and_bundle(tiny_run):
     assert json.loads((bundle / "labels.json").read_text()) == {"sentiment": ["fresh", "rotten"]}
     assert (bundle / "tokenizer.json").is_file() or (bundle / "vocab.txt").is_file()
     markdown = (run / "report.md").read_text()
-    assert "teacher (fp32)" in markdown and "L1-int8" in markdown and "What L1" in markdown
-    assert "What distillation bought" in markdown
+    assert "teacher-int8-dynamic" in markdown and "L1-int8-static-minmax" in markdown
+    assert "What distillation bought" in markdown and "not guaranteed to match the teacher" in markdown
+    page = (run / "report.html").read_text()
+    assert page.count("<svg") == 1 and "http://" not in page.replace("http://www.w3.org", "")
     # nothing half-written is left beside the run
     assert sorted(p.name for p in root.iterdir()) == ["cache", "run"]
+
+
+def test_sweep_reuses_every_measurement_and_picks_per_budget(tiny_run, tiny_bert, tmp_path):
+    # setup: the single run's cache is warm
+    report, root = tiny_run
+    messages = []
+    # execute
+    swept = sweep(tiny_recipe(tiny_bert), [0.0001, 1000], out=tmp_path / "sweep", cache_dir=root / "cache",
+                  echo=messages.append)
+    # assert: nothing retrained, the same files measured, and the loose budget picks the most accurate
+    # (ties between the tiny model's files go to the faster, so the name itself depends on timing noise)
+    assert not any(m.startswith("  distilling") or "resuming" in m for m in messages)
+    assert [r["name"] for r in swept.files] == [r["name"] for r in report.files]
+    tight, loose = swept.data["sweep"]
+    assert tight["pick"] is None and "raise budget.ms" in tight["why"]
+    assert loose["retention"]["sentiment"] == max(r["retention"]["sentiment"] for r in swept.files)
+    assert loose["min_retention"] == loose["retention"]["sentiment"]
+    assert not (tmp_path / "sweep" / "bundle").exists()
+    page = (tmp_path / "sweep" / "report.html").read_text()
+    assert page.count("<svg") == 2 and "Sweep: the pick at each budget" in page
 
 
 def test_rerun_reuses_the_cache_and_gives_the_same_metrics(tiny_run, tiny_bert, tmp_path):
@@ -61,8 +100,8 @@ def test_rerun_reuses_the_cache_and_gives_the_same_metrics(tiny_run, tiny_bert, 
                                echo=messages.append)
     # assert
     assert not any("fine-tuning" in m or "resuming" in m for m in messages)
-    first = {c["name"]: c["metrics"] for c in report.candidates}
-    assert {c["name"]: c["metrics"] for c in again.candidates} == first
+    first = {row["name"]: row["metrics"] for row in report.files}
+    assert {row["name"]: row["metrics"] for row in again.files} == first
 
 
 def test_impossible_budget_names_the_fastest_and_the_fix(tiny_bert, tmp_path):
@@ -98,14 +137,15 @@ def test_image_teacher_trained_here_and_distilled(tmp_path):
                     "epochs": 3, "lr": 3e-3, "batch_size": 64},
         "tasks": [{"name": "digits", "kind": "image-classification", "data": {"source": "digits"}}],
         "students": {"widths": [4], "depths": [1]},
-        "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0, "int8": False},
+        "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0},
         "distill": {"losses": [{"name": "kl"}, {"name": "ce"}], "epochs": 2, "batch_size": 64, "lr": 3e-3},
+        "quantize": {"variants": []},
     })
     # execute
     report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
     # assert
-    teacher = report.data["teacher"]["metrics"]["digits"]["value"]
-    student = report.candidates[0]
+    teacher_row, student = report.files
+    teacher = teacher_row["metrics"]["digits"]["value"]
     assert teacher > 0.5  # trained from scratch: far above chance (0.1) after 3 epochs
     assert student["name"] == "cnn-w4-d1-fp32" and student["metrics"]["digits"]["value"] > 0.1
     assert report.data["teacher"]["prepared"]["digits"]["head"] == "finetune"
@@ -153,7 +193,7 @@ def test_killed_during_distillation_resumes_to_the_same_result(tiny_bert, tmp_pa
     assert not (tmp_path / "killed").exists()
 
     def metrics(run):
-        return {c["name"]: c["metrics"] for c in json.loads((tmp_path / run / "report.json").read_text())["candidates"]}
+        return {row["name"]: row["metrics"] for row in json.loads((tmp_path / run / "report.json").read_text())["files"]}
 
     assert metrics("resumed") == metrics("straight")
 
@@ -165,13 +205,13 @@ def test_fine_tuned_classifier_teacher_with_logit_distillation_at_task_lengths(t
         teacher={"kind": "sequence-classifier", "head": "finetune", "epochs": 1, "lr": 1e-3, "batch_size": 32},
         tasks=[{"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
                 "split": {"max_train": 200, "max_test": 80}}],
-        budget={"seq_len": "task", "int8": False},
+        budget={"seq_len": "task"}, quantize={"variants": []},
         distill={"losses": [{"name": "kl", "temperature": 2.0}, {"name": "ce", "weight": 0.5}]})
     # execute
     report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
     # assert
     assert report.data["teacher"]["prepared"]["sentiment"]["head"] == "finetune"
-    (candidate,) = report.candidates
+    _, candidate = report.files
     session = ort.InferenceSession(str(tmp_path / "run" / candidate["onnx"]))
     assert [o.name for o in session.get_outputs()] == ["sentiment_logits"]
     timing = json.loads((tmp_path / "run" / candidate["onnx"]).with_suffix(".bench.json").read_text())

@@ -1,12 +1,21 @@
+import json
 import os
+import shutil
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
-from edgekit.errors import ModelNotFound, QuantizationFailed
-from edgekit.quantize import quantize_dynamic_int8, reduce_range_choice
+from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
+from edgekit.quantize import (
+    METHODS,
+    image_calibration,
+    quantize_dynamic_int8,
+    quantize_file,
+    reduce_range_choice,
+    text_calibration,
+)
 
 SENTENCES = ["a funny and moving film", "the worst story of the year, too long and dull",
              "it is not good but not bad", "best movie"]
@@ -77,3 +86,186 @@ def test_missing_source_is_model_not_found(tmp_path):
     # execute / assert
     with pytest.raises(ModelNotFound, match="edgekit export"):
         quantize_dynamic_int8(tmp_path / "nope.onnx", tmp_path / "q.onnx")
+
+
+# --- every method, calibration feeds, the CLI ------------------------------------------------------------------
+
+CALIBRATION_TEXTS = ["a great and funny film", "too long", "the story of a boy and his dog, told with love",
+                     "not the worst movie of the year but close", "boring", "it is good", "we love this one",
+                     "what a dull story about nothing at all, from the start to the very end"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_bert):
+    return AutoTokenizer.from_pretrained(tiny_bert)
+
+
+@pytest.fixture(scope="module")
+def fp32_pooled(tiny_bert_onnx, tokenizer):
+    return _mean_pooled(_session(tiny_bert_onnx), tokenizer)
+
+
+def _cosine(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, tokenizer, fp32_pooled, tmp_path,
+                                                           monkeypatch, method):
+    # setup
+    monkeypatch.chdir(tmp_path)
+    dst = tmp_path / "out" / "model.onnx"
+    calibration = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=8, max_length=64)
+    # execute
+    record = quantize_file(tiny_bert_onnx, dst, method, calibration)
+    # assert: the record is JSON-able and says what was done
+    assert json.loads(json.dumps(record)) == record
+    assert record["method"] == method and record["size_bytes"] == dst.stat().st_size and record["seconds"] >= 0
+    static = method.startswith("int8-static")
+    if method == "fp16":
+        assert (record["weight_type"], record["activation_type"], record["calibration"]) == ("fp16", "fp16", None)
+    else:
+        assert record["weight_type"] == "int8" and (record["reduce_range"], record["why"]) == reduce_range_choice()
+        assert record["activation_type"] == ("uint8" if static else "dynamic")
+        assert record["per_channel"] is (method != "int8-dynamic-per-tensor")
+        assert dst.stat().st_size < tiny_bert_onnx.stat().st_size
+    if static:
+        assert record["op_types"] == ["MatMul"]
+        assert record["calibration"]["method"] == method.rsplit("-", 1)[1] and record["calibration"]["batches"] == 8
+    # assert: inputs/outputs keep their types, and embeddings on real sentences stay close to fp32. The tiny random
+    # model's residual stream dominates its output, so int8 stays far closer than a real model's ~0.93-0.99.
+    session = _session(dst)
+    assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
+    assert session.get_outputs()[0].type == "tensor(float)"
+    pooled = _mean_pooled(session, tokenizer)
+    if method == "fp16":
+        assert np.abs(pooled - fp32_pooled).max() < 1e-2 and _cosine(fp32_pooled, pooled).min() > 0.9999
+    else:
+        assert _cosine(fp32_pooled, pooled).min() > 0.99
+    # assert: nothing but dst is left in the cwd or beside dst
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(dst.parent) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("calibration", [None, []])
+def test_static_without_calibration_names_the_fix(tiny_bert_onnx, tmp_path, monkeypatch, calibration):
+    # setup
+    monkeypatch.chdir(tmp_path)
+    # execute
+    with pytest.raises(QuantizationFailed) as err:
+        quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", "int8-static-minmax", calibration)
+    # assert
+    assert "int8-static-minmax" in str(err.value) and "--calibration DATA" in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_method_lists_the_choices(tiny_bert_onnx, tmp_path):
+    with pytest.raises(QuantizationFailed, match="int8-static-entropy"):
+        quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", "int4")
+
+
+def test_calibration_of_the_wrong_kind_names_the_missing_inputs(tiny_bert_onnx, tmp_path, monkeypatch):
+    # setup: images for a text model
+    monkeypatch.chdir(tmp_path)
+    calibration = image_calibration(np.zeros((4, 3, 8, 8), dtype=np.float32), samples=4)
+    # execute / assert
+    with pytest.raises(QuantizationFailed, match="input_ids") as err:
+        quantize_file(tiny_bert_onnx, tmp_path / "out" / "q.onnx", "int8-static-entropy", calibration)
+    assert "pixel_values" in str(err.value)
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == []
+
+
+def test_ragged_hand_made_feeds_are_padded_for_percentile(tiny_bert_onnx, tokenizer, tmp_path, monkeypatch):
+    # setup: one batch per text, each at its own length (percentile calibration raised "inhomogeneous shape")
+    monkeypatch.chdir(tmp_path)
+    calibration = [{k: v.astype(np.int64) for k, v in tokenizer([t], return_tensors="np").items()}
+                   for t in CALIBRATION_TEXTS[:6]]
+    assert len({feed["input_ids"].shape for feed in calibration}) > 1
+    # execute
+    record = quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", "int8-static-percentile", calibration)
+    # assert
+    assert record["calibration"] == {"method": "percentile", "batches": 6, "percentile": 99.999}
+    _session(tmp_path / "q.onnx")
+
+
+def test_text_calibration_pads_a_seeded_sample_to_one_length(tokenizer):
+    # execute
+    feeds = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=5, max_length=64, seed=3)
+    again = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=5, max_length=64, seed=3)
+    capped = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=100, max_length=6)
+    # assert: batch 1 each, int64, one length = the longest sampled text
+    assert len(feeds) == 5 and all(set(f) == {"input_ids", "attention_mask", "token_type_ids"} for f in feeds)
+    assert {v.shape for f in feeds for v in f.values()} == {(1, max(int(f["attention_mask"].sum()) for f in feeds))}
+    assert all(v.dtype == np.int64 for f in feeds for v in f.values())
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(feeds, again, strict=True) for k in a)
+    # assert: fewer texts than samples gives all of them; max_length caps the length
+    assert len(capped) == len(CALIBRATION_TEXTS) and {f["input_ids"].shape for f in capped} == {(1, 6)}
+
+
+def test_image_calibration_is_a_seeded_sample_of_single_images():
+    # setup
+    images = np.arange(10 * 3 * 4 * 4, dtype=np.float64).reshape(10, 3, 4, 4)
+    # execute
+    feeds = image_calibration(images, samples=4, seed=1)
+    # assert
+    assert len(feeds) == 4 and all(set(f) == {"pixel_values"} for f in feeds)
+    assert {(f["pixel_values"].shape, f["pixel_values"].dtype) for f in feeds} == {((1, 3, 4, 4), np.dtype(np.float32))}
+    assert len(image_calibration(images, samples=50)) == 10
+    with pytest.raises(DataError, match="N, C, H, W"):
+        image_calibration(images[0], samples=4)
+
+
+@pytest.fixture
+def model_copy(tiny_bert_onnx, tmp_path):
+    """model.onnx alone in a folder: the CLI writes beside it, and it has no tokenizer of its own."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(tiny_bert_onnx, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def test_cli_static_quantization_from_a_text_file(run_cli, model_copy, tiny_bert, tmp_path, monkeypatch):
+    # setup
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(CALIBRATION_TEXTS) + "\n", encoding="utf-8")
+    dst = model_copy.with_name("model.int8-static-minmax.onnx")
+    args = ("quantize", model_copy, "--method", "int8-static-minmax", "--calibration", texts, "--samples", 4,
+            "--tokenizer", tiny_bert)
+    # execute
+    result = run_cli(*args)
+    again = run_cli(*args)
+    forced = run_cli(*args, "--force")
+    # assert: one line naming the file, the sizes and the calibration
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\n") == 1 and str(dst) in result.output
+    assert " MB -> " in result.output and "calibration minmax on 4 samples" in result.output
+    _session(dst)
+    # assert: an existing output is kept unless --force
+    assert again.exit_code == 1 and "--force" in again.output
+    assert forced.exit_code == 0, forced.output
+    assert sorted(os.listdir(model_copy.parent)) == ["model.int8-static-minmax.onnx", "model.onnx"]
+    assert sorted(os.listdir(tmp_path)) == ["m", "texts.txt"]
+
+
+def test_cli_static_without_calibration_names_the_option(run_cli, model_copy):
+    # execute
+    result = run_cli("quantize", model_copy, "--method", "int8-static-entropy")
+    # assert
+    assert result.exit_code == 1 and "--calibration DATA" in result.output
+    assert "Traceback" not in result.output and os.listdir(model_copy.parent) == ["model.onnx"]
+
+
+def test_cli_text_calibration_without_a_tokenizer_names_the_option(run_cli, model_copy):
+    # execute
+    result = run_cli("quantize", model_copy, "--method", "int8-static-minmax", "--calibration", "rotten_tomatoes")
+    # assert
+    assert result.exit_code == 1 and "--tokenizer" in result.output
+
+
+def test_cli_dynamic_needs_no_data_and_takes_an_output_path(run_cli, model_copy, tmp_path):
+    # execute
+    result = run_cli("quantize", model_copy, "--method", "int8-dynamic", "-o", tmp_path / "q" / "int8.onnx")
+    # assert
+    assert result.exit_code == 0, result.output
+    assert "weights int8 per-channel, activations dynamic" in result.output
+    _session(tmp_path / "q" / "int8.onnx")

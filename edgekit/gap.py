@@ -1,0 +1,415 @@
+"""Where a student loses to its teacher: per class, per input length, on the hardest and the rarest examples.
+
+One overall score hides what a small student gives up. The loss is rarely uniform: it gathers
+where the teacher itself struggles (hard, long or rare inputs), and quantization adds flips of
+its own. This module compares the predictions `edgekit.evaluate.evaluate_onnx` records for the
+teacher, the student's fp32 file and the quantized file that ships, and says where they differ.
+
+It works on recorded predictions only (numpy, and scipy's rankdata as edgekit.metrics uses it):
+no model and no ONNX Runtime, so a report can be redone from saved results in milliseconds.
+Every value returned is a plain int, float, str, list, dict or None (an undefined correlation),
+so the result goes to json.dumps as is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgekit import metrics
+from edgekit.data.tasks import COLUMNS, TaskData
+from edgekit.errors import DataError
+
+CLASSIFICATION_KINDS = ("classification", "image-classification")
+TEXT_CHARS = 160  # examples are for a person to read, not to reproduce the data set
+ECE_BINS = 10
+MIN_HARDEST = 10  # a "hardest" slice smaller than this says nothing
+MIN_CORRELATION_SLICE = 10  # rank correlation on fewer pairs is noise
+FLIP_MOVE = 0.1  # similarity has no label to flip: a rank move beyond this share of n counts as a flip
+# The metric of a slice: accuracy within a class is that class's recall; macro F1 or Pearson on a
+# small slice would say more about the slice's size than about the models.
+SLICE_METRIC = {"classification": "accuracy", "image-classification": "accuracy", "similarity": "spearman",
+                "retrieval": "mrr"}
+_NEEDS = {"classification": "pred", "image-classification": "pred", "similarity": "cosine",
+          "retrieval": "gold_rank"}
+
+
+def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | None = None,
+             lengths: np.ndarray | None = None, hardest_fraction: float = 0.1, max_examples: int = 10) -> dict:
+    """Where the shipped student differs from the teacher on one task's test split (see the module docstring).
+
+    `teacher`, `student` and `quantized` are evaluate_onnx's "predictions" for this task on the teacher's
+    fp32 file, the student's fp32 file and the student's shipped quantized file (None when fp32 ships).
+    `lengths`: tokens of each test example (pairs: the longer side); None for images or when unknown.
+    """
+    kind, metric = task.spec.kind, task.spec.metric
+    if not 0 < hardest_fraction <= 1:
+        raise ValueError(f"hardest_fraction must be in (0, 1] (got {hardest_fraction})")
+    n = len(task.test[COLUMNS[kind][0]])
+    gold = _gold(task)
+    # The gap is of the file that ships: with a quantized pick, "student" is the quantized file.
+    shipped = student if quantized is None else quantized
+    models = {"teacher": _outcome(task, teacher, "teacher", n), "student": _outcome(task, shipped, "student", n)}
+    if quantized is not None:
+        models["student_fp32"] = _outcome(task, student, "student fp32", n)
+    fp32 = models.get("student_fp32", models["student"])
+    if kind in CLASSIFICATION_KINDS and teacher.get("probs") is None:
+        raise DataError(f"task '{task.name}': the teacher's predictions have no 'probs', which the gap analysis "
+                        "needs for losses and margins; re-evaluate the teacher with edgekit.evaluate.evaluate_onnx, "
+                        "which records them for classification tasks.")
+    if lengths is not None and len(lengths) != n:
+        raise DataError(f"task '{task.name}': {len(lengths)} lengths for {n} test examples; pass one token "
+                        "length per test example, in test order.")
+
+    loss = _teacher_loss(kind, gold, teacher)
+    # Stable: equal losses keep test order, so the slice is reproducible.
+    hardest = np.argsort(-loss, kind="stable")[:min(n, max(MIN_HARDEST, round(hardest_fraction * n)))]
+    slices = _slices(task, gold, models, lengths, hardest)
+    worst = min((s for s in slices if s["change"] is not None), key=lambda s: s["change"], default=None)
+    hardest_slice = next(s for s in slices if s["group"] == "hardest")
+    overall = {name: _task_metric(kind, metric, gold, outcome) for name, outcome in models.items()}
+    result = {
+        "task": task.name, "kind": kind, "metric": metric, "n": n,
+        "overall": {"teacher": overall["teacher"], "student": overall["student"],
+                    "change": _change(overall["teacher"], overall["student"]),
+                    **({"student_fp32": overall["student_fp32"]} if quantized is not None else {})},
+        "agreement": _agreement(kind, models),
+        "slices": slices,
+        "hardest": {"rule": _hardest_rule(kind, len(hardest), n),
+                    **{k: hardest_slice[k] for k in ("n", "teacher", "student", "change")},
+                    "examples": [_hardest_example(task, gold, models, teacher, loss, int(i))
+                                 for i in hardest[:max_examples]]},
+        "flips": {"distillation": _flips(task, gold, models["teacher"], fp32, "teacher", "student fp32",
+                                         max_examples),
+                  "quantization": None if quantized is None else _flips(
+                      task, gold, fp32, models["student"], "student fp32", "student quantized", max_examples)},
+        "calibration": _calibration(gold, models, teacher, student, quantized) if kind in CLASSIFICATION_KINDS
+        else None,
+        "worst_slice": None if worst is None else dict(worst),  # a copy: editing it must not edit the slice
+    }
+    result["statement"] = _statement(task.name, metric, result, quantized is not None, hardest_fraction)
+    return result
+
+
+def gap_report(tasks, teacher: dict[str, dict], student: dict[str, dict], quantized: dict[str, dict] | None,
+               lengths: dict[str, np.ndarray | None], hardest_fraction: float = 0.1,
+               max_examples: int = 10) -> dict[str, dict]:
+    """task_gap for every task: {task name: its gap}. Each dict maps a task name to its predictions.
+
+    evaluate_onnx's whole records (with a "predictions" key) are accepted too, so its result can be passed as is.
+    `quantized` None: fp32 ships for every task. A task missing from `lengths` gets no length slices.
+    """
+    report = {}
+    for task in tasks:
+        sources = {"teacher": teacher, "student": student, **({"quantized": quantized} if quantized else {})}
+        missing = [side for side, predictions in sources.items() if task.name not in predictions]
+        if missing:
+            # A missing quantized entry must not pass for "fp32 ships": the report would blame the wrong file.
+            raise DataError(f"task '{task.name}' has no predictions for: {', '.join(missing)}; evaluate every "
+                            "file on the same tasks before comparing them.")
+        report[task.name] = task_gap(task, _predictions(teacher[task.name]), _predictions(student[task.name]),
+                                     _predictions(quantized[task.name]) if quantized else None,
+                                     (lengths or {}).get(task.name), hardest_fraction, max_examples)
+    return report
+
+
+def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float:
+    """|accuracy - mean confidence| per equal-width confidence bin, weighted by the bin's share of examples.
+
+    0 when the model is right exactly as often as it claims; an overconfident model scores above 0.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.shape != correct.shape or confidence.ndim != 1 or not len(confidence):
+        raise ValueError(f"confidence and correct must be non-empty 1-D arrays of the same length "
+                         f"(got shapes {confidence.shape} and {correct.shape})")
+    index = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # a confidence of 1.0 is in the top bin
+    # Per bin, n_b/n * |acc_b - conf_b| = |sum of correct - sum of confidence| / n.
+    gap = np.abs(np.bincount(index, correct, bins) - np.bincount(index, confidence, bins))
+    return float(gap.sum() / len(confidence))
+
+
+# --- per-model outcomes and metrics ---------------------------------------------------------------
+
+
+def _predictions(record: dict) -> dict:
+    return record.get("predictions", record)
+
+
+def _gold(task: TaskData) -> np.ndarray | None:
+    """Gold labels (classification), gold scores (similarity); None for retrieval (query i's gold is doc i)."""
+    if task.spec.kind in CLASSIFICATION_KINDS:
+        return np.asarray(task.test["label"], dtype=np.int64)
+    if task.spec.kind == "similarity":
+        return np.asarray(task.test["score"], dtype=np.float64)
+    return None
+
+
+def _outcome(task: TaskData, predictions: dict, who: str, n: int) -> np.ndarray:
+    """The one array each kind's metrics read: predicted classes, cosines, or gold ranks."""
+    key = _NEEDS[task.spec.kind]
+    if key not in predictions:
+        raise DataError(f"task '{task.name}' ({task.spec.kind}): the {who} predictions lack '{key}' (they have: "
+                        f"{', '.join(predictions) or 'none'}); pass evaluate_onnx's predictions for this task.")
+    values = np.asarray(predictions[key])
+    if values.shape != (n,):
+        raise DataError(f"task '{task.name}': the {who} predictions hold {values.shape} '{key}' values for {n} "
+                        "test examples; evaluate every file on the same test split.")
+    return values.astype(np.float64) if task.spec.kind == "similarity" else values.astype(np.int64)
+
+
+def _num(value) -> float | None:
+    """A plain float; None for NaN (a correlation of a constant side), so the output stays strict JSON."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _change(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def _rank_metric(metric: str, ranks: np.ndarray) -> float:
+    # The predictions carry each query's gold rank, not the similarity matrix edgekit.metrics scores; the ranks
+    # already follow its tie rule (ties count against the model), so MRR and recall@k are read off them.
+    if metric == "mrr":
+        return float(np.mean(1.0 / ranks))
+    return float(np.mean(ranks <= int(metric.split("@")[1])))
+
+
+def _task_metric(kind: str, metric: str, gold, outcome: np.ndarray, index=None) -> float | None:
+    """`metric` of one model on the examples in `index` (all by default)."""
+    index = slice(None) if index is None else index
+    if kind in CLASSIFICATION_KINDS:
+        return _num({"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1}[metric](outcome[index], gold[index]))
+    if kind == "similarity":
+        return _num({"spearman": metrics.spearman, "pearson": metrics.pearson}[metric](outcome[index], gold[index]))
+    return _num(_rank_metric(metric, outcome[index]))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata  # as edgekit.metrics: scipy comes with scikit-learn
+
+    return rankdata(values)
+
+
+def _teacher_loss(kind: str, gold, teacher: dict) -> np.ndarray:
+    """How hard each example is for the teacher: higher is harder."""
+    if kind in CLASSIFICATION_KINDS:
+        probs = np.asarray(teacher["probs"], dtype=np.float64)
+        return -np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))  # cross-entropy of the gold label
+    if kind == "similarity":
+        cosine = np.asarray(teacher["cosine"], dtype=np.float64)
+        return np.abs(_ranks(cosine) - _ranks(gold)) / len(gold)
+    return np.asarray(teacher["gold_rank"], dtype=np.float64)
+
+
+def _agreement(kind: str, models: dict) -> dict:
+    def value(outcome):
+        if kind in CLASSIFICATION_KINDS:
+            return _num(np.mean(outcome == models["teacher"]))
+        if kind == "similarity":
+            return _num(metrics.spearman(outcome, models["teacher"]))
+        return _num(np.mean((outcome == 1) == (models["teacher"] == 1)))
+
+    what = {"similarity": "Spearman correlation between the student's and the teacher's cosines",
+            "retrieval": "share of queries where the student finds the gold document first exactly when the "
+                         "teacher does"}.get(kind, "share of examples where the student predicts the teacher's class")
+    return {"what": what, "value": value(models["student"]),
+            **({"student_fp32": value(models["student_fp32"])} if "student_fp32" in models else {})}
+
+
+# --- slices ----------------------------------------------------------------------------------------
+
+
+def _length_buckets(lengths) -> list[tuple[str, np.ndarray]]:
+    """Up to 4 buckets at the quartiles of the lengths; each example in exactly one, empty buckets dropped."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    edges = np.unique(np.quantile(lengths, [0.0, 0.25, 0.5, 0.75, 1.0]))
+    # Bucket 0 is [edge0, edge1], bucket j is (edge_j, edge_j+1]: searchsorted over the inner edges.
+    bucket = np.searchsorted(edges[1:-1], lengths, side="left")
+    buckets = []
+    for b in range(max(len(edges) - 1, 1)):
+        index = np.flatnonzero(bucket == b)
+        if len(index):
+            lo, hi = lengths[index].min(), lengths[index].max()  # the lengths there are, not quantile fractions
+            buckets.append((f"tokens {lo:g}-{hi:g}" if lo != hi else f"tokens {lo:g}", index))
+    return buckets
+
+
+def _rarest(task: TaskData, gold: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The test examples of the class(es) with the fewest training examples, labelled with that count."""
+    train = task.train.get("label") if task.train else None
+    if train is not None and len(train):
+        source = np.asarray(train, dtype=np.int64)
+        where = "training examples"
+    else:
+        source = gold
+        where = "test examples; the task has no training split"
+    present = np.unique(gold)  # a class with no test example has no accuracy to report
+    counts = np.bincount(source, minlength=int(max(present.max(), source.max())) + 1)[present]
+    if counts.min() == counts.max():
+        return []  # balanced: no class is rarer than the others
+    return [(f"{_label(task, int(c))} ({int(count)} {where if count != 1 else where.replace('examples', 'example')})",
+             np.flatnonzero(gold == c)) for c, count in zip(present, counts) if count == counts.min()]
+
+
+def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray) -> list[dict]:
+    kind = task.spec.kind
+    slice_metric = SLICE_METRIC[kind]
+    rows = []
+
+    def add(group: str, label: str, index: np.ndarray) -> None:
+        values = {name: _task_metric(kind, slice_metric, gold, outcome, index) for name, outcome in models.items()}
+        rows.append({"group": group, "slice": label, "n": len(index), "metric": slice_metric,
+                     "teacher": values["teacher"], "student": values["student"],
+                     "change": _change(values["teacher"], values["student"]),
+                     **({"student_fp32": values["student_fp32"]} if "student_fp32" in values else {})})
+
+    if kind in CLASSIFICATION_KINDS:
+        for c in np.unique(gold):
+            add("class", _label(task, int(c)), np.flatnonzero(gold == c))
+    if lengths is not None and kind != "image-classification":
+        for label, index in _length_buckets(lengths):
+            if kind != "similarity" or len(index) >= MIN_CORRELATION_SLICE:
+                add("length", label, index)
+    add("hardest", f"hardest {len(hardest)} by teacher loss", hardest)
+    if kind in CLASSIFICATION_KINDS:
+        for label, index in _rarest(task, gold):
+            add("rarest", label, index)
+    return rows
+
+
+# --- examples, flips, calibration ------------------------------------------------------------------
+
+
+def _label(task: TaskData, index: int) -> str:
+    return task.labels[index] if index < len(task.labels) else str(index)
+
+
+def _text(task: TaskData, i: int) -> str | None:
+    """What the model read for example i, cut to TEXT_CHARS; None for images."""
+    test = task.test
+    text = {"classification": lambda: test["text"][i],
+            "similarity": lambda: f"{test['text_a'][i]} || {test['text_b'][i]}",
+            "retrieval": lambda: f"{test['query'][i]} || {test['document'][i]}"}.get(task.spec.kind)
+    if text is None:
+        return None
+    text = str(text())
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
+
+
+def _value(task: TaskData, outcome: np.ndarray, i: int):
+    """One model's answer for example i, as a person reads it: a class name, a cosine, or a gold rank."""
+    if task.spec.kind in CLASSIFICATION_KINDS:
+        return _label(task, int(outcome[i]))
+    return float(outcome[i]) if task.spec.kind == "similarity" else int(outcome[i])
+
+
+def _gold_value(task: TaskData, gold, i: int):
+    if task.spec.kind in CLASSIFICATION_KINDS:
+        return _label(task, int(gold[i]))
+    return float(gold[i]) if task.spec.kind == "similarity" else 1  # retrieval: the gold document should rank 1st
+
+
+def _hardest_rule(kind: str, k: int, n: int) -> str:
+    what = {"similarity": "pairs whose teacher-cosine rank is farthest from their gold-score rank "
+                          "(|rank difference| / n)",
+            "retrieval": "queries whose gold document the teacher ranks lowest (teacher loss = the gold rank)"}.get(
+        kind, "examples whose gold label has the highest cross-entropy under the teacher's probabilities")
+    return f"the {k} of {n} test {what}"
+
+
+def _hardest_example(task: TaskData, gold, models: dict, teacher: dict, loss: np.ndarray, i: int) -> dict:
+    example = {"index": i, "text": _text(task, i), "gold": _gold_value(task, gold, i),
+               **{name: _value(task, outcome, i) for name, outcome in models.items()},
+               "teacher_loss": float(loss[i])}
+    if task.spec.kind in CLASSIFICATION_KINDS:
+        top = np.sort(np.asarray(teacher["probs"][i], dtype=np.float64))[::-1]
+        example["teacher_margin"] = float(top[0] - top[1]) if len(top) > 1 else float(top[0])
+    return example
+
+
+def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, max_examples: int) -> dict:
+    """Examples whose outcome changes from model a to model b, losses (a right, b wrong) listed first."""
+    kind, n = task.spec.kind, len(a)
+    extra: dict[int, dict] = {}
+    if kind == "similarity":
+        rank_a, rank_b, rank_gold = _ranks(a), _ranks(b), _ranks(gold)
+        move = np.abs(rank_a - rank_b)
+        flipped = move > FLIP_MOVE * n
+        closer_a, closer_b = np.abs(rank_a - rank_gold), np.abs(rank_b - rank_gold)
+        a_only, b_only = flipped & (closer_a < closer_b), flipped & (closer_b < closer_a)
+        order = np.flatnonzero(flipped)[np.argsort(-move[flipped], kind="stable")]  # largest moves first
+        rule = (f"the pair's rank among all {n} pairs moves by more than {FLIP_MOVE:.0%} of n; 'right' is the "
+                "model whose rank is closer to the gold score's rank")
+        extra = {int(i): {"before_rank": float(rank_a[i]), "after_rank": float(rank_b[i]),
+                          "gold_rank": float(rank_gold[i])} for i in order[:max_examples]}
+    else:
+        right_a, right_b = (a == gold, b == gold) if kind in CLASSIFICATION_KINDS else (a == 1, b == 1)
+        flipped = a != b if kind in CLASSIFICATION_KINDS else right_a != right_b
+        a_only, b_only = flipped & right_a & ~right_b, flipped & right_b & ~right_a
+        order = np.concatenate([np.flatnonzero(a_only), np.flatnonzero(b_only),
+                                np.flatnonzero(flipped & ~right_a & ~right_b)])
+        rule = ("the predicted class differs" if kind in CLASSIFICATION_KINDS
+                else "whether the gold document ranks first differs")
+    examples = [{"index": int(i), "text": _text(task, int(i)), "gold": _gold_value(task, gold, int(i)),
+                 "before": _value(task, a, int(i)), "after": _value(task, b, int(i)), **extra.get(int(i), {})}
+                for i in order[:max_examples]]
+    return {"a": name_a, "b": name_b, "rule": rule, "count": int(flipped.sum()),
+            "a_right_b_wrong": int(a_only.sum()), "b_right_a_wrong": int(b_only.sum()), "examples": examples}
+
+
+def _calibration(gold, models: dict, teacher: dict, student: dict, quantized: dict | None) -> dict:
+    sources = {"teacher": teacher, "student": student if quantized is None else quantized,
+               **({"student_fp32": student} if quantized is not None else {})}
+    result = {"what": f"{ECE_BINS}-bin expected calibration error of the top class's probability (0: as often "
+                      "right as it claims)", "bins": ECE_BINS}
+    for name, predictions in sources.items():
+        probs = predictions.get("probs")
+        confidence = np.max(probs, axis=1) if probs is not None else predictions.get("confidence")
+        result[name] = None if confidence is None else expected_calibration_error(confidence, models[name] == gold)
+    return result
+
+
+# --- the sentence --------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "undefined"
+    return f"{value:+.3f}" if sign else f"{value:.3f}"
+
+
+def _numbers(row: dict) -> tuple:
+    return row["n"], row["teacher"], row["student"]
+
+
+def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: float) -> str:
+    """One sentence a reader can act on, every number from `result`."""
+    who = "the shipped quantized student" if quantized else "the student"
+    overall, n = result["overall"], result["n"]
+    parts = [(f"overall {metric} is {_fmt(overall['teacher'])} for the teacher and {_fmt(overall['student'])} "
+              f"for {who} ({_fmt(overall['change'], True)})")]
+    mentioned = []
+    for row in result["slices"]:
+        if row["group"] == "hardest":
+            k = row["n"]
+            # A slice raised to MIN_HARDEST examples is not "10%" of the task: say what it is.
+            where = (f"on the hardest {fraction:.0%} of {name} (n={k})" if k == round(fraction * n)
+                     else f"on the hardest {k} of the {n} examples of {name}")
+        elif row["group"] == "rarest":
+            where = f"on the rarest class, {row['slice']}, over its {row['n']} test examples"
+        else:
+            continue
+        mentioned.append(_numbers(row))
+        parts.append(f"{where} the teacher's {row['metric']} is {_fmt(row['teacher'])} and the student's "
+                     f"{_fmt(row['student'])} ({_fmt(row['change'], True)})")
+    worst = result["worst_slice"]
+    # The worst slice is often the rarest class again, under its "class" row: the same numbers twice say nothing.
+    if worst is not None and worst["change"] < 0 and _numbers(worst) not in mentioned:
+        parts.append(f"the largest drop is on {worst['group']} '{worst['slice']}' (n={worst['n']}): "
+                     f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_fmt(worst['change'], True)})")
+    elif worst is None or worst["change"] >= 0:
+        parts.append("no slice scores lower for the student than for the teacher")
+    return "The student is not guaranteed to match the teacher on rare or hardest cases: " + "; ".join(parts) + "."
