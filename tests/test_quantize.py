@@ -11,6 +11,7 @@ from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
 from edgekit.quantize import (
     METHODS,
     image_calibration,
+    load_calibration_images,
     quantize_dynamic_int8,
     quantize_file,
     reduce_range_choice,
@@ -212,6 +213,18 @@ def test_image_calibration_is_a_seeded_sample_of_single_images():
     assert len(image_calibration(images, samples=50)) == 10
     with pytest.raises(DataError, match="N, C, H, W"):
         image_calibration(images[0], samples=4)
+
+
+def test_calibration_images_from_an_npz(tmp_path):
+    # setup: task data stores (N, H, W) images beside labels; a bare archive without 'images' is ambiguous
+    np.savez(tmp_path / "task.npz", images=np.ones((5, 8, 8), dtype=np.uint8), labels=np.arange(5))
+    np.savez(tmp_path / "two.npz", a=np.ones((2, 1, 4, 4)), b=np.ones(2))
+    # execute
+    images = load_calibration_images(str(tmp_path / "task.npz"))
+    # assert
+    assert images.shape == (5, 1, 8, 8) and images.dtype == np.float32
+    with pytest.raises(DataError, match="images="):
+        load_calibration_images(str(tmp_path / "two.npz"))
 
 
 @pytest.fixture
