@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 SEQ_LEN = 128
 
 
-def plain_ort_median_ms(onnx_path: Path, runs: int, warmup: int = 10) -> float:
+def plain_ort_samples_ms(onnx_path: Path, runs: int, warmup: int = 10) -> list[float]:
     """What a user writes: a session with one thread, a fixed input, a timed loop."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -45,6 +45,7 @@ def plain_ort_median_ms(onnx_path: Path, runs: int, warmup: int = 10) -> float:
     feed = {"input_ids": rng.integers(1000, 30000, size=(1, SEQ_LEN), dtype=np.int64),
             "attention_mask": np.ones((1, SEQ_LEN), dtype=np.int64),
             "token_type_ids": np.zeros((1, SEQ_LEN), dtype=np.int64)}
+    feed = {i.name: feed[i.name] for i in session.get_inputs()}
     for _ in range(warmup):
         session.run(None, feed)
     times = []
@@ -52,7 +53,11 @@ def plain_ort_median_ms(onnx_path: Path, runs: int, warmup: int = 10) -> float:
         start = time.perf_counter()
         session.run(None, feed)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def plain_ort_median_ms(onnx_path: Path, runs: int, warmup: int = 10) -> float:
+    return statistics.median(plain_ort_samples_ms(onnx_path, runs, warmup))
 
 
 def main(argv: list[str] | None = None) -> int:

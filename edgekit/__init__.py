@@ -7,7 +7,8 @@ The Python API of the main job:
 
     from edgekit import load_recipe, distill_and_export
     report = distill_and_export(load_recipe("recipes/minilm-multitask.yaml"), out="runs/demo")
-    report.selected        # {"name", "onnx", "bundle"}, or None
+    report.selected        # {"name", "onnx", "provider", "bundle"}, or None
+    report.files           # the evaluation matrix: every file x provider, metrics and latency
     report.data            # everything in report.json
 """
 
@@ -20,8 +21,11 @@ _API = {
     "recipe_from_dict": "edgekit.recipe",
     "distill_and_export": "edgekit.pipeline",
     "RunReport": "edgekit.pipeline",
+    "sweep": "edgekit.pipeline",
+    "quantize_file": "edgekit.quantize",
 }
-__all__ = ["Recipe", "RunReport", "__version__", "distill_and_export", "load_recipe", "recipe_from_dict"]
+__all__ = ["Recipe", "RunReport", "__version__", "distill_and_export", "load_recipe", "quantize_file",
+           "recipe_from_dict", "sweep"]
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.quantize import METHODS as QUANT_METHODS  # no numpy/onnx at import: --help stays fast
 from edgekit.tasks import TASK_NAMES
 
 
@@ -148,10 +149,6 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
     output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     click.echo(summary(result))
     click.echo(f"wrote {output}")
-
-
-# Imported here, beside its only user: edgekit.quantize loads no numpy/onnx at import, so --help stays fast.
-from edgekit.quantize import METHODS as QUANT_METHODS
 
 
 @cli.command()

@@ -264,9 +264,8 @@ def _variants(recipe: Recipe, providers: list[str]) -> tuple[list[str], dict[str
     variants, skipped = [], {}
     for variant in recipe.quantize.variants:
         if variant == "fp16" and not any(_is_gpu(p) for p in providers):
-            skipped[variant] = ("fp16 is for GPU providers (ONNX Runtime's CPU provider runs most fp16 operators "
-                                "through casts, slower than fp32); no GPU provider is available here: "
-                                f"{', '.join(providers)}")
+            skipped[variant] = ("fp16 files are made and measured for GPU providers only, and none of the "
+                                f"recipe's providers available here is one ({', '.join(providers)})")
         else:
             variants.append(variant)
     return variants, skipped
@@ -328,9 +327,10 @@ def _probe_class(variant: str) -> str:
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
 
-def _probe(candidate, ctx: _Context) -> dict:
+def _probe(candidate, ctx: _Context, budgets: list) -> dict:
     """Export the untrained candidate, quantize it, time every variant's graph on the target
-    provider: cached per architecture, budget shape and machine."""
+    provider: cached per architecture, budget shape and machine. `budgets`: what the verdict
+    it prints is about (the recipe's budget, or a sweep's)."""
     import tempfile
 
     from edgekit.environment import cpu_info, package_versions
@@ -359,10 +359,15 @@ def _probe(candidate, ctx: _Context) -> dict:
                  "provider": provider, "variants": variants}
         ctx.cache.save_json("probes", key, entry)
     _judge_probe(entry, budget)
-    best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
+    if len(budgets) > 1:
+        fitting = [b.ms for b in budgets if any(meets_budget(r, b) for r in entry["variants"].values())]
+        verdict = f"  fits budgets >= {min(fitting):g} ms" if fitting else "  fits none of the budgets"
+    else:
+        best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
+        verdict = "  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"
     ctx.echo(f"  {candidate.name:<12} {count(entry['params']):>6} params  " + "  ".join(
         f"{variant} {milliseconds(latency_of(record, budget))}" for variant, record in entry["variants"].items())
-        + f" ms {budget.percentile}" + ("  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"))
+        + f" ms {budget.percentile}" + verdict)
     return entry
 
 
@@ -631,7 +636,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
         stage(3, "probe", f"timing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
         candidates = _candidates(recipe, teacher)
-        probes = {c.name: _probe(c, ctx) for c in candidates}
+        probes = {c.name: _probe(c, ctx, budgets) for c in candidates}
         chosen = _to_train(candidates, probes, budgets, recipe.students.max_students)
         if not chosen:
             entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
@@ -639,7 +644,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             limits = budgets[-1] if sweep else budget  # a sweep fails only if its largest budget fits nothing
             raise BudgetNotMet(closest_miss(entries, limits, "candidate", int8) + " Nothing was trained or written.")
 
-        stage(4, "distill", f"{', '.join(c.name for c in chosen)} (largest feasible first)")
+        stage(4, "distill", ", ".join(c.name for c in chosen)
+              + (" (the largest feasible at each budget)" if sweep else " (largest feasible first)"))
         teacher_out = teacher.outputs(inputs, inputs_digest, cache)
         for candidate in chosen:
             student, init = _build(candidate, ctx)
@@ -704,8 +710,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         write_report(run, data)
     report = RunReport(out, data)
     if sweep:
-        echo(f"done in {data['seconds'] / 60:.1f} min: " + ", ".join(
-            f"{p['ms']:g} ms -> {p['pick'] or 'nothing fits'}" for p in sweep_table) + f" (report: {out / 'report.md'})")
+        picks = ", ".join(f"{p['ms']:g} ms -> {p['pick'] or 'nothing fits'}" for p in sweep_table)
+        echo(f"done in {data['seconds'] / 60:.1f} min: {picks} (report: {out / 'report.md'})")
         return report
     if best is None:
         raise BudgetNotMet(f"{data['why']} The run folder {out} holds every file and report.md.")

@@ -52,7 +52,7 @@ def require_provider(name: str) -> str:
         hint = _INSTALL_HINT.get(wanted, f"install an onnxruntime build with {wanted}")
         raise ProviderUnavailable(f"{wanted} is not available in this onnxruntime "
                                   f"({ort.__version__}); available here: {', '.join(available)}. Fix: {hint}, "
-                                  "or pick an available provider (--provider, or budget.provider in a recipe).")
+                                  "or pick an available provider (--provider, or budget.providers in a recipe).")
     return wanted
 
 

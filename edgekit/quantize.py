@@ -358,11 +358,3 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
 
-
-def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool = True) -> dict:
-    """Write a dynamic int8 copy of the ONNX file `src` to `dst`; returns what was done.
-
-    Kept for the pipeline, whose quantization.json files name the method "dynamic-int8".
-    """
-    record = quantize_file(src, dst, "int8-dynamic" if per_channel else "int8-dynamic-per-tensor")
-    return {**record, "method": "dynamic-int8"}

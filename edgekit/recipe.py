@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekit.errors import EdgekitError
+from edgekit.quantize import METHODS
 
 TASK_KINDS = ("classification", "similarity", "retrieval", "image-classification")
 METRICS = {
@@ -137,12 +138,8 @@ class Budget(_Strict):
         return self
 
 
-QUANTIZE_VARIANTS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
-                     "int8-static-percentile", "fp16")
-
-
 class QuantizeSpec(_Strict):
-    variants: list[Literal[QUANTIZE_VARIANTS]] = Field(
+    variants: list[Literal[METHODS]] = Field(
         ["int8-dynamic"], description="quantized copies of every exported file, each scored and timed like the fp32 "
                                       "one: int8-dynamic (signed per-channel weights), int8-dynamic-per-tensor, "
                                       "int8-static-minmax|entropy|percentile (QDQ, calibrated on task data), fp16 "

@@ -98,7 +98,7 @@ def _selection(data: dict) -> list[tuple]:
 
 
 def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
-    header = ["file", "provider", "architecture", "params", "size", f"probe {p}", "p50", "p95", "p99"]
+    header = ["file", "provider", "architecture", "params", "size (bytes)", f"probe {p}", "p50", "p95", "p99"]
     header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
     header += ["fits", "Pareto"]
     rows = []
@@ -122,7 +122,7 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
 
 
 def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
-    header = ["budget (ms)", "fits at (ms)", "pick", p, "size"] + [f"{t} (retention)" for t in tasks]
+    header = ["budget (ms)", "fits at (ms)", "pick", p, "size (bytes)"] + [f"{t} (retention)" for t in tasks]
     header += ["worst-task retention"]
     rows = []
     for point in data["sweep"]:
@@ -181,8 +181,8 @@ def _gap(data: dict) -> list[tuple]:
                 f"{who.replace('_', ' ')} {calibration[who]:.3f}" for who in ("teacher", "student", "student_fp32")
                 if calibration.get(who) is not None) + "."))
         hardest = gap["hardest"]
-        blocks.append(("p", (f"Hardest cases ({hardest['rule']}; n={hardest['n']}): teacher {_number(hardest['teacher'])}"
-                            f", shipped {_number(hardest['student'])}.")))
+        blocks.append(("p", (f"Hardest cases ({hardest['rule']}; n={hardest['n']}): "
+                            f"teacher {_number(hardest['teacher'])}, shipped {_number(hardest['student'])}.")))
         blocks.append(_examples(hardest["examples"]))
         for cause, flips in gap["flips"].items():
             if flips is None:

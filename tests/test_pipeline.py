@@ -193,7 +193,8 @@ def test_killed_during_distillation_resumes_to_the_same_result(tiny_bert, tmp_pa
     assert not (tmp_path / "killed").exists()
 
     def metrics(run):
-        return {row["name"]: row["metrics"] for row in json.loads((tmp_path / run / "report.json").read_text())["files"]}
+        rows = json.loads((tmp_path / run / "report.json").read_text())["files"]
+        return {row["name"]: row["metrics"] for row in rows}
 
     assert metrics("resumed") == metrics("straight")
 
@@ -217,3 +218,23 @@ def test_fine_tuned_classifier_teacher_with_logit_distillation_at_task_lengths(t
     timing = json.loads((tmp_path / "run" / candidate["onnx"]).with_suffix(".bench.json").read_text())
     assert timing["inputs"]["mode"] == "lengths_from" and timing["inputs"]["truncated_at"] == 64
     assert len(candidate["latency_ms"]["rounds"]) == 3
+
+
+def test_gap_report_matches_an_independent_recomputation(tiny_run):
+    # setup: plain onnxruntime scoring of the files the gap report compares (bench/check_run.py)
+    from transformers import AutoTokenizer
+
+    from bench.check_run import check_gap, score_file
+    from edgekit.data.tasks import load_task_data
+    from edgekit.recipe import recipe_from_dict
+
+    report, root = tiny_run
+    run = root / "run"
+    tasks = [load_task_data(spec) for spec in recipe_from_dict(report.data["recipe"]).tasks]
+    tokenizer = AutoTokenizer.from_pretrained(run / "bundle")
+    # execute
+    scored = {row["name"]: score_file(run / row["onnx"], tasks, tokenizer, 64) for row in report.files}
+    checks = check_gap(report.data, scored, tasks)
+    # assert: flips (both causes when the pick is quantized) and the hardest slice agree
+    assert checks and all(c["ok"] for c in checks), checks
+

@@ -12,7 +12,6 @@ from edgekit.quantize import (
     METHODS,
     image_calibration,
     load_calibration_images,
-    quantize_dynamic_int8,
     quantize_file,
     reduce_range_choice,
     text_calibration,
@@ -40,9 +39,10 @@ def test_int8_file_is_smaller_loads_and_stays_close(tiny_bert, tiny_bert_onnx, t
     monkeypatch.chdir(tmp_path)
     dst = tmp_path / "int8" / "model.onnx"
     # execute
-    record = quantize_dynamic_int8(tiny_bert_onnx, dst, per_channel=per_channel)
+    method = "int8-dynamic" if per_channel else "int8-dynamic-per-tensor"
+    record = quantize_file(tiny_bert_onnx, dst, method)
     # assert: the record says what was done
-    assert record["method"] == "dynamic-int8" and record["weight_type"] == "int8"
+    assert record["method"] == method and record["weight_type"] == "int8"
     assert record["per_channel"] is per_channel
     assert (record["reduce_range"], record["why"]) == reduce_range_choice()
     assert record["size_bytes"] == dst.stat().st_size < tiny_bert_onnx.stat().st_size
@@ -76,9 +76,9 @@ def test_failure_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch)
     dst = tmp_path / "out" / "model.onnx"
     # execute
     with pytest.raises(QuantizationFailed) as err:
-        quantize_dynamic_int8(src, dst)
+        quantize_file(src, dst, "int8-dynamic")
     # assert
-    assert "broken.onnx" in str(err.value) and "per_channel=False" in str(err.value)
+    assert "broken.onnx" in str(err.value) and "int8-dynamic-per-tensor" in str(err.value)
     assert sorted(os.listdir(tmp_path)) == ["broken.onnx", "out"]
     assert os.listdir(dst.parent) == []
 
@@ -86,7 +86,7 @@ def test_failure_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch)
 def test_missing_source_is_model_not_found(tmp_path):
     # execute / assert
     with pytest.raises(ModelNotFound, match="edgekit export"):
-        quantize_dynamic_int8(tmp_path / "nope.onnx", tmp_path / "q.onnx")
+        quantize_file(tmp_path / "nope.onnx", tmp_path / "q.onnx", "int8-dynamic")
 
 
 # --- every method, calibration feeds, the CLI ------------------------------------------------------------------
