@@ -179,23 +179,37 @@ def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     return path
 
 
-def _measure(path: Path, ctx: _Context, provider: str) -> dict:
-    """Latency of one file at the budget's shape on `provider`, with the shipping session options."""
+def _time(files: list[tuple[Path, str]], ctx: _Context) -> list[dict]:
+    """Latency of each (file, provider) at the budget's shape, with the shipping session options.
+
+    Rounds are interleaved over the files (round 1 of every file, then round 2, ...), each round a
+    fresh session, and per file the round with the median percentile is kept. This host's speed
+    drifts by ~10% over minutes (the same untrained and trained student timed 12.1 and 14.2 ms
+    p95 at different moments of one run, and 13.5 ms both side by side): interleaving gives every
+    file of a comparison the same drift, and the median round sheds one burst of noise.
+    """
     from edgekit.bench import BenchConfig, run_benchmark
 
     budget = ctx.recipe.budget
-    config = BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch,
-                         min_runs=budget.min_runs, min_seconds=budget.min_seconds, allow_spinning=False,
-                         seq_len=budget.seq_len if isinstance(budget.seq_len, int) and ctx.teacher.tokenizer else None,
-                         lengths_from=str(ctx.lengths_file) if ctx.lengths_file else None,
-                         tokenizer=ctx.teacher.tokenizer_source, max_length=ctx.teacher.max_length)
-    # Several rounds, each a fresh session, and the round with the median percentile is kept:
-    # on a shared host one burst of noise would otherwise move a budget decision (a p95 of
-    # one 2 s round moved by 15-25% between identical runs here).
-    rounds = sorted((run_benchmark(path, config) for _ in range(budget.rounds)),
-                    key=lambda result: result["latency_ms"][budget.percentile])
-    chosen = rounds[len(rounds) // 2]
-    chosen["rounds_ms"] = [result["latency_ms"][budget.percentile] for result in rounds]
+
+    def config(provider: str) -> BenchConfig:
+        return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch, min_runs=budget.min_runs,
+                           min_seconds=budget.min_seconds, allow_spinning=False,
+                           seq_len=budget.seq_len if isinstance(budget.seq_len, int) and ctx.teacher.tokenizer
+                           else None,
+                           lengths_from=str(ctx.lengths_file) if ctx.lengths_file else None,
+                           tokenizer=ctx.teacher.tokenizer_source, max_length=ctx.teacher.max_length)
+
+    rounds = [[] for _ in files]
+    for _ in range(budget.rounds):
+        for results, (path, provider) in zip(rounds, files):
+            results.append(run_benchmark(path, config(provider)))
+    chosen = []
+    for results in rounds:
+        results.sort(key=lambda result: result["latency_ms"][budget.percentile])
+        middle = results[len(results) // 2]
+        middle["rounds_ms"] = [result["latency_ms"][budget.percentile] for result in results]
+        chosen.append(middle)
     return chosen
 
 
@@ -351,8 +365,8 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
         with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
             made = ["int8-static-minmax" if kind == "int8-static" else kind for kind in kinds]
             files = _export(model, Path(tmp), ctx, made, (ctx.calibration or [])[:PROBE_CALIBRATION])
-            for variant, path in files.items():
-                result = _measure(path, ctx, provider)
+            timed = _time([(path, provider) for path in files.values()], ctx)
+            for variant, result in zip(files, timed):
                 variants[_probe_class(variant)] = {"latency_ms": _latency_summary(result),
                                                    "size_bytes": result["model"]["size_bytes"]}
         entry = {"name": candidate.name, "architecture": candidate.arch, "params": count_parameters(model),
@@ -454,12 +468,11 @@ def _distill(student, init: dict, init_digest: str, candidate, ctx: _Context, in
     return history
 
 
-def _measure_files(student: str, files: dict[str, Path], run: Path, ctx: _Context, predictions: dict,
-                   teacher_metrics: dict | None, extra: Callable[[str], dict] = lambda variant: {}) -> list[dict]:
-    """One row of the evaluation matrix per file x provider: accuracy per task measured on the
-    file itself, latency at the budget shape, size; raw latency samples beside the file.
-    Predictions go to `predictions[(row name, provider)]` for the gap report."""
-    budget = ctx.recipe.budget
+def _score_files(student: str, files: dict[str, Path], run: Path, ctx: _Context, predictions: dict,
+                 teacher_metrics: dict | None, extra: Callable[[str], dict] = lambda variant: {}) -> list[dict]:
+    """One row of the evaluation matrix per file x provider, with every task's metric measured on
+    the file itself (latency comes later, from _time_rows). Predictions go to
+    `predictions[(row name, provider)]` for the gap report."""
     rows = []
     for variant, path in files.items():
         for provider in ctx.providers:
@@ -468,7 +481,6 @@ def _measure_files(student: str, files: dict[str, Path], run: Path, ctx: _Contex
             name = f"{student}-{variant}"
             try:
                 results = _evaluate(path, ctx, provider)
-                result = _measure(path, ctx, provider)
             except ProviderUnavailable as e:
                 if provider == ctx.providers[0]:
                     raise
@@ -478,21 +490,28 @@ def _measure_files(student: str, files: dict[str, Path], run: Path, ctx: _Contex
                 ctx.echo(f"  {name:<24} {provider:<5} skipped: {e}")
                 continue
             predictions[(name, provider)] = results
-            suffix = "" if provider == ctx.providers[0] else f".{provider}"
-            path.with_suffix(f"{suffix}.bench.json").write_text(json.dumps(result, indent=1) + "\n",
-                                                                encoding="utf-8")
             metrics = _without_predictions(results)
             row = {"name": name, "student": student, "variant": variant, "provider": provider,
-                   "onnx": str(path.relative_to(run)), "size_bytes": result["model"]["size_bytes"],
-                   "latency_ms": _latency_summary(result), "metrics": metrics,
+                   "onnx": str(path.relative_to(run)), "metrics": metrics,
                    "retention": retention(metrics, teacher_metrics or metrics)}
-            row |= extra(variant)
-            row["meets_budget"] = meets_budget(row, budget)
-            rows.append(row)
-            ctx.echo(f"  {name:<24} {provider:<5} " + _metrics_text(metrics, row["retention"]) +
-                     f"; {budget.percentile} {milliseconds(latency_of(row, budget))} ms"
-                     + ("" if row["meets_budget"] else "  over budget"))
+            rows.append(row | extra(variant))
+            ctx.echo(f"  {name:<24} {provider:<5} " + _metrics_text(metrics, row["retention"]))
     return rows
+
+
+def _time_rows(rows: list[dict], run: Path, ctx: _Context) -> None:
+    """Latency and size of every row, timed in interleaved rounds; raw samples beside each file."""
+    budget = ctx.recipe.budget
+    for row, result in zip(rows, _time([(run / row["onnx"], row["provider"]) for row in rows], ctx)):
+        suffix = "" if row["provider"] == ctx.providers[0] else f".{row['provider']}"
+        (run / row["onnx"]).with_suffix(f"{suffix}.bench.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                           encoding="utf-8")
+        row |= {"size_bytes": result["model"]["size_bytes"], "latency_ms": _latency_summary(result)}
+        row["meets_budget"] = meets_budget(row, budget)
+        latency = row["latency_ms"]
+        ctx.echo(f"  {row['name']:<32} {row['provider']:<5} p50 {milliseconds(latency['p50']):>6}  "
+                 f"p95 {milliseconds(latency['p95']):>6}  p99 {milliseconds(latency['p99']):>6} ms"
+                 + ("" if row["meets_budget"] else "  over budget"))
 
 
 def _decide(rows: list[dict], budget, providers: list[str], int8: bool) -> dict:
@@ -606,7 +625,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     def stage(number: int, name: str, detail: str) -> None:
         elapsed = time.perf_counter() - started
         stages.setdefault(name, round(elapsed, 1))
-        echo(f"[{number}/6 {elapsed / 60:4.1f} min] {name}: {detail}")
+        echo(f"[{number}/7 {elapsed / 60:4.1f} min] {name}: {detail}")
 
     with atomic_dir(out, replace=force) as run:
         stage(1, "data", ", ".join(t.name for t in recipe.tasks))
@@ -629,10 +648,10 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             return {"architecture": None, "params": teacher_params}
 
         # The teacher's fp32 file on the target provider is the reference every retention is relative to.
-        rows = _measure_files("teacher", {"fp32": teacher_files.pop("fp32")}, run, ctx, predictions, None,
-                              teacher_details)
+        rows = _score_files("teacher", {"fp32": teacher_files.pop("fp32")}, run, ctx, predictions, None,
+                            teacher_details)
         teacher_metrics = rows[0]["metrics"]
-        rows += _measure_files("teacher", teacher_files, run, ctx, predictions, teacher_metrics, teacher_details)
+        rows += _score_files("teacher", teacher_files, run, ctx, predictions, teacher_metrics, teacher_details)
 
         stage(3, "probe", f"timing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
         candidates = _candidates(recipe, teacher)
@@ -653,7 +672,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             undistilled = _undistilled(student, init_digest, ctx)
             history = _distill(student, init, init_digest, candidate, ctx, inputs, inputs_digest, labels,
                                teacher_out)
-            stage(5, "measure", f"exporting, quantizing and measuring {candidate.name}")
+            stage(5, "evaluate", f"exporting, quantizing and scoring {candidate.name}")
             folder = run / "candidates" / candidate.name
             files = _export(student, folder, ctx, variants)
             (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
@@ -667,9 +686,12 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                         "undistilled_metrics": undistilled,
                         "distillation": {k: history[k] for k in ("steps", "seconds", "initialized_from_teacher")}}
 
-            rows += _measure_files(candidate.name, files, run, ctx, predictions, teacher_metrics, details)
+            rows += _score_files(candidate.name, files, run, ctx, predictions, teacher_metrics, details)
 
-        stage(6, "select", "Pareto frontier, pick, gap report, bundle")
+        stage(6, "time", f"every file, {budget.rounds} interleaved rounds at "
+                         f"{shape_text(budget, teacher.tokenizer is not None)}")
+        _time_rows(rows, run, ctx)
+        stage(7, "select", "Pareto frontier, pick, gap report, bundle")
         sweep_table = [_sweep_point(rows, b, providers[0], int8) for b in budgets] if sweep else None
         decision = _decide(rows, budget, providers, int8)
         target = decision["picks"][providers[0]]

@@ -52,6 +52,9 @@ def test_unknown_key_and_bad_type_are_reported_together_with_lines(tmp_path):
     ({"teacher": {"model": "edgekit:cnn", "kind": "image-classifier"}}, "cannot be served by a image-classifier"),
     ({"budget": {"ms": -1}}, "budget.ms"),
     ({"budget": {"ms": 5, "seq_len": "long"}}, "budget.seq_len"),
+    ({"budget": {"ms": 5, "sweep": [2, 0]}}, "sweep budgets must be positive"),
+    ({"budget": {"ms": 5, "providers": []}}, "budget.providers"),
+    ({"quantize": {"variants": ["int4"]}}, "quantize.variants.0"),
 ])
 def test_inconsistent_recipes_name_the_fix(change, expected):
     # execute
@@ -100,3 +103,30 @@ def test_recipe_schema_and_check_commands(run_cli, tmp_path):
     assert schema.exit_code == 0 and "teacher" in json.loads(schema.output)["properties"]
     assert good.exit_code == 0 and "ok" in good.output
     assert missing.exit_code != 0 and "nope.csv" in missing.output and "Traceback" not in missing.output
+
+
+def test_providers_unknown_is_an_error_and_missing_ones_are_skipped(run_cli, tmp_path):
+    # setup: a GPU provider this onnxruntime lacks (the common case), else one no Linux build has
+    import onnxruntime as ort
+
+    missing = "cuda" if "CUDAExecutionProvider" not in ort.get_available_providers() else "coreml"
+    # execute
+    typo = run_cli("recipe", "check", _write(tmp_path, {**MINIMAL, "budget": {"ms": 5, "providers": ["cpu", "gpu"]}}))
+    only_missing = run_cli("recipe", "check", _write(tmp_path, {**MINIMAL, "budget": {"ms": 5,
+                                                                                      "providers": [missing]}}))
+    with_cpu = run_cli("recipe", "check", _write(tmp_path, {**MINIMAL, "budget": {"ms": 5,
+                                                                                  "providers": [missing, "cpu"]}}))
+    # assert
+    assert typo.exit_code == 1 and "unknown execution provider 'gpu'" in typo.output
+    assert only_missing.exit_code == 1 and "add cpu to the list" in only_missing.output
+    assert with_cpu.exit_code == 0 and f"on {missing}, cpu" in with_cpu.output
+
+
+def test_sweep_needs_budgets_and_positive_ones(run_cli, tmp_path):
+    # execute: both fail before any work
+    none = run_cli("sweep", _write(tmp_path, MINIMAL), "--out", tmp_path / "run")
+    bad = run_cli("sweep", _write(tmp_path, MINIMAL), "--budgets", "2,fast")
+    # assert
+    assert none.exit_code == 1 and "--budgets 2,4,8,16 or set budget.sweep" in none.output
+    assert bad.exit_code == 2 and "comma-separated list of milliseconds" in bad.output
+    assert not (tmp_path / "run").exists()
