@@ -202,12 +202,12 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
 def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | None, max_length: int,
                        text_column: str) -> list[dict]:
     """Images for .npy/.npz files and the digits built-in, texts for everything else."""
-    from edgekit.quantize import image_calibration, load_calibration_images, text_calibration
+    from edgekit.data import IMAGE_SUFFIXES, load_images, load_texts
+    from edgekit.quantize import image_calibration, text_calibration
 
-    if source == "digits" or Path(source).suffix in (".npy", ".npz"):
-        return image_calibration(load_calibration_images(source), samples)
+    if source == "digits" or Path(source).suffix in IMAGE_SUFFIXES:
+        return image_calibration(load_images(source), samples)
     from edgekit.bench import TOKENIZER_FILES
-    from edgekit.data import load_texts
     from edgekit.models import load_tokenizer, max_text_length
 
     texts = load_texts(source, text_column)

@@ -29,6 +29,7 @@ from edgekit import __version__
 from edgekit.atomic import atomic_dir
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.errors import ProviderUnavailable
+from edgekit.quantize import STATIC_METHODS
 from edgekit.recipe import Recipe, RecipeError, load_recipe
 from edgekit.report import REPORT_FORMAT, count, milliseconds, write_report
 from edgekit.select import (
@@ -234,9 +235,8 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
     records = {}
     for variant in variants:
         files[variant] = folder / f"model.{variant}.onnx"
-        static = variant.startswith("int8-static")
         records[variant] = quantize_file(files["fp32"], files[variant], variant,
-                                         (calibration or ctx.calibration) if static else None)
+                                         (calibration or ctx.calibration) if variant in STATIC_METHODS else None)
     if records:
         (folder / "quantization.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     return files
@@ -335,7 +335,7 @@ def _build(candidate, ctx: _Context):
 
 def _probe_class(variant: str) -> str:
     """Variants that differ only in calibration ranges run the same graph, so one probe times them all."""
-    return "int8-static" if variant.startswith("int8-static") else variant
+    return "int8-static" if variant in STATIC_METHODS else variant
 
 
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
@@ -638,7 +638,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(tasks, teacher),
                        _lengths_file(recipe, tasks, cache), echo, providers, variants)
         inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
-        if any(v.startswith("int8-static") for v in variants):
+        if any(v in STATIC_METHODS for v in variants):
             ctx.calibration = _calibration(inputs, teacher, recipe.quantize.calibration_samples, recipe.distill.seed)
         predictions: dict = {}
         teacher_files = _export(teacher.model, run / "teacher", ctx, variants if recipe.quantize.teacher else [])

@@ -134,36 +134,6 @@ def image_calibration(images: np.ndarray, samples: int, seed: int = 0) -> list[d
     return [{"pixel_values": images[i:i + 1].astype(np.float32)} for i in index]
 
 
-def load_calibration_images(source: str) -> np.ndarray:
-    """(N, C, H, W) float32 images from a .npy file, the 'images' array of an .npz, or a built-in (digits).
-
-    edgekit.data.load_images reads .npy only; an .npz is how task data stores images with labels.
-    """
-    import numpy as np
-
-    from edgekit.data import load_images
-
-    path = Path(source)
-    if not (path.is_file() and path.suffix == ".npz"):
-        return load_images(source)
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            names = list(arrays.files)
-            name = "images" if "images" in names else names[0] if len(names) == 1 else None
-            if name is None:
-                raise DataError(f"{path}: no array 'images' (it has: {', '.join(names) or 'none'}); "
-                                "save the images as numpy.savez(path, images=...).")
-            images = arrays[name]
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable numpy .npz archive ({e}); save it with "
-                        "numpy.savez(path, images=...).") from None
-    if images.ndim == 3:  # (N, H, W): one channel
-        images = images[:, None]
-    if images.ndim != 4:
-        raise DataError(f"{path}: images have shape {images.shape}; expected (N, C, H, W).")
-    return images.astype(np.float32)
-
-
 def _graph_inputs(path: Path) -> dict:
     """Input name -> numpy dtype, for the real inputs of the graph (initializers listed as inputs excluded)."""
     import onnx

@@ -7,11 +7,11 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from edgekit.data import load_images
 from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
 from edgekit.quantize import (
     METHODS,
     image_calibration,
-    load_calibration_images,
     quantize_file,
     reduce_range_choice,
     text_calibration,
@@ -220,11 +220,11 @@ def test_calibration_images_from_an_npz(tmp_path):
     np.savez(tmp_path / "task.npz", images=np.ones((5, 8, 8), dtype=np.uint8), labels=np.arange(5))
     np.savez(tmp_path / "two.npz", a=np.ones((2, 1, 4, 4)), b=np.ones(2))
     # execute
-    images = load_calibration_images(str(tmp_path / "task.npz"))
+    images = load_images(str(tmp_path / "task.npz"))
     # assert
     assert images.shape == (5, 1, 8, 8) and images.dtype == np.float32
     with pytest.raises(DataError, match="images="):
-        load_calibration_images(str(tmp_path / "two.npz"))
+        load_images(str(tmp_path / "two.npz"))
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.data.builtin import BUILTIN_NAMES, digits, lee_background, lee_documents, rotten_tomatoes
-from edgekit.data.files import read_lines, read_table
+from edgekit.data.files import open_npz, read_lines, read_table
 from edgekit.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-IMAGE_SUFFIXES = (".npy",)
+IMAGE_SUFFIXES = (".npy", ".npz")
 
 
 def _unknown_source(source: str, suffixes: tuple[str, ...]) -> DataError:
@@ -59,17 +59,28 @@ def load_texts(source: str, column: str = "text") -> list[str]:
 
 
 def load_images(source: str):
-    """(N, C, H, W) float32 images from a .npy file or the `digits` built-in."""
+    """(N, C, H, W) float32 images from a .npy file, the `images` array of an .npz archive (as task
+    data stores them, beside `labels`), or the `digits` built-in."""
     import numpy as np
 
     path = Path(source)
     if path.is_file():
         if path.suffix not in IMAGE_SUFFIXES:
-            raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W).")
-        try:
-            images = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{path}: not a numpy array file ({e}).") from None
+            raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), or an .npz archive "
+                            "with an 'images' array.")
+        if path.suffix == ".npz":
+            with open_npz(path) as arrays:
+                if "images" not in arrays.files:
+                    raise DataError(f"{path}: no array 'images' (it has: {', '.join(arrays.files) or 'none'}); "
+                                    "save the images as numpy.savez(path, images=...).")
+                images = arrays["images"]
+        else:
+            try:
+                images = np.load(path, allow_pickle=False)
+            except ValueError as e:
+                raise DataError(f"{path}: not a numpy array file ({e}).") from None
+        if images.ndim == 3:  # (N, H, W): one channel
+            images = images[:, None]
         if images.ndim != 4:
             raise DataError(f"{path}: images have shape {images.shape}; expected (N, C, H, W).")
         return images.astype(np.float32)

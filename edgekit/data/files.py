@@ -1,4 +1,4 @@
-"""Reading text and table files (.txt, .csv, .tsv, .jsonl, .parquet) into columns.
+"""Reading text and table files (.txt, .csv, .tsv, .jsonl, .parquet) into columns, and .npz archives.
 
 Shared by task data (recipes) and the plain text sources of `export --inputs` and
 `bench --lengths-from`, so every reader accepts the same files (UTF-8 with or without
@@ -96,3 +96,20 @@ def read_table(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, list
     except (UnicodeDecodeError, csv.Error) as e:
         raise _unreadable(path, e) from None
     return names, {name: [record.get(name) for record in records] for name in wanted if name in names}
+
+
+def open_npz(path: Path):
+    """A numpy .npz archive (use as a context manager), or a DataError naming how to save one."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a numpy .npz archive ({e}); save it with numpy.savez(path, images=..., "
+                        "labels=...).") from None
+    if not hasattr(arrays, "files"):  # a single .npy array under an .npz name
+        raise DataError(f"{path}: holds one array, not an .npz archive; save it with numpy.savez(path, "
+                        "images=..., labels=...).")
+    return arrays

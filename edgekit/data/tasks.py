@@ -15,14 +15,13 @@ import importlib.util
 import json
 import math
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.data import builtin
-from edgekit.data.files import PYARROW_MISSING, read_header, read_lines, read_table
+from edgekit.data.files import PYARROW_MISSING, open_npz, read_header, read_lines, read_table
 from edgekit.errors import DataError
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
 
@@ -287,25 +286,13 @@ def _hf_columns(source: str, split: str, wanted: dict[str, str], scope: str) -> 
 # --- one task's examples ------------------------------------------------------------------------
 
 
-def _open_npz(path: Path):
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a numpy .npz archive ({e}); save it with numpy.savez(path, images=..., "
-                        "labels=...).") from None
-    if not hasattr(arrays, "files"):  # a single .npy array under an .npz name
-        raise DataError(f"{path}: holds one array, not an .npz archive; save it with numpy.savez(path, "
-                        "images=..., labels=...).")
-    return arrays
-
-
 def _npz_arrays(path: Path) -> list[str]:
-    with _open_npz(path) as arrays:
+    with open_npz(path) as arrays:
         return list(arrays.files)
 
 
 def _npz_images(path: Path) -> dict:
-    with _open_npz(path) as arrays:
+    with open_npz(path) as arrays:
         missing = [name for name in ("images", "labels") if name not in arrays.files]
         if missing:
             raise DataError(f"{path}: no array {' or '.join(missing)} (it has: {', '.join(arrays.files) or 'none'}); "
