@@ -53,7 +53,13 @@ def _rank(entry: dict, budget: Budget) -> tuple:
 
 
 def pick(entries: list[dict], budget: Budget) -> dict | None:
-    feasible = [e for e in entries if meets_budget(e, budget)]
+    """The file to ship among `entries` (one provider's), or None when none meets the budget.
+
+    Only frontier files compete: a file that dominates a fitting one also fits, and
+    retention ignores tasks the teacher scores <= 0, so the rank alone could tie a
+    dominated file with the one dominating it."""
+    front = pareto_front(entries, budget)
+    feasible = [e for e in entries if meets_budget(e, budget) and e["name"] in front]
     return max(feasible, key=lambda e: _rank(e, budget)) if feasible else None
 
 
@@ -82,7 +88,7 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
     ms = f"{budget.percentile} <= {budget.ms:g} ms"
     if budget.headroom:
         ms += f" with {budget.headroom:.0%} headroom (<= {limit_ms(budget):.3g} ms measured)"
-    image = "width" in fastest.get("architecture", {})
+    image = "width" in (fastest.get("architecture") or {})  # the teacher's files have none
     lines = [f"no {what} meets {ms} at {shape_text(budget, not image, provider)}."]
     if latency > limit_ms(budget):
         lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.3g} ms.")

@@ -63,3 +63,16 @@ def test_students_to_train(budgets, max_students, expected):
         "int8": {"latency_ms": {"p95": 1.2 * c.arch["layers"]}, "size_bytes": 1}}} for c in candidates}
     budgets = [BUDGET.model_copy(update={"ms": ms}) for ms in budgets]
     assert [c.name for c in _to_train(candidates, probes, budgets, max_students)] == expected
+
+
+def test_a_teachers_file_can_be_the_closest_miss():
+    # the teacher's rows carry architecture None
+    rows = [{**ROWS[1], "architecture": None}]
+    assert "The fastest, teacher-int8" in closest_miss(rows, BUDGET.model_copy(update={"ms": 1}), "file", True)
+
+
+def test_pick_never_takes_a_dominated_file_when_a_task_has_no_retention():
+    # lee's teacher score is <= 0, so retention ignores it: a and b tie on every rank key but b is better on lee
+    a = {**_row("a", 2.0, 10, 0.7, -0.1), "retention": {"sentiment": 90.0, "lee": None}}
+    b = {**_row("b", 2.0, 10, 0.7, 0.2), "retention": {"sentiment": 90.0, "lee": None}}
+    assert pick([a, b], BUDGET)["name"] == "b" and pick([b, a], BUDGET)["name"] == "b"
