@@ -23,7 +23,7 @@ import numpy as np
 
 from edgekit.data.tasks import COLUMNS, EMBEDDING, TaskData, logits_name
 from edgekit.errors import DataError, UnknownTask
-from edgekit.metrics import score_with_ci
+from edgekit.metrics import gold_ranks, score_with_ci
 from edgekit.providers import SessionSettings, create_session
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -183,9 +183,7 @@ def _retrieval(session, task, tokenizer, max_length, batch_size) -> tuple[dict, 
     emb = embed_texts(session, tokenizer, queries + documents, max_length, batch_size)
     similarity = _unit(emb[:len(queries)]) @ _unit(emb[len(queries):]).T
     gold = np.arange(len(queries))
-    # Ties count against the model, as in edgekit.metrics: rank = documents scoring at least as high as gold.
-    rank = (similarity >= similarity[gold, gold][:, None]).sum(axis=1)
-    return {"similarity": similarity, "gold_index": gold}, {"gold_rank": rank.tolist()}
+    return {"similarity": similarity, "gold_index": gold}, {"gold_rank": gold_ranks(similarity, gold).tolist()}
 
 
 _BY_KIND = {

@@ -170,11 +170,8 @@ def _change(before: float | None, after: float | None) -> float | None:
 
 
 def _rank_metric(metric: str, ranks: np.ndarray) -> float:
-    # The predictions carry each query's gold rank, not the similarity matrix edgekit.metrics scores; the ranks
-    # already follow its tie rule (ties count against the model), so MRR and recall@k are read off them.
-    if metric == "mrr":
-        return float(np.mean(1.0 / ranks))
-    return float(np.mean(ranks <= int(metric.split("@")[1])))
+    # The predictions carry each query's gold rank (edgekit.metrics.gold_ranks), not the similarity matrix.
+    return float(np.mean(metrics.rank_scores(metric, ranks)))
 
 
 def _task_metric(kind: str, metric: str, gold, outcome: np.ndarray, index=None) -> float | None:

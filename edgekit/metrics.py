@@ -50,14 +50,23 @@ def pearson(x, y) -> float:
 
 def mrr(similarity, gold_index) -> float:
     """Mean reciprocal rank of each query's gold document; `similarity` is (n_queries, n_docs)."""
-    return float(np.mean(1.0 / _gold_ranks(similarity, gold_index)))
+    return float(np.mean(rank_scores("mrr", gold_ranks(similarity, gold_index))))
 
 
 def recall_at_k(similarity, gold_index, k: int) -> float:
     """Share of queries whose gold document ranks in the top `k`; `similarity` is (n_queries, n_docs)."""
     if k < 1:
         raise ValueError(f"recall@k needs k >= 1 (got {k})")
-    return float(np.mean(_gold_ranks(similarity, gold_index) <= k))
+    return float(np.mean(rank_scores(f"recall@{k}", gold_ranks(similarity, gold_index))))
+
+
+def rank_scores(metric_name: str, ranks) -> np.ndarray:
+    """Each query's score under a rank metric from its 1-based gold rank: 1/rank (mrr) or
+    rank <= k (recall@k)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if metric_name == "mrr":
+        return 1.0 / ranks
+    return (ranks <= int(metric_name.split("@")[1])).astype(np.float64)
 
 
 def score_with_ci(metric_name: str, seed: int = 0, resamples: int = 1000, **arrays) -> dict:
@@ -101,7 +110,7 @@ def _codes(pred: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return codes[:len(pred)], codes[len(pred):], len(classes)
 
 
-def _gold_ranks(similarity, gold_index) -> np.ndarray:
+def gold_ranks(similarity, gold_index) -> np.ndarray:
     """1-based rank of each query's gold document (n_queries,).
 
     Ties count against the model: the rank is the number of documents scoring at least
@@ -163,8 +172,7 @@ def _statistic(metric_name: str, **arrays):
         rows = _spearman_rows if metric_name == "spearman" else _pearson_rows
         return (lambda index: rows(x[index], y[index])), len(x)
     else:
-        ranks = _gold_ranks(arrays["similarity"], arrays["gold_index"])
-        per_example = 1.0 / ranks if metric_name == "mrr" else (ranks <= int(metric_name[7:])).astype(np.float64)
+        per_example = rank_scores(metric_name, gold_ranks(arrays["similarity"], arrays["gold_index"]))
     return (lambda index: per_example[index].mean(axis=1)), len(per_example)
 
 

@@ -374,7 +374,7 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
         ctx.cache.save_json("probes", key, entry)
     _judge_probe(entry, budget)
     if len(budgets) > 1:
-        fitting = [b.ms for b in budgets if any(meets_budget(r, b) for r in entry["variants"].values())]
+        fitting = [b.ms for b in budgets if _probe_fits(entry, b)]
         verdict = f"  fits budgets >= {min(fitting):g} ms" if fitting else "  fits none of the budgets"
     else:
         best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
@@ -385,10 +385,15 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
     return entry
 
 
+def _probe_fits(entry: dict, budget) -> bool:
+    """Whether any variant of the probed candidate meets `budget`."""
+    return any(meets_budget(record, budget) for record in entry["variants"].values())
+
+
 def _judge_probe(entry: dict, budget) -> None:
     for record in entry["variants"].values():
         record["meets_budget"] = meets_budget(record, budget)
-    entry["feasible"] = any(record["meets_budget"] for record in entry["variants"].values())
+    entry["feasible"] = _probe_fits(entry, budget)
 
 
 def _to_train(candidates, probes: dict, budgets: list, max_students: int) -> list:
@@ -399,7 +404,7 @@ def _to_train(candidates, probes: dict, budgets: list, max_students: int) -> lis
     by_size = sorted(candidates, key=lambda c: -probes[c.name]["params"])
     chosen = []
     for budget in budgets:
-        feasible = [c for c in by_size if any(meets_budget(r, budget) for r in probes[c.name]["variants"].values())]
+        feasible = [c for c in by_size if _probe_fits(probes[c.name], budget)]
         chosen += [c for c in feasible[:max_students if len(budgets) == 1 else 1] if c not in chosen]
     return chosen
 
@@ -514,20 +519,24 @@ def _time_rows(rows: list[dict], run: Path, ctx: _Context) -> None:
                  + ("" if row["meets_budget"] else "  over budget"))
 
 
+def _pick_on(rows: list[dict], budget, provider: str, int8: bool) -> tuple[dict | None, str | None]:
+    """(the pick among `provider`'s rows, None) or (None, why nothing fits)."""
+    mine = [r for r in rows if r["provider"] == provider]
+    best = pick(mine, budget)
+    return best, None if best or not mine else closest_miss(mine, budget, "file", int8, provider)
+
+
 def _decide(rows: list[dict], budget, providers: list[str], int8: bool) -> dict:
     """Per provider: the Pareto frontier (flags set on the rows), the pick, and why nothing fits."""
     picks, why = {}, {}
     for provider in providers:
-        mine = [r for r in rows if r["provider"] == provider]
-        front = pareto_front(mine, budget)
-        for row in mine:
-            row["pareto"] = row["name"] in front
-            row["meets_budget"] = meets_budget(row, budget)
-        best = pick(mine, budget)
+        front = pareto_front([r for r in rows if r["provider"] == provider], budget)
+        for row in rows:
+            if row["provider"] == provider:
+                row["pareto"] = row["name"] in front
+        best, why[provider] = _pick_on(rows, budget, provider, int8)
         picks[provider] = best["name"] if best else None
-        if best is None and mine:
-            why[provider] = closest_miss(mine, budget, "file", int8, provider)
-    return {"picks": picks, "why": why}
+    return {"picks": picks, "why": {provider: text for provider, text in why.items() if text}}
 
 
 def _row(rows: list[dict], name: str, provider: str) -> dict:
@@ -743,8 +752,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
 def _sweep_point(rows: list[dict], budget, provider: str, int8: bool) -> dict:
     """The pick at one budget of a sweep, among the files measured once for all of them."""
-    mine = [r for r in rows if r["provider"] == provider]
-    best = pick(mine, budget)
+    best, why = _pick_on(rows, budget, provider, int8)
     point = {"ms": budget.ms, "limit_ms": limit_ms(budget), "provider": provider,
              "pick": best["name"] if best else None,
              "latency_ms": latency_of(best, budget) if best else None,
@@ -753,7 +761,7 @@ def _sweep_point(rows: list[dict], budget, provider: str, int8: bool) -> dict:
              "retention": best["retention"] if best else None,
              "min_retention": min((v for v in best["retention"].values() if v is not None), default=None)
              if best else None,
-             "why": None if best else closest_miss(mine, budget, "file", int8, provider)}
+             "why": why}
     return point
 
 

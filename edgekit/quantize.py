@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
            "int8-static-percentile", "fp16")
 STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # ORT's own default for percentile calibration, recorded so a report can say what clipped the ranges.
 PERCENTILE = 99.999
@@ -152,6 +151,8 @@ def _prepare_feeds(calibration: list[dict], inputs: dict, method: str) -> list[d
     list with ragged lengths from failing deep inside ORT's histogram code ("inhomogeneous shape").
     """
     import numpy as np
+
+    from edgekit.evaluate import TEXT_INPUTS  # here, not at import: edgekit.evaluate loads numpy
 
     missing = sorted(name for name in inputs if any(name not in feed for feed in calibration))
     if missing:
