@@ -50,7 +50,7 @@ class BenchConfig(BaseModel):
     seed: int = Field(0, description="seed for synthetic inputs, length sampling and the bootstrap")
 
 
-def _dim_kind(dim) -> str | None:
+def dim_kind(dim) -> str | None:
     text = str(dim).lower()
     if "batch" in text:
         return "batch"
@@ -93,9 +93,9 @@ def _resolve_shape(meta, config: BenchConfig, seq_len: int | None) -> list[int]:
             shape.append(dim)
         elif dim in config.dims:
             shape.append(config.dims[dim])
-        elif _dim_kind(dim) == "batch":
+        elif dim_kind(dim) == "batch":
             shape.append(config.batch or 1)
-        elif _dim_kind(dim) == "seq" and seq_len is not None:
+        elif dim_kind(dim) == "seq" and seq_len is not None:
             shape.append(seq_len)
         else:
             label = dim or f"{meta.name}[{axis}]"
@@ -106,7 +106,7 @@ def _resolve_shape(meta, config: BenchConfig, seq_len: int | None) -> list[int]:
 
 def _check_options_apply(inputs, config: BenchConfig) -> None:
     """--batch/--seq-len on a graph without such an axis would time a shape the user did not ask for."""
-    kinds = {_dim_kind(d) for meta in inputs for d in meta.shape if not isinstance(d, int)}
+    kinds = {dim_kind(d) for meta in inputs for d in meta.shape if not isinstance(d, int)}
     shapes = {meta.name: meta.shape for meta in inputs}
     for option, kind, value in (("--batch", "batch", config.batch), ("--seq-len", "seq", config.seq_len),
                                 ("--lengths-from", "seq", config.lengths_from)):
@@ -157,7 +157,7 @@ def build_feeds(session, onnx_path: Path, config: BenchConfig) -> tuple[list[dic
     if config.lengths_from:
         feeds, record = _length_feeds(inputs, config, onnx_path.parent, rng)
     else:
-        has_seq = any(_dim_kind(d) == "seq" for meta in inputs for d in meta.shape if not isinstance(d, int))
+        has_seq = any(dim_kind(d) == "seq" for meta in inputs for d in meta.shape if not isinstance(d, int))
         seq_len = (config.seq_len or DEFAULT_SEQ_LEN) if has_seq else None
         # Token ids must stay inside the embedding table.
         vocab = model_config.get("vocab_size", 100)

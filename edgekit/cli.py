@@ -323,6 +323,44 @@ def sweep(recipe_file, out, cache_dir, force, budgets) -> None:
     click.echo(f"report: {report.path / 'report.html'}")
 
 
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--time", "retime", is_flag=True,
+              help="Also re-time the deployed file with its recorded session options; over the budget fails.")
+def verify(bundle, retime) -> None:
+    """Check a bundle against its manifest: hashes, reload, outputs on the recorded inputs.
+
+    Exits non-zero, naming every file at fault, on any mismatch.
+    """
+    from edgekit.verify import verify_bundle
+
+    result = verify_bundle(bundle, time=retime)
+    click.echo(f"{bundle}: ok. {result['files']} files match manifest.json; "
+               f"{', '.join(result['models'])} reproduce the reference outputs.")
+    timing = result["timing"]
+    if timing:
+        click.echo(f"{timing['file']}: {timing['percentile']} {timing['ms']:.2f} ms on {timing['cpu']} "
+                   f"({timing['ratio']:.2f}x the recorded {timing['recorded_ms']:.2f} ms; budget "
+                   f"{timing['budget_ms']:g} ms).")
+
+
+@cli.command("bundle")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("name")
+@click.option("--provider", help="The provider the file was measured on [default: the run's target].")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Bundle folder [default: RUN/bundles/NAME].")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+def bundle_command(run, name, provider, out, force) -> None:
+    """Bundle any file of a finished run, e.g. `edgekit bundle runs/minilm-multitask L2-int8-dynamic`.
+
+    NAME is a file's name in the report's table (student-variant).
+    """
+    from edgekit.bundle import bundle_from_run
+
+    folder, summary = bundle_from_run(run, name, provider, out, force)
+    click.echo(f"bundle: {folder} ({len(summary['files']) + 1} files, deploy {summary['deploy']})")
+
+
 def main() -> None:
     cli(prog_name="edgekit")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -132,24 +131,45 @@ def _distillation_set(recipe: Recipe, tasks, teacher):
     return TextInputs(teacher.tokenizer, texts, teacher.max_length), labels, digest_texts(texts)
 
 
-def _parity_batches(tasks, teacher) -> list[dict]:
-    """Real evaluation inputs spread over the length range, as numpy feeds."""
-    import numpy as np
-
-    from edgekit.tasks import batched, spread_sample
+def _parity_examples(tasks, teacher):
+    """Real evaluation inputs spread over the length range (texts), or the first test images."""
+    from edgekit.tasks import spread_sample
 
     if teacher.tokenizer is None:
-        images = tasks[0].test["image"][:PARITY_SAMPLES]
-        return [{"pixel_values": images[i:i + PARITY_BATCH]} for i in range(0, len(images), PARITY_BATCH)]
-    texts = [t for task in tasks for t in task.texts("test")]
+        return tasks[0].test["image"][:PARITY_SAMPLES]
+    return spread_sample([t for task in tasks for t in task.texts("test")], PARITY_SAMPLES)
+
+
+def _parity_batches(examples, teacher) -> list[dict]:
+    """The parity examples as numpy feeds of PARITY_BATCH."""
+    import numpy as np
+
+    from edgekit.tasks import batched
+
+    if teacher.tokenizer is None:
+        return [{"pixel_values": examples[i:i + PARITY_BATCH]} for i in range(0, len(examples), PARITY_BATCH)]
     feeds = []
-    for chunk in batched(spread_sample(texts, PARITY_SAMPLES), PARITY_BATCH):
+    for chunk in batched(examples, PARITY_BATCH):
         encoded = teacher.tokenizer(chunk, padding="longest", truncation=True, max_length=teacher.max_length,
                                     return_tensors="np")
         ids = encoded["input_ids"].astype(np.int64)
         feeds.append({"input_ids": ids, "attention_mask": encoded["attention_mask"].astype(np.int64),
                       "token_type_ids": np.zeros_like(ids)})
     return feeds
+
+
+def _keep_for_bundles(run: Path, examples, teacher) -> None:
+    """What any bundle of this run needs beyond its model file: the tokenizer, and real inputs
+    its reference outputs are computed on (`edgekit bundle` works from the run folder alone)."""
+    import numpy as np
+
+    folder = run / "reference"
+    folder.mkdir()
+    if teacher.tokenizer is None:
+        np.save(folder / "images.npy", examples)
+        return
+    teacher.tokenizer.save_pretrained(run / "tokenizer")
+    (folder / "texts.json").write_text(json.dumps(examples, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -228,7 +248,7 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {"fp32": folder / "model.onnx"}
-    parity = export_network(model, files["fp32"], ctx.parity)
+    parity = export_network(model, files["fp32"], ctx.parity, opset=ctx.recipe.export.opset)
     (folder / "parity.json").write_text(json.dumps(parity, indent=1) + "\n", encoding="utf-8")
     if hasattr(model, "backbone"):
         model.backbone.config.save_pretrained(folder)  # the architecture, and the vocab size bench feeds use
@@ -357,7 +377,8 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
     # so a sweep over budgets reuses every probe.
     timing = budget.model_dump(exclude={"ms", "size_mb", "percentile", "sweep", "providers"})
     key = cache_key("probe", __version__, candidate.arch, outputs, ctx.recipe.teacher.kind, timing, provider,
-                    kinds, str(ctx.lengths_file), cpu_info()["name"], package_versions().get("onnxruntime"))
+                    kinds, ctx.recipe.export.opset, str(ctx.lengths_file), cpu_info()["name"],
+                    package_versions().get("onnxruntime"))
     entry = ctx.cache.load_json("probes", key)
     if entry is None:
         model, _ = _build(candidate, ctx)
@@ -581,27 +602,16 @@ def _gap(chosen: dict, predictions: dict, ctx: _Context) -> dict:
     return gap_report(ctx.tasks, preds(teacher), preds(fp32), preds(quantized), _token_lengths(ctx))
 
 
-def _write_bundle(chosen: dict, run: Path, ctx: _Context) -> None:
-    """The file to ship with what an app needs beside it (tokenizer, labels, I/O contract)."""
-    bundle = run / "bundle"
-    bundle.mkdir()
-    source = run / chosen["onnx"]
-    shutil.copy2(source, bundle / "model.onnx")
-    if (source.parent / "config.json").is_file():  # the student's architecture (and vocab size for bench)
-        shutil.copy2(source.parent / "config.json", bundle / "config.json")
-    if ctx.teacher.tokenizer is not None:
-        ctx.teacher.tokenizer.save_pretrained(bundle)
-    labels = {task.name: task.labels for task in ctx.tasks if task.labels}
-    (bundle / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
-    spec = ctx.recipe.teacher
-    contract = {"edgekit_version": __version__, "recipe": ctx.recipe.name, "source": chosen["onnx"],
-                "variant": chosen["variant"], "provider": chosen["provider"],
-                "max_length": ctx.teacher.max_length if ctx.teacher.tokenizer else None,
-                "pooling": spec.pooling if spec.kind == "sentence-encoder" else None,
-                "normalized": spec.normalize if spec.kind == "sentence-encoder" else None,
-                "outputs": {t.name: t.output for t in ctx.tasks},
-                "metrics": chosen["metrics"], "latency_ms": chosen["latency_ms"]}
-    (bundle / "edgekit.json").write_text(json.dumps(contract, indent=1) + "\n", encoding="utf-8")
+def _target(recipe: Recipe) -> dict | None:
+    """The deployment profile the recipe named, as recorded in the report and the manifest."""
+    from edgekit.profiles import load_profile
+    from edgekit.provenance import sha256_file
+
+    if recipe.target is None:
+        return None
+    profile, path = load_profile(recipe.profile_file or recipe.target)
+    return {"name": recipe.target, "description": profile.description, "file": str(path),
+            "sha256": sha256_file(path)}
 
 
 def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | Path | None, force: bool,
@@ -611,7 +621,9 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
     from edgekit.data.tasks import load_task_data
     from edgekit.environment import cpu_info, package_versions
+    from edgekit.bundle import write_bundle
     from edgekit.networks import count_parameters, state_digest
+    from edgekit.provenance import data_provenance, teacher_provenance
     from edgekit.teacher import prepare_teacher
 
     if not isinstance(recipe, Recipe):
@@ -644,7 +656,9 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         stage(2, "teacher", recipe.teacher.model)
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
-        ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(tasks, teacher),
+        examples = _parity_examples(tasks, teacher)
+        _keep_for_bundles(run, examples, teacher)
+        ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(examples, teacher),
                        _lengths_file(recipe, tasks, cache), echo, providers, variants)
         inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
         if any(v in STATIC_METHODS for v in variants):
@@ -706,13 +720,12 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         target = decision["picks"][providers[0]]
         best = None if target is None else _row(rows, target, providers[0])
         gap = _gap(best, predictions, ctx) if best is not None else None
-        if best is not None and not sweep:
-            _write_bundle(best, run, ctx)
         data = {
             "format": REPORT_FORMAT,
             "edgekit_version": __version__,
             "recipe": recipe.model_dump(mode="json"),
             "recipe_digest": recipe.digest(),
+            "target": _target(recipe),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.perf_counter() - started, 1),
             "stages_started_s": stages,
@@ -723,10 +736,14 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                        "headroom": budget.headroom, "limit_ms": limit_ms(budget)},
             "providers": {"measured": providers, "skipped": {**skipped_providers, **ctx.failures}},
             "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
-            "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric,
-                       "train_examples": _count(t.train), "test_examples": _count(t.test)} for t in tasks],
+            "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric, "output": t.output,
+                       "labels": t.labels, "train_examples": _count(t.train), "test_examples": _count(t.test)}
+                      for t in tasks],
             "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
                         "prepared": _jsonable(teacher.prepared)},
+            "provenance": {"teacher": teacher_provenance(recipe.teacher.model, _teacher_location(recipe, teacher),
+                                                         teacher.digest),
+                           "data": data_provenance(recipe, tasks)},
             "probes": list(probes.values()),
             "files": rows,
             "picks": decision["picks"],
@@ -737,7 +754,11 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "why_by_provider": decision["why"],
             "gap": gap,
             "sweep": sweep_table,
+            "bundle": None,
         }
+        if best is not None and not sweep:
+            (run / "bundle").mkdir()
+            data["bundle"] = write_bundle(run, data, best, run / "bundle")
         write_report(run, data)
     report = RunReport(out, data)
     if sweep:
@@ -748,6 +769,13 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         raise BudgetNotMet(f"{data['why']} The run folder {out} holds every file and report.md.")
     echo(f"done in {data['seconds'] / 60:.1f} min: {best['name']} -> {out / 'bundle'} (report: {out / 'report.md'})")
     return report
+
+
+def _teacher_location(recipe: Recipe, teacher) -> str | None:
+    """The teacher's files: the folder or hub id transformers loaded, or a torch file (None: edgekit:cnn)."""
+    if teacher.tokenizer_source:
+        return teacher.tokenizer_source
+    return recipe.teacher.model if Path(recipe.teacher.model).exists() else None
 
 
 def _sweep_point(rows: list[dict], budget, provider: str, int8: bool) -> dict:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.quantize import METHODS
@@ -148,6 +148,20 @@ class QuantizeSpec(_Strict):
     teacher: bool = Field(True, description="quantize the teacher too: the file a user would ship without edgekit")
 
 
+class ExportSpec(_Strict):
+    opset: int = Field(17, ge=14, le=20, description="ONNX opset of every exported file")
+    shapes: Literal["dynamic", "fixed"] = Field(
+        "dynamic", description="fixed: the bundle also holds model.fixed.onnx with batch and sequence fixed at "
+                               "budget.batch x budget.seq_len (NNAPI and CoreML need fixed shapes)")
+    ort: bool = Field(True, description="bundle model.ort (ONNX Runtime Mobile format) and the "
+                                        "required_operators config a reduced ORT build is made from")
+    ort_platform: Literal["generic", "amd64", "arm"] = Field(
+        "generic", description="what the .ort file's saved optimizations may assume: amd64 keeps x86-only layouts "
+                               "(NCHWc), arm lets QDQ groups run as int8 kernels, generic runs anywhere")
+    mobile_check: bool = Field(False, description="report how NNAPI and CoreML would partition the bundled "
+                                                  "model (ONNX Runtime's mobile usability check)")
+
+
 class LossSpec(_Strict):
     name: Literal["kl", "ce", "mse", "cosine", "hidden_mse", "attention"] = Field(
         description="kl: soft targets with temperature; ce: hard labels; mse/cosine: embeddings; "
@@ -172,12 +186,22 @@ class DistillSpec(_Strict):
 
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the default run folder")
+    target: str | None = Field(
+        None, description="deployment profile: a name in export/ (x86-server, arm64-phone, cuda-gpu) or a YAML "
+                          "path; it sets budget.providers, budget.threads, quantize.variants and export, and "
+                          "the recipe's own keys override it")
     teacher: TeacherSpec
     tasks: list[TaskSpec] = Field(min_length=1)
     students: StudentSpace = Field(default_factory=StudentSpace)
     budget: Budget
     distill: DistillSpec = Field(default_factory=DistillSpec)
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    _profile_file: str | None = PrivateAttr(None)  # the file `target` resolved to, where the recipe was loaded
+
+    @property
+    def profile_file(self) -> str | None:
+        return self._profile_file
 
     @model_validator(mode="after")
     def _parts_fit(self):
@@ -207,14 +231,21 @@ class Recipe(_Strict):
             raise ValueError("teacher edgekit:cnn starts untrained: set teacher.head: finetune")
         if self.budget.seq_len == "task" and image:
             raise ValueError("budget.seq_len: task applies to text tasks; leave it out for images")
+        if self.export.shapes == "fixed" and self.budget.seq_len == "task":
+            raise ValueError("export.shapes: fixed fixes the sequence length at budget.seq_len, which is `task`: "
+                             "set budget.seq_len to a number of tokens (e.g. 128)")
         if any(loss.name in ("kl", "ce") for loss in self.distill.losses) and not classification:
             raise ValueError("losses kl and ce compare class logits, and no task is a classification task: "
                              "use mse or cosine on the embeddings")
         return self
 
+    def sha256(self) -> str:
+        """sha256 of the validated recipe as canonical JSON (sorted keys): what a bundle's provenance records."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
     def digest(self) -> str:
-        """A short hash of the validated recipe (cache keys, provenance)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of the validated recipe (cache keys)."""
+        return self.sha256()[:16]
 
 
 def _line_of(text: str, location: tuple) -> int | None:
@@ -249,24 +280,39 @@ def _fix(err: dict) -> str:
     return msg
 
 
-def recipe_from_dict(data, where: str = "recipe", text: str | None = None) -> Recipe:
-    """Validate a parsed recipe; every problem is listed with its key path (and YAML line)."""
+def validation_problems(e: ValidationError, where: str, text: str | None) -> list[str]:
+    """One line per problem of a pydantic error: `where[:line]: key.path: the fix`."""
+    problems = []
+    for err in e.errors():
+        # Drop pydantic's union/literal tags ("int", "literal['task']") from the path.
+        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p.startswith(("literal[", "function-"))
+                                                                        or p in ("int", "str", "float")))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(text, loc) if text and loc else None
+        at = f"{where}:{line}" if line else where
+        problems.append(f"  {at}: {path}: {_fix(err)}")
+    return list(dict.fromkeys(problems))
+
+
+def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
+    """Validate a parsed recipe; every problem is listed with its key path (and YAML line).
+    A `target:` profile is resolved (relative paths from `folder`) and fills the keys the recipe leaves out."""
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a recipe is a YAML mapping (name:, teacher:, tasks:, budget: ...), "
                           f"not a {type(data).__name__}.")
+    profile = None
+    if isinstance(data.get("target"), str):
+        from edgekit.profiles import apply_profile
+
+        line = _line_of(text, ("target",)) if text else None
+        data, profile = apply_profile(data, data["target"], folder, f"{where}:{line}" if line else where)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
+        recipe._profile_file = str(profile) if profile else None
+        return recipe
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            # Drop pydantic's union/literal tags ("int", "literal['task']") from the path.
-            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p.startswith(("literal[", "function-"))
-                                                                            or p in ("int", "str", "float")))
-            path = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(text, loc) if text and loc else None
-            at = f"{where}:{line}" if line else where
-            problems.append(f"  {at}: {path}: {_fix(err)}")
-        raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(dict.fromkeys(problems))) from None
+        problems = validation_problems(e, where, text)
+        raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -286,4 +332,4 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         at = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
-    return recipe_from_dict(data, str(path), text)
+    return recipe_from_dict(data, str(path), text, path.parent)

@@ -21,12 +21,13 @@ _FILES = {
     "lee": ("gensim", "test/test_data/lee.cor", _GENSIM),
     "lee_similarities": ("gensim", "test/test_data/similarities0-1.txt", _GENSIM),
     "lee_background": ("gensim", "test/test_data/lee_background.cor", _GENSIM),
+    "digits": ("sklearn", "datasets/data/digits.csv.gz", "pip install scikit-learn"),
 }
 # The names a user can pass as a source (lee_similarities is part of `lee`, not a data set of its own).
 BUILTIN_NAMES = ("rotten_tomatoes", "lee", "lee_background", "digits")
-# built-in name -> the file keys it reads (digits comes with scikit-learn)
+# built-in name -> the file keys it reads (digits comes with scikit-learn, read by its load_digits)
 BUILTIN_FILES = {"rotten_tomatoes": ("rotten_tomatoes",), "lee": ("lee", "lee_similarities"),
-                 "lee_background": ("lee_background",), "digits": ()}
+                 "lee_background": ("lee_background",), "digits": ("digits",)}
 
 
 def package_file(key: str) -> Path:

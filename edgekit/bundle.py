@@ -1,0 +1,381 @@
+"""A deployable bundle: the file to ship, what an app needs beside it, and a manifest that
+lets anyone check it later (`edgekit verify`, edgekit/verify.py).
+
+    model.onnx                       the chosen file; metadata_props carry the recipe hash, metrics,
+                                     budget and measured latency
+    model.fixed.onnx                 (export.shapes: fixed) batch and sequence fixed, for NNAPI / CoreML
+    model.ort                        ONNX Runtime Mobile format of the deployed file (export.ort)
+    model.required_operators.config  the operators a reduced ORT build needs for model.ort
+    tokenizer files | preprocessing.json, labels.json, config.json
+    reference.npz                    real inputs, and the outputs every model file gave on them here
+    README.md                        usage in Python, inputs and outputs, metrics, latency
+    manifest.json                    sha256 of every file, the recipe, teacher and data digests,
+                                     versions, CPU, provider and session options, raw latency samples
+
+A bundle is written only from a run folder and its report.json (`write_bundle`), so the
+pipeline and `edgekit bundle RUN NAME` (any candidate, after the run) make the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+from edgekit.provenance import sha256_file
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "edgekit.manifest/1"
+REFERENCE = "reference.npz"
+REFERENCE_BATCH = 8
+# The manifest's own digest is computed over the file with this value in place of the digest.
+SELF_DIGEST_FIELD = "manifest_sha256"
+SELF_DIGEST_PLACEHOLDER = "0" * 64
+# How far a rerun may drift from the recorded outputs: fp32 differs across CPUs and ORT builds only by
+# summation order; int8 kernels differ more across instruction sets (u8s8 vs VNNI, saturation).
+TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "rtol": 2e-2}}
+
+
+class BundleError(EdgekitError):
+    """A bundle that cannot be written from this run (unknown file, not a run folder, .ort mismatch)."""
+
+
+# ---------------------------------------------------------------------------- pieces of a bundle
+
+def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
+    """What every bundled ONNX file carries in its metadata_props (ORT: session.get_modelmeta())."""
+    return {
+        "edgekit.version": __version__,
+        "edgekit.recipe": recipe.name,
+        "edgekit.recipe_sha256": recipe.sha256(),
+        "edgekit.model": row["name"],
+        "edgekit.metrics": json.dumps({task: {"metric": m["metric"], "value": m["value"]}
+                                       for task, m in row["metrics"].items()}, sort_keys=True),
+        "edgekit.budget": json.dumps({k: data["budget"][k] for k in ("percentile", "ms", "batch", "seq_len",
+                                                                     "threads")}, sort_keys=True),
+        "edgekit.latency_ms": json.dumps({"provider": row["provider"], **{k: row["latency_ms"][k]
+                                                                          for k in ("p50", "p95", "p99")}},
+                                         sort_keys=True),
+    }
+
+
+def _write_with_metadata(src: Path, dst: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    kept = [p for p in model.metadata_props if not p.key.startswith("edgekit.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(dst))
+
+
+def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple[int, int] | None) -> list[dict]:
+    """Real evaluation inputs as feeds for `inputs` (ORT input metadata): tokenized with the bundle's
+    tokenizer, padded to the longest text per batch, or to the fixed shape's length in batches of its size."""
+    import numpy as np
+
+    names = [i.name for i in inputs]
+    batch = shape[0] if shape else REFERENCE_BATCH
+    texts = run / "reference" / "texts.json"
+    if not texts.is_file():
+        images = np.load(run / "reference" / "images.npy")
+        usable = len(images) - len(images) % batch
+        return [{names[0]: images[i:i + batch]} for i in range(0, usable, batch)]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    examples = json.loads(texts.read_text(encoding="utf-8"))
+    examples = examples[:len(examples) - len(examples) % batch]
+    feeds = []
+    for start in range(0, len(examples), batch):
+        encoded = tokenizer(examples[start:start + batch], truncation=True, return_tensors="np",
+                            max_length=shape[1] if shape else recipe.teacher.max_length,
+                            padding="max_length" if shape else "longest")
+        ids = encoded["input_ids"].astype(np.int64)
+        columns = {"input_ids": ids, "attention_mask": encoded["attention_mask"].astype(np.int64),
+                   "token_type_ids": np.zeros_like(ids)}
+        feeds.append({name: columns[name] for name in names})
+    return feeds
+
+
+def run_reference(path: Path, feeds: list[dict]) -> list[dict]:
+    """Outputs of `path` on each feed with ORT's CPU provider, one thread (what verify reruns)."""
+    from edgekit.providers import SessionSettings, create_session
+
+    session, _ = create_session(path, SessionSettings(provider="cpu", threads=1))
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(None, feed))) for feed in feeds]
+
+
+def compare(expected: list[dict], actual: list[dict], tolerance: dict) -> list[str]:
+    """Every output that differs beyond `tolerance`, with its largest absolute difference."""
+    import numpy as np
+
+    problems = []
+    for i, (want, got) in enumerate(zip(expected, actual)):
+        for name, value in want.items():
+            other = got.get(name)
+            if other is None or other.shape != value.shape:
+                problems.append(f"output '{name}' of batch {i}: shape {None if other is None else other.shape} "
+                                f"instead of {value.shape}")
+            elif not np.allclose(other, value, atol=tolerance["atol"], rtol=tolerance["rtol"]):
+                problems.append(f"output '{name}' of batch {i}: max |diff| {float(np.abs(other - value).max()):.3g}"
+                                f" > atol {tolerance['atol']:g} + rtol {tolerance['rtol']:g}")
+    return problems
+
+
+def _signature(path: Path) -> dict:
+    """Inputs and outputs of a model file: name, dtype and shape (symbolic axes by name)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def values(items):
+        return [{"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in items]
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {"opset": opset, "inputs": values(model.graph.input), "outputs": values(model.graph.output)}
+
+
+def _latency_record(run: Path, row: dict, target: str) -> dict:
+    """The row's timing as measured: summary, raw samples of the round that counts, session record."""
+    suffix = "" if row["provider"] == target else f".{row['provider']}"
+    result = json.loads((run / row["onnx"]).with_suffix(f"{suffix}.bench.json").read_text(encoding="utf-8"))
+    return {"summary": row["latency_ms"], "session": result["session"], "config": result["config"],
+            "inputs": result["inputs"], "samples_ms": result["samples_ms"]}
+
+
+# ---------------------------------------------------------------------------- README
+
+def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
+    model, recipe = manifest["model"], manifest["recipe"]
+    text_model = any(i["name"] == "input_ids" for i in model["inputs"])
+    deploy = model["deploy"]
+    lines = [f"# {model['name']}: {recipe['name']}", "",
+             f"Made by edgekit {manifest['edgekit_version']} on {manifest['created']}. "
+             "Check this folder with `edgekit verify .` (hashes, reload, outputs against reference.npz).", "",
+             "## Files", ""]
+    lines += [f"- `{name}` ({record['bytes']:,} bytes)" for name, record in manifest["files"].items()]
+    lines += ["", "## Inputs and outputs", "", "| | name | dtype | shape |", "|---|---|---|---|"]
+    for kind in ("inputs", "outputs"):
+        lines += [f"| {kind[:-1]} | `{v['name']}` | {v['dtype']} | {v['shape']} |" for v in model[kind]]
+    outputs = {task: spec["output"] for task, spec in manifest["tasks"].items()}
+    lines += ["", "Outputs per task: " + ", ".join(f"{task} -> `{name}`" for task, name in outputs.items()) + "."]
+    if labels:
+        lines += ["Class names (index i is label i) are in `labels.json`."]
+    lines += ["", "## Use it from Python", "", "```python", "import numpy as np", "import onnxruntime as ort"]
+    if text_model:
+        lines += ["from transformers import AutoTokenizer", "",
+                  'tokenizer = AutoTokenizer.from_pretrained(".")  # the tokenizer files of this folder',
+                  f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+                  'texts = ["an example sentence"]']
+        fixed = manifest["fixed_shape"]
+        padding = (f'padding="max_length", max_length={fixed["seq_len"]}' if fixed
+                   else f'padding=True, max_length={manifest["max_length"]}')
+        lines += [f"encoded = tokenizer(texts, {padding}, truncation=True, return_tensors=\"np\")",
+                  "feeds = {i.name: encoded[i.name].astype(np.int64) if i.name in encoded",
+                  "         else np.zeros_like(encoded[\"input_ids\"], dtype=np.int64) for i in session.get_inputs()}"]
+        if fixed and fixed["batch"] > 1:
+            lines += [f"# model.fixed.onnx takes exactly {fixed['batch']} texts per run: pad the batch."]
+    else:
+        lines += ["", f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+                  "images = np.zeros(" + str([1, *model["inputs"][0]["shape"][1:]]) + ", dtype=np.float32)"
+                  "  # see preprocessing.json",
+                  f'feeds = {{"{model["inputs"][0]["name"]}": images}}']
+    lines += ["outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
+              "print(session.get_modelmeta().custom_metadata_map[\"edgekit.metrics\"])", "```", ""]
+    if manifest["ort"]:
+        lines += [f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
+                  f"`{manifest['ort']['from']}`); a reduced ORT build takes `{manifest['ort']['required_operators']}` "
+                  "(`build.py --include_ops_by_config`).", ""]
+    lines += ["## Measured", "", "| task | metric | value | of the teacher |", "|---|---|---:|---:|"]
+    for task, metric in manifest["metrics"].items():
+        kept = manifest["retention"].get(task)
+        lines.append(f"| {task} | {metric['metric']} | {metric['value']:.4f} | "
+                     + (f"{kept:.1%}" if kept is not None else "n/a") + " |")
+    lat, budget = manifest["latency"]["summary"], manifest["budget"]
+    lines += ["", f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
+                  f"batch {budget['batch']}, seq {budget['seq_len']}): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
+                  f"p99 {lat['p99']:.2f} ms, against a budget of {budget['percentile']} <= {budget['ms']:g} ms. "
+                  "Other hardware gives other milliseconds: re-time with `edgekit verify . --time`."]
+    if mobile_text:
+        lines += ["", "## NNAPI / CoreML (ONNX Runtime's usability check)", "",
+                  *[f"- {line}" for line in mobile_text.splitlines()]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- manifest
+
+def _dump_manifest(manifest: dict) -> bytes:
+    """manifest.json's bytes, with its own digest filled in (see SELF_DIGEST_FIELD)."""
+    text = json.dumps({SELF_DIGEST_FIELD: SELF_DIGEST_PLACEHOLDER, **manifest}, indent=1) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return text.replace(f'"{SELF_DIGEST_FIELD}": "{SELF_DIGEST_PLACEHOLDER}"',
+                        f'"{SELF_DIGEST_FIELD}": "{digest}"', 1).encode()
+
+
+def manifest_digest_ok(raw: bytes) -> bool:
+    """Whether manifest.json's bytes match the digest recorded in them."""
+    match = re.search(rb'"' + SELF_DIGEST_FIELD.encode() + rb'": "([0-9a-f]{64})"', raw)
+    if match is None:
+        return False
+    blank = raw[:match.start(1)] + SELF_DIGEST_PLACEHOLDER.encode() + raw[match.end(1):]
+    return hashlib.sha256(blank).hexdigest() == match.group(1).decode()
+
+
+# ---------------------------------------------------------------------------- writing
+
+def find_row(data: dict, name: str, provider: str | None = None) -> dict:
+    provider = provider or data["providers"]["measured"][0]
+    for row in data["files"]:
+        if row["name"] == name and row["provider"] == provider:
+            return row
+    names = sorted({r["name"] for r in data["files"] if r["provider"] == provider})
+    raise BundleError(f"the run has no file '{name}' measured on {provider}; choose one of: {', '.join(names)}.")
+
+
+def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
+    """Write the bundle of `row` (a row of data['files']) from the run folder `run` into the empty
+    `folder`; returns the summary report.json keeps under 'bundle'."""
+    from edgekit.mobile import fix_shapes, mobile_usability, to_ort, usability_text
+    from edgekit.recipe import Recipe
+
+    recipe = Recipe.model_validate(data["recipe"])
+    spec = recipe.export
+    props = metadata_props(data, row, recipe)
+    source = run / row["onnx"]
+    _write_with_metadata(source, folder / "model.onnx", props)
+    models = {"model.onnx": "dynamic"}  # model file -> the reference inputs it takes
+    fixed = None
+    if spec.shapes == "fixed":
+        seq_len = recipe.budget.seq_len if recipe.teacher.kind != "image-classifier" else None
+        shapes = fix_shapes(folder / "model.onnx", folder / "model.fixed.onnx", recipe.budget.batch, seq_len)
+        fixed = {"file": "model.fixed.onnx", "batch": recipe.budget.batch, "seq_len": seq_len, "inputs": shapes}
+        models["model.fixed.onnx"] = "fixed"
+    deploy = "model.fixed.onnx" if fixed else "model.onnx"
+    ort = to_ort(folder / deploy, folder, spec.ort_platform) if spec.ort else None
+    if ort:
+        models["model.ort"] = models[deploy]
+
+    tokenizer = run / "tokenizer"
+    if tokenizer.is_dir():
+        for file in sorted(tokenizer.iterdir()):
+            shutil.copy2(file, folder / file.name)
+    else:
+        signature = _signature(folder / "model.onnx")["inputs"][0]
+        (folder / "preprocessing.json").write_text(json.dumps({
+            "input": signature["name"], "layout": "NCHW", "dtype": signature["dtype"], "shape": signature["shape"],
+            "values": "as the task's data: the digits built-in is pixel / 16 in [0, 1]; .npy/.npz images are "
+                      "fed as stored"}, indent=1) + "\n", encoding="utf-8")
+    labels = {t["name"]: t["labels"] for t in data["tasks"] if t.get("labels")}
+    (folder / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    if (source.parent / "config.json").is_file():  # the student's architecture (and its vocab size)
+        shutil.copy2(source.parent / "config.json", folder / "config.json")
+
+    reference = _write_reference(run, folder, recipe, models, row["variant"])
+    mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
+    signature = _signature(folder / "model.onnx")
+    target = data["providers"]["measured"][0]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "edgekit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"file": "model.onnx", "deploy": deploy, "name": row["name"], "student": row["student"],
+                  "variant": row["variant"], "architecture": row.get("architecture"), "params": row.get("params"),
+                  **signature, "source": {"path": row["onnx"], "sha256": sha256_file(source)}},
+        "metadata_props": props,
+        "tasks": {t["name"]: {"kind": t["kind"], "metric": t["metric"], "output": t["output"]}
+                  for t in data["tasks"]},
+        "max_length": recipe.teacher.max_length,
+        "recipe": data["recipe"],
+        "recipe_sha256": props["edgekit.recipe_sha256"],
+        "target": data.get("target"),
+        "teacher": data["provenance"]["teacher"],
+        "data": data["provenance"]["data"],
+        "versions": data["versions"],
+        "machine": data["machine"],
+        "provider": row["provider"],
+        "budget": data["budget"],
+        "metrics": row["metrics"],
+        "retention": row["retention"],
+        "latency": _latency_record(run, row, target),
+        "reference": reference,
+        "fixed_shape": fixed,
+        "ort": ort,
+        "mobile": mobile,
+    }
+    readme = _readme(manifest | {"files": _file_records(folder)}, labels,
+                     usability_text(mobile) if mobile else None)
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+    manifest["files"] = _file_records(folder)
+    (folder / MANIFEST).write_bytes(_dump_manifest(manifest))
+    return {"name": row["name"], "provider": row["provider"], "files": sorted(manifest["files"]),
+            "bytes": sum(f["bytes"] for f in manifest["files"].values()), "deploy": deploy,
+            "fixed_shape": fixed, "ort": ort, "mobile": mobile, "target": data.get("target")}
+
+
+def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out: str | Path | None = None,
+                    force: bool = False) -> tuple[Path, dict]:
+    """Bundle any file of a finished run (`edgekit bundle RUN NAME`): (the bundle folder, its summary).
+    Default folder: RUN/bundles/NAME[-PROVIDER]."""
+    from edgekit.atomic import atomic_dir
+
+    run = Path(run)
+    report = run / "report.json"
+    if not report.is_file():
+        raise BundleError(f"'{run}' has no report.json: pass the folder a finished `edgekit distill-and-export` "
+                          "or `edgekit sweep` wrote.")
+    data = json.loads(report.read_text(encoding="utf-8"))
+    row = find_row(data, name, provider)
+    if not (run / "reference").is_dir():
+        raise BundleError(f"'{run}' was written by an edgekit without bundles of any candidate (no reference/ "
+                          "folder): rerun it (the cache makes that quick) to bundle from it.")
+    suffix = "" if row["provider"] == data["providers"]["measured"][0] else f"-{row['provider']}"
+    out = Path(out) if out else run / "bundles" / f"{name}{suffix}"
+    with atomic_dir(out, replace=force) as folder:
+        summary = write_bundle(run, data, row, folder)
+    return out, summary
+
+
+def _file_records(folder: Path) -> dict:
+    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+
+
+def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], variant: str) -> dict:
+    """reference.npz: the inputs of each shape role and the outputs each model file gave on them.
+    The .ort file must reproduce its source's outputs, or the bundle is not written."""
+    import numpy as np
+
+    from edgekit.providers import SessionSettings, create_session
+
+    arrays, feeds_by_role, outputs_by_file = {}, {}, {}
+    for file, role in models.items():
+        if role not in feeds_by_role:
+            session, _ = create_session(folder / file, SessionSettings(provider="cpu", threads=1))
+            shape = None if role == "dynamic" else (recipe.budget.batch, recipe.budget.seq_len)
+            feeds_by_role[role] = _reference_feeds(run, folder, recipe, session.get_inputs(), shape)
+            for i, feed in enumerate(feeds_by_role[role]):
+                arrays.update({f"in/{role}/{i}/{name}": value for name, value in feed.items()})
+        outputs_by_file[file] = run_reference(folder / file, feeds_by_role[role])
+        for i, outputs in enumerate(outputs_by_file[file]):
+            arrays.update({f"out/{file}/{i}/{name}": value for name, value in outputs.items()})
+    tolerance = TOLERANCE["fp32" if variant == "fp32" else "quantized"]
+    if "model.ort" in models:
+        source = "model.fixed.onnx" if models["model.ort"] == "fixed" else "model.onnx"
+        problems = compare(outputs_by_file[source], outputs_by_file["model.ort"], TOLERANCE["fp32"])
+        if problems:
+            raise BundleError(f"model.ort does not reproduce {source} on real inputs: " + "; ".join(problems)
+                                 + ". Set export.ort: false to ship ONNX only, or report this ORT version's bug.")
+    np.savez(folder / REFERENCE, **arrays)
+    return {"file": REFERENCE, "models": {file: {"inputs": role, "batches": len(feeds_by_role[role])}
+                                          for file, role in models.items()},
+            "provider": "cpu", "threads": 1, "tolerance": tolerance}

