@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_dict(report["recipe"])
     tasks = [load_task_data(spec) for spec in recipe.tasks]
     tokenizer = AutoTokenizer.from_pretrained(args.run / "bundle")
-    max_length = json.loads((args.run / "bundle" / "edgekit.json").read_text())["max_length"]
+    max_length = json.loads((args.run / "bundle" / "manifest.json").read_text())["max_length"]
     selected = next(r for r in report["files"] if r["name"] == report["selected"]["name"])
 
     files = {"teacher-fp32": "teacher/model.onnx", f"{selected['student']}-fp32": None, selected["name"]: None}

@@ -156,12 +156,14 @@ def _latency_record(run: Path, row: dict, target: str) -> dict:
 # ---------------------------------------------------------------------------- README
 
 def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
+    from edgekit.profiles import elsewhere_note
+
     model, recipe = manifest["model"], manifest["recipe"]
     text_model = any(i["name"] == "input_ids" for i in model["inputs"])
     deploy = model["deploy"]
     lines = [f"# {model['name']}: {recipe['name']}", "",
-             f"Made by edgekit {manifest['edgekit_version']} on {manifest['created']}. "
-             "Check this folder with `edgekit verify .` (hashes, reload, outputs against reference.npz).", "",
+             (f"Made by edgekit {manifest['edgekit_version']} on {manifest['created']}. "
+             "Check this folder with `edgekit verify .` (hashes, reload, outputs against reference.npz)."), "",
              "## Files", ""]
     lines += [f"- `{name}` ({record['bytes']:,} bytes)" for name, record in manifest["files"].items()]
     lines += ["", "## Inputs and outputs", "", "| | name | dtype | shape |", "|---|---|---|---|"]
@@ -193,19 +195,22 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     lines += ["outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
               "print(session.get_modelmeta().custom_metadata_map[\"edgekit.metrics\"])", "```", ""]
     if manifest["ort"]:
-        lines += [f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
+        lines += [(f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
                   f"`{manifest['ort']['from']}`); a reduced ORT build takes `{manifest['ort']['required_operators']}` "
-                  "(`build.py --include_ops_by_config`).", ""]
+                  "(`build.py --include_ops_by_config`)."), ""]
     lines += ["## Measured", "", "| task | metric | value | of the teacher |", "|---|---|---:|---:|"]
     for task, metric in manifest["metrics"].items():
         kept = manifest["retention"].get(task)
         lines.append(f"| {task} | {metric['metric']} | {metric['value']:.4f} | "
-                     + (f"{kept:.1%}" if kept is not None else "n/a") + " |")
+                     + (f"{kept:.1f}%" if kept is not None else "n/a") + " |")
     lat, budget = manifest["latency"]["summary"], manifest["budget"]
-    lines += ["", f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
+    lines += ["", (f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
                   f"batch {budget['batch']}, seq {budget['seq_len']}): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
                   f"p99 {lat['p99']:.2f} ms, against a budget of {budget['percentile']} <= {budget['ms']:g} ms. "
-                  "Other hardware gives other milliseconds: re-time with `edgekit verify . --time`."]
+                  "Other hardware gives other milliseconds: re-time with `edgekit verify . --time`.")]
+    note = elsewhere_note(manifest["target"], manifest["machine"])
+    if note:
+        lines += ["", f"**{note}**"]
     if mobile_text:
         lines += ["", "## NNAPI / CoreML (ONNX Runtime's usability check)", "",
                   *[f"- {line}" for line in mobile_text.splitlines()]]

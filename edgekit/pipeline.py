@@ -610,7 +610,7 @@ def _target(recipe: Recipe) -> dict | None:
     if recipe.target is None:
         return None
     profile, path = load_profile(recipe.profile_file or recipe.target)
-    return {"name": recipe.target, "description": profile.description, "file": str(path),
+    return {"name": recipe.target, "description": profile.description, "arch": profile.arch, "file": str(path),
             "sha256": sha256_file(path)}
 
 
@@ -619,9 +619,9 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     """The stages shared by a single run (sweep None) and a sweep over budgets."""
     import torch
 
+    from edgekit.bundle import write_bundle
     from edgekit.data.tasks import load_task_data
     from edgekit.environment import cpu_info, package_versions
-    from edgekit.bundle import write_bundle
     from edgekit.networks import count_parameters, state_digest
     from edgekit.provenance import data_provenance, teacher_provenance
     from edgekit.teacher import prepare_teacher

@@ -37,9 +37,22 @@ class ProfileQuantize(_Strict):
 
 class Profile(_Strict):
     description: str = Field(description="the device and runtime, in a line")
+    arch: Literal["x86_64", "arm64", "any"] = Field(
+        "any", description="the device's CPU architecture: a run elsewhere says its milliseconds rank the files "
+                           "but do not predict the device's")
     budget: ProfileBudget = Field(default_factory=ProfileBudget)
     quantize: ProfileQuantize = Field(default_factory=ProfileQuantize)
     export: ExportSpec = Field(default_factory=ExportSpec)
+
+
+def elsewhere_note(target: dict | None, machine: dict) -> str | None:
+    """A warning when the run measured on another CPU architecture than the profile's device."""
+    here = {"amd64": "x86_64", "aarch64": "arm64"}.get(machine["arch"], machine["arch"])
+    if not target or target.get("arch", "any") in ("any", here):
+        return None
+    return (f"The latencies were measured on {machine['name']} ({here}), not on the {target['arch']} device the "
+            f"profile {target['name']} targets: they rank the files, they do not predict the device's "
+            "milliseconds; re-time the bundle there with `edgekit verify BUNDLE --time`.")
 
 
 def _folders(near: Path | None) -> list[Path]:
@@ -95,7 +108,7 @@ def apply_profile(data: dict, target: str, near: Path | None, where: str) -> tup
     except RecipeError as e:
         raise RecipeError(f"{where}: {e}") from None
     merged = dict(data)
-    for section, defaults in profile.model_dump(exclude_none=True, exclude={"description"}).items():
+    for section, defaults in profile.model_dump(exclude_none=True, exclude={"description", "arch"}).items():
         own = merged.get(section)
         if own is None:
             merged[section] = defaults

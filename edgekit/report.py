@@ -70,6 +70,8 @@ def _blocks(data: dict) -> list[tuple]:
     if skipped:
         blocks.append(("list", [f"Skipped {name}: {why}" for name, why in skipped.items()]))
     blocks += _selection(data)
+    if data.get("bundle"):
+        blocks += _bundle(data["bundle"], data["machine"])
     blocks += _matrix(data, tasks, p)
     if data.get("sweep"):
         blocks += _sweep(data, tasks, p)
@@ -94,6 +96,35 @@ def _selection(data: dict) -> list[tuple]:
     if others:
         blocks.append(("list", [f"Pick on {prov}: {name or 'nothing fits: ' + data['why_by_provider'][prov]}"
                                 for prov, name in others.items()]))
+    return blocks
+
+
+def _bundle(bundle: dict, machine: dict) -> list[tuple]:
+    from edgekit.profiles import elsewhere_note
+
+    target = bundle["target"]
+    note = elsewhere_note(target, machine)
+    parts = [(f"bundle/ holds {len(bundle['files']) + 1} files ({count(bundle['bytes'])} bytes) with manifest.json; "
+             f"the file to deploy is {bundle['deploy']}")]
+    if bundle["fixed_shape"]:
+        parts.append(f"its shapes are fixed at batch {bundle['fixed_shape']['batch']}, seq "
+                     f"{bundle['fixed_shape']['seq_len']}")
+    if bundle["ort"]:
+        parts.append(f"model.ort ({bundle['ort']['platform']}) is made from it for ONNX Runtime Mobile, with the "
+                     f"operators a reduced build needs in {bundle['ort']['required_operators']}")
+    if target:
+        parts.append(f"target profile: {target['name']} ({target['description']})")
+    blocks = [("h2", "Bundle"), ("p", "; ".join(parts) + ". Check it any time with `edgekit verify RUN/bundle`.")]
+    if note:
+        blocks.append(("strong", note))
+    mobile = bundle["mobile"]
+    if mobile:
+        rows = [[name, p["suitability"], str(p["partitions"]), f"{p['supported_nodes']}/{p['nodes']}",
+                 ", ".join(p["unsupported_ops"]) or "-"] for name, p in mobile["providers"].items()]
+        blocks += [("p", (f"ONNX Runtime's mobile usability check of {mobile['file']}: how NNAPI and CoreML would "
+                          "split the graph (one partition over 75% of the nodes is a 'yes'; every extra partition "
+                          "costs a copy between the accelerator and the CPU).")),
+                   ("table", ["provider", "ORT's verdict", "partitions", "nodes on it", "unsupported ops"], rows)]
     return blocks
 
 

@@ -25,3 +25,15 @@ def run_cli():
         return CliRunner().invoke(cli, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def phone_run(tiny_bert, tmp_path_factory):
+    """A finished tiny run for the arm64-phone profile: its bundle has model.fixed.onnx, model.ort and the
+    mobile usability check. Tests that change files work on a copy."""
+    from edgekit.pipeline import distill_and_export
+    from edgekit.testing import tiny_recipe
+
+    root = tmp_path_factory.mktemp("phone")
+    return distill_and_export(tiny_recipe(tiny_bert, target="arm64-phone"), out=root / "run",
+                              cache_dir=root / "cache", echo=print)

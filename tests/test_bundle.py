@@ -1,0 +1,166 @@
+"""Bundles (edgekit/bundle.py) and `edgekit verify` on a real tiny run for the arm64-phone profile."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgekit.bundle import MANIFEST, _dump_manifest
+from edgekit.verify import BundleMismatch, verify_bundle
+
+
+@pytest.fixture
+def bundle_copy(phone_run, tmp_path):
+    """A copy of the phone run's bundle that a test may damage."""
+    return shutil.copytree(phone_run.path / "bundle", tmp_path / "bundle")
+
+
+def _manifest(folder):
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def test_phone_bundle_holds_what_an_app_needs_and_verifies(phone_run, run_cli):
+    # setup
+    bundle = phone_run.path / "bundle"
+    # execute
+    result = run_cli("verify", bundle)
+    # assert
+    assert result.exit_code == 0, result.output
+    assert "model.onnx, model.fixed.onnx, model.ort reproduce the reference outputs" in result.output
+    names = {p.name for p in bundle.iterdir()}
+    assert {"model.onnx", "model.fixed.onnx", "model.ort", "model.required_operators.config", "labels.json",
+            "README.md", "reference.npz", "manifest.json", "config.json", "tokenizer.json"} <= names
+    fixed = onnx.load(str(bundle / "model.fixed.onnx"))
+    assert [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in fixed.graph.input] == [[1, 128]] * 3
+    readme = (bundle / "README.md").read_text()
+    assert "ort.InferenceSession(\"model.fixed.onnx\"" in readme and "| input | `input_ids` | int64 |" in readme
+    assert "not on the arm64 device" in readme  # measured on this host, not on a phone
+
+
+def test_flipping_one_byte_of_any_file_fails_verify_naming_that_file(phone_run, tmp_path):
+    # setup
+    source = phone_run.path / "bundle"
+    for file in sorted(p.name for p in source.iterdir()):
+        work = shutil.copytree(source, tmp_path / file)
+        data = bytearray((work / file).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (work / file).write_bytes(bytes(data))
+        # execute
+        with pytest.raises(BundleMismatch) as error:
+            verify_bundle(work)
+        # assert
+        assert f"  {file}: " in str(error.value) or (file == MANIFEST and f"{MANIFEST}: " in str(error.value)), file
+
+
+def test_missing_extra_and_unreadable_files_are_named(bundle_copy, run_cli, tmp_path):
+    # setup
+    (bundle_copy / "labels.json").unlink()
+    (bundle_copy / "notes.txt").write_text("added later")
+    # execute
+    result = run_cli("verify", bundle_copy)
+    no_manifest = run_cli("verify", tmp_path)
+    # assert
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "labels.json: missing" in result.output and "notes.txt: not in the manifest" in result.output
+    assert no_manifest.exit_code == 1 and "manifest.json is missing" in no_manifest.output
+
+
+def test_a_model_that_no_longer_reproduces_its_outputs_is_named(bundle_copy):
+    # setup: a consistent manifest (hashes recomputed) over a model whose weights were changed
+    model = onnx.load(str(bundle_copy / "model.onnx"))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    values = onnx.numpy_helper.to_array(weight) * 1.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(values.astype(values.dtype), weight.name))
+    onnx.save(model, str(bundle_copy / "model.onnx"))
+    manifest = _manifest(bundle_copy)
+    record = manifest["files"]["model.onnx"]
+    record["sha256"] = hashlib.sha256((bundle_copy / "model.onnx").read_bytes()).hexdigest()
+    record["bytes"] = (bundle_copy / "model.onnx").stat().st_size
+    manifest.pop("manifest_sha256")
+    (bundle_copy / MANIFEST).write_bytes(_dump_manifest(manifest))
+    # execute
+    with pytest.raises(BundleMismatch) as error:
+        verify_bundle(bundle_copy)
+    # assert: only the changed file, through its outputs
+    lines = str(error.value).splitlines()[1:]
+    assert lines and all(line.strip().startswith("model.onnx: output '") for line in lines)
+
+
+def test_ort_file_gives_the_onnx_outputs_on_real_texts(phone_run):
+    # setup: real Rotten Tomatoes snippets, tokenized as the README says, at the fixed shape
+    from transformers import AutoTokenizer
+
+    from edgekit.data.builtin import rotten_tomatoes
+
+    bundle = phone_run.path / "bundle"
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
+    texts = [row["text"] for row in rotten_tomatoes()[:12]]
+    onnx_session = ort.InferenceSession(str(bundle / "model.fixed.onnx"), providers=["CPUExecutionProvider"])
+    ort_session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
+    # execute
+    diffs = []
+    for text in texts:
+        encoded = tokenizer([text], padding="max_length", max_length=128, truncation=True, return_tensors="np")
+        feed = {i.name: encoded[i.name].astype(np.int64) for i in onnx_session.get_inputs()}
+        for a, b in zip(onnx_session.run(None, feed), ort_session.run(None, feed)):
+            diffs.append(float(np.abs(a - b).max()))
+    # assert
+    assert len(diffs) == 2 * len(texts) and max(diffs) < 1e-5
+
+
+def test_onnx_metadata_props_carry_recipe_metrics_budget_and_latency(phone_run):
+    # setup
+    data = phone_run.data
+    selected = next(r for r in data["files"] if r["name"] == data["selected"]["name"] and r["provider"] == "cpu")
+    # execute
+    meta = ort.InferenceSession(str(phone_run.path / "bundle" / "model.onnx")).get_modelmeta().custom_metadata_map
+    # assert
+    recipe = json.dumps(data["recipe"], sort_keys=True).encode()
+    assert meta["edgekit.recipe_sha256"] == hashlib.sha256(recipe).hexdigest()
+    assert json.loads(meta["edgekit.metrics"]) == {t: {"metric": m["metric"], "value": m["value"]}
+                                                   for t, m in selected["metrics"].items()}
+    assert json.loads(meta["edgekit.latency_ms"])["p95"] == selected["latency_ms"]["p95"]
+    assert json.loads(meta["edgekit.budget"])["ms"] == 1000.0 and meta["edgekit.version"]
+
+
+def test_mobile_check_is_in_the_report_and_the_manifest(phone_run):
+    # setup
+    data = phone_run.data
+    # assert
+    mobile = data["bundle"]["mobile"]
+    assert mobile["file"] == "model.fixed.onnx" and mobile["dynamic_inputs"] == []
+    assert set(mobile["providers"]) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}
+    for result in mobile["providers"].values():
+        assert result["suitability"] in ("yes", "maybe", "no") and 0 < result["supported_nodes"] <= result["nodes"]
+    assert _manifest(phone_run.path / "bundle")["mobile"] == mobile
+    markdown = (phone_run.path / "report.md").read_text()
+    assert "## Bundle" in markdown and "| NNAPI |" in markdown and "mobile usability check" in markdown
+
+
+def test_any_candidate_can_be_bundled_after_the_run(phone_run, run_cli, tmp_path):
+    # execute
+    made = run_cli("bundle", phone_run.path, "teacher-int8-dynamic", "--out", tmp_path / "teacher")
+    unknown = run_cli("bundle", phone_run.path, "L9-fp32", "--out", tmp_path / "nope")
+    # assert
+    assert made.exit_code == 0, made.output
+    manifest = verify_bundle(tmp_path / "teacher")
+    assert manifest["name"] == "teacher-int8-dynamic"
+    assert unknown.exit_code == 1 and "choose one of: L1-fp32" in unknown.output
+    assert not (tmp_path / "nope").exists()
+
+
+def test_retiming_over_the_budget_fails(bundle_copy, run_cli):
+    # setup: the same bundle, re-signed with a budget no file meets
+    manifest = _manifest(bundle_copy)
+    manifest.pop("manifest_sha256")
+    manifest["budget"]["ms"] = 1e-6
+    (bundle_copy / MANIFEST).write_bytes(_dump_manifest(manifest))
+    # execute
+    result = run_cli("verify", bundle_copy, "--time")
+    # assert
+    assert result.exit_code == 1 and "is over the budget of 1e-06 ms" in result.output
+    assert "model.fixed.onnx: p95" in result.output
