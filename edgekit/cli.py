@@ -253,6 +253,8 @@ _RUN_OPTIONS = [
                  help="Cache of teacher outputs, probes and checkpoints [default: $EDGEKIT_CACHE_DIR or "
                       "<run folder's parent>/.edgekit-cache]."),
     click.option("--force", is_flag=True, help="Replace an existing run folder (only once the new one is complete)."),
+    click.option("--target", help="Deployment profile in export/ (x86-server, arm64-phone, cuda-gpu) or a YAML "
+                                  "path, replacing the recipe's `target:`."),
 ]
 
 
@@ -277,16 +279,17 @@ def _echo_err(message: str) -> None:
 
 @cli.command("distill-and-export")
 @_run_options
-def distill_and_export(recipe_file, out, cache_dir, force) -> None:
+def distill_and_export(recipe_file, out, cache_dir, force, target) -> None:
     """Derive students that fit the budget, distill, export, quantize, measure and pick one.
 
     Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
     atomically. A killed run resumes from its cache when rerun.
     """
     from edgekit.pipeline import distill_and_export as run
+    from edgekit.recipe import load_recipe
 
     _interruptible()
-    report = run(recipe_file, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
+    report = run(load_recipe(recipe_file, target), out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
     click.echo(f"bundle: {report.path / 'bundle'}")
     click.echo(f"report: {report.path / 'report.html'}")
 
@@ -307,7 +310,7 @@ def _budgets(ctx, param, value: str | None) -> list[float] | None:
 @_run_options
 @click.option("--budgets", callback=_budgets, help="Latency budgets in ms, comma-separated, e.g. 2,4,8,16 "
                                                   "[default: the recipe's budget.sweep].")
-def sweep(recipe_file, out, cache_dir, force, budgets) -> None:
+def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
     """The pick at each of several latency budgets, in one run.
 
     Teacher outputs, probes, trained students and measurements are shared by every budget
@@ -315,9 +318,11 @@ def sweep(recipe_file, out, cache_dir, force, budgets) -> None:
     plot of the pick per budget into runs/<recipe name>-sweep.
     """
     from edgekit.pipeline import sweep as run
+    from edgekit.recipe import load_recipe
 
     _interruptible()
-    report = run(recipe_file, budgets, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
+    report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,
+                 echo=_echo_err)
     for point in report.data["sweep"]:
         click.echo(f"{point['ms']:>8g} ms: {point['pick'] or 'nothing fits'}")
     click.echo(f"report: {report.path / 'report.html'}")

@@ -315,8 +315,8 @@ def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folde
         raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a YAML recipe file."""
+def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
+    """Read and validate a YAML recipe file; `target` replaces its deployment profile (`--target`)."""
     import yaml
 
     path = Path(path)
@@ -332,4 +332,6 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         at = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
+    if target is not None and isinstance(data, dict):
+        data = {**data, "target": target}
     return recipe_from_dict(data, str(path), text, path.parent)
