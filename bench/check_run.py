@@ -28,7 +28,7 @@ from transformers import AutoTokenizer
 from bench.harness_vs_plain_ort import RESULTS, SEQ_LEN, plain_ort_samples_ms
 from edgekit.data.tasks import load_task_data
 from edgekit.environment import cpu_info, cpu_slug
-from edgekit.recipe import recipe_from_dict
+from edgekit.recipe import Recipe
 
 METRIC_TOLERANCE = 0.002
 LATENCY_TOLERANCE = 0.15
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1000, help="timed runs of the plain loop")
     args = parser.parse_args(argv)
     report = json.loads((args.run / "report.json").read_text())
-    recipe = recipe_from_dict(report["recipe"])
+    recipe = Recipe.model_validate(report["recipe"])
     tasks = [load_task_data(spec) for spec in recipe.tasks]
     tokenizer = AutoTokenizer.from_pretrained(args.run / "bundle")
     max_length = json.loads((args.run / "bundle" / "manifest.json").read_text())["max_length"]

@@ -84,15 +84,17 @@ def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple
     names = [i.name for i in inputs]
     batch = shape[0] if shape else REFERENCE_BATCH
     texts = run / "reference" / "texts.json"
+    examples = (json.loads(texts.read_text(encoding="utf-8")) if texts.is_file()
+                else np.load(run / "reference" / "images.npy"))
+    # Whole batches only (a fixed-shape file takes nothing else), and at least one.
+    repeat = -(-batch // len(examples))
+    examples = examples * repeat if isinstance(examples, list) else np.concatenate([examples] * repeat)
+    examples = examples[:len(examples) - len(examples) % batch]
     if not texts.is_file():
-        images = np.load(run / "reference" / "images.npy")
-        usable = len(images) - len(images) % batch
-        return [{names[0]: images[i:i + batch]} for i in range(0, usable, batch)]
+        return [{names[0]: examples[i:i + batch]} for i in range(0, len(examples), batch)]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    examples = json.loads(texts.read_text(encoding="utf-8"))
-    examples = examples[:len(examples) - len(examples) % batch]
     feeds = []
     for start in range(0, len(examples), batch):
         encoded = tokenizer(examples[start:start + batch], truncation=True, return_tensors="np",
@@ -166,6 +168,7 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
              "Check this folder with `edgekit verify .` (hashes, reload, outputs against reference.npz)."), "",
              "## Files", ""]
     lines += [f"- `{name}` ({record['bytes']:,} bytes)" for name, record in manifest["files"].items()]
+    lines += ["- `README.md` (this file) and `manifest.json` (sha256 of every file, provenance, raw latency samples)"]
     lines += ["", "## Inputs and outputs", "", "| | name | dtype | shape |", "|---|---|---|---|"]
     for kind in ("inputs", "outputs"):
         lines += [f"| {kind[:-1]} | `{v['name']}` | {v['dtype']} | {v['shape']} |" for v in model[kind]]
@@ -300,6 +303,9 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "tasks": {t["name"]: {"kind": t["kind"], "metric": t["metric"], "output": t["output"]}
                   for t in data["tasks"]},
         "max_length": recipe.teacher.max_length,
+        # The `embedding` output is already pooled (and normalized) in the graph: an app uses it as is.
+        "embedding": ({"pooling": recipe.teacher.pooling, "normalized": recipe.teacher.normalize}
+                      if recipe.teacher.kind == "sentence-encoder" else None),
         "recipe": data["recipe"],
         "recipe_sha256": props["edgekit.recipe_sha256"],
         "target": data.get("target"),
