@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-# The main job on the default offline recipe: probe, distill, export, measure, pick, bundle.
+# The main job on the default offline recipe: probe, distill, export, measure, pick, bundle;
+# then check the bundle against its manifest (hashes, reload, outputs on real inputs).
 demo: setup
 	$(BIN)/edgekit distill-and-export recipes/minilm-multitask.yaml --out runs/minilm-multitask --force
+	$(BIN)/edgekit verify runs/minilm-multitask/bundle
 
 test: setup
 	$(BIN)/python -m pytest

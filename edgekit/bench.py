@@ -212,10 +212,12 @@ def _grew(before: float | None, after: float | None) -> float | None:
 
 
 def _file_size(path: Path) -> int:
-    """The .onnx file plus any external-data files beside it that it names."""
+    """The .onnx file plus any external-data files beside it that it names (an .ort file is one file)."""
     import onnx
 
     size = path.stat().st_size
+    if path.suffix == ".ort":
+        return size
     model = onnx.load(str(path), load_external_data=False)
     external = {entry.value for t in model.graph.initializer for entry in t.external_data if entry.key == "location"}
     return size + sum((path.parent / name).stat().st_size for name in external if (path.parent / name).is_file())

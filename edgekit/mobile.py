@@ -27,15 +27,20 @@ MOBILE_PROVIDERS = {"NNAPI": None, "CoreML NeuralNetwork": "coreml_supported_neu
 
 @contextlib.contextmanager
 def _quiet():
-    """ORT's tools print progress and log at INFO: keep the run's own output readable."""
+    """ORT's tools print progress and log at INFO, and its C++ logger warns that an amd64 .ort holds
+    x86-only layouts (which is what ort_platform: amd64 asks for): keep the run's own output readable."""
+    import onnxruntime as ort
+
     loggers = [logging.getLogger(name) for name in ("ort_format_model.utils", "usability_checker")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
+    ort.set_default_logger_severity(3)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
+        ort.set_default_logger_severity(2)  # ORT's default: warnings
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
 

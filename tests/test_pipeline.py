@@ -133,6 +133,7 @@ def test_image_teacher_trained_here_and_distilled(tmp_path):
 
     recipe = recipe_from_dict({
         "name": "digits-tiny",
+        "target": "arm64-phone",
         "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune", "width": 8, "depth": 2,
                     "epochs": 3, "lr": 3e-3, "batch_size": 64},
         "tasks": [{"name": "digits", "kind": "image-classification", "data": {"source": "digits"}}],
@@ -149,6 +150,15 @@ def test_image_teacher_trained_here_and_distilled(tmp_path):
     assert teacher > 0.5  # trained from scratch: far above chance (0.1) after 3 epochs
     assert student["name"] == "cnn-w4-d1-fp32" and student["metrics"]["digits"]["value"] > 0.1
     assert report.data["teacher"]["prepared"]["digits"]["head"] == "finetune"
+    # the phone bundle of an image model: fixed batch, preprocessing spec, and it verifies
+    from edgekit.verify import verify_bundle
+
+    bundle = tmp_path / "run" / "bundle"
+    assert verify_bundle(bundle)["models"] == ["model.onnx", "model.fixed.onnx", "model.ort"]
+    spec = json.loads((bundle / "preprocessing.json").read_text())
+    assert spec["input"] == "pixel_values" and spec["layout"] == "NCHW"
+    fixed = ort.InferenceSession(str(bundle / "model.fixed.onnx")).get_inputs()[0]
+    assert fixed.shape == [1, 1, 8, 8]
 
 
 def test_cli_runs_a_recipe_file_and_reports_budget_misses(run_cli, tiny_bert, tmp_path):
@@ -233,7 +243,7 @@ def test_gap_report_matches_an_independent_recomputation(tiny_run):
     tasks = [load_task_data(spec) for spec in recipe_from_dict(report.data["recipe"]).tasks]
     tokenizer = AutoTokenizer.from_pretrained(run / "bundle")
     # execute
-    scored = {row["name"]: score_file(run / row["onnx"], tasks, tokenizer, 64) for row in report.files}
+    scored = {row["name"]: score_file(run / row["onnx"], tasks, tokenizer, 64, 1) for row in report.files}
     checks = check_gap(report.data, scored, tasks)
     # assert: flips (both causes when the pick is quantized) and the hardest slice agree
     assert checks and all(c["ok"] for c in checks), checks
