@@ -107,6 +107,25 @@ def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple
     return feeds
 
 
+def _score(run: Path, recipe, path: Path) -> dict:
+    """Every task's metric on a fixed-shape file, which sees every text padded to its length: an
+    int8-dynamic file quantizes the padding too, so it may score below the file it was made from."""
+    import os
+
+    from edgekit.data.tasks import load_task_data
+    from edgekit.evaluate import evaluate_onnx
+
+    tokenizer = None
+    if (run / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+    tasks = [load_task_data(spec) for spec in recipe.tasks]
+    results = evaluate_onnx(path, tasks, tokenizer, recipe.teacher.max_length, threads=os.cpu_count() or 1,
+                            batch_size=recipe.budget.batch)
+    return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
+
+
 def run_reference(path: Path, feeds: list[dict]) -> list[dict]:
     """Outputs of `path` on each feed with ORT's CPU provider, one thread (what verify reruns)."""
     from edgekit.providers import SessionSettings, create_session
@@ -201,11 +220,17 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
         lines += [(f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
                   f"`{manifest['ort']['from']}`); a reduced ORT build takes `{manifest['ort']['required_operators']}` "
                   "(`build.py --include_ops_by_config`)."), ""]
-    lines += ["## Measured", "", "| task | metric | value | of the teacher |", "|---|---|---:|---:|"]
+    fixed = manifest["fixed_shape"]
+    lines += ["## Measured", "", "| task | metric | model.onnx | of the teacher |"
+              + (" model.fixed.onnx |" if fixed else ""), "|---|---|---:|---:|" + ("---:|" if fixed else "")]
     for task, metric in manifest["metrics"].items():
         kept = manifest["retention"].get(task)
         lines.append(f"| {task} | {metric['metric']} | {metric['value']:.4f} | "
-                     + (f"{kept:.1f}%" if kept is not None else "n/a") + " |")
+                     + (f"{kept:.1f}%" if kept is not None else "n/a") + " |"
+                     + (f" {fixed['metrics'][task]['value']:.4f} |" if fixed else ""))
+    if fixed:
+        lines += ["", (f"model.fixed.onnx sees every input padded to {fixed['seq_len']} tokens; an int8-dynamic file "
+                      "quantizes the padding too, which is why it can score differently.")]
     lat, budget = manifest["latency"]["summary"], manifest["budget"]
     lines += ["", (f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
                   f"batch {budget['batch']}, seq {budget['seq_len']}): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
@@ -266,7 +291,8 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     if spec.shapes == "fixed":
         seq_len = recipe.budget.seq_len if recipe.teacher.kind != "image-classifier" else None
         shapes = fix_shapes(folder / "model.onnx", folder / "model.fixed.onnx", recipe.budget.batch, seq_len)
-        fixed = {"file": "model.fixed.onnx", "batch": recipe.budget.batch, "seq_len": seq_len, "inputs": shapes}
+        fixed = {"file": "model.fixed.onnx", "batch": recipe.budget.batch, "seq_len": seq_len, "inputs": shapes,
+                 "metrics": _score(run, recipe, folder / "model.fixed.onnx")}
         models["model.fixed.onnx"] = "fixed"
     deploy = "model.fixed.onnx" if fixed else "model.onnx"
     ort = to_ort(folder / deploy, folder, spec.ort_platform) if spec.ort else None

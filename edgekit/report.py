@@ -106,9 +106,11 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
     note = elsewhere_note(target, machine)
     parts = [(f"bundle/ holds {len(bundle['files']) + 1} files ({count(bundle['bytes'])} bytes) with manifest.json; "
              f"the file to deploy is {bundle['deploy']}")]
-    if bundle["fixed_shape"]:
-        parts.append(f"its shapes are fixed at batch {bundle['fixed_shape']['batch']}, seq "
-                     f"{bundle['fixed_shape']['seq_len']}")
+    fixed = bundle["fixed_shape"]
+    if fixed:
+        scores = ", ".join(f"{task} {m['value']:.4f}" for task, m in fixed["metrics"].items())
+        parts.append(f"its shapes are fixed at batch {fixed['batch']}, seq {fixed['seq_len']} (every input padded to "
+                     f"that length: it scores {scores} measured as it ships)")
     if bundle["ort"]:
         parts.append(f"model.ort ({bundle['ort']['platform']}) is made from it for ONNX Runtime Mobile, with the "
                      f"operators a reduced build needs in {bundle['ort']['required_operators']}")
