@@ -299,14 +299,15 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     if ort:
         models["model.ort"] = models[deploy]
 
+    signature = _signature(folder / "model.onnx")
     tokenizer = run / "tokenizer"
     if tokenizer.is_dir():
         for file in sorted(tokenizer.iterdir()):
             shutil.copy2(file, folder / file.name)
     else:
-        signature = _signature(folder / "model.onnx")["inputs"][0]
+        image = signature["inputs"][0]
         (folder / "preprocessing.json").write_text(json.dumps({
-            "input": signature["name"], "layout": "NCHW", "dtype": signature["dtype"], "shape": signature["shape"],
+            "input": image["name"], "layout": "NCHW", "dtype": image["dtype"], "shape": image["shape"],
             "values": "as the task's data: the digits built-in is pixel / 16 in [0, 1]; .npy/.npz images are "
                       "fed as stored"}, indent=1) + "\n", encoding="utf-8")
     labels = {t["name"]: t["labels"] for t in data["tasks"] if t.get("labels")}
@@ -316,7 +317,6 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
 
     reference = _write_reference(run, folder, recipe, models, row["variant"])
     mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
-    signature = _signature(folder / "model.onnx")
     target = data["providers"]["measured"][0]
     manifest = {
         "format": MANIFEST_FORMAT,
