@@ -75,9 +75,10 @@ def test_missing_extra_and_unreadable_files_are_named(bundle_copy, run_cli, tmp_
 def test_a_model_that_no_longer_reproduces_its_outputs_is_named(bundle_copy):
     # setup: a consistent manifest (hashes recomputed) over a model whose weights were changed
     model = onnx.load(str(bundle_copy / "model.onnx"))
-    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
-    values = onnx.numpy_helper.to_array(weight) * 1.5
-    weight.CopyFrom(onnx.numpy_helper.from_array(values.astype(values.dtype), weight.name))
+    weights = [t for t in model.graph.initializer if len(t.dims) == 2]  # matrices: fp32, or int8 with their scales
+    for weight in weights:  # reversed rows: a change no LayerNorm or normalization undoes
+        values = np.flip(onnx.numpy_helper.to_array(weight), 0)
+        weight.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(values), weight.name))
     onnx.save(model, str(bundle_copy / "model.onnx"))
     manifest = _manifest(bundle_copy)
     record = manifest["files"]["model.onnx"]

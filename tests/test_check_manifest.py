@@ -47,8 +47,9 @@ def test_every_claim_of_a_fresh_bundle_recomputes(tiny_bundle):
     assert {"manifest_sha256", "latency: p95 of samples_ms (to 0.001 ms)", "ort: model.ort reproduces model.fixed.onnx",
             "metadata_props: model.onnx (onnxruntime)", "metadata_props: edgekit.metrics", "mobile: NNAPI",
             "run: metrics"} <= names
-    assert {f"reference: {file} outputs rerun (atol 0.0001, rtol 0.001)" for file in
-            ("model.onnx", "model.fixed.onnx", "model.ort")} <= names
+    tolerance = manifest["reference"]["tolerance"]  # fp32 or quantized, by the file the tiny run picked
+    assert {f"reference: {file} outputs rerun (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g})"
+            for file in ("model.onnx", "model.fixed.onnx", "model.ort")} <= names
     assert len(checks) >= 100
 
 
