@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from edgekit.provenance import sha256_file
 
 
 def cache_key(*parts) -> str:
@@ -27,30 +30,55 @@ def digest_texts(texts) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def write_checked(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through `write(tmp)` and record its sha256 beside it (`<name>.sha256`).
+
+    The sidecar is replaced before the data: a kill between the two leaves a pair that
+    fails `read_checked`, which the caller treats as absent, never an old hash that a new
+    (or half-written) file happens to pass."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar_tmp = sidecar.with_name(f"{sidecar.name}.tmp-{os.getpid()}")
+    sidecar_tmp.write_text(sha256_file(tmp) + "\n")
+    os.replace(sidecar_tmp, sidecar)
+    os.replace(tmp, path)
+
+
+def checked(path: Path) -> bool | None:
+    """True when `path` matches the sha256 recorded beside it, False when it does not (or no sha256
+    was recorded: truncated, edited, or written by something else), None when `path` is absent."""
+    if not path.is_file():
+        return None
+    sidecar = path.with_name(path.name + ".sha256")
+    return sidecar.is_file() and sidecar.read_text().strip() == sha256_file(path)
 
 
 class Cache:
-    def __init__(self, root: str | Path):
+    """Entries are checked against their sha256 on every read: a corrupt or truncated entry
+    (a full disk, a killed copy, an edit) is reported through `echo` and recomputed."""
+
+    def __init__(self, root: str | Path, echo: Callable[[str], None] | None = None):
         self.root = Path(root)
+        self.echo = echo or (lambda message: None)
 
     def folder(self, kind: str, key: str) -> Path:
         path = self.root / kind / key
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _verified(self, path: Path) -> bool:
+        state = checked(path)
+        if state is False:
+            self.echo(f"  cache entry {path} fails its sha256 (corrupt or truncated): recomputing it")
+        return bool(state)
+
     def load_arrays(self, kind: str, key: str) -> dict | None:
         """The arrays saved under (kind, key), or None if absent or corrupt."""
         import numpy as np
 
         path = self.root / kind / key / "arrays.npz"
-        checksum = path.with_suffix(".sha256")
-        if not path.is_file() or not checksum.is_file() or checksum.read_text().strip() != _sha256(path):
+        if not self._verified(path):
             return None
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
@@ -58,21 +86,18 @@ class Cache:
     def save_arrays(self, kind: str, key: str, arrays: dict) -> None:
         import numpy as np
 
-        path = self.folder(kind, key) / "arrays.npz"
-        tmp = path.with_name(f"arrays.tmp-{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        path.with_suffix(".sha256").write_text(_sha256(path) + "\n")
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, **arrays)
+
+        write_checked(self.folder(kind, key) / "arrays.npz", write)
 
     def load_json(self, kind: str, key: str) -> dict | None:
         path = self.root / kind / key / "entry.json"
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        if not self._verified(path):
             return None
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def save_json(self, kind: str, key: str, value: dict) -> None:
-        path = self.folder(kind, key) / "entry.json"
-        tmp = path.with_name(f"entry.tmp-{os.getpid()}.json")
-        tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(value, indent=1) + "\n"
+        write_checked(self.folder(kind, key) / "entry.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -30,6 +30,12 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see _interruptible)
+            if ctx.params.get("debug"):
+                raise
+            click.echo("interrupted: the half-built folder was removed; the previous results and the cache are "
+                       "intact, and rerunning the same command resumes from the cache.", err=True)
+            ctx.exit(128 + getattr(e, "signum", 2))
 
 
 def _validated(config_class, **values):
@@ -235,12 +241,15 @@ def schema() -> None:
 @recipe.command()
 @click.argument("file", type=click.Path(path_type=Path))
 def check(file) -> None:
-    """Validate a recipe file, its data sources and its provider without running it."""
-    from edgekit.pipeline import check_recipe
+    """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
+    from edgekit.pipeline import check_recipe, load_tasks, skipped_text
     from edgekit.recipe import load_recipe
 
     loaded = load_recipe(file)
     check_recipe(loaded)
+    for task in load_tasks(loaded):
+        if task.skipped:
+            click.echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
                f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {', '.join(loaded.budget.providers)}.")
@@ -264,13 +273,24 @@ def _run_options(command):
     return command
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python next runs, so it unwinds like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def _interruptible() -> None:
     """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: the half-built run folder is removed,
     the cache and its checkpoints stay, and a rerun resumes."""
     import signal
-    import sys
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _echo_err(message: str) -> None:

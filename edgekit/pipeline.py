@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.atomic import atomic_dir
-from edgekit.cache import Cache, cache_key, digest_texts
+from edgekit.cache import Cache, cache_key, checked, digest_texts, write_checked
 from edgekit.errors import ProviderUnavailable
 from edgekit.quantize import STATIC_METHODS
 from edgekit.recipe import Recipe, RecipeError, load_recipe
@@ -69,25 +69,29 @@ def _echo(message: str) -> None:
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """Problems a user can fix (data sources, provider), found before any expensive work and
-    reported together; `edgekit recipe check` runs exactly this."""
+    """Problems a user can fix (data sources and columns, the teacher's files, providers), found before
+    any expensive work and reported together, each at its file:line; `edgekit recipe check` runs exactly this."""
     from edgekit.data.tasks import check_task_sources
     from edgekit.errors import EdgekitError
     from edgekit.providers import provider_name
+    from edgekit.teacher import teacher_problem
 
-    problems = list(check_task_sources(recipe))
+    problems = [problem.partition(": ")[::2] for problem in check_task_sources(recipe)]  # (key, message)
     known = []
-    for name in recipe.budget.providers:
+    for i, name in enumerate(recipe.budget.providers):
         try:
             known.append(provider_name(name))
         except EdgekitError as e:
-            problems.append(f"budget.providers: {e}")
+            problems.append((f"budget.providers[{i}]", str(e)))
     if known and not _providers(recipe)[0]:
-        problems.append(f"budget.providers: none of {', '.join(recipe.budget.providers)} is available in this "
-                        "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")
+        problems.append(("budget.providers", f"none of {', '.join(recipe.budget.providers)} is available in this "
+                         "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes)."))
+    teacher = teacher_problem(recipe.teacher)
+    if teacher:
+        problems.append(("teacher.model", teacher))
     if problems:
         raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
-                          + "\n".join(f"  {p}" for p in problems))
+                          + "\n".join(f"  {recipe.where(key)}: {key}: {message}" for key, message in problems))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -195,8 +199,9 @@ def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     task = next(t for t in tasks if t.spec.kind != "image-classification")
     texts = [t for column in ("text", "text_a", "query") for t in task.test.get(column, [])]
     path = cache.folder("lengths", cache_key(task.digest)) / "texts.txt"
-    if not path.is_file():
-        path.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    if not checked(path):
+        text = "\n".join(t.replace("\n", " ") for t in texts) + "\n"
+        write_checked(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 
@@ -623,7 +628,6 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     import torch
 
     from edgekit.bundle import write_bundle
-    from edgekit.data.tasks import load_task_data
     from edgekit.environment import cpu_info, package_versions
     from edgekit.networks import count_parameters, state_digest
     from edgekit.provenance import data_provenance, teacher_provenance
@@ -632,7 +636,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     out = Path(out) if out is not None else Path("runs") / (recipe.name + ("-sweep" if sweep else ""))
-    cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache")
+    cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache", echo)
     check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
@@ -653,9 +657,11 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
     with atomic_dir(out, replace=force) as run:
         stage(1, "data", ", ".join(t.name for t in recipe.tasks))
-        tasks = [load_task_data(spec) for spec in recipe.tasks]
+        tasks = load_tasks(recipe)
         for task in tasks:
             echo(f"  {task.name}: {task.spec.kind}, {_count(task.train)} train / {_count(task.test)} test examples")
+            if task.skipped:
+                echo(f"  {task.name}: left out {skipped_text(task.skipped)} (data.bad_rows: skip)")
         stage(2, "teacher", recipe.teacher.model)
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
@@ -740,7 +746,9 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "providers": {"measured": providers, "skipped": {**skipped_providers, **ctx.failures}},
             "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
             "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric, "output": t.output,
-                       "labels": t.labels, "train_examples": _count(t.train), "test_examples": _count(t.test)}
+                       "labels": t.labels, "train_examples": _count(t.train), "test_examples": _count(t.test),
+                       "skipped_rows": {reason: {"count": len(rows), "rows": rows[:20]}
+                                        for reason, rows in t.skipped.items()}}
                       for t in tasks],
             "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
                         "prepared": _jsonable(teacher.prepared)},
@@ -821,6 +829,30 @@ def sweep(recipe: Recipe | str | Path, budgets: list[float] | None = None, out: 
     if any(ms <= 0 for ms in budgets):
         raise RecipeError(f"sweep budgets must be positive milliseconds (got {budgets}).")
     return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
+
+
+def load_tasks(recipe: Recipe) -> list:
+    """Every task's data, with the problems of all tasks reported together (bad rows, columns)."""
+    from edgekit.data.tasks import load_task_data
+    from edgekit.errors import DataError
+
+    tasks, problems = [], []
+    for i, spec in enumerate(recipe.tasks):
+        try:
+            tasks.append(load_task_data(spec))
+        except DataError as e:
+            problems.append(f"  {recipe.where(f'tasks[{i}].data')}: {e}")
+    if problems:
+        raise DataError(f"the data of recipe '{recipe.name}' cannot be used ({len(problems)} problem(s)):\n"
+                        + "\n".join(problems))
+    return tasks
+
+
+def skipped_text(skipped: dict) -> str:
+    """'3 bad rows: 2 empty text, 1 unknown label'."""
+    counts = {reason: len(rows) for reason, rows in skipped.items()}
+    return (f"{sum(counts.values())} bad row(s): "
+            + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
 
 
 def _count(columns: dict) -> int:

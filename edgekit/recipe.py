@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edgekit.errors import EdgekitError
 from edgekit.quantize import METHODS
@@ -67,6 +68,13 @@ class DataSpec(_Strict):
     score: str = Field("score", description="similarity: gold similarity score")
     query: str = Field("query", description="retrieval: column of the queries")
     document: str = Field("document", description="retrieval: column of the matching documents")
+    labels: list[str] | None = Field(None, min_length=2, description="classification: the class names, in "
+                                     "order (label i is labels[i]); a row with any other label is a bad row. "
+                                     "Default: every label in the data, sorted")
+    bad_rows: Literal["skip", "error"] = Field(
+        "skip", description="rows with an empty text, no label, an unknown label, a score that is not a "
+                            "number or bytes that are not UTF-8: `skip` leaves them out and the run summary "
+                            "counts them; `error` stops before any work and names them")
 
 
 class SplitSpec(_Strict):
@@ -130,6 +138,18 @@ class Budget(_Strict):
     rounds: int = Field(3, ge=1, description="timing rounds per file (fresh session each); the round with the "
                                              "median percentile counts, so one burst of host noise does not")
     sweep: list[float] = Field([], description="budgets in ms for `edgekit sweep` (its --budgets overrides them)")
+
+    @field_validator("ms", mode="before")
+    @classmethod
+    def _milliseconds(cls, value):
+        """`ms: 4ms` or `ms: 0.004 s` is the commonest budget typo: say what number to write."""
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|sec|us|µs)\s*", value)
+        if match:
+            ms = float(match[1]) * {"ms": 1, "s": 1000, "sec": 1000, "us": 1e-3, "µs": 1e-3}[match[2]]
+            raise ValueError(f"'{value}' has a unit, and budget.ms is a plain number of milliseconds: write ms: {ms:g}")
+        return value
 
     @model_validator(mode="after")
     def _positive_sweep(self):
@@ -198,10 +218,18 @@ class Recipe(_Strict):
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     _profile_file: str | None = PrivateAttr(None)  # the file `target` resolved to, where the recipe was loaded
+    _source: tuple[str, str | None] = PrivateAttr(("recipe", None))  # (file name, YAML text) it was read from
 
     @property
     def profile_file(self) -> str | None:
         return self._profile_file
+
+    def where(self, key: str) -> str:
+        """`file:line` of a key path such as `tasks[0].data.source` in the YAML this recipe came from."""
+        name, text = self._source
+        location = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", key) if part)
+        line = _line_of(text, location) if text else None
+        return f"{name}:{line}" if line else name
 
     @model_validator(mode="after")
     def _parts_fit(self):
@@ -294,6 +322,30 @@ def validation_problems(e: ValidationError, where: str, text: str | None) -> lis
     return list(dict.fromkeys(problems))
 
 
+def _source_problems(data: dict, where: str, text: str | None) -> list[str]:
+    """Data sources that cannot work, from a recipe that does not validate: listed with its other
+    problems, so one round of fixes is enough. Best effort: only well-formed entries are checked."""
+    from edgekit.data.tasks import source_problem
+
+    entries = []
+    tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
+    for i, task in enumerate(tasks):
+        if isinstance(task, dict) and isinstance(task.get("data"), dict) and task.get("kind") in TASK_KINDS:
+            entries.append((("tasks", i, "data", "source"), task["data"].get("source"), task["kind"]))
+    distill = data.get("distill") if isinstance(data.get("distill"), dict) else {}
+    unlabeled = distill.get("unlabeled") if isinstance(distill.get("unlabeled"), list) else []
+    entries += [(("distill", "unlabeled", j, "source"), spec.get("source"), None)
+                for j, spec in enumerate(unlabeled) if isinstance(spec, dict)]
+    problems = []
+    for location, source, kind in entries:
+        problem = source_problem(source, kind) if isinstance(source, str) else None
+        if problem:
+            line = _line_of(text, location) if text else None
+            key = ".".join(str(p) for p in location)
+            problems.append(f"  {f'{where}:{line}' if line else where}: {key}: {problem}")
+    return problems
+
+
 def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
     """Validate a parsed recipe; every problem is listed with its key path (and YAML line).
     A `target:` profile is resolved (relative paths from `folder`) and fills the keys the recipe leaves out."""
@@ -309,9 +361,10 @@ def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folde
     try:
         recipe = Recipe.model_validate(data)
         recipe._profile_file = str(profile) if profile else None
+        recipe._source = (where, text)
         return recipe
     except ValidationError as e:
-        problems = validation_problems(e, where, text)
+        problems = validation_problems(e, where, text) + _source_problems(data, where, text)
         raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
 
 

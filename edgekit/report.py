@@ -67,8 +67,12 @@ def _blocks(data: dict) -> list[tuple]:
                     f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
                     f"Machine: {data['machine']['name']}. Run took {data['seconds'] / 60:.1f} min."))]
     skipped = {**providers["skipped"], **data["variants"]["skipped"]}
-    if skipped:
-        blocks.append(("list", [f"Skipped {name}: {why}" for name, why in skipped.items()]))
+    rows = [f"Left out of task {t['name']}: " + ", ".join(f"{r['count']} row(s) with {reason} (rows "
+                                                          f"{', '.join(map(str, r['rows']))})"
+                                                          for reason, r in t["skipped_rows"].items())
+            for t in data["tasks"] if t.get("skipped_rows")]
+    if skipped or rows:
+        blocks.append(("list", [f"Skipped {name}: {why}" for name, why in skipped.items()] + rows))
     blocks += _selection(data)
     if data.get("bundle"):
         blocks += _bundle(data["bundle"], data["machine"])

@@ -12,11 +12,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.data.tasks import TaskData
-from edgekit.errors import ModelNotFound
+from edgekit.errors import EdgekitError, ModelNotFound
 from edgekit.recipe import Recipe
+
+
+class TeacherError(EdgekitError):
+    """A teacher whose outputs cannot be learned from (NaN or inf)."""
 
 
 @dataclass
@@ -41,6 +46,8 @@ class Teacher:
         stored = cache.load_arrays("teacher-outputs", key)
         if stored is None:
             stored = {f"logits/{task}": value for task, value in run_model(self.model, inputs)["logits"].items()}
+            for value in stored.values():
+                _check_finite(value, inputs)
             cache.save_arrays("teacher-outputs", key, stored)
         return {"logits": {name.split("/", 1)[1]: value for name, value in stored.items()}}
 
@@ -63,6 +70,7 @@ class Teacher:
                 first.setdefault(k, i)
         if first:
             computed = run_model(self.model, inputs.select(list(first.values())))["embedding"]
+            _check_finite(computed, inputs, list(first.values()))
             new_keys = np.array(list(first), dtype="<U24")
             stored = {"keys": new_keys, "embedding": computed} if not stored else {
                 "keys": np.concatenate([stored["keys"], new_keys]),
@@ -73,6 +81,22 @@ class Teacher:
         with torch.no_grad():
             logits = {name: head(torch.from_numpy(embedding)).numpy() for name, head in self.model.heads.items()}
         return {"embedding": embedding, "logits": logits}
+
+
+def _check_finite(values, inputs, rows: list[int] | None = None) -> None:
+    """Teacher outputs with NaN or inf would turn every loss into NaN and every student into noise:
+    stop before caching or distilling, naming the first input that produced one."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if not len(bad):
+        return
+    index = bad[0] if rows is None else rows[bad[0]]
+    example = f" ({inputs.texts[index][:80]!r})" if hasattr(inputs, "texts") else ""
+    raise TeacherError(f"the teacher's outputs hold NaN or inf for {len(bad)} of {len(values)} inputs, the first "
+                       f"being input #{index}{example}. edgekit will not distill towards them: check the teacher's "
+                       "weights (a corrupt or badly converted checkpoint; fp16 weights overflowing) and run it "
+                       "on that input in PyTorch.")
 
 
 def _echo(message: str) -> None:
@@ -129,14 +153,11 @@ def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cach
 
 def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, attention: bool) -> Teacher:
     from edgekit.inputs import TextInputs
-    from edgekit.models import load_hf, load_tokenizer, resolve_model
+    from edgekit.models import load_hf, load_tokenizer
     from edgekit.networks import TextModel, state_digest
 
     spec = recipe.teacher
-    source = resolve_model(spec.model)
-    if source.kind != "hf":
-        raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
-                            "Face folder or hub id (image teachers take kind: image-classifier).")
+    source = _teacher_source(spec)
     tokenizer = load_tokenizer(source.location)
     extra = {"attn_implementation": "eager"} if attention else {}
     prepared: dict = {}
@@ -179,7 +200,7 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
     import torch
 
     from edgekit.inputs import ImageInputs
-    from edgekit.models import load_torch_module, resolve_model
+    from edgekit.models import load_torch_module
     from edgekit.networks import ConvNet, ImageModel, state_digest
 
     spec, task = recipe.teacher, tasks[0]
@@ -188,11 +209,7 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
         torch.manual_seed(recipe.distill.seed)
         net = ConvNet(images.shape[1], spec.width, spec.depth, len(task.labels))
     else:
-        source = resolve_model(spec.model)
-        if source.kind != "torch-file":
-            raise ModelNotFound(f"teacher '{spec.model}': an image-classifier teacher is a TorchScript or "
-                                "torch.save'd module file, or edgekit:cnn.")
-        net = load_torch_module(source)
+        net = load_torch_module(_teacher_source(spec))
     model = ImageModel(net, task.name)
     prepared = {}
     if spec.head == "finetune":
@@ -200,6 +217,47 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
                                                                task.train["label"], recipe, task, cache,
                                                                state_digest(model), echo)}
     return Teacher(model.eval(), None, None, state_digest(model), spec.max_length, prepared)
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+def _teacher_source(spec):
+    """Where the teacher's files are, or ModelNotFound naming the fix: decided from the files alone
+    (nothing is loaded), so `check_recipe` can run it before any work."""
+    from edgekit.bench import TOKENIZER_FILES
+    from edgekit.models import resolve_model
+
+    source = resolve_model(spec.model)
+    if spec.kind == "image-classifier" and source.kind != "torch-file":
+        raise ModelNotFound(f"teacher '{spec.model}': an image-classifier teacher is a TorchScript or "
+                            "torch.save'd module file, or edgekit:cnn.")
+    if spec.kind != "image-classifier" and source.kind != "hf":
+        raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
+                            "Face folder or hub id (image teachers take kind: image-classifier).")
+    folder = Path(source.location)
+    if source.kind == "hf" and source.local:
+        if not any((folder / name).is_file() for name in WEIGHT_FILES):
+            raise ModelNotFound(f"teacher folder '{folder}' has a config.json but no weights (one of "
+                                f"{', '.join(WEIGHT_FILES)}); copy the weights there, or point teacher.model at "
+                                "the complete folder.")
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelNotFound(f"teacher folder '{folder}' has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+                                "save it there (tokenizer.save_pretrained(folder)).")
+    return source
+
+
+def teacher_problem(spec) -> str | None:
+    """Why the recipe's teacher cannot be loaded, from its files alone, or None (hub ids are checked
+    when loaded: that needs the network)."""
+    if spec.model == "edgekit:cnn":
+        return None
+    try:
+        _teacher_source(spec)
+    except EdgekitError as e:
+        return str(e)
+    return None
 
 
 def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: Callable[[str], None] = _echo,

@@ -66,12 +66,13 @@ def read_parquet(path: Path, wanted: list[str] | None = None) -> tuple[list[str]
 
 
 def read_header(path: Path) -> list[str]:
-    """The column names of a CSV/TSV/JSONL/Parquet file, from its header or first record only."""
+    """The column names of a CSV/TSV/JSONL/Parquet file, from its header or first record only
+    (bytes that are not UTF-8 further down are the rows' problem, not the header's)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return read_parquet(path)[0]
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             if suffix == ".jsonl":
                 first = next((line for line in f if line.strip()), "")
                 return list(_jsonl_records([first], path)[0]) if first else []
@@ -80,13 +81,16 @@ def read_header(path: Path) -> list[str]:
         raise _unreadable(path, e) from None
 
 
-def read_table(path: Path, wanted: list[str]) -> tuple[list[str], dict[str, list]]:
-    """(every column name, {name: values} for the `wanted` names present) of a table file."""
+def read_table(path: Path, wanted: list[str], keep_undecodable: bool = False) -> tuple[list[str], dict[str, list]]:
+    """(every column name, {name: values} for the `wanted` names present) of a table file.
+    `keep_undecodable`: bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF) in the values
+    instead of failing the read, so a caller can tell which rows hold them."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return read_parquet(path, wanted)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with path.open(encoding="utf-8-sig", errors="surrogateescape" if keep_undecodable else "strict",
+                       newline="") as f:
             if suffix == ".jsonl":
                 records = _jsonl_records(f, path)
                 names = list(dict.fromkeys(name for record in records for name in record))

@@ -72,6 +72,7 @@ class TaskData:
     test: dict
     labels: list[str] = field(default_factory=list)  # class names; label i is labels[i]
     digest: str = ""  # sha256 of the loaded examples and the split: a cache key for teacher outputs
+    skipped: dict[str, list[int]] = field(default_factory=dict)  # bad rows dropped (bad_rows: skip): reason -> rows
 
     @property
     def name(self) -> str:
@@ -96,21 +97,22 @@ class TaskData:
 
 def load_task_data(spec: TaskSpec) -> TaskData:
     """Load a task's data source, deduplicate it and split it (deterministic for a seed)."""
-    problem = _source_problem(spec.data.source, spec.kind)
+    problem = source_problem(spec.data.source, spec.kind)
     if problem:
         raise DataError(f"task '{spec.name}': data.source: {problem}")
-    sides = _load_sides(spec)
+    sides, skipped = _load_sides(spec)
     labels = []
     if "label" in COLUMNS[spec.kind]:
-        labels = _class_names([value for columns in sides.values() for value in columns["label"]])
+        labels = spec.data.labels or _class_names([value for columns in sides.values() for value in columns["label"]])
         sides = {side: _encode_labels(columns, labels) for side, columns in sides.items()}
     train, test = _split(spec, sides)
-    return TaskData(spec=spec, train=train, test=test, labels=labels, digest=_digest(spec, train, test, labels))
+    return TaskData(spec=spec, train=train, test=test, labels=labels, digest=_digest(spec, train, test, labels),
+                    skipped=skipped)
 
 
 def load_unlabeled(spec: DataSpec) -> list[str]:
     """The stripped, non-empty texts of an unlabeled source (file order, duplicates kept)."""
-    problem = _source_problem(spec.source, None)
+    problem = source_problem(spec.source, None)
     if problem:
         raise DataError(f"unlabeled data: {problem}")
     source, path = spec.source, Path(spec.source)
@@ -169,7 +171,7 @@ def _wrong_builtin(name: str, kind: str | None) -> str:
     return f"built-in '{name}' holds {_HOLDS[name]}, not {kind} data; {fix}"
 
 
-def _source_problem(source: str, kind: str | None) -> str | None:
+def source_problem(source: str, kind: str | None) -> str | None:
     """Why `source` cannot serve a task of `kind` (None: unlabeled text), or None. Loads nothing."""
     if source.startswith("hf:"):
         if not source[3:].partition(":")[0]:
@@ -213,7 +215,7 @@ def _wanted(spec: DataSpec, kind: str | None) -> dict[str, str]:
 
 
 def _spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
-    problem = _source_problem(spec.source, kind)
+    problem = source_problem(spec.source, kind)
     if problem:
         return [f"{key}.source: {problem}"]
     path = Path(spec.source)
@@ -252,7 +254,8 @@ def _pick(names: list[str], data: dict[str, list], wanted: dict[str, str], where
 
 
 def _file_columns(path: Path, wanted: dict[str, str], scope: str) -> dict[str, list]:
-    names, data = read_table(path, list(wanted.values()))
+    # Bytes that are not UTF-8 stay in the texts (as surrogates) so that they make bad rows, not a failed read.
+    names, data = read_table(path, list(wanted.values()), keep_undecodable=True)
     if not names:  # not even a header: the column error below would only confuse
         raise DataError(f"{path} is empty; add a header and rows, or point the source at another file.")
     return _pick(names, data, wanted, str(path), scope)
@@ -321,42 +324,83 @@ def _missing_label(value) -> bool:
     return _text(value) == "" or (isinstance(value, float) and math.isnan(value))
 
 
-def _clean(kind: str, columns: dict, where: str, scope: str) -> dict:
-    """Strip texts, drop examples with an empty text, and check labels and scores."""
-    if kind == "image-classification":
-        cleaned = columns
-    else:
-        texts = {column: [_text(value) for value in columns[column]] for column in TEXT_COLUMNS[kind]}
-        keep = [i for i, row in enumerate(zip(*texts.values())) if all(row)]
-        cleaned = {column: [values[i] for i in keep] for column, values in texts.items()}
-        if "label" in columns:
-            cleaned["label"] = [columns["label"][i] for i in keep]
-        if "score" in columns:
-            cleaned["score"] = _scores([columns["score"][i] for i in keep], where, scope)
-    if "label" in cleaned:
-        unlabeled = sum(map(_missing_label, cleaned["label"]))
-        if unlabeled:
-            raise DataError(f"{where}: {unlabeled} of {len(cleaned['label'])} examples have no label; fill them "
-                            f"in or remove them (or set {scope}label to the column of the labels; Hugging Face "
-                            "test splits are often unlabeled: set split.test_split: validation).")
-    return cleaned
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes a UTF-8 decode could not read, kept as surrogates
 
 
-def _scores(values: list, where: str, scope: str) -> np.ndarray:
-    scores = np.empty(len(values), dtype=np.float64)
-    for i, value in enumerate(values):
+def _row_problem(kind: str, texts: list[str], label, score, labels: list[str] | None) -> str | None:
+    """Why one row cannot be an example (a bad row), or None."""
+    if any(_NOT_UTF8.search(text) for text in texts):
+        return "not UTF-8"
+    if not all(texts):
+        return "empty text"
+    if label is not _ABSENT:
+        if _missing_label(label):
+            return "no label"
+        if labels and _text(label) not in labels:
+            return "unknown label"
+    if score is not _ABSENT:
         try:
-            scores[i] = float(value)
+            if math.isnan(float(score)):
+                return "score not a number"
         except (TypeError, ValueError):
-            scores[i] = math.nan
-        if math.isnan(scores[i]):
-            raise DataError(f"{where}: score {value!r} (example {i + 1}) is not a number; fix it, or set "
-                            f"{scope}score to the column of the numeric similarity scores.")
-    return scores
+            return "score not a number"
+    return None
 
 
-def _load_sides(spec: TaskSpec) -> dict[str, dict]:
-    """{"all": columns}, or {"train": ..., "test": ...} for a Hugging Face source with named splits."""
+_ABSENT = object()
+
+
+def _clean(spec: TaskSpec, columns: dict) -> tuple[dict, dict[str, list[int]]]:
+    """(the usable examples, texts stripped; {reason: row numbers (1-based)} of the bad rows left out)."""
+    kind = spec.kind
+    n = len(columns[COLUMNS[kind][0]])
+    texts = {column: [_text(value) for value in columns[column]] for column in TEXT_COLUMNS.get(kind, ())}
+    bad: dict[str, list[int]] = {}
+    keep = []
+    for i in range(n):
+        problem = _row_problem(kind, [values[i] for values in texts.values()],
+                               columns["label"][i] if "label" in columns else _ABSENT,
+                               columns["score"][i] if "score" in columns else _ABSENT, spec.data.labels)
+        if problem:
+            bad.setdefault(problem, []).append(i + 1)
+        else:
+            keep.append(i)
+    cleaned = {column: [values[i] for i in keep] for column, values in texts.items()}
+    if kind == "image-classification":
+        cleaned["image"] = columns["image"][keep]
+    if "label" in columns:
+        cleaned["label"] = [columns["label"][i] for i in keep]
+    if "score" in columns:
+        cleaned["score"] = np.array([float(columns["score"][i]) for i in keep], dtype=np.float64)
+    return cleaned, bad
+
+
+def _bad_rows(spec: TaskSpec, bad: dict[str, dict[str, list[int]]], where: str, all_bad: bool) -> dict[str, list]:
+    """Apply data.bad_rows to the bad rows of every side ({side: {reason: rows}}): an error listing
+    them, or {reason: rows} (rows prefixed with the side where there are several) to report as skipped."""
+    merged = {}
+    for side, reasons in bad.items():
+        for reason, rows in reasons.items():
+            merged.setdefault(reason, []).extend(rows if len(bad) == 1 else [f"{side}:{row}" for row in rows])
+    # Skipping every row would only end in "no examples": say why the rows are bad instead.
+    if not merged or (spec.data.bad_rows == "skip" and not all_bad):
+        return merged
+    found = "; ".join(f"{len(rows)} with {reason} (row {', '.join(map(str, rows[:5]))}"
+                      f"{', ...' if len(rows) > 5 else ''})" for reason, rows in merged.items())
+    hints = {"unknown label": " (the allowed ones are data.labels)",
+             "not UTF-8": " (re-save the file as UTF-8)",
+             "no label": " (Hugging Face test splits are often unlabeled: set split.test_split: validation)"
+             if where.startswith("hf:") else ""}
+    hint = "".join(hints.get(reason, "") for reason in merged)
+    fix = ("Fix them" if all_bad else "Fix or remove them, or set data.bad_rows: skip to leave them out (the run "
+                                      "summary counts them)")
+    raise DataError(f"task '{spec.name}': {where} has bad rows: {found}{hint}. Rows count from 1 after the header. "
+                    f"{fix}.")
+
+
+def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
+    """({"all": columns}, or {"train": ..., "test": ...} for a Hugging Face source with named splits;
+    the bad rows left out, by reason)."""
     source, kind, scope = spec.data.source, spec.kind, "data."
     if source.startswith("hf:"):
         wanted = _wanted(spec.data, kind)
@@ -364,20 +408,26 @@ def _load_sides(spec: TaskSpec) -> dict[str, dict]:
         names = {"test": spec.split.test_split or "test"}
         if not spec.split.eval_only:
             names = {"train": spec.split.train_split or "train", **names}
-        sides = {side: _clean(kind, _hf_columns(source, split, wanted, scope), f"{source}[{split}]", scope)
-                 for side, split in names.items()}
+        raw = {split: _hf_columns(source, split, wanted, scope) for split in names.values()}
+        where = source
+    elif source in BUILTIN_KIND:
+        raw, where = {"all": _builtin_columns(source)}, f"built-in '{source}'"
+    elif Path(source).suffix.lower() == ".npz":
+        raw, where = {"all": _npz_images(Path(source))}, source
+    else:
+        raw, where = {"all": _file_columns(Path(source), _wanted(spec.data, kind), scope)}, source
+    cleaned = {split: _clean(spec, columns) for split, columns in raw.items()}
+    all_bad = any(not len(columns[COLUMNS[kind][0]]) for columns, _ in cleaned.values())
+    skipped = _bad_rows(spec, {split: bad for split, (_, bad) in cleaned.items()}, where, all_bad)
+    sides = {split: columns for split, (columns, _) in cleaned.items()}
+    if source.startswith("hf:"):
+        sides = {side: sides[split] for side, split in names.items()}
         if spec.split.eval_only:
             sides = {"all": sides["test"]}
-    elif source in BUILTIN_KIND:
-        sides = {"all": _clean(kind, _builtin_columns(source), f"built-in '{source}'", scope)}
-    elif Path(source).suffix.lower() == ".npz":
-        sides = {"all": _npz_images(Path(source))}
-    else:
-        sides = {"all": _clean(kind, _file_columns(Path(source), _wanted(spec.data, kind), scope), source, scope)}
     if not any(len(columns[COLUMNS[kind][0]]) for columns in sides.values()):
         raise DataError(f"task '{spec.name}': data source '{source}' holds no examples with non-empty "
                         f"{' and '.join(TEXT_COLUMNS.get(kind, ('image',)))}; check data.source and its columns.")
-    return sides
+    return sides, skipped
 
 
 def _class_names(values: list) -> list[str]:

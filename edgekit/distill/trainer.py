@@ -4,8 +4,9 @@ A run is a deterministic function of its settings: the example order of epoch e 
 permutation seeded by (seed, e) and the torch RNG (dropout) is reseeded at every step,
 so a run killed after step s and resumed from its checkpoint takes exactly the steps
 the uninterrupted run would have taken. Checkpoints hold the model, optimizer and
-schedule state; they are written to a temporary name and renamed, so a kill during a
-save leaves the previous checkpoint.
+schedule state; they are written to a temporary name and renamed, with their sha256
+beside them, so a kill during a save leaves the previous checkpoint and a corrupt one
+is detected and never loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from edgekit.cache import checked, write_checked
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
@@ -37,18 +40,20 @@ class TrainSettings:
 
 
 def _save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_checked(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _load(path: Path, echo: Callable[[str], None]):
-    """A checkpoint, or None when it is missing or unreadable (then training restarts)."""
-    if not path.is_file():
+    """A checkpoint, or None when it is missing, fails its sha256 or cannot be read (then training restarts)."""
+    state = checked(path)
+    if state is None:
+        return None
+    if state is False:
+        echo(f"  {path} fails its sha256 (corrupt or truncated); starting this training over")
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - a truncated or corrupt file, whatever the unpickler says
+    except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to unpickle
         echo(f"  {path} is unreadable ({type(e).__name__}); starting this training over")
         return None
 
