@@ -84,8 +84,8 @@ def check_recipe(recipe: Recipe) -> None:
         except EdgekitError as e:
             problems.append((f"budget.providers[{i}]", str(e)))
     if known and not _providers(recipe)[0]:
-        problems.append(("budget.providers", f"none of {', '.join(recipe.budget.providers)} is available in this "
-                         "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes)."))
+        problems.append(("budget.providers", (f"none of {', '.join(recipe.budget.providers)} is available in this "
+                         "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")))
     teacher = teacher_problem(recipe.teacher)
     if teacher:
         problems.append(("teacher.model", teacher))

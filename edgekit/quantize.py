@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
+from edgekit.providers import SessionSettings, create_session
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,6 +295,7 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
         raise QuantizationFailed(f"{method} needs calibration data to fix activation ranges, and none was given. "
                                  "Fix: pass calibration data (`--calibration DATA` on the CLI: texts or images "
                                  "like the model's inputs), or use --method int8-dynamic, which needs none.")
+    create_session(src, SessionSettings())  # a truncated or corrupt file is named here, not inside ORT's quantizer
     started = time.perf_counter()
     reduce_range, why = reduce_range_choice()
     record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",

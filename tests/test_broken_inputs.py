@@ -108,7 +108,7 @@ def test_broken_recipe_or_data_is_one_message_before_any_work(case, command, run
     result = run_cli(*command.split(), path, *(["--out", tmp_path / "run"] if command != "recipe check" else []))
     # assert
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    assert ("\n" + result.output).count("\nerror: ") == 1 and "Traceback" not in result.output  # one message
     for phrase in expected:
         assert phrase in result.output, (phrase, result.output)
     assert not (tmp_path / "run").exists() and not (tmp_path / ".edgekit-cache").exists()
@@ -159,7 +159,7 @@ def test_nan_teacher_outputs_stop_the_run_naming_the_input(run_cli, tiny_bert, t
     assert not list((tmp_path / "cache").glob("teacher-embeddings/*/arrays.npz"))  # NaN is never cached
 
 
-def test_truncated_and_mismatched_onnx_files(run_cli, tiny_bert_onnx, tmp_path):
+def test_truncated_and_mismatched_onnx_files(run_cli, tiny_bert, tiny_bert_onnx, tmp_path):
     # setup: half of a real file; and an image model where a text model is expected
     from edgekit.testing import tiny_cnn
 

@@ -39,9 +39,10 @@ def test_unknown_key_and_bad_type_are_reported_together_with_lines(tmp_path):
         load_recipe(path)
     # assert
     message = str(error.value)
-    assert "2 problem(s)" in message
+    assert "3 problem(s)" in message  # the missing data file too, though other keys fail to validate
     assert f"{path}:5: teacher.colour: unknown key" in message
     assert f"{path}:11: budget.ms:" in message and "valid number" in message
+    assert f"{path}:9: tasks.0.data.source: file 'x.csv' does not exist" in message
 
 
 @pytest.mark.parametrize("change, expected", [

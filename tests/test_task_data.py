@@ -32,7 +32,8 @@ def _write(path, rows):
 
 
 def _reviews(n=20):
-    """n distinct reviews labelled good/bad, plus a duplicate and a blank one (both must vanish)."""
+    """n distinct reviews labelled good/bad, plus a duplicate and a blank one (both must vanish: the blank
+    one as a bad row, skipped by default)."""
     rows = [{"review": f"review number {i}", "sentiment": "good" if i % 3 else "bad", "extra": i} for i in range(n)]
     return rows + [dict(rows[0]), {"review": "   ", "sentiment": "good", "extra": -1}]
 
@@ -210,15 +211,25 @@ def test_unusable_sources_get_clear_errors(tmp_path):
         load_task_data(_task(_write(tmp_path / "two.csv", [{"text": "a", "label": 1}, {"text": "b", "label": 0}])))
 
 
-def test_empty_labels_and_bad_scores_are_errors(tmp_path):
-    # setup
-    unlabeled = _write(tmp_path / "u.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": ""}])
-    scores = _write(tmp_path / "s.csv", [{"text_a": "a", "text_b": "b", "score": "high"}])
-    # execute / assert
-    with pytest.raises(DataError, match="1 of 2 examples have no label"):
-        load_task_data(_task(unlabeled))
-    with pytest.raises(DataError, match="'high'.*not a number"):
-        load_task_data(_task(scores, "similarity"))
+def test_bad_rows_are_skipped_and_counted_or_named_as_errors(tmp_path):
+    # setup: 20 good rows, then one without a label, one with a label outside data.labels, one empty text
+    rows = [{"text": f"text {i}", "label": "x" if i % 2 else "y"} for i in range(20)]
+    path = _write(tmp_path / "u.csv", [*rows, {"text": "a", "label": ""}, {"text": "b", "label": "z"},
+                                       {"text": " ", "label": "x"}])
+    scores = _write(tmp_path / "s.csv", [{"text_a": f"a{i}", "text_b": "b", "score": i} for i in range(5)]
+                    + [{"text_a": "a", "text_b": "b", "score": "high"}])
+    # execute
+    skipped = load_task_data(_task(path, labels=["y", "x"]))
+    with pytest.raises(DataError) as error:
+        load_task_data(_task(path, labels=["y", "x"], bad_rows="error"))
+    with pytest.raises(DataError, match=r"1 with score not a number \(row 6\)"):
+        load_task_data(_task(scores, "similarity", split={"eval_only": True}, bad_rows="error"))
+    # assert: labels in the recipe's order; the bad rows counted, with their numbers
+    assert skipped.labels == ["y", "x"] and len(skipped.train["text"]) + len(skipped.test["text"]) == 20
+    assert skipped.skipped == {"no label": [21], "unknown label": [22], "empty text": [23]}
+    message = str(error.value)
+    assert "1 with no label (row 21); 1 with unknown label (row 22); 1 with empty text (row 23)" in message
+    assert "data.bad_rows: skip" in message and "the allowed ones are data.labels" in message
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")

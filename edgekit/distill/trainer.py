@@ -12,7 +12,6 @@ is detected and never loaded.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
