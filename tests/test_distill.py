@@ -59,7 +59,7 @@ def test_a_corrupt_checkpoint_restarts_training(tmp_path):
     result = train(model, 96, step_loss, settings, tmp_path, "again", echo=messages.append)
     # assert
     assert result["resumed_from"] == 0 and result["steps"] == 12
-    assert "unreadable" in messages[0]
+    assert "fails its sha256 (corrupt or truncated); starting this training over" in messages[0]
 
 
 def test_losses_are_zero_for_a_perfect_student_and_ignore_unlabeled():
