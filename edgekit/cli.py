@@ -30,6 +30,12 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:  # the file system said no: disk full, permission denied, read-only, name too long
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}. Free disk space, fix the "
+                       "permissions or the path, and rerun: the previous results and the cache are intact.", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see _interruptible)
             if ctx.params.get("debug"):
                 raise

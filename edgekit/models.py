@@ -72,6 +72,14 @@ def _looks_like_path(spec: str) -> bool:
 
 def resolve_model(spec: str) -> ModelSource:
     """Decide what `spec` names, failing early with the fix if it names nothing usable."""
+    try:
+        return _resolve_model(spec)
+    except OSError as e:  # a path the file system refuses: too long, no permission
+        raise ModelNotFound(f"model '{spec[:80]}' cannot be read ({e.strerror}); fix the path or the folder's "
+                            "permissions.") from None
+
+
+def _resolve_model(spec: str) -> ModelSource:
     path = Path(spec).expanduser()
     if not path.exists():
         package_folder = _package_folder(spec)

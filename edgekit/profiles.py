@@ -107,6 +107,10 @@ def apply_profile(data: dict, target: str, near: Path | None, where: str) -> tup
         profile, path = load_profile(target, near)
     except RecipeError as e:
         raise RecipeError(f"{where}: {e}") from None
+    except OSError as e:  # a name the file system refuses (too long, unreadable)
+        raise RecipeError(f"{where}: target: '{target[:80]}' cannot be read as a profile ({e.strerror}); name a "
+                          f"profile in export/ ({', '.join(available_profiles(near))}) or give a readable "
+                          "path.") from None
     merged = dict(data)
     for section, defaults in profile.model_dump(exclude_none=True, exclude={"description", "arch"}).items():
         own = merged.get(section)

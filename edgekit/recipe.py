@@ -322,27 +322,40 @@ def validation_problems(e: ValidationError, where: str, text: str | None) -> lis
     return list(dict.fromkeys(problems))
 
 
-def _source_problems(data: dict, where: str, text: str | None) -> list[str]:
-    """Data sources that cannot work, from a recipe that does not validate: listed with its other
-    problems, so one round of fixes is enough. Best effort: only well-formed entries are checked."""
-    from edgekit.data.tasks import source_problem
+def _part_problems(data: dict, where: str, text: str | None) -> list[str]:
+    """What `check_recipe` would find (data sources and columns, the teacher's files) in the parts of a
+    recipe that validate on their own, when the whole does not: listed with the validation problems, so
+    one round of fixes is enough."""
+    from edgekit.data.tasks import spec_problems
+    from edgekit.teacher import teacher_problem
 
-    entries = []
+    def valid(model, value):
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    found = []  # (key path, message)
     tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
     for i, task in enumerate(tasks):
-        if isinstance(task, dict) and isinstance(task.get("data"), dict) and task.get("kind") in TASK_KINDS:
-            entries.append((("tasks", i, "data", "source"), task["data"].get("source"), task["kind"]))
+        spec = valid(DataSpec, task.get("data")) if isinstance(task, dict) else None
+        if spec is not None and task.get("kind") in TASK_KINDS:
+            found += [problem.partition(": ")[::2] for problem in spec_problems(spec, task["kind"], f"tasks.{i}.data")]
     distill = data.get("distill") if isinstance(data.get("distill"), dict) else {}
     unlabeled = distill.get("unlabeled") if isinstance(distill.get("unlabeled"), list) else []
-    entries += [(("distill", "unlabeled", j, "source"), spec.get("source"), None)
-                for j, spec in enumerate(unlabeled) if isinstance(spec, dict)]
+    for j, value in enumerate(unlabeled):
+        spec = valid(DataSpec, value)
+        if spec is not None:
+            found += [problem.partition(": ")[::2] for problem in spec_problems(spec, None, f"distill.unlabeled.{j}")]
+    teacher = valid(TeacherSpec, data.get("teacher"))
+    problem = teacher_problem(teacher) if teacher is not None else None
+    if problem:
+        found.append(("teacher.model", problem))
     problems = []
-    for location, source, kind in entries:
-        problem = source_problem(source, kind) if isinstance(source, str) else None
-        if problem:
-            line = _line_of(text, location) if text else None
-            key = ".".join(str(p) for p in location)
-            problems.append(f"  {f'{where}:{line}' if line else where}: {key}: {problem}")
+    for key, message in found:
+        location = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        line = _line_of(text, location) if text else None
+        problems.append(f"  {f'{where}:{line}' if line else where}: {key}: {message}")
     return problems
 
 
@@ -364,7 +377,7 @@ def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folde
         recipe._source = (where, text)
         return recipe
     except ValidationError as e:
-        problems = validation_problems(e, where, text) + _source_problems(data, where, text)
+        problems = validation_problems(e, where, text) + _part_problems(data, where, text)
         raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
 
 

@@ -187,3 +187,11 @@ def test_truncated_and_mismatched_onnx_files(run_cli, tiny_bert, tiny_bert_onnx,
     assert "pixel_values" in outcomes["text calibration of an image model"].output
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "s.onnx").exists()
     json.dumps({k: v.output for k, v in outcomes.items()})
+
+
+def test_a_path_the_file_system_refuses_is_one_message(run_cli, tmp_path):
+    # execute: a name longer than the file system allows (as a mangled variable can produce)
+    result = run_cli("bench", tmp_path / ("a" * 300 + ".onnx"))
+    # assert
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: File name too long") and "the previous results" in result.output

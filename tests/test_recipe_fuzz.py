@@ -29,7 +29,8 @@ VALID = {
 FOLDER = Path(tempfile.mkdtemp(prefix="edgekit-fuzz-"))
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["", "4ms", "task", "cpu", "fp16", "-1", "1e9"]))
+                    st.text(max_size=12), st.sampled_from(["", "4ms", "task", "cpu", "fp16", "-1", "1e9", "a" * 300,
+                                                           "x/" * 150 + "y.yaml", "hf:", "lee", "digits"]))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.one_of(st.text(max_size=8), st.integers(0, 3)), inner, max_size=3),
                       max_leaves=8)

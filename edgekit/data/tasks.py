@@ -144,9 +144,9 @@ def check_task_sources(recipe: Recipe) -> list[str]:
     """
     problems = []
     for i, task in enumerate(recipe.tasks):
-        problems += _spec_problems(task.data, task.kind, f"tasks[{i}].data")
+        problems += spec_problems(task.data, task.kind, f"tasks[{i}].data")
     for j, spec in enumerate(recipe.distill.unlabeled):
-        problems += _spec_problems(spec, None, f"distill.unlabeled[{j}]")
+        problems += spec_problems(spec, None, f"distill.unlabeled[{j}]")
     return problems
 
 
@@ -173,6 +173,13 @@ def _wrong_builtin(name: str, kind: str | None) -> str:
 
 def source_problem(source: str, kind: str | None) -> str | None:
     """Why `source` cannot serve a task of `kind` (None: unlabeled text), or None. Loads nothing."""
+    try:
+        return _source_problem(source, kind)
+    except OSError as e:  # a path the file system refuses: too long, no permission
+        return f"'{source[:80]}' cannot be read ({e.strerror}); fix the path or the file's permissions"
+
+
+def _source_problem(source: str, kind: str | None) -> str | None:
     if source.startswith("hf:"):
         if not source[3:].partition(":")[0]:
             return "'hf:' needs a data set name: hf:NAME or hf:NAME:CONFIG"
@@ -214,7 +221,7 @@ def _wanted(spec: DataSpec, kind: str | None) -> dict[str, str]:
     return {column: getattr(spec, column) for column in columns}
 
 
-def _spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
+def spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
     problem = source_problem(spec.source, kind)
     if problem:
         return [f"{key}.source: {problem}"]
