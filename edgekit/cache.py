@@ -34,8 +34,8 @@ def write_checked(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through `write(tmp)` and record its sha256 beside it (`<name>.sha256`).
 
     The sidecar is replaced before the data: a kill between the two leaves a pair that
-    fails `read_checked`, which the caller treats as absent, never an old hash that a new
-    (or half-written) file happens to pass."""
+    `file_problem` rejects (and the caller recomputes), never an old hash that a new (or
+    half-written) file happens to pass."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     write(tmp)
     sidecar = path.with_name(path.name + ".sha256")
@@ -45,13 +45,17 @@ def write_checked(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
-def checked(path: Path) -> bool | None:
-    """True when `path` matches the sha256 recorded beside it, False when it does not (or no sha256
-    was recorded: truncated, edited, or written by something else), None when `path` is absent."""
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be trusted ("absent", or a phrase for the user), or None when it matches the
+    sha256 recorded beside it."""
     if not path.is_file():
-        return None
+        return "absent"
     sidecar = path.with_name(path.name + ".sha256")
-    return sidecar.is_file() and sidecar.read_text().strip() == sha256_file(path)
+    if not sidecar.is_file():
+        return "has no sha256 beside it (written by an older edgekit, or by hand)"
+    if sidecar.read_text().strip() != sha256_file(path):
+        return "fails its sha256 (corrupt or truncated)"
+    return None
 
 
 class Cache:
@@ -68,10 +72,10 @@ class Cache:
         return path
 
     def _verified(self, path: Path) -> bool:
-        state = checked(path)
-        if state is False:
-            self.echo(f"  cache entry {path} fails its sha256 (corrupt or truncated): recomputing it")
-        return bool(state)
+        problem = file_problem(path)
+        if problem and problem != "absent":
+            self.echo(f"  cache entry {path} {problem}: recomputing it")
+        return problem is None
 
     def load_arrays(self, kind: str, key: str) -> dict | None:
         """The arrays saved under (kind, key), or None if absent or corrupt."""

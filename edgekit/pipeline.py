@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.atomic import atomic_dir
-from edgekit.cache import Cache, cache_key, checked, digest_texts, write_checked
+from edgekit.cache import Cache, cache_key, digest_texts, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
 from edgekit.quantize import STATIC_METHODS
 from edgekit.recipe import Recipe, RecipeError, load_recipe
@@ -199,7 +199,7 @@ def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     task = next(t for t in tasks if t.spec.kind != "image-classification")
     texts = [t for column in ("text", "text_a", "query") for t in task.test.get(column, [])]
     path = cache.folder("lengths", cache_key(task.digest)) / "texts.txt"
-    if not checked(path):
+    if file_problem(path):
         text = "\n".join(t.replace("\n", " ") for t in texts) + "\n"
         write_checked(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.cache import checked, write_checked
+from edgekit.cache import file_problem, write_checked
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
@@ -44,11 +44,11 @@ def _save(obj, path: Path) -> None:
 
 def _load(path: Path, echo: Callable[[str], None]):
     """A checkpoint, or None when it is missing, fails its sha256 or cannot be read (then training restarts)."""
-    state = checked(path)
-    if state is None:
+    problem = file_problem(path)
+    if problem == "absent":
         return None
-    if state is False:
-        echo(f"  {path} fails its sha256 (corrupt or truncated); starting this training over")
+    if problem:
+        echo(f"  {path} {problem}; starting this training over")
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
