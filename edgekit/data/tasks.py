@@ -332,9 +332,10 @@ def _missing_label(value) -> bool:
 
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes a UTF-8 decode could not read, kept as surrogates
+_ABSENT = object()  # a column the task kind does not have
 
 
-def _row_problem(kind: str, texts: list[str], label, score, labels: list[str] | None) -> str | None:
+def _row_problem(texts: list[str], label, score, labels: list[str] | None) -> str | None:
     """Why one row cannot be an example (a bad row), or None."""
     if any(_NOT_UTF8.search(text) for text in texts):
         return "not UTF-8"
@@ -354,9 +355,6 @@ def _row_problem(kind: str, texts: list[str], label, score, labels: list[str] | 
     return None
 
 
-_ABSENT = object()
-
-
 def _clean(spec: TaskSpec, columns: dict) -> tuple[dict, dict[str, list[int]]]:
     """(the usable examples, texts stripped; {reason: row numbers (1-based)} of the bad rows left out)."""
     kind = spec.kind
@@ -365,7 +363,7 @@ def _clean(spec: TaskSpec, columns: dict) -> tuple[dict, dict[str, list[int]]]:
     bad: dict[str, list[int]] = {}
     keep = []
     for i in range(n):
-        problem = _row_problem(kind, [values[i] for values in texts.values()],
+        problem = _row_problem([values[i] for values in texts.values()],
                                columns["label"][i] if "label" in columns else _ABSENT,
                                columns["score"][i] if "score" in columns else _ABSENT, spec.data.labels)
         if problem:
