@@ -226,10 +226,7 @@ class Recipe(_Strict):
 
     def where(self, key: str) -> str:
         """`file:line` of a key path such as `tasks[0].data.source` in the YAML this recipe came from."""
-        name, text = self._source
-        location = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", key) if part)
-        line = _line_of(text, location) if text else None
-        return f"{name}:{line}" if line else name
+        return _locate(*self._source, key)
 
     @model_validator(mode="after")
     def _parts_fit(self):
@@ -299,6 +296,13 @@ def _line_of(text: str, location: tuple) -> int | None:
     return line
 
 
+def _locate(where: str, text: str | None, key: str) -> str:
+    """`where:line` of a key path (`tasks[0].data.source` or `tasks.0.data.source`) in the YAML `text`."""
+    location = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", key) if part)
+    line = _line_of(text, location) if text else None
+    return f"{where}:{line}" if line else where
+
+
 def _fix(err: dict) -> str:
     kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
@@ -351,12 +355,7 @@ def _part_problems(data: dict, where: str, text: str | None) -> list[str]:
     problem = teacher_problem(teacher) if teacher is not None else None
     if problem:
         found.append(("teacher.model", problem))
-    problems = []
-    for key, message in found:
-        location = tuple(int(p) if p.isdigit() else p for p in key.split("."))
-        line = _line_of(text, location) if text else None
-        problems.append(f"  {f'{where}:{line}' if line else where}: {key}: {message}")
-    return problems
+    return [f"  {_locate(where, text, key)}: {key}: {message}" for key, message in found]
 
 
 def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
