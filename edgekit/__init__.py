@@ -23,9 +23,11 @@ _API = {
     "RunReport": "edgekit.pipeline",
     "sweep": "edgekit.pipeline",
     "quantize_file": "edgekit.quantize",
+    "bundle_from_run": "edgekit.bundle",
+    "verify_bundle": "edgekit.verify",
 }
-__all__ = ["Recipe", "RunReport", "__version__", "distill_and_export", "load_recipe", "quantize_file",
-           "recipe_from_dict", "sweep"]
+__all__ = ["Recipe", "RunReport", "__version__", "bundle_from_run", "distill_and_export", "load_recipe",
+           "quantize_file", "recipe_from_dict", "sweep", "verify_bundle"]
 
 
 def __getattr__(name: str):
