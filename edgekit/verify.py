@@ -114,7 +114,8 @@ def retime(folder: Path, manifest: dict) -> dict:
     # A fixed-shape file has its batch and length in the graph; a dynamic one is timed at the budget's
     # (at max_length where the budget followed the task's lengths: the texts are not in the bundle).
     fixed = manifest["fixed_shape"] is not None and manifest["model"]["deploy"] == manifest["fixed_shape"]["file"]
-    seq_len = budget["seq_len"] if isinstance(budget["seq_len"], int) else manifest["max_length"]
+    text = any(i["name"] == "input_ids" for i in manifest["model"]["inputs"])
+    seq_len = (budget["seq_len"] if isinstance(budget["seq_len"], int) else manifest["max_length"]) if text else None
     config = BenchConfig(**{**recorded, "tokenizer": str(folder), "lengths_from": None,
                             "batch": None if fixed else recorded["batch"], "seq_len": None if fixed else seq_len})
     result = run_benchmark(folder / manifest["model"]["deploy"], config)

@@ -168,3 +168,21 @@ def test_retiming_over_the_budget_fails(bundle_copy, run_cli):
     # assert
     assert result.exit_code == 1 and "is over the budget of 1e-06 ms" in result.output
     assert "model.fixed.onnx: p95" in result.output
+
+
+def test_an_image_bundle_with_dynamic_batch_retimes(tmp_path):
+    # setup: a tiny CNN run without a target (dynamic batch, no sequence axis)
+    from edgekit.pipeline import distill_and_export
+    from edgekit.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({
+        "name": "digits-tiny", "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune",
+                                           "width": 8, "depth": 1, "epochs": 1},
+        "tasks": [{"name": "digits", "kind": "image-classification", "data": {"source": "digits"}}],
+        "students": {"widths": [4], "depths": [1]}, "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0},
+        "distill": {"losses": [{"name": "kl"}], "epochs": 1}, "quantize": {"variants": []}})
+    distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
+    # execute
+    result = verify_bundle(tmp_path / "run" / "bundle", time=True)
+    # assert
+    assert result["timing"]["file"] == "model.onnx" and not result["timing"]["over_budget"]
