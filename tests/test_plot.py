@@ -7,8 +7,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-pytest.importorskip("matplotlib")
-
 from edgekit.plot import accuracy_latency_svg, sweep_svg
 
 TASKS = [{"name": "sentiment", "metric": "accuracy"}, {"name": "topic", "metric": "accuracy"}]
