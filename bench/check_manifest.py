@@ -505,9 +505,7 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
                for key in ("student", "variant", "architecture", "params")]
     checks.append(_equal("run: model source path", model["source"]["path"], row["onnx"]))
     checks.append(_equal("run: latency summary", manifest["latency"]["summary"], row["latency_ms"]))
-    measured = report.get("providers", {}).get("measured") or [row["provider"]]
-    suffix = "" if row["provider"] == measured[0] else f".{row['provider']}"
-    bench = (run / row["onnx"]).with_suffix(f"{suffix}.bench.json")
+    bench = run / row["bench"]  # the raw timing the report names for this row
     if bench.is_file():
         samples = json.loads(bench.read_text(encoding="utf-8"))["samples_ms"]
         checks.append(_equal(f"run: latency samples_ms = {bench.relative_to(run).as_posix()}",

@@ -126,11 +126,15 @@ def _score(run: Path, recipe, path: Path) -> dict:
     return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
 
 
-def run_reference(path: Path, feeds: list[dict]) -> list[dict]:
-    """Outputs of `path` on each feed with ORT's CPU provider, one thread (what verify reruns)."""
+def reference_session(path: Path):
+    """The session reference outputs come from: ORT's CPU provider, one thread (what verify reruns)."""
     from edgekit.providers import SessionSettings, create_session
 
-    session, _ = create_session(path, SessionSettings(provider="cpu", threads=1))
+    return create_session(path, SessionSettings(provider="cpu", threads=1))[0]
+
+
+def run_reference(session, feeds: list[dict]) -> list[dict]:
+    """{output name: array} of `session` on each feed."""
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(None, feed))) for feed in feeds]
 
@@ -166,10 +170,9 @@ def _signature(path: Path) -> dict:
     return {"opset": opset, "inputs": values(model.graph.input), "outputs": values(model.graph.output)}
 
 
-def _latency_record(run: Path, row: dict, target: str) -> dict:
+def _latency_record(run: Path, row: dict) -> dict:
     """The row's timing as measured: summary, raw samples of the round that counts, session record."""
-    suffix = "" if row["provider"] == target else f".{row['provider']}"
-    result = json.loads((run / row["onnx"]).with_suffix(f"{suffix}.bench.json").read_text(encoding="utf-8"))
+    result = json.loads((run / row["bench"]).read_text(encoding="utf-8"))
     return {"summary": row["latency_ms"], "session": result["session"], "config": result["config"],
             "inputs": result["inputs"], "samples_ms": result["samples_ms"]}
 
@@ -317,7 +320,6 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
 
     reference = _write_reference(run, folder, recipe, models, row["variant"])
     mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
-    target = data["providers"]["measured"][0]
     manifest = {
         "format": MANIFEST_FORMAT,
         "edgekit_version": __version__,
@@ -343,7 +345,7 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "budget": data["budget"],
         "metrics": row["metrics"],
         "retention": row["retention"],
-        "latency": _latency_record(run, row, target),
+        "latency": _latency_record(run, row),
         "reference": reference,
         "fixed_shape": fixed,
         "ort": ort,
@@ -392,17 +394,15 @@ def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], va
     The .ort file must reproduce its source's outputs, or the bundle is not written."""
     import numpy as np
 
-    from edgekit.providers import SessionSettings, create_session
-
     arrays, feeds_by_role, outputs_by_file = {}, {}, {}
     for file, role in models.items():
+        session = reference_session(folder / file)
         if role not in feeds_by_role:
-            session, _ = create_session(folder / file, SessionSettings(provider="cpu", threads=1))
             shape = None if role == "dynamic" else (recipe.budget.batch, recipe.budget.seq_len)
             feeds_by_role[role] = _reference_feeds(run, folder, recipe, session.get_inputs(), shape)
             for i, feed in enumerate(feeds_by_role[role]):
                 arrays.update({f"in/{role}/{i}/{name}": value for name, value in feed.items()})
-        outputs_by_file[file] = run_reference(folder / file, feeds_by_role[role])
+        outputs_by_file[file] = run_reference(session, feeds_by_role[role])
         for i, outputs in enumerate(outputs_by_file[file]):
             arrays.update({f"out/{file}/{i}/{name}": value for name, value in outputs.items()})
     tolerance = TOLERANCE["fp32" if variant == "fp32" else "quantized"]

@@ -538,8 +538,8 @@ def _time_rows(rows: list[dict], run: Path, ctx: _Context) -> None:
     budget = ctx.recipe.budget
     for row, result in zip(rows, _time([(run / row["onnx"], row["provider"]) for row in rows], ctx)):
         suffix = "" if row["provider"] == ctx.providers[0] else f".{row['provider']}"
-        (run / row["onnx"]).with_suffix(f"{suffix}.bench.json").write_text(json.dumps(result, indent=1) + "\n",
-                                                                           encoding="utf-8")
+        row["bench"] = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
+        (run / row["bench"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         row |= {"size_bytes": result["model"]["size_bytes"], "latency_ms": _latency_summary(result)}
         row["meets_budget"] = meets_budget(row, budget)
         latency = row["latency_ms"]
@@ -747,8 +747,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
             "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric, "output": t.output,
                        "labels": t.labels, "train_examples": _count(t.train), "test_examples": _count(t.test),
-                       "skipped_rows": {reason: {"count": len(rows), "rows": rows[:20]}
-                                        for reason, rows in t.skipped.items()}}
+                       "skipped_rows": {reason: {"count": len(numbers), "rows": numbers[:20]}
+                                        for reason, numbers in t.skipped.items()}}
                       for t in tasks],
             "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
                         "prepared": _jsonable(teacher.prepared)},

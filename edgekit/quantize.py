@@ -295,7 +295,6 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
         raise QuantizationFailed(f"{method} needs calibration data to fix activation ranges, and none was given. "
                                  "Fix: pass calibration data (`--calibration DATA` on the CLI: texts or images "
                                  "like the model's inputs), or use --method int8-dynamic, which needs none.")
-    create_session(src, SessionSettings())  # a truncated or corrupt file is named here, not inside ORT's quantizer
     started = time.perf_counter()
     reduce_range, why = reduce_range_choice()
     record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",
@@ -325,6 +324,7 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
         except QuantizationFailed:
             raise
         except Exception as e:  # ORT and onnx raise many types; each is a failed quantization
+            create_session(src, SessionSettings())  # a source that does not load is named as truncated or corrupt
             raise _failure(method, src, e) from e
         os.replace(out, dst)
     record["size_bytes"] = dst.stat().st_size

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, run_reference
+from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, reference_session, run_reference
 from edgekit.errors import EdgekitError
 from edgekit.provenance import sha256_file
 
@@ -91,7 +91,7 @@ def _model_problems(folder: Path, manifest: dict) -> list[str]:
     problems = []
     for file, spec in reference["models"].items():
         try:
-            actual = run_reference(folder / file, inputs[spec["inputs"]])
+            actual = run_reference(reference_session(folder / file), inputs[spec["inputs"]])
         except Exception as e:  # noqa: BLE001 - ORT rejects a damaged file with assorted errors
             problems.append(f"{file}: ONNX Runtime cannot load or run it ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200]})")
@@ -111,11 +111,10 @@ def retime(folder: Path, manifest: dict) -> dict:
 
     recorded = manifest["latency"]["config"]
     budget = manifest["budget"]
-    # A fixed-shape file has its batch and length in the graph; a dynamic one is timed at the budget's
-    # (at max_length where the budget followed the task's lengths: the texts are not in the bundle).
+    # As recorded, except: a fixed-shape file has its batch and length in the graph, and where the run
+    # followed the task's text lengths (texts the bundle does not hold) the file is timed at max_length.
     fixed = manifest["fixed_shape"] is not None and manifest["model"]["deploy"] == manifest["fixed_shape"]["file"]
-    text = any(i["name"] == "input_ids" for i in manifest["model"]["inputs"])
-    seq_len = (budget["seq_len"] if isinstance(budget["seq_len"], int) else manifest["max_length"]) if text else None
+    seq_len = manifest["max_length"] if recorded["lengths_from"] else recorded["seq_len"]
     config = BenchConfig(**{**recorded, "tokenizer": str(folder), "lengths_from": None,
                             "batch": None if fixed else recorded["batch"], "seq_len": None if fixed else seq_len})
     result = run_benchmark(folder / manifest["model"]["deploy"], config)

@@ -79,7 +79,8 @@ def test_failure_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch)
         quantize_file(src, dst, "int8-dynamic")
     # assert
     assert "broken.onnx" in str(err.value) and "truncated or corrupt" in str(err.value)
-    assert sorted(os.listdir(tmp_path)) == ["broken.onnx"]
+    assert sorted(os.listdir(tmp_path)) == ["broken.onnx", "out"]
+    assert os.listdir(dst.parent) == []
 
 
 def test_missing_source_is_model_not_found(tmp_path):
