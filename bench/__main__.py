@@ -1,3 +1,3 @@
-from bench.harness_vs_plain_ort import main
+from bench.compare import main
 
 raise SystemExit(main())

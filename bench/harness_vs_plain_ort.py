@@ -8,8 +8,8 @@ batch 1, sequence 128, 1 thread, CPU provider, interleaved A B A B:
 Checks: edgekit's p50 within 10% of the plain loop's median in each round, and the
 two edgekit rounds within 5% of each other. Writes bench/results/<date>-<cpu>.{json,md}.
 
-    python -m bench            # full: 1000 timed runs per measurement
-    python -m bench --quick    # CI-sized: 200 runs, same code path
+    python -m bench.harness_vs_plain_ort            # full: 1000 timed runs per measurement
+    python -m bench.harness_vs_plain_ort --quick    # CI-sized: 200 runs, same code path
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu": cpu_info(), "versions": package_versions()}
 
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"{result['date']}-{cpu_slug()}"
+    stem = RESULTS / f"{result['date']}-{cpu_slug()}-harness"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     rows = "\n".join(f"| {i + 1} | {r['plain_ort_p50_ms']:.2f} | {r['edgekit_p50_ms']:.2f} | "
                      f"{r['ratio_edgekit_to_plain']:.3f} | {r['edgekit_p95_ms']:.2f} | {r['edgekit_p99_ms']:.2f} |"
@@ -113,3 +113,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks.items()))
     print(f"wrote {stem.with_suffix('.json')} and .md")
     return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -191,6 +191,9 @@ class _Context:
     variants: list[str]  # quantized variants made of every file
     calibration: list[dict] | None = None  # static int8 calibration feeds, drawn from the distillation set
     failures: dict[str, str] = field(default_factory=dict)  # "file on provider" -> why it was not measured
+    sample_feeds: list[dict] | None = None  # inputs of the accuracy-aware int8 step's sensitivity pass
+    mixed: dict[str, dict] = field(default_factory=dict)  # int8 file -> its accuracy-aware search (precision.py)
+    scored: dict[tuple, dict] = field(default_factory=dict)  # (file, size, mtime, provider) -> _evaluate's result
 
 
 def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
@@ -246,9 +249,13 @@ def _latency_summary(result: dict) -> dict:
 
 
 def _export(model, folder: Path, ctx: _Context, variants: list[str],
-            calibration: list[dict] | None = None) -> dict[str, Path]:
-    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`."""
+            calibration: list[dict] | None = None, fit: bool = False) -> dict[str, Path]:
+    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`.
+
+    fit: the int8-dynamic file keeps MatMuls in fp32 until it loses at most quantize.max_drop (precision.py).
+    """
     from edgekit.export import export_network
+    from edgekit.precision import fit_allowed_drop
     from edgekit.quantize import quantize_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -262,6 +269,16 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
         files[variant] = folder / f"model.{variant}.onnx"
         records[variant] = quantize_file(files["fp32"], files[variant], variant,
                                          (calibration or ctx.calibration) if variant in STATIC_METHODS else None)
+    if fit and "int8-dynamic" in files and ctx.recipe.quantize.max_drop is not None:
+        provider = ctx.providers[0]
+        record = fit_allowed_drop(
+            files["fp32"], files["int8-dynamic"], ctx.recipe.quantize.max_drop,
+            lambda path: {task: r["value"] for task, r in _evaluate(path, ctx, provider).items()},
+            ctx.sample_feeds, lambda paths: [_latency_summary(r) for r in _time([(p, provider) for p in paths], ctx)],
+            ctx.echo)
+        records["int8-dynamic"] |= {"accuracy_aware": record, "kept_fp32": record["kept_fp32"],
+                                    "size_bytes": files["int8-dynamic"].stat().st_size}
+        ctx.mixed[str(files["int8-dynamic"])] = record
     if records:
         (folder / "quantization.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     return files
@@ -274,8 +291,14 @@ def _evaluate(path: Path, ctx: _Context, provider: str) -> dict:
     # At the budget's batch size, as the file ships: an int8-dynamic file quantizes activations with
     # ranges over the whole batch, so its outputs (and accuracy) depend on what else is in it (L3
     # int8-dynamic: 0.7431 sentiment in length-sorted batches of 64, 0.7459 one text at a time).
-    return evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length, provider=provider,
-                         threads=os.cpu_count() or 1, batch_size=ctx.recipe.budget.batch)
+    # Remembered per file version: the accuracy-aware int8 step scores the files _score_files scores again.
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, provider)
+    if key not in ctx.scored:
+        ctx.scored[key] = evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length,
+                                        provider=provider, threads=os.cpu_count() or 1,
+                                        batch_size=ctx.recipe.budget.batch)
+    return ctx.scored[key]
 
 
 def _without_predictions(results: dict) -> dict:
@@ -366,6 +389,8 @@ def _probe_class(variant: str) -> str:
     return "int8-static" if variant in STATIC_METHODS else variant
 
 
+# Inputs the accuracy-aware int8 step compares each singly-quantized MatMul's outputs on (precision.py).
+SENSITIVITY_SAMPLES = 32
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
 
@@ -528,6 +553,8 @@ def _score_files(student: str, files: dict[str, Path], run: Path, ctx: _Context,
             row = {"name": name, "student": student, "variant": variant, "provider": provider,
                    "onnx": str(path.relative_to(run)), "metrics": metrics,
                    "retention": retention(metrics, teacher_metrics or metrics)}
+            if str(path) in ctx.mixed:
+                row["accuracy_aware"] = ctx.mixed[str(path)]
             rows.append(row | extra(variant))
             ctx.echo(f"  {name:<24} {provider:<5} " + _metrics_text(metrics, row["retention"]))
     return rows
@@ -672,8 +699,11 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         inputs, labels, inputs_digest = _distillation_set(recipe, tasks, teacher)
         if any(v in STATIC_METHODS for v in variants):
             ctx.calibration = _calibration(inputs, teacher, recipe.quantize.calibration_samples, recipe.distill.seed)
+        if "int8-dynamic" in variants and recipe.quantize.max_drop is not None:
+            ctx.sample_feeds = _calibration(inputs, teacher, SENSITIVITY_SAMPLES, recipe.distill.seed)
         predictions: dict = {}
-        teacher_files = _export(teacher.model, run / "teacher", ctx, variants if recipe.quantize.teacher else [])
+        teacher_files = _export(teacher.model, run / "teacher", ctx, variants if recipe.quantize.teacher else [],
+                                fit=True)
         teacher_params = count_parameters(teacher.model)
 
         def teacher_details(variant):
@@ -706,7 +736,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                                teacher_out)
             stage(5, "evaluate", f"exporting, quantizing and scoring {candidate.name}")
             folder = run / "candidates" / candidate.name
-            files = _export(student, folder, ctx, variants)
+            files = _export(student, folder, ctx, variants, fit=True)
             (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
             probe = probes[candidate.name]
 

@@ -221,17 +221,20 @@ def _preprocess(src: Path, tmp: Path) -> Path:
     return pre
 
 
-def _dynamic(src: Path, out: Path, tmp: Path, per_channel: bool, reduce_range: bool) -> None:
+def _dynamic(src: Path, out: Path, tmp: Path, per_channel: bool, reduce_range: bool,
+             keep_fp32: list[str], only: list[str] | None = None) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # DefaultTensorType: fused graphs (ORT O2) hide some weights' types from the
     # quantizer ("Unable to find data type for weight_name"); they are all float.
     quantize_dynamic(_preprocess(src, tmp), out, per_channel=per_channel, reduce_range=reduce_range,
-                     weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32, nodes_to_quantize=only,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _static(src: Path, out: Path, tmp: Path, method: str, reduce_range: bool, calibration: list[dict]) -> int:
+def _static(src: Path, out: Path, tmp: Path, method: str, reduce_range: bool, calibration: list[dict],
+            keep_fp32: list[str]) -> int:
     """QDQ int8 of `src` calibrated on `calibration`; returns the number of calibration batches."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -247,7 +250,8 @@ def _static(src: Path, out: Path, tmp: Path, method: str, reduce_range: bool, ca
     # keeps it from saturating on x86 without VNNI, as for dynamic.
     quantize_static(pre, out, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=_STATIC_OP_TYPES,
                     per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=calibrate, extra_options=extra)
+                    weight_type=QuantType.QInt8, calibrate_method=calibrate, nodes_to_exclude=keep_fp32,
+                    extra_options=extra)
     return len(feeds)
 
 
@@ -278,12 +282,15 @@ def _failure(method: str, src: Path, error: Exception) -> QuantizationFailed:
                               "your onnxruntime version.")
 
 
-def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]] | None = None) -> dict:
+def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]] | None = None,
+                  keep_fp32: list[str] = (), only: list[str] | None = None) -> dict:
     """Write a `method` copy (one of METHODS) of the ONNX file `src` to `dst`; returns what was done (JSON-able).
 
     int8-static-* methods need `calibration`: feeds (input name -> array) such as text_calibration
-    or image_calibration make. dst appears complete or not at all, loads in ORT's CPU provider,
-    and nothing else is left beside it or in the cwd.
+    or image_calibration make. `keep_fp32` names nodes (of the graph after ORT's basic optimizations:
+    see quantized_matmuls) left in fp32; `only` (int8-dynamic methods) quantizes just these nodes.
+    dst appears complete or not at all, loads in ORT's CPU provider, and nothing else is left beside
+    it or in the cwd.
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if method not in METHODS:
@@ -300,6 +307,8 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
     record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",
               "per_channel": method != "int8-dynamic-per-tensor", "reduce_range": reduce_range, "why": why,
               "op_types": list(_STATIC_OP_TYPES) if static else None, "calibration": None}
+    if keep_fp32:
+        record["kept_fp32"] = list(keep_fp32)
     if method == "fp16":
         record.update(weight_type="fp16", activation_type="fp16", per_channel=None, reduce_range=None,
                       why="fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32")
@@ -312,12 +321,12 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
                 if method == "fp16":
                     _fp16(src, out)
                 elif static:
-                    batches = _static(src, out, tmp, method, reduce_range, calibration)
+                    batches = _static(src, out, tmp, method, reduce_range, calibration, list(keep_fp32))
                     kind = method.rsplit("-", 1)[1]
                     record["calibration"] = {"method": kind, "batches": batches,
                                              **({"percentile": PERCENTILE} if kind == "percentile" else {})}
                 else:
-                    _dynamic(src, out, tmp, record["per_channel"], reduce_range)
+                    _dynamic(src, out, tmp, record["per_channel"], reduce_range, list(keep_fp32), only)
             import onnxruntime as ort
 
             ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a file that does not load is a failure
@@ -331,3 +340,17 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
 
+
+
+def quantized_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes an int8-dynamic file quantized (graph order): what keep_fp32 can name.
+
+    ORT's quantizers name the int8 node after the original one (`<name>_quant`); activation x
+    activation MatMuls (attention scores) stay float and are not listed.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name[:-len("_quant")] for node in graph.node
+            if node.op_type in ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat")
+            and node.name.endswith("_quant")]

@@ -60,7 +60,8 @@ class TeacherSpec(_Strict):
 
 class DataSpec(_Strict):
     source: str = Field(description="a CSV/TSV/JSONL/Parquet file, `hf:NAME[:CONFIG]` (Hugging Face datasets, "
-                                    "online), or a built-in: rotten_tomatoes, lee, lee_background, digits")
+                                    "online), or a built-in: rotten_tomatoes, rotten_tomatoes_plots, lee, "
+                                    "lee_background, digits")
     text: str = Field("text", description="classification: column of the texts")
     label: str = Field("label", description="classification: column of the labels")
     text_a: str = Field("text_a", description="similarity: first text of a pair")
@@ -166,6 +167,11 @@ class QuantizeSpec(_Strict):
                                       "(measured on GPU providers only). [] = fp32 only")
     calibration_samples: int = Field(128, ge=1, description="static int8: inputs drawn from the tasks' training data")
     teacher: bool = Field(True, description="quantize the teacher too: the file a user would ship without edgekit")
+    max_drop: float | None = Field(
+        1.0, ge=0, description="int8-dynamic: the most any task may lose, in % of the fp32 file's metric; when the "
+                               "all-int8 file loses more, the most quantization-sensitive MatMuls (a per-node "
+                               "pass) stay fp32 until every task is within it, and each kept node's latency cost "
+                               "is measured. null = keep the all-int8 file as it is")
 
 
 class ExportSpec(_Strict):

@@ -79,6 +79,7 @@ def _blocks(data: dict) -> list[tuple]:
     blocks += _matrix(data, tasks, p)
     if data.get("sweep"):
         blocks += _sweep(data, tasks, p)
+    blocks += _accuracy_aware(data)
     blocks += _probes(data, p)
     if data.get("gap"):
         blocks += _gap(data)
@@ -242,6 +243,43 @@ def _short(value) -> str:
         return f"{value:.3f}"
     text = "-" if value is None else str(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _losses(drops: dict) -> str:
+    return ", ".join(f"{task} {value:.2f}%" for task, value in drops.items())
+
+
+def _accuracy_aware(data: dict) -> list[tuple]:
+    """The int8 step's search: what all-int8 lost, which MatMuls stayed fp32 and what each one costs."""
+    target = data["providers"]["measured"][0]
+    searched = [e for e in data["files"] if e.get("accuracy_aware") and e["provider"] == target]
+    if not searched:
+        return []
+    allowed = searched[0]["accuracy_aware"]["max_drop"]
+    lines, tables = [], []
+    for e in searched:
+        record = e["accuracy_aware"]
+        first = f"{e['name']}: all-int8 loses {_losses(record['all_int8']['drops'])}"
+        if "sensitivity" not in record:
+            lines.append(f"{first}: within {allowed:g}%, every MatMul stays int8.")
+            continue
+        if not record["fits"]:
+            lines.append(f"{first}; keeping every MatMul in fp32 one by one did not bring it within {allowed:g}%, "
+                         "so the file stays all-int8.")
+        else:
+            extra = record["latency_ms"]["p50"] - record["all_int8_latency_ms"]["p50"]
+            lines.append(f"{first}; {len(record['kept_fp32'])} MatMul(s) kept in fp32 bring it to "
+                         f"{_losses(record['drops'])} for {extra:+.3f} ms p50.")
+        tables.append(("table", ["kept in fp32 (most sensitive first)", "output error when int8 alone",
+                                 "loss per task after keeping it", "p50 cost (ms)", "p95 cost (ms)"],
+                       [[r["node"], f"{r['error']:.4f}", _losses(r["drops_after"]), f"{r['cost_ms']['p50']:+.3f}",
+                         f"{r['cost_ms']['p95']:+.3f}"] for r in record["sensitivity"] if "cost_ms" in r]))
+    return [("h2", "Accuracy-aware int8"),
+            ("p", (f"int8-dynamic files may lose at most {allowed:g}% of the fp32 file's metric on any task "
+                   "(quantize.max_drop). When the all-int8 file loses more, each MatMul is quantized alone and "
+                   "ranked by how far the outputs move; the most sensitive stay fp32 until every task fits. "
+                   "Each kept node's cost is measured: the search's files timed side by side.")),
+            ("list", lines), *tables]
 
 
 def _distillation(data: dict, tasks: list[str]) -> list[tuple]:

@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from edgekit.pipeline import distill_and_export, sweep
+from edgekit.precision import drops
+from edgekit.quantize import quantized_matmuls
 from edgekit.recipe import RecipeError
 from edgekit.select import BudgetNotMet
 from edgekit.testing import tiny_recipe
@@ -47,6 +49,17 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
             assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
     quantized = json.loads((run / "candidates/L1/quantization.json").read_text())
     assert quantized["int8-static-minmax"]["calibration"]["batches"] == 16
+    # the accuracy-aware int8 step: what it says each int8-dynamic file loses is what the file scores
+    for student in ("teacher", "L1"):
+        fp32, int8 = (next(r for r in report.files if r["name"] == f"{student}-{v}") for v in ("fp32", "int8-dynamic"))
+        record = int8["accuracy_aware"]
+        assert record["max_drop"] == 1.0
+        assert record["drops"] == drops({t: m["value"] for t, m in fp32["metrics"].items()},
+                                        {t: m["value"] for t, m in int8["metrics"].items()})
+        assert record["fits"] == (max(record["drops"].values()) <= 1.0)
+        kept = record["kept_fp32"]
+        assert (not kept) == ("sensitivity" not in record or not record["fits"])
+        assert not set(kept) & set(quantized_matmuls(run / int8["onnx"]))  # kept nodes are fp32 in the file
     # the pick is the most accurate file on its worst task, and on the Pareto frontier
     assert data["picks"] == {"cpu": data["selected"]["name"]} and report.selected == data["selected"]
     chosen = next(r for r in report.files if r["name"] == data["selected"]["name"])

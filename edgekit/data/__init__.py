@@ -1,7 +1,7 @@
 """Task data: local files and offline built-ins, read into plain Python/numpy.
 
 A source is a path to a file or the name of a built-in data set
-(`rotten_tomatoes`, `lee`, `lee_background`, `digits`). Recipe tasks (labelled
+(`rotten_tomatoes`, `rotten_tomatoes_plots`, `lee`, `lee_background`, `digits`). Recipe tasks (labelled
 examples split into train and test) are loaded by `edgekit.data.tasks`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.data.builtin import BUILTIN_NAMES, digits, lee_background, lee_documents, rotten_tomatoes
+from edgekit.data.builtin import BUILTIN_NAMES, UNLABELED_TEXTS, digits
 from edgekit.data.files import open_npz, read_lines, read_table
 from edgekit.errors import DataError
 
@@ -44,12 +44,8 @@ def load_texts(source: str, column: str = "text") -> list[str]:
             texts = read_lines(path)
         else:
             texts = _read_column(path, column)
-    elif source == "rotten_tomatoes":
-        texts = [row["text"] for row in rotten_tomatoes()]
-    elif source == "lee":
-        texts = lee_documents()
-    elif source == "lee_background":
-        texts = lee_background()
+    elif source in UNLABELED_TEXTS:
+        texts = UNLABELED_TEXTS[source]()
     else:
         raise _unknown_source(source, TEXT_SUFFIXES)
     texts = [t.strip() for t in texts if t and t.strip()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import csv
 import importlib.util
+import re
 from pathlib import Path
 
 from edgekit.errors import DataError
@@ -24,9 +25,10 @@ _FILES = {
     "digits": ("sklearn", "datasets/data/digits.csv.gz", "pip install scikit-learn"),
 }
 # The names a user can pass as a source (lee_similarities is part of `lee`, not a data set of its own).
-BUILTIN_NAMES = ("rotten_tomatoes", "lee", "lee_background", "digits")
+BUILTIN_NAMES = ("rotten_tomatoes", "rotten_tomatoes_plots", "lee", "lee_background", "digits")
 # built-in name -> the file keys it reads (digits comes with scikit-learn, read by its load_digits)
-BUILTIN_FILES = {"rotten_tomatoes": ("rotten_tomatoes",), "lee": ("lee", "lee_similarities"),
+BUILTIN_FILES = {"rotten_tomatoes": ("rotten_tomatoes",), "rotten_tomatoes_plots": ("rotten_tomatoes",),
+                 "lee": ("lee", "lee_similarities"),
                  "lee_background": ("lee_background",), "digits": ("digits",)}
 
 
@@ -53,6 +55,22 @@ def rotten_tomatoes() -> list[dict]:
     with bz2.open(package_file("rotten_tomatoes"), "rt", encoding="utf-8") as f:
         return [{"text": row["text"], "label": row["category"]}
                 for row in csv.DictReader(f) if row["category"] in ("fresh", "rotten")]
+
+
+# A sentence ends at . ! or ? followed by space and a capital letter or quote ("Mr. Smith" splits too: harmless
+# for distillation text, which only needs in-domain sentences, not exact ones).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
+def rotten_tomatoes_plots() -> list[str]:
+    """The corpus's 1,097 plot synopses, split into sentences (~6k): unlabeled, in-domain movie text.
+
+    Small students learn most from more in-domain text (FIELD-NOTES: a 1-layer student kept
+    98.6% of the teacher's sentiment accuracy with synopses and 10 epochs, against 96.4% without).
+    """
+    with bz2.open(package_file("rotten_tomatoes"), "rt", encoding="utf-8") as f:
+        plots = [row["text"] for row in csv.DictReader(f) if row["category"] == "plot"]
+    return [sentence.strip() for plot in plots for sentence in _SENTENCE_END.split(plot) if sentence.strip()]
 
 
 def _latin1_lines(name: str) -> list[str]:
@@ -98,3 +116,9 @@ def digits():
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8)
     return images, bunch.target.astype(np.int64)
+
+
+# built-in name -> its texts, for the sources that can serve as unlabeled distillation text
+UNLABELED_TEXTS = {"lee_background": lee_background, "lee": lee_documents,
+                   "rotten_tomatoes": lambda: [row["text"] for row in rotten_tomatoes()],
+                   "rotten_tomatoes_plots": rotten_tomatoes_plots}

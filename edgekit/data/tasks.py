@@ -39,12 +39,13 @@ COLUMNS = {
 TEXT_COLUMNS = {"classification": ("text",), "similarity": ("text_a", "text_b"), "retrieval": ("query", "document")}
 # built-in -> the task kind it serves (None: unlabeled text only) and what it holds, for error messages
 BUILTIN_KIND = {"rotten_tomatoes": "classification", "lee": "similarity", "lee_background": None,
-                "digits": "image-classification"}
+                "rotten_tomatoes_plots": None, "digits": "image-classification"}
 _HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
           "lee": "document pairs with human similarity scores (similarity)",
           "lee_background": "unlabeled texts (for distill.unlabeled)",
+          "rotten_tomatoes_plots": "unlabeled movie plot sentences (for distill.unlabeled)",
           "digits": "labelled 8x8 images (image-classification)"}
-UNLABELED_BUILTINS = ("lee_background", "lee", "rotten_tomatoes")
+UNLABELED_BUILTINS = tuple(builtin.UNLABELED_TEXTS)
 
 
 # The graph outputs edgekit's networks export and tasks read: a sentence encoder's pooled
@@ -119,12 +120,8 @@ def load_unlabeled(spec: DataSpec) -> list[str]:
     if source.startswith("hf:"):
         # Unlabeled text comes from the training split only: test texts stay unseen.
         texts = _hf_columns(source, "train", {"text": spec.text}, "distill.unlabeled[].")["text"]
-    elif source == "lee_background":
-        texts = builtin.lee_background()
-    elif source == "lee":
-        texts = builtin.lee_documents()
-    elif source == "rotten_tomatoes":
-        texts = [row["text"] for row in builtin.rotten_tomatoes()]
+    elif source in builtin.UNLABELED_TEXTS:
+        texts = builtin.UNLABELED_TEXTS[source]()
     elif path.suffix.lower() == ".txt":
         texts = read_lines(path)
     else:
