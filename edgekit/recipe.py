@@ -208,6 +208,9 @@ class DistillSpec(_Strict):
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints (resume points)")
     unlabeled: list[DataSpec] = Field(default_factory=list, description="extra texts/images to distill on")
     max_texts: int | None = Field(None, ge=1, description="subsample the distillation set (quick runs)")
+    refit_heads: bool = Field(True, description="sentence encoders with linear heads: after distillation, refit "
+                                                "each classification head on the student's own embeddings of the "
+                                                "task's training split, as the teacher's was fit on the teacher's")
 
 
 class Recipe(_Strict):

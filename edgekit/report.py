@@ -47,7 +47,8 @@ def _arch(entry: dict) -> str:
     if "width" in a:
         return f"CNN w{a['width']} d{a['depth']}"
     if "layers" in a:
-        return f"{a['layers']} layer{'s' if a['layers'] != 1 else ''} {a['keep']}, h{a['hidden']}"
+        return (f"{a['layers']} layer{'s' if a['layers'] != 1 else ''} {a['keep']}, h{a['hidden']}"
+                + (f" a{a['heads']} f{a['ffn']}" if "ffn" in a else ""))
     return "teacher"
 
 
@@ -292,7 +293,9 @@ def _distillation(data: dict, tasks: list[str]) -> list[tuple]:
         for task in tasks) for e in fp32]
     runs = [f"{e['student']}: {e['distillation']['steps']} steps in {e['distillation']['seconds']:.0f} s; "
             f"{e['distillation']['initialized_from_teacher']['copied_tensors']} tensors initialized from the "
-            f"teacher, {e['distillation']['initialized_from_teacher']['random_tensors']} random" for e in fp32]
+            f"teacher, {e['distillation']['initialized_from_teacher']['random_tensors']} random"
+            + "".join(f"; {task} head refit on the student's embeddings of {n} training texts"
+                      for task, n in e["distillation"].get("heads_refit", {}).items()) for e in fp32]
     return [("h2", "What distillation bought"),
             ("p", ("The same student as initialized from the teacher's layers (untrained, fp32) against the "
                   "distilled one:")), ("list", bought), ("h2", "Distillation"), ("list", runs)]

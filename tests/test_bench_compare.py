@@ -2,14 +2,17 @@
 
 import json
 
-from bench.compare import FIXED, compare, markdown, quick_recipe, write_results
+import pytest
+
+from bench.compare import FIXED, compare, markdown, quick_recipe, resolve_budgets, write_results
+from edgekit.errors import EdgekitError
 from edgekit.testing import tiny_recipe
 
 
 def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_path):
     # act
     recipe = quick_recipe(tiny_recipe(tiny_bert), max_test=60)
-    results = compare(recipe, [500.0, 1000.0], tmp_path / "work", tmp_path / "cache", None, quick=True, echo=print)
+    results = compare(recipe, ["500", "x1"], tmp_path / "work", tmp_path / "cache", None, quick=True, echo=print)
     path = write_results(results, tmp_path / "results")
     # assert: the three things a user would run, then edgekit's pick(s), each with every figure
     names = [e["name"] for e in results["entries"]]
@@ -39,3 +42,10 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
     saved = json.loads(path.read_text())
     assert saved["entries"][1]["file"] == fp32["file"] and "| teacher fp32 (Optimum) |" in markdown(saved)
     assert path.with_suffix(".md").read_text() == markdown(saved)
+
+
+def test_budgets_are_milliseconds_or_speedups_over_the_teacher():
+    # x8 of a 16 ms teacher with 10% headroom: files that measure <= 2 ms fit, so the budget is 2 / 0.9
+    assert resolve_budgets(["4.5", "x8"], 16.0, 0.1) == [round(2 / 0.9, 3), 4.5]
+    with pytest.raises(EdgekitError, match="neither milliseconds"):
+        resolve_budgets(["fast"], 16.0, 0.1)

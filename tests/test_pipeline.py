@@ -47,6 +47,7 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
         if row["student"] == "L1":
             assert row["architecture"]["keep"] == [0] and row["probe_latency_ms"]["p95"] > 0
             assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
+            assert row["distillation"]["heads_refit"] == {"sentiment": 300}  # its own head, on its embeddings
     quantized = json.loads((run / "candidates/L1/quantization.json").read_text())
     assert quantized["int8-static-minmax"]["calibration"]["batches"] == 16
     # the accuracy-aware int8 step: what it says each int8-dynamic file loses is what the file scores
@@ -78,6 +79,7 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
     markdown = (run / "report.md").read_text()
     assert "teacher-int8-dynamic" in markdown and "L1-int8-static-minmax" in markdown
     assert "What distillation bought" in markdown and "not guaranteed to match the teacher" in markdown
+    assert "sentiment head refit on the student's embeddings of 300 training texts" in markdown
     page = (run / "report.html").read_text()
     assert page.count("<svg") == 1 and "http://" not in page.replace("http://www.w3.org", "")
     # nothing half-written is left beside the run

@@ -253,6 +253,10 @@ def test_unlabeled_texts(tmp_path):
     assert reviews == ["review number 0", "review number 1", "review number 2", "review number 0"]
     assert len(background) == 300 and any(len(text) > 2000 for text in background)
     assert len(snippets) == 12808 and len(load_unlabeled(DataSpec(source="lee"))) == 50
+    # the plot synopses, one sentence per text: in-domain movie text that is not among the labelled snippets
+    plots = load_unlabeled(DataSpec(source="rotten_tomatoes_plots"))
+    assert len(plots) == 5828 and not set(plots) & set(snippets)
+    assert plots[0] == "Vijay Singh Rajput (Amitabh Bachchan) is a quirky manager of Vilasrao Jefferson Bank."
     with pytest.raises(DataError, match="unlabeled data are texts"):
         load_unlabeled(DataSpec(source="digits"))
     with pytest.raises(DataError, match="distill.unlabeled"):
