@@ -53,6 +53,7 @@ BUDGETS = ("x8", "x4")
 FIXED = "seq128"
 POOL = 256  # distinct real texts cycled through at a task's length distribution
 FORMAT = "edgekit.bench/1"
+BUDGET_LABELS = "bench-budgets.json"  # beside a sweep the bench ran: how each budget was asked for
 
 
 def _echo(message: str) -> None:
@@ -76,17 +77,19 @@ def quick_recipe(recipe: Recipe, max_test: int = 200) -> Recipe:
     return Recipe.model_validate(data)
 
 
-def _picks(report: dict, run: Path) -> list[dict]:
-    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once)."""
+def _picks(report: dict, run: Path, labels: dict[float, str]) -> list[dict]:
+    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once);
+    `labels`: ms -> how the budget was asked for (x8)."""
     picks: dict[str, dict] = {}
     for point in report["sweep"]:
         if point["pick"] is None:
             continue
         row = next(r for r in report["files"] if r["name"] == point["pick"] and r["provider"] == point["provider"])
         entry = picks.setdefault(row["name"], {"name": f"edgekit {row['name']}", "kind": "onnx",
-                                               "file": run / row["onnx"], "budgets_ms": [],
+                                               "file": run / row["onnx"], "budgets": [],
                                                "run_metrics": {t: m["value"] for t, m in row["metrics"].items()}})
-        entry["budgets_ms"].append(point["ms"])
+        label = labels.get(point["ms"])
+        entry["budgets"].append(f"{label} = {point['ms']:g} ms" if label else f"{point['ms']:g} ms")
     return list(picks.values())
 
 
@@ -257,20 +260,22 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def resolve_budgets(tokens: list[str], fp32_p95: float, headroom: float) -> list[float]:
-    """Budgets in ms: a number is itself; `xN` is the budget whose fitting files (headroom included) run at
-    least N times faster at p95 than the teacher's fp32 file measured now: fp32_p95 / N / (1 - headroom).
+def resolve_budgets(tokens: list[str], fp32_p95: float, headroom: float) -> dict[float, str]:
+    """Budget in ms -> the token it came from, in ms order. A number is itself; `xN` is the budget whose
+    fitting files (headroom included) run at least N times faster at p95 than the teacher's fp32 file
+    measured now: fp32_p95 / N / (1 - headroom).
     Relative budgets ask the same question on a host that runs at half speed today (this one has measured
     the teacher at 15.7 and at 31 ms p95 on different days)."""
-    budgets = []
+    budgets = {}
     for token in tokens:
         token = token.strip()
         try:
-            budgets.append(fp32_p95 / float(token[1:]) / (1 - headroom) if token.startswith("x") else float(token))
+            ms = fp32_p95 / float(token[1:]) / (1 - headroom) if token.startswith("x") else float(token)
         except ValueError:
             raise EdgekitError(f"budget '{token}' is neither milliseconds (4.5) nor a speed-up over the teacher's "
                                "fp32 file (x8)") from None
-    return sorted(round(b, 3) for b in budgets)
+        budgets[round(ms, 3)] = token
+    return dict(sorted(budgets.items()))
 
 
 def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | None, run: Path | None,
@@ -290,15 +295,20 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
     fixed = {FIXED: pools[FIXED]}
     first = time_all({"fp32": OnnxRunner(fp32, threads, recipe.teacher.normalize)}, fixed, rounds, runs, echo)
     fp32_p95 = float(np.percentile(first["fp32"][FIXED], 95))
-    budget_ms = resolve_budgets(budgets, fp32_p95, recipe.budget.headroom)
+    labels = resolve_budgets(budgets, fp32_p95, recipe.budget.headroom)
 
     if run is None:
         run = work / "sweep"
-        echo(f"[2/5] edgekit sweep at {', '.join(f'{b:g}' for b in budget_ms)} ms ({', '.join(budgets)}; teacher "
-             f"fp32 p95 {fp32_p95:.2f} ms) -> {run}")
-        sweep(recipe, budget_ms, out=run, cache_dir=cache, force=True, echo=echo)
+        echo("[2/5] edgekit sweep at " + ", ".join(f"{t} = {ms:g} ms" for ms, t in labels.items())
+             + f" (teacher fp32 p95 {fp32_p95:.2f} ms) -> {run}")
+        sweep(recipe, list(labels), out=run, cache_dir=cache, force=True, echo=echo)
+        (run / BUDGET_LABELS).write_text(json.dumps({str(ms): t for ms, t in labels.items()}) + "\n", encoding="utf-8")
+    else:
+        # An earlier sweep: its budgets, labelled as that bench asked for them (when a bench ran it).
+        saved = run / BUDGET_LABELS
+        labels = {float(ms): t for ms, t in json.loads(saved.read_text()).items()} if saved.is_file() else {}
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
-    picks = _picks(report, run)
+    picks = _picks(report, run, labels)
     if not picks:
         raise EdgekitError(f"the sweep in {run} picked nothing at any budget; see its report.md")
     entries = [{"name": "teacher PyTorch eager", "kind": "torch", "file": None},
@@ -306,6 +316,9 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
                {"name": "teacher int8 (Optimum dynamic)", "kind": "onnx", "file": int8}, *picks]
     runners = {e["name"]: TorchRunner(teacher.model, threads) if e["kind"] == "torch"
                else OnnxRunner(e["file"], threads, recipe.teacher.normalize) for e in entries}
+    # Optimum exports pooling and normalize only when sentence-transformers is installed; otherwise the file
+    # ends at last_hidden_state and the mean pooling (<1% of the forward) runs in numpy, outside the timing.
+    how["embedding_output"] = runners[entries[1]["name"]].output
 
     echo("[3/5] every task's metric, one text per run")
     for entry in entries:
@@ -334,20 +347,21 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
                            for shape, lat in entry["latency_ms"].items()}
         reference = base["fp32"]["metrics"]
         entry["retention"] = {t: 100.0 * m["value"] / reference[t]["value"] for t, m in entry["metrics"].items()}
-    goal = [{"entry": e["name"], "budgets_ms": e["budgets_ms"],
+    goal = [{"entry": e["name"], "budgets": e["budgets"],
              "x_vs_fp32_p95": e["ratios"][FIXED]["fp32_over_this_p95"],
              "x_vs_int8_p95": e["ratios"][FIXED]["int8_over_this_p95"],
-             "min_retention": min(e["retention"].values()),
-             "met": (e["ratios"][FIXED]["fp32_over_this_p95"] >= 8 and e["ratios"][FIXED]["int8_over_this_p95"] >= 3
-                     and min(e["retention"].values()) >= 97)} for e in entries if "budgets_ms" in e]
+             "min_retention": min(e["retention"].values())} for e in entries if "budgets" in e]
+    for g in goal:
+        g["met"] = g["x_vs_fp32_p95"] >= 8 and g["x_vs_int8_p95"] >= 3 and g["min_retention"] >= 97
     for entry in entries:
         if entry["file"]:
             entry["file"] = _relative(entry["file"])
     return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "quick" if quick else "full",
             "command": "python -m bench" + (" --quick" if quick else ""), "root": str(ROOT),
             "seconds": round(time.perf_counter() - started, 1), "recipe": report["recipe"]["name"],
-            "sweep_run": _relative(run), "budgets": budgets, "budgets_ms": [p["ms"] for p in report["sweep"]],
-            "teacher_fp32_p95_before_sweep_ms": fp32_p95, "threads": threads, "batch": 1, "seq_len": seq_len,
+            "sweep_run": _relative(run), "budgets": [labels.get(p["ms"], f"{p['ms']:g}") for p in report["sweep"]],
+            "budgets_ms": [p["ms"] for p in report["sweep"]], "teacher_fp32_p95_before_sweep_ms": fp32_p95,
+            "headroom": recipe.budget.headroom, "threads": threads, "batch": 1, "seq_len": seq_len,
             "machine": cpu_info(), "versions": package_versions(), "baseline_made_by": how, "peaks": peaks,
             "shapes": {shape: len(pool) for shape, pool in pools.items()}, "rounds": rounds, "runs": runs,
             "baselines": {"fp32": base["fp32"]["name"], "int8": base["int8"]["name"]},
@@ -366,8 +380,7 @@ def markdown(results: dict) -> str:
     rows = []
     for e in results["entries"]:
         lat, ratio = e["latency_ms"], e["ratios"][FIXED]
-        budgets = ", ".join(f"{b:g}" for b in e.get("budgets_ms", []))
-        name = e["name"] + (f" (pick at {budgets} ms)" if budgets else "")
+        name = e["name"] + (f" (pick at {', '.join(e['budgets'])})" if e.get("budgets") else "")
         rows.append([name, f"{e['size_bytes'] / 1e6:.1f}" if e["size_bytes"] else "-",
                      *[f"{e['metrics'][t]['value']:.3f} ({e['retention'][t]:.1f}%)" for t in tasks],
                      " / ".join(f"{lat[FIXED][p]:.2f}" for p in ("p50", "p95", "p99")),
@@ -376,6 +389,8 @@ def markdown(results: dict) -> str:
                      f"{e['work']['fp32_gflop']:.2f} + {e['work']['int8_gop']:.2f}", f"{e['floor_ms']:.2f}",
                      f"{e['floor_fraction']:.0%}"])
     machine, peaks = results["machine"], results["peaks"]
+    asked = ", ".join(f"{b} = {ms:g} ms" if b.startswith("x") else f"{ms:g} ms"
+                      for b, ms in zip(results["budgets"], results["budgets_ms"]))
     lines = [f"# edgekit bench: {results['recipe']} ({results['mode']})", "",
              (f"`{results['command']}` on {machine['name']} ({machine['arch']}), {results['created']}, "
              f"{results['seconds'] / 60:.1f} min. Batch 1, {results['threads']} thread(s), CPU provider, onnxruntime "
@@ -383,16 +398,21 @@ def markdown(results: dict) -> str:
              f"{results['runs']} runs per file and shape, pooled. Metrics: every eval example, one text per run. "
              f"Kept: % of the Optimum fp32 teacher's metric. Matmul peaks measured in this run with ORT's kernels: "
              f"fp32 {peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s; the floor is the "
-             "file's matmul work at seq 128 over them, and 'of floor' is floor / p50."), "",
+             "file's matmul work at seq 128 over them, and 'of floor' is floor / p50. Budgets of the sweep: "
+             f"{asked} (xN: files N times faster at p95 than the teacher fp32 file timed before the sweep, "
+             f"{results['teacher_fp32_p95_before_sweep_ms']:.2f} ms, with {results['headroom']:.0%} headroom)."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", ("Goal (batch 1, p95 at seq 128): a pick >= 8x faster than the teacher fp32 ONNX and >= 3x faster "
               "than the teacher int8, keeping >= 97% of the teacher's metric on every task."), ""]
-    lines += [f"- {g['entry']} (budget {', '.join(f'{b:g}' for b in g['budgets_ms'])} ms): {g['x_vs_fp32_p95']:.2f}x "
-              f"fp32, {g['x_vs_int8_p95']:.2f}x int8, worst task {g['min_retention']:.1f}%: "
-              f"{'met' if g['met'] else 'NOT met'}" for g in results["goal"]]
+    lines += [f"- {g['entry']} (pick at {', '.join(g['budgets'])}): {g['x_vs_fp32_p95']:.2f}x faster than fp32, "
+              f"{g['x_vs_int8_p95']:.2f}x faster than int8, worst task {g['min_retention']:.1f}%: "
+              f"{'meets the goal' if g['met'] else 'does not meet it'}" for g in results["goal"]]
+    met = [g["entry"] for g in results["goal"] if g["met"]]
+    lines += ["", f"Goal met by: {', '.join(met)}." if met else "Goal met by no pick.", ""]
     made = results["baseline_made_by"]
-    lines += ["", f"Baseline files: {made['export']}; {made['quantize']}.", ""]
+    output = f" (embedding output `{made['embedding_output']}`)" if made.get("embedding_output") else ""
+    lines += ["", f"Baseline files: {made['export']}{output}; {made['quantize']}.", ""]
     return "\n".join(lines)
 
 

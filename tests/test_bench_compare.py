@@ -39,6 +39,7 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
     assert results["peaks"]["fp32_gflops"] > 0 and results["peaks"]["int8_gops"] > 0
     # the goal is judged for every pick, and the files are where the results say
     assert [g["entry"] for g in results["goal"]] == names[3:]
+    assert sorted(results["budgets"]) == ["500", "x1"] and (tmp_path / "work/sweep/bench-budgets.json").is_file()
     saved = json.loads(path.read_text())
     assert saved["entries"][1]["file"] == fp32["file"] and "| teacher fp32 (Optimum) |" in markdown(saved)
     assert path.with_suffix(".md").read_text() == markdown(saved)
@@ -46,6 +47,6 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
 
 def test_budgets_are_milliseconds_or_speedups_over_the_teacher():
     # x8 of a 16 ms teacher with 10% headroom: files that measure <= 2 ms fit, so the budget is 2 / 0.9
-    assert resolve_budgets(["4.5", "x8"], 16.0, 0.1) == [round(2 / 0.9, 3), 4.5]
+    assert resolve_budgets(["4.5", "x8"], 16.0, 0.1) == {round(2 / 0.9, 3): "x8", 4.5: "4.5"}
     with pytest.raises(EdgekitError, match="neither milliseconds"):
         resolve_budgets(["fast"], 16.0, 0.1)
