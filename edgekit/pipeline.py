@@ -193,7 +193,7 @@ class _Context:
     failures: dict[str, str] = field(default_factory=dict)  # "file on provider" -> why it was not measured
     sample_feeds: list[dict] | None = None  # inputs of the accuracy-aware int8 step's sensitivity pass
     mixed: dict[str, dict] = field(default_factory=dict)  # int8 file -> its accuracy-aware search (precision.py)
-    scored: dict[tuple, dict] = field(default_factory=dict)  # (file, size, mtime, provider) -> _evaluate's result
+    scored: dict[tuple, dict] = field(default_factory=dict)  # (file sha256, provider) -> _evaluate's result
 
 
 def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
@@ -291,9 +291,11 @@ def _evaluate(path: Path, ctx: _Context, provider: str) -> dict:
     # At the budget's batch size, as the file ships: an int8-dynamic file quantizes activations with
     # ranges over the whole batch, so its outputs (and accuracy) depend on what else is in it (L3
     # int8-dynamic: 0.7431 sentiment in length-sorted batches of 64, 0.7459 one text at a time).
-    # Remembered per file version: the accuracy-aware int8 step scores the files _score_files scores again.
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, provider)
+    # Remembered per file content: the accuracy-aware int8 step scores files that _score_files scores
+    # again, the file it keeps after moving it from its scratch folder into place.
+    from edgekit.provenance import sha256_file
+
+    key = (sha256_file(path), provider)
     if key not in ctx.scored:
         ctx.scored[key] = evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length,
                                         provider=provider, threads=os.cpu_count() or 1,
