@@ -43,6 +43,12 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
     saved = json.loads(path.read_text())
     assert saved["entries"][1]["file"] == fp32["file"] and "| teacher fp32 (Optimum) |" in markdown(saved)
     assert path.with_suffix(".md").read_text() == markdown(saved)
+    # --run: the same sweep compared again keeps its budgets' labels and the teacher timing they came from
+    again = compare(recipe, ["999"], tmp_path / "work", tmp_path / "cache", tmp_path / "work/sweep", quick=True,
+                    echo=print)
+    assert again["budgets"] == results["budgets"] and again["budgets_ms"] == results["budgets_ms"]
+    assert again["teacher_fp32_p95_before_sweep_ms"] == results["teacher_fp32_p95_before_sweep_ms"]
+    assert [e["budgets"] for e in again["entries"][3:]] == [e["budgets"] for e in picks]
 
 
 def test_budgets_are_milliseconds_or_speedups_over_the_teacher():
