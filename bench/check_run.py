@@ -6,6 +6,8 @@ numpy and scipy score every task on the evaluation split; a plain timing loop (1
 batch 1, seq 128, random ids, as the budget shape) times the pick. Then:
   - the pick's metrics equal the report's (to 0.002: ORT may sum in another order here),
   - its p50/p95 are within 15% of the report's (same machine, different process and time),
+  - for a relative budget (speedup: N), the pick timed side by side with the teacher's fp32 file is at
+    least N times faster at the budget's percentile, and its retention per task is the report's,
   - the gap report's flip counts, listed flip indices and hardest-slice scores equal the
     recomputation.
 Writes bench/results/<date>-<cpu>-check-run.{json,md}; exits 1 on any mismatch.
@@ -106,6 +108,25 @@ def check_gap(report: dict, scored: dict, tasks) -> list[dict]:
     return checks
 
 
+def check_speedup(report: dict, selected: dict, run: Path, runs: int, rounds: int = 3) -> list[dict]:
+    """A relative budget's claim: the pick is at least `speedup` times faster than the teacher's fp32 file at
+    the budget's percentile. Both are timed here with the plain loop, in interleaved rounds (the host's speed
+    drifts over minutes), their samples pooled."""
+    budget = report["budget"]
+    if not budget.get("speedup"):
+        return []
+    files = {"teacher": run / budget["teacher"]["file"], "pick": run / "bundle" / "model.onnx"}
+    samples = {name: [] for name in files}
+    for _ in range(rounds):
+        for name, path in files.items():
+            samples[name] += plain_ort_samples_ms(path, max(runs // rounds, 100))
+    q = int(budget["percentile"][1:])
+    ratio = float(np.percentile(samples["teacher"], q) / np.percentile(samples["pick"], q))
+    return [{"check": f"speed-up over teacher-fp32 at {budget['percentile']}, plain loop (>= x{budget['speedup']:g})",
+             "report": budget["teacher"]["ms"] / selected["latency_ms"][budget["percentile"]], "recomputed": ratio,
+             "ok": ratio >= budget["speedup"]}]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a distill-and-export run folder (with bundle/ and report.json)")
@@ -136,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         checks.append({"check": f"{q} latency (ms), plain loop, 1 thread, batch 1, seq {SEQ_LEN}",
                        "report": selected["latency_ms"][q], "recomputed": value,
                        "ok": abs(value / selected["latency_ms"][q] - 1) <= LATENCY_TOLERANCE})
+    checks += check_speedup(report, selected, args.run, args.runs)
+    for task, result in bundle.items():  # what the pick keeps of the teacher, recomputed on both files
+        teacher = scored["teacher-fp32"][task]["value"]
+        checks.append({"check": f"{task}: retention of the pick (% of teacher-fp32)",
+                       "report": selected["retention"][task], "recomputed": 100 * result["value"] / teacher,
+                       "ok": abs(selected["retention"][task] - 100 * result["value"] / teacher) <= 0.3})
     checks += check_gap(report, scored, tasks)
 
     date = dt.date.today().isoformat()

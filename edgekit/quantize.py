@@ -24,7 +24,7 @@ import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
 from edgekit.providers import SessionSettings, create_session
@@ -46,7 +46,7 @@ _VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def reduce_range_choice(info: dict | None = None) -> tuple[bool, str]:
-    """(reduce_range, why) for the CPU in `info` (default: this machine's cpu_info()).
+    """(reduce_range, why) for the CPU in `info` (default: this machine's cpu_info()): the "auto" choice.
 
     x86 without VNNI multiplies int8 pairs with vpmaddubsw, whose 16-bit sums can
     saturate with full 8-bit weights; 7-bit weights avoid that. VNNI (and AMX)
@@ -63,6 +63,24 @@ def reduce_range_choice(info: dict | None = None) -> tuple[bool, str]:
         return False, f"CPU has {found[0]}: int8 products accumulate in 32 bits, full 8-bit weights kept"
     return True, ("no VNNI detected on this CPU: AVX2/AVX-512 int8 multiply-add can saturate 16-bit sums, "
                   "so weights use 7 bits (reduce_range)")
+
+
+def resolve_reduce_range(setting: bool | Literal["auto"] | None = None,
+                         info: dict | None = None) -> tuple[bool | Literal["auto"], bool, str]:
+    """(the setting asked: "auto"/True/False, the reduce_range used, why) for `setting`.
+
+    None and "auto" pick per CPU (reduce_range_choice on `info`, default this machine); True/False
+    pin it, so a file (or a test) comes out the same on every host. A pinned setting's why also says
+    what auto would have picked here, so a record shows when a pin does not suit the host it ran on.
+    """
+    if setting is None or setting == "auto":
+        used, why = reduce_range_choice(info)
+        return "auto", used, why
+    if not isinstance(setting, bool):
+        raise QuantizationFailed(f"reduce_range must be 'auto', True or False (got {setting!r}).")
+    auto, auto_why = reduce_range_choice(info)
+    bits = "7-bit weights" if setting else "full 8-bit weights"
+    return setting, setting, (f"pinned to {setting} ({bits}); auto would pick {auto} here ({auto_why})")
 
 
 @contextmanager
@@ -283,12 +301,19 @@ def _failure(method: str, src: Path, error: Exception) -> QuantizationFailed:
 
 
 def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]] | None = None,
-                  keep_fp32: list[str] = (), only: list[str] | None = None) -> dict:
+                  keep_fp32: list[str] = (), only: list[str] | None = None,
+                  reduce_range: bool | Literal["auto"] | None = None) -> dict:
     """Write a `method` copy (one of METHODS) of the ONNX file `src` to `dst`; returns what was done (JSON-able).
 
     int8-static-* methods need `calibration`: feeds (input name -> array) such as text_calibration
     or image_calibration make. `keep_fp32` names nodes (of the graph after ORT's basic optimizations:
     see quantized_matmuls) left in fp32; `only` (int8-dynamic methods) quantizes just these nodes.
+    `reduce_range` (int8 methods): True = 7-bit weights, False = full 8 bits, None/"auto" = per CPU
+    (reduce_range_choice): the one choice of this module that depends on the host, so the record
+    says what was asked ("reduce_range_setting"), what was used ("reduce_range") and why ("why").
+    Everything else (signed int8 weights, uint8 static activations, per-channel, the op types) is
+    the same on every host; which int8 kernel ORT then runs (U8S8, U8U8, VNNI or not) is its own
+    choice at session time and cannot be pinned here.
     dst appears complete or not at all, loads in ORT's CPU provider, and nothing else is left beside
     it or in the cwd.
     """
@@ -303,13 +328,15 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
                                  "Fix: pass calibration data (`--calibration DATA` on the CLI: texts or images "
                                  "like the model's inputs), or use --method int8-dynamic, which needs none.")
     started = time.perf_counter()
-    reduce_range, why = reduce_range_choice()
+    setting, reduce_range, why = resolve_reduce_range(reduce_range)
     record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",
-              "per_channel": method != "int8-dynamic-per-tensor", "reduce_range": reduce_range, "why": why,
+              "per_channel": method != "int8-dynamic-per-tensor", "reduce_range_setting": setting,
+              "reduce_range": reduce_range, "why": why,
               "op_types": list(_STATIC_OP_TYPES) if static else None, "calibration": None}
     if keep_fp32:
         record["kept_fp32"] = list(keep_fp32)
     if method == "fp16":
+        # reduce_range_setting stays as asked (a recipe's setting applies to all its variants); it has no effect here
         record.update(weight_type="fp16", activation_type="fp16", per_channel=None, reduce_range=None,
                       why="fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32")
     dst.parent.mkdir(parents=True, exist_ok=True)

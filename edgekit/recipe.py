@@ -119,9 +119,30 @@ class StudentSpace(_Strict):
     max_students: int = Field(2, ge=1, description="distill at most this many feasible candidates, largest first")
 
 
+def budget_token(value) -> tuple[str, float]:
+    """("ms", 4.5) for a budget in milliseconds (4.5 or "4.5"), ("speedup", 8.0) for one relative to the
+    teacher ("x8"): how sweeps and the CLI's --budget(s) name budgets."""
+    text = str(value).strip().lower()
+    kind, number = ("speedup", text[1:]) if text.startswith("x") else ("ms", text.removesuffix("ms"))
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"budget '{value}' is neither milliseconds (4.5) nor a speed-up over the teacher's fp32 "
+                         "file (x8)") from None
+    if not amount > 0:
+        raise ValueError(f"budget '{value}' must be positive")
+    return kind, amount
+
+
 class Budget(_Strict):
     percentile: Literal["p50", "p95", "p99"] = Field("p95", description="latency percentile the budget bounds")
-    ms: float = Field(gt=0, description="latency budget in milliseconds for one batch")
+    ms: float | None = Field(None, gt=0, description="latency budget in milliseconds for one batch (or give "
+                                                     "`speedup` instead: exactly one of the two)")
+    speedup: float | None = Field(
+        None, gt=0, description="latency budget relative to the teacher: a file fits when it is this many times "
+                                "faster than the teacher's fp32 file at the budget's percentile, both measured in "
+                                "the same run on this machine (and within `headroom` of that). Portable across "
+                                "CPUs, where a number of milliseconds is not (exactly one of `ms` and `speedup`)")
     batch: int = Field(1, ge=1, description="batch size the budget is measured at")
     seq_len: int | Literal["task"] = Field(
         128, description="tokens per text, or `task` for the first text task's own length distribution")
@@ -131,14 +152,17 @@ class Budget(_Strict):
                                            "the bundle is built for; unavailable ones are skipped with a note")
     threads: int = Field(1, ge=1, description="intra-op threads")
     size_mb: float | None = Field(None, gt=0, description="optional file size budget in MB")
-    headroom: float = Field(0.1, ge=0, lt=1, description="a file must measure this fraction under `ms` to count "
-                                                         "as fitting: latency on a shared host drifts by ~7% "
+    headroom: float = Field(0.1, ge=0, lt=1, description="a file must measure this fraction under the budget to "
+                                                         "count as fitting: latency on a shared host drifts by ~7% "
                                                          "between runs, and the pick must still fit when re-timed")
     min_runs: int = Field(300, ge=20, description="timed runs per round (hundreds for a stable p95)")
     min_seconds: float = Field(1.0, ge=0, description="timed wall time per round")
     rounds: int = Field(3, ge=1, description="timing rounds per file (fresh session each); the round with the "
                                              "median percentile counts, so one burst of host noise does not")
-    sweep: list[float] = Field([], description="budgets in ms for `edgekit sweep` (its --budgets overrides them)")
+    sweep: list[float | str] = Field([], description="budgets for `edgekit sweep` (its --budgets overrides them): "
+                                                     "milliseconds (4.5) or speed-ups over the teacher (\"x8\")")
+    # Set by resolve_budget on a copy, never by a recipe: the teacher's latency a `speedup` divides.
+    _teacher_ms: float | None = PrivateAttr(None)
 
     @field_validator("ms", mode="before")
     @classmethod
@@ -150,13 +174,47 @@ class Budget(_Strict):
         if match:
             ms = float(match[1]) * {"ms": 1, "s": 1000, "sec": 1000, "us": 1e-3, "µs": 1e-3}[match[2]]
             raise ValueError(f"'{value}' has a unit, and budget.ms is a plain number of milliseconds: write ms: {ms:g}")
+        if re.fullmatch(r"\s*x\s*[0-9.]+\s*", value):
+            raise ValueError(f"'{value}' is a speed-up: write it as speedup: {value.strip()[1:].strip()} instead of ms")
         return value
 
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_tokens(cls, values):
+        for value in values:
+            budget_token(value)  # raises the message that names the bad entry
+        return values
+
     @model_validator(mode="after")
-    def _positive_sweep(self):
-        if any(ms <= 0 for ms in self.sweep):
-            raise ValueError(f"sweep budgets must be positive milliseconds (got {self.sweep})")
+    def _one_limit(self):
+        if (self.ms is None) == (self.speedup is None):
+            raise ValueError("give exactly one of budget.ms (milliseconds, e.g. ms: 4.5) and budget.speedup (times "
+                             "faster than the teacher's fp32 file measured in the same run, e.g. speedup: 8)"
+                             + ("" if self.ms is None else ", not both"))
         return self
+
+    @property
+    def teacher_ms(self) -> float | None:
+        return self._teacher_ms
+
+    def at(self, token) -> Budget:
+        """This budget with its limit replaced by a sweep entry or a --budget value (4.5 or "x8"), unresolved."""
+        kind, amount = budget_token(token)
+        return self.model_copy(update={"ms": amount, "speedup": None} if kind == "ms"
+                               else {"ms": None, "speedup": amount})
+
+    def resolved(self, teacher_ms: float) -> Budget:
+        """A copy whose `ms` is set: for a relative budget, the teacher fp32 file's measured latency at the
+        budget's percentile divided by `speedup`; an absolute budget is returned as it is."""
+        if self.speedup is None:
+            return self
+        copy = self.model_copy(update={"ms": teacher_ms / self.speedup})
+        copy._teacher_ms = teacher_ms
+        return copy
+
+    def label(self) -> str:
+        """How the budget was asked for: '4.5 ms' or 'x8'."""
+        return f"{self.ms:g} ms" if self.speedup is None else f"x{self.speedup:g}"
 
 
 class QuantizeSpec(_Strict):
@@ -172,6 +230,13 @@ class QuantizeSpec(_Strict):
                                "all-int8 file loses more, the most quantization-sensitive MatMuls (a per-node "
                                "pass) stay fp32 until every task is within it, and each kept node's latency cost "
                                "is measured. null = keep the all-int8 file as it is")
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto", description="int8 methods: 7-bit weights (true) or full 8 bits (false). x86 CPUs without VNNI "
+                            "multiply int8 with vpmaddubsw, whose 16-bit sums can saturate with 8-bit weights; "
+                            "VNNI/AMX accumulate in 32 bits and arm64's dot products are signed, so they keep 8 "
+                            "bits. auto = decide by the CPU the run is on; pin it when the file will run on "
+                            "another kind of CPU than the one that builds it, or for results that must not "
+                            "depend on the host")
 
 
 class ExportSpec(_Strict):

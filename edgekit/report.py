@@ -64,7 +64,7 @@ def _blocks(data: dict) -> list[tuple]:
             "re-timing drift)." if budget["headroom"] else "")
     providers = data["providers"]
     blocks = [("h1", f"edgekit {'sweep' if data.get('sweep') else 'run'}: {data['recipe']['name']}"),
-              ("p", (f"Budget: {p} <= {budget['ms']} ms at batch {budget['batch']}, {seq}, {budget['threads']} "
+              ("p", (f"Budget: {_budget_text(budget)} at batch {budget['batch']}, {seq}, {budget['threads']} "
                     f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
                     f"Machine: {data['machine']['name']}. Run took {data['seconds'] / 60:.1f} min."))]
     skipped = {**providers["skipped"], **data["variants"]["skipped"]}
@@ -81,6 +81,7 @@ def _blocks(data: dict) -> list[tuple]:
     if data.get("sweep"):
         blocks += _sweep(data, tasks, p)
     blocks += _accuracy_aware(data)
+    blocks += _int8_effect(data, tasks)
     blocks += _probes(data, p)
     if data.get("gap"):
         blocks += _gap(data)
@@ -160,16 +161,48 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
             ("figure", "accuracy-latency", "Each task's metric against latency; the Pareto frontier is connected.")]
 
 
+def _int8_effect(data: dict, tasks: list[str]) -> list[tuple]:
+    effect = data.get("int8_on_this_cpu") or []
+    if not effect:
+        return []
+    sets = [name for name, present in data["machine"]["instruction_sets"].items() if present]
+    rows = [[e["file"], f"{e['x_vs_fp32']['p50']:.2f}x", f"{e['x_vs_fp32']['p95']:.2f}x"]
+            + [f"{e['metric_change'][t]:+.4f}" + (f" ({e['kept_of_fp32'][t]:.1f}%)"
+                                                   if e["kept_of_fp32"].get(t) is not None else "") for t in tasks]
+            for e in effect]
+    return [("h2", "Quantization on this CPU"),
+            ("p", (f"Each quantized file against its own fp32 file, both measured here ({data['machine']['name']}, "
+                   f"{', '.join(sets) or 'no listed instruction sets'}): int8's speed-up depends on the CPU's int8 "
+                   "instructions (VNNI or not), and so can its accuracy (weights use 7 bits on x86 without VNNI).")),
+            ("table", ["file", "x faster (p50)", "x faster (p95)"] + [f"{t} change (kept of fp32)" for t in tasks],
+             rows)]
+
+
+def _budget_text(budget: dict) -> str:
+    """'p95 <= 4.5 ms', or for a relative budget where its milliseconds came from, and how far the
+    teacher moved when re-timed among the students."""
+    p, teacher = budget["percentile"], budget.get("teacher") or {}
+    if budget.get("speedup") is None:
+        return f"{p} <= {budget['ms']:g} ms"
+    text = (f"{p} <= {budget['ms']:.3g} ms, i.e. x{budget['speedup']:g} faster than the teacher's fp32 file "
+            f"({teacher['file']}, {p} {teacher['ms']:.3g} ms on this machine, measured {teacher['measured_at']})")
+    if "drift" in teacher:
+        text += (f"; re-timed among the students it measured {teacher['retimed_with_students_ms']:.3g} ms "
+                 f"({teacher['drift']:+.1%})")
+    return text
+
+
 def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
-    header = ["budget (ms)", "fits at (ms)", "pick", p, "size (bytes)"] + [f"{t} (retention)" for t in tasks]
+    header = ["budget", "as ms", "fits at (ms)", "pick", p, "size (bytes)"] + [f"{t} (retention)" for t in tasks]
     header += ["worst-task retention"]
     rows = []
     for point in data["sweep"]:
         if point["pick"] is None:
-            rows.append([f"{point['ms']:g}", f"{point['limit_ms']:.3g}", "nothing fits", "-", "-"]
+            rows.append([point["budget"], f"{point['ms']:.3g}", f"{point['limit_ms']:.3g}", "nothing fits", "-", "-"]
                         + ["-"] * len(tasks) + [point["why"]])
             continue
-        cells = [f"{point['ms']:g}", f"{point['limit_ms']:.3g}", point["pick"], milliseconds(point["latency_ms"]),
+        cells = [point["budget"], f"{point['ms']:.3g}", f"{point['limit_ms']:.3g}", point["pick"],
+                 milliseconds(point["latency_ms"]),
                  count(point["size_bytes"])]
         for task in tasks:
             kept = point["retention"].get(task)
@@ -178,7 +211,7 @@ def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
         rows.append(cells)
     return [("h2", "Sweep: the pick at each budget"),
             ("p", ("Every file was measured once; each budget picks among the same files. Run distill-and-export "
-                  "with budget.ms set to a budget to get its bundle (the cache makes that fast).")),
+                  "with --budget set to one of them to get its bundle (the cache makes that fast).")),
             ("table", header, rows), ("figure", "sweep", "Worst-task retention of the pick at each budget.")]
 
 

@@ -86,13 +86,19 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
     fastest = min(entries, key=lambda e: latency_of(e, budget))
     latency = latency_of(fastest, budget)
     ms = f"{budget.percentile} <= {budget.ms:g} ms"
+    if budget.speedup is not None:
+        ms = (f"{budget.percentile} <= {budget.ms:.3g} ms (x{budget.speedup:g}: the teacher's fp32 file measures "
+              f"{budget.teacher_ms:.3g} ms here)")
     if budget.headroom:
         ms += f" with {budget.headroom:.0%} headroom (<= {limit_ms(budget):.3g} ms measured)"
     image = "width" in (fastest.get("architecture") or {})  # the teacher's files have none
     lines = [f"no {what} meets {ms} at {shape_text(budget, not image, provider)}."]
     if latency > limit_ms(budget):
         lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.3g} ms.")
-        fixes = [f"raise budget.ms to at least {latency / (1 - budget.headroom):.3g}"]
+        if budget.speedup is None:
+            fixes = [f"raise budget.ms to at least {latency / (1 - budget.headroom):.3g}"]
+        else:
+            fixes = [f"lower budget.speedup to at most {budget.teacher_ms * (1 - budget.headroom) / latency:.3g}"]
         if isinstance(budget.seq_len, int) and not image:
             # Transformer latency grows about linearly with tokens at these lengths (FIELD-NOTES).
             fixes.append(f"shorten budget.seq_len to about {int(budget.seq_len * limit_ms(budget) / latency)} tokens")

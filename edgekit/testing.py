@@ -115,4 +115,6 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
     }
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    if "speedup" in overrides.get("budget", {}):
+        data["budget"].pop("ms")  # a relative budget replaces the milliseconds
     return recipe_from_dict(data)

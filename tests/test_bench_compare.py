@@ -2,10 +2,7 @@
 
 import json
 
-import pytest
-
-from bench.compare import FIXED, compare, markdown, quick_recipe, resolve_budgets, write_results
-from edgekit.errors import EdgekitError
+from bench.compare import FIXED, compare, markdown, optimum_preset, quick_recipe, write_results
 from edgekit.testing import tiny_recipe
 
 
@@ -39,7 +36,12 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
     assert results["peaks"]["fp32_gflops"] > 0 and results["peaks"]["int8_gops"] > 0
     # the goal is judged for every pick, and the files are where the results say
     assert [g["entry"] for g in results["goal"]] == names[3:]
-    assert sorted(results["budgets"]) == ["500", "x1"] and (tmp_path / "work/sweep/bench-budgets.json").is_file()
+    assert sorted(results["budgets"]) == ["500 ms", "x1"]
+    # x1 is the sweep's own relative budget: the teacher's fp32 file timed in the sweep
+    sweep_report = json.loads((tmp_path / "work/sweep/report.json").read_text())
+    assert results["teacher_fp32_p95_in_sweep_ms"] == sweep_report["budget"]["teacher"]["ms"]
+    assert results["budgets_ms"][results["budgets"].index("x1")] == sweep_report["budget"]["teacher"]["ms"]
+    assert results["baseline_made_by"]["preset"] == optimum_preset(results["machine"])
     saved = json.loads(path.read_text())
     assert saved["entries"][1]["file"] == fp32["file"] and "| teacher fp32 (Optimum) |" in markdown(saved)
     assert path.with_suffix(".md").read_text() == markdown(saved)
@@ -47,12 +49,14 @@ def test_quick_bench_compares_picks_with_the_optimum_baselines(tiny_bert, tmp_pa
     again = compare(recipe, ["999"], tmp_path / "work", tmp_path / "cache", tmp_path / "work/sweep", quick=True,
                     echo=print)
     assert again["budgets"] == results["budgets"] and again["budgets_ms"] == results["budgets_ms"]
-    assert again["teacher_fp32_p95_before_sweep_ms"] == results["teacher_fp32_p95_before_sweep_ms"]
+    assert again["teacher_fp32_p95_in_sweep_ms"] == results["teacher_fp32_p95_in_sweep_ms"]
     assert [e["budgets"] for e in again["entries"][3:]] == [e["budgets"] for e in picks]
 
 
-def test_budgets_are_milliseconds_or_speedups_over_the_teacher():
-    # x8 of a 16 ms teacher with 10% headroom: files that measure <= 2 ms fit, so the budget is 2 / 0.9
-    assert resolve_budgets(["4.5", "x8"], 16.0, 0.1) == {round(2 / 0.9, 3): "x8", 4.5: "4.5"}
-    with pytest.raises(EdgekitError, match="neither milliseconds"):
-        resolve_budgets(["fast"], 16.0, 0.1)
+def test_the_optimum_baseline_uses_the_preset_of_the_cpu_at_hand():
+    x86 = {"avx2": True, "fma": True, "avx512f": False, "avx512_vnni": False, "avx_vnni": False}
+    assert optimum_preset({"arch": "x86_64", "instruction_sets": x86}) == "avx2"
+    assert optimum_preset({"arch": "x86_64", "instruction_sets": {**x86, "avx512f": True}}) == "avx512"
+    assert optimum_preset({"arch": "x86_64", "instruction_sets": {**x86, "avx512f": True,
+                                                                   "avx512_vnni": True}}) == "avx512_vnni"
+    assert optimum_preset({"arch": "aarch64", "instruction_sets": {"dotprod": True}}) == "arm64"

@@ -100,17 +100,35 @@ def test_score_with_ci_value_is_the_metric():
         metrics.recall_at_k(similarity, index, 5))
 
 
+def _best_seconds(work, repeats=3):
+    """The fastest of `repeats` runs of work(): the least disturbed by whatever else the host runs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def test_accuracy_interval_is_about_two_points_and_fast():
     # setup: a test split the size of Rotten Tomatoes' (field notes: about +-2 points at ~0.77)
     pred, gold = _classes(n=2550, classes=2, right=0.54)
+    n = len(pred)
+
+    def one_vectorized_bootstrap():  # the least work 1000 resamples take: one (1000, n) gather and compare
+        index = np.random.default_rng(0).integers(0, n, (1000, n))
+        (pred[index] == gold[index]).mean(1)
+
     # execute
-    start = time.perf_counter()
     result = metrics.score_with_ci("accuracy", pred=pred, gold=gold, resamples=1000)
-    elapsed = time.perf_counter() - start
+    elapsed = _best_seconds(lambda: metrics.score_with_ci("accuracy", pred=pred, gold=gold, resamples=1000))
+    reference = _best_seconds(one_vectorized_bootstrap)
     # assert
     lo, hi = result["ci95"]
     assert 0.015 < (hi - lo) / 2 < 0.02
-    assert elapsed < 0.5
+    # fast on any CPU: within a few times that bare numpy work measured here (about 1x on a Zen 4), where
+    # an example-by-example metric per resample (sklearn's accuracy_score in a loop) takes ~25x
+    assert elapsed < 8 * reference
 
 
 def test_bad_arguments_name_what_is_expected():

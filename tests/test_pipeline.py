@@ -28,8 +28,22 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
     data = json.loads((run / "report.json").read_text())
     # assert: the documented report.json fields
     assert data["format"] == "edgekit.report/2"
-    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "batch": 1, "seq_len": 128, "threads": 1,
-                              "size_mb": None, "headroom": 0.1, "limit_ms": 900.0}
+    teacher_fp32 = report.files[0]
+    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "speedup": None, "label": "1000 ms", "batch": 1,
+                              "seq_len": 128, "threads": 1, "size_mb": None, "headroom": 0.1, "limit_ms": 900.0,
+                              "teacher": {"file": "teacher/model.onnx", "provider": "cpu",
+                                          "ms": teacher_fp32["latency_ms"]["p95"], "cached": False,
+                                          "measured_at": teacher_fp32["latency_ms"]["measured_at"],
+                                          "retimed_with_students_ms": data["budget"]["teacher"]["retimed_with_students_ms"],
+                                          "drift": data["budget"]["teacher"]["drift"]}}
+    assert data["budget"]["teacher"]["retimed_with_students_ms"] > 0  # re-timed among the students: the drift
+    # int8 against its own fp32 file, measured on this CPU, per quantized file
+    effect = {e["file"]: e for e in data["int8_on_this_cpu"]}
+    assert sorted(effect) == sorted(r["name"] for r in report.files if r["variant"] != "fp32")
+    l1 = {r["variant"]: r for r in report.files if r["student"] == "L1"}
+    assert effect["L1-int8-dynamic"]["x_vs_fp32"]["p50"] == (l1["fp32"]["latency_ms"]["p50"]
+                                                            / l1["int8-dynamic"]["latency_ms"]["p50"])
+    assert "## Quantization on this CPU" in (run / "report.md").read_text()
     assert data["providers"]["measured"] == ["cpu"]
     assert data["variants"] == {"made": ["fp32", "int8-dynamic", "int8-static-minmax"], "skipped": {}}
     # every file of the teacher (the baseline a user would ship) and of the student, measured on cpu
@@ -100,6 +114,7 @@ def test_sweep_reuses_every_measurement_and_picks_per_budget(tiny_run, tiny_bert
     assert [r["name"] for r in swept.files] == [r["name"] for r in report.files]
     tight, loose = swept.data["sweep"]
     assert tight["pick"] is None and "raise budget.ms" in tight["why"]
+    assert (tight["budget"], loose["budget"]) == ("0.0001 ms", "1000 ms")
     assert loose["retention"]["sentiment"] == max(r["retention"]["sentiment"] for r in swept.files)
     assert loose["min_retention"] == loose["retention"]["sentiment"]
     assert not (tmp_path / "sweep" / "bundle").exists()
@@ -114,10 +129,40 @@ def test_rerun_reuses_the_cache_and_gives_the_same_metrics(tiny_run, tiny_bert, 
     # execute
     again = distill_and_export(tiny_recipe(tiny_bert), out=tmp_path / "again", cache_dir=root / "cache",
                                echo=messages.append)
-    # assert
-    assert not any("fine-tuning" in m or "resuming" in m for m in messages)
-    first = {row["name"]: row["metrics"] for row in report.files}
-    assert {row["name"]: row["metrics"] for row in again.files} == first
+    # assert: nothing trained, exported, quantized, scored or timed again; the same figures
+    assert not any("fine-tuning" in m or "resuming" in m or "distilling" in m for m in messages)
+    assert "  teacher: exported and quantized files from the cache" in messages
+    assert "  L1: exported and quantized files from the cache" in messages
+    first = {row["name"]: (row["metrics"], row["latency_ms"]["p95"]) for row in report.files}
+    assert {row["name"]: (row["metrics"], row["latency_ms"]["p95"]) for row in again.files} == first
+    assert all(row["latency_ms"]["cached"] for row in again.files)
+    assert "retimed_with_students_ms" not in again.data["budget"]["teacher"]  # nothing new was timed
+    for row in again.files:  # the files themselves are the same bytes
+        assert (tmp_path / "again" / row["onnx"]).read_bytes() == (root / "run" / row["onnx"]).read_bytes()
+
+
+def test_a_relative_budget_is_the_teachers_measured_latency_over_the_speedup(tiny_run, tiny_bert, tmp_path):
+    # setup: a tiny student is not much faster than a tiny teacher: a speed-up of 0.5 (twice as slow as the
+    # teacher is fine) fits every file, one of 1e6 none
+    _, root = tiny_run
+    # execute
+    loose = distill_and_export(tiny_recipe(tiny_bert, budget={"speedup": 0.5}), out=tmp_path / "loose",
+                               cache_dir=root / "cache", echo=print)
+    swept = sweep(tiny_recipe(tiny_bert), ["x1000000", "x0.5"], out=tmp_path / "sweep", cache_dir=root / "cache",
+                  echo=print)
+    # assert: the limit is derived from the teacher's fp32 file as measured (here: from the cache)
+    budget = loose.data["budget"]
+    teacher_ms = loose.files[0]["latency_ms"]["p95"]
+    assert budget["speedup"] == 0.5 and budget["label"] == "x0.5" and budget["teacher"]["ms"] == teacher_ms
+    assert budget["ms"] == teacher_ms / 0.5 and budget["limit_ms"] == pytest.approx(teacher_ms / 0.5 * 0.9)
+    assert all(row["meets_budget"] == (row["latency_ms"]["p95"] <= budget["limit_ms"]) for row in loose.files)
+    assert loose.selected is not None
+    assert "x0.5 faster than the teacher's fp32 file (teacher/model.onnx" in (tmp_path / "loose/report.md").read_text()
+    # a sweep mixes relative budgets; the tight one says which speed-up would fit
+    tight, easy = swept.data["sweep"]
+    assert (tight["budget"], easy["budget"]) == ("x1e+06", "x0.5") and tight["ms"] < easy["ms"]
+    assert tight["pick"] is None and "lower budget.speedup to at most" in tight["why"]
+    assert easy["pick"] is not None
 
 
 def test_impossible_budget_names_the_fastest_and_the_fix(tiny_bert, tmp_path):

@@ -95,3 +95,19 @@ def test_gpu_profile_without_a_gpu_is_an_up_front_error(run_cli, tmp_path):
     # assert
     assert result.exit_code == 1 and "none of cuda, tensorrt is available" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("profile_arch", "host_arch", "noted"), [
+    ("arm64", "x86_64", True), ("arm64", "aarch64", False), ("arm64", "arm64", False),
+    ("x86_64", "aarch64", True), ("x86_64", "amd64", False), ("any", "aarch64", False)])
+def test_a_run_on_another_architecture_than_the_profiles_says_so(profile_arch, host_arch, noted):
+    # setup: simulated hosts, as environment.cpu_info reports them (Linux aarch64, macOS arm64, Windows amd64)
+    from edgekit.profiles import elsewhere_note
+
+    target = {"name": "device", "arch": profile_arch}
+    # execute
+    note = elsewhere_note(target, {"name": "some CPU", "arch": host_arch})
+    # assert
+    assert (note is not None) is noted
+    assert note is None or f"not on the {profile_arch} device the profile device targets" in note
+    assert elsewhere_note(None, {"name": "some CPU", "arch": host_arch}) is None

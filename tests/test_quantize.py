@@ -14,6 +14,7 @@ from edgekit.quantize import (
     image_calibration,
     quantize_file,
     reduce_range_choice,
+    resolve_reduce_range,
     text_calibration,
 )
 
@@ -44,6 +45,8 @@ def test_int8_file_is_smaller_loads_and_stays_close(tiny_bert, tiny_bert_onnx, t
     # assert: the record says what was done
     assert record["method"] == method and record["weight_type"] == "int8"
     assert record["per_channel"] is per_channel
+    # auto (the default) is this host's choice, computed from its detected instruction sets
+    assert record["reduce_range_setting"] == "auto"
     assert (record["reduce_range"], record["why"]) == reduce_range_choice()
     assert record["size_bytes"] == dst.stat().st_size < tiny_bert_onnx.stat().st_size
     # assert: it loads and its mean-pooled embeddings match fp32
@@ -56,6 +59,26 @@ def test_int8_file_is_smaller_loads_and_stays_close(tiny_bert, tiny_bert_onnx, t
     assert os.listdir(dst.parent) == ["model.onnx"]
 
 
+# Simulated hosts, as environment.cpu_info reports them: the auto choice is tested on each kind of CPU,
+# whatever this one is.
+_SETS = {"avx2": True, "fma": True, "avx512f": False, "avx512bw": False, "avx512_vnni": False, "avx_vnni": False,
+         "amx_int8": False}
+HOSTS = {
+    "x86-avx2": ({"name": "Zen 3", "arch": "x86_64", "logical_cores": 2, "instruction_sets": _SETS}, True),
+    "x86-avx512-no-vnni": ({"name": "Skylake-SP", "arch": "x86_64", "logical_cores": 2,
+                            "instruction_sets": {**_SETS, "avx512f": True, "avx512bw": True}}, True),
+    "x86-avx512-vnni": ({"name": "Zen 4", "arch": "x86_64", "logical_cores": 2,
+                         "instruction_sets": {**_SETS, "avx512f": True, "avx512bw": True, "avx512_vnni": True}},
+                        False),
+    "x86-avx-vnni": ({"name": "Alder Lake", "arch": "x86_64", "logical_cores": 2,
+                      "instruction_sets": {**_SETS, "avx_vnni": True}}, False),
+    "x86-amx": ({"name": "Sapphire Rapids", "arch": "x86_64", "logical_cores": 2,
+                 "instruction_sets": {**_SETS, "amx_int8": True}}, False),
+    "arm64": ({"name": "Graviton", "arch": "aarch64", "logical_cores": 2,
+               "instruction_sets": {"neon": True, "dotprod": False}}, False),
+}
+
+
 def test_reduce_range_only_on_x86_without_vnni():
     # setup
     sets = {"avx2": True, "avx512_vnni": False, "avx_vnni": False, "amx_int8": False}
@@ -66,6 +89,73 @@ def test_reduce_range_only_on_x86_without_vnni():
     assert reduce_range_choice({**x86, "instruction_sets": {**sets, "avx_vnni": True}})[0] is False
     assert reduce_range_choice({"arch": "aarch64", "instruction_sets": {"dotprod": False}})[0] is False
     assert "VNNI" in reduce_range_choice(x86)[1]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_auto_is_the_hosts_choice_and_a_pin_wins_on_every_host(host):
+    # setup
+    info, seven_bits = HOSTS[host]
+    # execute / assert: auto (or None) follows the CPU; True/False are used as given, and say what auto would do
+    assert resolve_reduce_range("auto", info) == ("auto", seven_bits, reduce_range_choice(info)[1])
+    assert resolve_reduce_range(None, info) == resolve_reduce_range("auto", info)
+    for pinned in (True, False):
+        setting, used, why = resolve_reduce_range(pinned, info)
+        assert (setting, used) == (pinned, pinned)
+        assert why.startswith(f"pinned to {pinned}") and f"auto would pick {seven_bits} here" in why
+
+
+@pytest.mark.parametrize("setting", [1, "on", "true", 0.0])
+def test_a_reduce_range_that_is_not_auto_or_a_bool_is_refused(tiny_bert_onnx, tmp_path, setting):
+    with pytest.raises(QuantizationFailed, match="'auto', True or False"):
+        quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", "int8-dynamic", reduce_range=setting)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_recipe_setting_is_auto_or_a_bool_and_says_why():
+    # setup
+    import yaml
+    from pydantic import ValidationError
+
+    from edgekit.recipe import QuantizeSpec
+
+    # execute / assert: auto by default; YAML's true/false (and on/off) pin it; anything else is refused
+    assert QuantizeSpec().reduce_range == "auto"
+    assert [QuantizeSpec(**yaml.safe_load(f"reduce_range: {v}")).reduce_range for v in ("auto", "true", "off")] == [
+        "auto", True, False]
+    with pytest.raises(ValidationError, match="reduce_range"):
+        QuantizeSpec(reduce_range="maybe")
+    described = QuantizeSpec.model_json_schema()["properties"]["reduce_range"]["description"]
+    assert "vpmaddubsw" in described and "VNNI" in described and "arm64" in described
+
+
+def _largest_int8_weight(path):
+    """max |w| over the file's int8 weights (MatMul and Gather initializers, zero points excluded)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    return max(int(np.abs(numpy_helper.to_array(init).astype(np.int32)).max())
+               for init in onnx.load(str(path)).graph.initializer
+               if init.data_type == TensorProto.INT8 and len(init.dims) == 2)
+
+
+@pytest.mark.parametrize("host", ["x86-avx2", "x86-avx512-vnni", "arm64"])
+@pytest.mark.parametrize("setting", ["auto", True, False])
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-static-minmax"])
+def test_the_reduce_range_asked_is_recorded_and_is_what_the_weights_use(tiny_bert_onnx, tokenizer, tmp_path,
+                                                                       monkeypatch, method, setting, host):
+    # setup: a simulated CPU, which only the auto setting reads
+    info, seven_bits = HOSTS[host]
+    monkeypatch.setattr("edgekit.environment.cpu_info", lambda: info)
+    monkeypatch.chdir(tmp_path)
+    calibration = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=4, max_length=32)
+    # execute
+    record = quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", method, calibration, reduce_range=setting)
+    # assert: what was asked, what was used, why; 7-bit weights span [-64, 64], full 8-bit ones reach 127
+    used = seven_bits if setting == "auto" else setting
+    assert (record["reduce_range_setting"], record["reduce_range"]) == (setting, used)
+    assert record["why"] == resolve_reduce_range(setting, info)[2]
+    largest = _largest_int8_weight(tmp_path / "q.onnx")
+    assert largest <= 64 if used else largest == 127
 
 
 def test_failure_names_the_file_and_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -127,6 +217,7 @@ def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, token
         assert (record["weight_type"], record["activation_type"], record["calibration"]) == ("fp16", "fp16", None)
     else:
         assert record["weight_type"] == "int8" and (record["reduce_range"], record["why"]) == reduce_range_choice()
+        assert record["reduce_range_setting"] == "auto"
         assert record["activation_type"] == ("uint8" if static else "dynamic")
         assert record["per_channel"] is (method != "int8-dynamic-per-tensor")
         assert dst.stat().st_size < tiny_bert_onnx.stat().st_size
@@ -281,4 +372,18 @@ def test_cli_dynamic_needs_no_data_and_takes_an_output_path(run_cli, model_copy,
     # assert
     assert result.exit_code == 0, result.output
     assert "weights int8 per-channel, activations dynamic" in result.output
+    assert f"reduce_range {reduce_range_choice()[0]} (auto)" in result.output
     _session(tmp_path / "q" / "int8.onnx")
+
+
+@pytest.mark.parametrize(("option", "seven_bits"), [("on", True), ("off", False)])
+def test_cli_reduce_range_pins_the_weight_width(run_cli, model_copy, tmp_path, option, seven_bits):
+    # execute
+    result = run_cli("quantize", model_copy, "--method", "int8-dynamic", "--reduce-range", option,
+                     "-o", tmp_path / "q.onnx")
+    # assert: the same file on any host, and the line says it was pinned
+    assert result.exit_code == 0, result.output
+    assert f"reduce_range {seven_bits} (pinned)" in result.output
+    largest = _largest_int8_weight(tmp_path / "q.onnx")
+    assert largest <= 64 if seven_bits else largest == 127
+    assert run_cli("quantize", model_copy, "--method", "int8-dynamic", "--reduce-range", "7").exit_code == 2

@@ -53,7 +53,12 @@ def test_unknown_key_and_bad_type_are_reported_together_with_lines(tmp_path):
     ({"teacher": {"model": "edgekit:cnn", "kind": "image-classifier"}}, "cannot be served by a image-classifier"),
     ({"budget": {"ms": -1}}, "budget.ms"),
     ({"budget": {"ms": 5, "seq_len": "long"}}, "budget.seq_len"),
-    ({"budget": {"ms": 5, "sweep": [2, 0]}}, "sweep budgets must be positive"),
+    ({"budget": {"ms": 5, "sweep": [2, 0]}}, "budget.sweep: budget '0.0' must be positive"),
+    ({"budget": {"ms": 5, "sweep": ["x8", "fast"]}}, "budget 'fast' is neither milliseconds (4.5) nor a speed-up"),
+    ({"budget": {"ms": 5, "speedup": 8}}, "give exactly one of budget.ms"),
+    ({"budget": {"percentile": "p95"}}, "give exactly one of budget.ms"),
+    ({"budget": {"ms": "x8"}}, "write it as speedup: 8"),
+    ({"budget": {"speedup": 0}}, "budget.speedup"),
     ({"budget": {"ms": 5, "providers": []}}, "budget.providers"),
     ({"quantize": {"variants": ["int4"]}}, "quantize.variants.0"),
 ])
@@ -127,7 +132,9 @@ def test_sweep_needs_budgets_and_positive_ones(run_cli, tmp_path):
     # execute: both fail before any work
     none = run_cli("sweep", _write(tmp_path, MINIMAL), "--out", tmp_path / "run")
     bad = run_cli("sweep", _write(tmp_path, MINIMAL), "--budgets", "2,fast")
+    also_bad = run_cli("distill-and-export", _write(tmp_path, MINIMAL), "--budget", "x-1")
     # assert
-    assert none.exit_code == 1 and "--budgets 2,4,8,16 or set budget.sweep" in none.output
-    assert bad.exit_code == 2 and "comma-separated list of milliseconds" in bad.output
+    assert none.exit_code == 1 and "--budgets x4,x8,x16 (speed-ups over the teacher)" in none.output
+    assert bad.exit_code == 2 and "'fast' is neither milliseconds (4.5) nor a speed-up" in bad.output
+    assert also_bad.exit_code == 2 and "must be positive" in also_bad.output
     assert not (tmp_path / "run").exists()
