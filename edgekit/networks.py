@@ -38,7 +38,10 @@ class TextModel(nn.Module):
         self.normalize = normalize
         self.classifier_task = classifier_task
         self.projection = projection
-        self.uses_token_type_ids = "token_type_ids" in inspect.signature(backbone.forward).parameters
+        # A family without token-type embeddings (DistilBERT, MPNet: not in forward; DeBERTa-v3:
+        # type_vocab_size 0, so forward ignores them) has no such graph input: ONNX drops unused inputs.
+        self.uses_token_type_ids = ("token_type_ids" in inspect.signature(backbone.forward).parameters
+                                    and getattr(backbone.config, "type_vocab_size", 1) > 0)
 
     @property
     def output_names(self) -> list[str]:

@@ -31,7 +31,7 @@ from edgekit.cache import Cache, cache_key, digest_feeds, digest_texts, file_pro
 from edgekit.errors import ProviderUnavailable
 from edgekit.quantize import STATIC_METHODS
 from edgekit.recipe import Budget, Recipe, RecipeError, budget_token, load_recipe
-from edgekit.report import REPORT_FORMAT, count, milliseconds, write_report
+from edgekit.report import REPORT_FORMAT, count, milliseconds, task_record, write_report
 from edgekit.select import (
     BudgetNotMet,
     closest_miss,
@@ -75,6 +75,7 @@ def check_recipe(recipe: Recipe) -> None:
     from edgekit.data.tasks import check_task_sources
     from edgekit.errors import EdgekitError
     from edgekit.providers import provider_name
+    from edgekit.students import family_problem
     from edgekit.teacher import teacher_problem
 
     problems = [problem.partition(": ")[::2] for problem in check_task_sources(recipe)]  # (key, message)
@@ -87,9 +88,14 @@ def check_recipe(recipe: Recipe) -> None:
     if known and not _providers(recipe)[0]:
         problems.append(("budget.providers", (f"none of {', '.join(recipe.budget.providers)} is available in this "
                          "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")))
-    teacher = teacher_problem(recipe.teacher)
+    teacher = teacher_problem(recipe.teacher) or family_problem(recipe.teacher)  # students need a known family
     if teacher:
         problems.append(("teacher.model", teacher))
+    if recipe.signing is not None:
+        from edgekit.signing import key_problem
+
+        if signing := key_problem(recipe.signing.key):
+            problems.append(("signing.key", signing))
     if problems:
         raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
                           + "\n".join(f"  {recipe.where(key)}: {key}: {message}" for key, message in problems))
@@ -494,9 +500,10 @@ def _probe(candidate, ctx: _Context, budget: Budget, budgets: list[Budget]) -> d
     provider = ctx.providers[0]
     outputs = ctx.teacher.model.output_names  # a student exports the teacher's outputs
     kinds = list(dict.fromkeys(_probe_class(v) for v in ctx.variants if _runs_on(v, provider)))
-    # The budget's limits (ms, size, percentile, sweep) only judge a timing: they are not part of the key,
-    # so a sweep over budgets reuses every probe.
-    timing = budget.model_dump(exclude={"ms", "speedup", "size_mb", "percentile", "sweep", "providers"})
+    # The budget's limits (ms or speedup, size, quality floor, headroom, percentile, sweep) only judge a timing:
+    # they are not part of the key, so a sweep over budgets reuses every probe.
+    timing = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "headroom", "percentile", "sweep",
+                                        "providers"})
     key = cache_key("probe", __version__, candidate.arch, outputs, ctx.recipe.teacher.kind, timing, provider,
                     kinds, ctx.recipe.quantize.reduce_range, ctx.recipe.export.opset, str(ctx.lengths_file),
                     cpu_fingerprint(),
@@ -760,6 +767,21 @@ def _gap(chosen: dict, predictions: dict, ctx: _Context) -> dict:
     return gap_report(ctx.tasks, preds(teacher), preds(fp32), preds(quantized), _token_lengths(ctx))
 
 
+def _check_teacher_skill(recipe: Recipe, tasks, teacher_metrics: dict) -> None:
+    """Stop before any student is trained when the teacher is no better than a trivial predictor on a task:
+    its students, files and retentions would all be relative to a model that learnt nothing."""
+    from edgekit.baselines import weak_tasks
+    from edgekit.errors import TeacherTooWeak
+
+    weak = [] if recipe.teacher.allow_weak else weak_tasks(tasks, teacher_metrics)
+    if weak:
+        raise TeacherTooWeak("the teacher is not worth distilling:\n" + "\n".join(f"  {line}" for line in weak)
+                             + "\nNothing was distilled or written. Fix: check the task's labels and inputs "
+                             "(data columns, image scaling), train the teacher longer or at another learning rate "
+                             "(teacher.epochs, teacher.lr for head: finetune and edgekit:cnn), or use a teacher that "
+                             "knows the task; teacher.allow_weak: true runs anyway (a smoke test on a random model).")
+
+
 def _target(recipe: Recipe) -> dict | None:
     """The deployment profile the recipe named, as recorded in the report and the manifest."""
     from edgekit.profiles import load_profile
@@ -778,6 +800,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     import torch
 
     from edgekit.bundle import write_bundle
+    from edgekit.data.tasks import truncated_examples, truncation_note
     from edgekit.environment import cpu_info, package_versions
     from edgekit.networks import count_parameters, state_digest
     from edgekit.provenance import data_provenance, teacher_provenance
@@ -809,12 +832,25 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         stage(1, "data", ", ".join(t.name for t in recipe.tasks))
         tasks = load_tasks(recipe)
         for task in tasks:
-            echo(f"  {task.name}: {task.spec.kind}, {_count(task.train)} train / {_count(task.test)} test examples")
+            echo(f"  {task.name}: {task.spec.kind}, {_count(task.train)} train / {_count(task.test)} test examples "
+                 f"(test: {task.test_from})")
+            for note in task.notes():  # duplicates, conflicting labels, classes without test examples
+                echo(f"  {task.name}: {note}")
             if task.skipped:
                 echo(f"  {task.name}: left out {skipped_text(task.skipped)} (data.bad_rows: skip)")
+            if task.preprocessing:  # image tasks: the input every model file takes (bundles copy the record)
+                from edgekit.preprocessing import describe, write_record
+
+                echo(f"  {task.name}: {describe(task.preprocessing)}")
+                write_record(run / "preprocessing.json", task.preprocessing)
         stage(2, "teacher", recipe.teacher.model)
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
+        # Counted with the teacher's tokenizer, the first stage that has it.
+        truncated = {t.name: truncated_examples(t, teacher.tokenizer, teacher.max_length) for t in tasks}
+        for name, counts in truncated.items():
+            if truncation_note(counts):
+                echo(f"  {name}: {truncation_note(counts)}")
         examples = _parity_examples(tasks, teacher)
         _keep_for_bundles(run, examples, teacher)
         ctx = _Context(recipe, tasks, teacher, cache, _parity_batches(examples, teacher),
@@ -836,6 +872,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         rows = _score_files("teacher", {"fp32": teacher_files.pop("fp32")}, run, ctx, predictions, None,
                             teacher_details)
         teacher_metrics = rows[0]["metrics"]
+        _check_teacher_skill(recipe, tasks, teacher_metrics)
         rows += _score_files("teacher", teacher_files, run, ctx, predictions, teacher_metrics, teacher_details)
         # The teacher's files are timed first: a relative budget (speedup) is a fraction of its fp32 file's
         # latency on this machine, and the probes are judged against it.
@@ -918,11 +955,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             "budget": _budget_record(budget, teacher_fp32, retimed),
             "providers": {"measured": providers, "skipped": {**skipped_providers, **ctx.failures}},
             "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
-            "tasks": [{"name": t.name, "kind": t.spec.kind, "metric": t.spec.metric, "output": t.output,
-                       "labels": t.labels, "train_examples": _count(t.train), "test_examples": _count(t.test),
-                       "skipped_rows": {reason: {"count": len(numbers), "rows": numbers[:20]}
-                                        for reason, numbers in t.skipped.items()}}
-                      for t in tasks],
+            "tasks": [task_record(t, _count(t.train), _count(t.test), truncated[t.name]) for t in tasks],
             "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
                         "prepared": _jsonable(teacher.prepared)},
             "provenance": {"teacher": teacher_provenance(recipe.teacher.model, _teacher_location(recipe, teacher),
@@ -944,6 +977,11 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         if best is not None and not sweep:
             (run / "bundle").mkdir()
             data["bundle"] = write_bundle(run, data, best, run / "bundle")
+            if recipe.signing is not None:  # signed inside the run folder: it appears signed, or not at all
+                from edgekit.signing import sign_bundle
+
+                data["bundle"]["signature"] = sign_bundle(run / "bundle", recipe.signing.key).name
+                echo(f"  signed the bundle with {recipe.signing.key} (bundle/{data['bundle']['signature']})")
         write_report(run, data)
     report = RunReport(out, data)
     if sweep:
@@ -987,6 +1025,7 @@ def _budget_record(budget: Budget, teacher_fp32: dict, retimed: dict | None) -> 
     record = {"percentile": p, "ms": budget.ms, "speedup": budget.speedup, "label": budget.label(),
               "batch": budget.batch, "seq_len": budget.seq_len, "threads": budget.threads,
               "size_mb": budget.size_mb, "headroom": budget.headroom, "limit_ms": limit_ms(budget),
+              "min_retention": budget.min_retention,
               "teacher": {"file": teacher_fp32["onnx"], "provider": teacher_fp32["provider"],
                           "ms": latency_of(teacher_fp32, budget), "measured_at": teacher_fp32["latency_ms"]["measured_at"],
                           "cached": teacher_fp32["latency_ms"]["cached"]}}

@@ -66,14 +66,20 @@ def source_files(source: str) -> list[Path]:
 
 
 def data_provenance(recipe, tasks) -> dict:
-    """Per task and per unlabeled corpus: the source, sha256 of each file it reads, and (tasks)
-    the digest of the examples after deduplication and the split (TaskData.digest)."""
+    """Per task and per unlabeled corpus: the source, sha256 of each file it reads (a task's own test
+    file, split.test_file, among them, and named by `test_file`), and (tasks) the digest of the examples
+    after deduplication and the split (TaskData.digest)."""
 
     def files(source: str) -> dict:
         return {str(path): sha256_file(path) for path in source_files(source)}
 
-    record = {task.name: {"source": task.spec.data.source, "files": files(task.spec.data.source),
-                          "examples_sha256": task.digest} for task in tasks}
+    record = {}
+    for task in tasks:
+        test_file = task.spec.split.test_file
+        record[task.name] = {"source": task.spec.data.source,
+                             **({"test_file": test_file} if test_file is not None else {}),
+                             "files": files(task.spec.data.source) | (files(test_file) if test_file else {}),
+                             "examples_sha256": task.digest}
     for i, spec in enumerate(recipe.distill.unlabeled):
         record[f"unlabeled[{i}]"] = {"source": spec.source, "files": files(spec.source)}
     return record

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekit.errors import InvalidModelFile, ModelNotFound, ProviderUnavailable
+from edgekit.paths import external_data_inside
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -78,6 +79,9 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     path = Path(path)
     if not path.is_file():
         raise ModelNotFound(f"ONNX file '{path}' does not exist. Export one with `edgekit export`.")
+    # Weights kept as external data may sit beside the file, never elsewhere: refused before ORT reads them.
+    external_data_inside(path, fix="keep an ONNX file's external data in its own folder (onnx.save_model(..., "
+                                   "save_as_external_data=True, location=a file name beside it))")
     wanted = require_provider(settings.provider)
     available = ort.get_available_providers()
     options = ort.SessionOptions()

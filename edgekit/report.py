@@ -52,6 +52,55 @@ def _arch(entry: dict) -> str:
     return "teacher"
 
 
+def task_record(task, train_examples: int, test_examples: int, truncated: dict | None) -> dict:
+    """report.json's `tasks[]` entry of one loaded task (edgekit.data.tasks.TaskData): what it is, how many
+    examples each side holds and where the test side came from, and everything loading left out or changed
+    (bad rows, duplicates, conflicting labels, training rows also in the test split), the classes without
+    test examples and, for text tasks, how many examples the teacher's max_length cuts (`truncated`)."""
+    return {"name": task.name, "kind": task.spec.kind, "metric": task.spec.metric, "output": task.output,
+            "labels": task.labels, "train_examples": train_examples, "test_examples": test_examples,
+            "test_from": task.test_from,
+            "skipped_rows": {reason: {"count": len(numbers), "rows": numbers[:20]}
+                             for reason, numbers in task.skipped.items()},
+            "duplicates_dropped": task.duplicates, "conflicting_labels": task.conflicts,
+            "train_rows_also_in_test": task.also_in_test,
+            "classes_without_test_examples": task.classes_without("test"),
+            "classes_without_train_examples": task.classes_without("train"),
+            "truncated": truncated}
+
+
+def _data_notes(task: dict) -> list[str]:
+    """report.md's lines on what loading did to one task's data (report.json `tasks[]`; older reports lack the
+    fields, and get no lines)."""
+    name, lines = task["name"], []
+    if task.get("test_from"):
+        lines.append(f"Task {name}: {task['train_examples']} train / {task['test_examples']} test examples (test: "
+                     f"{task['test_from']})")
+    if task.get("duplicates_dropped"):
+        lines.append(f"Task {name}: {task['duplicates_dropped']} exact duplicate row(s) dropped")
+    conflicts = task.get("conflicting_labels") or {}
+    if conflicts.get("count"):
+        cases = "; ".join(f"{case['text']!r} -> {case['kept']} ("
+                          + ", ".join(f"{label} x{n}" for label, n in case["labels"].items()) + ")"
+                          for case in conflicts["cases"][:5])
+        lines.append(f"Task {name}: {conflicts['count']} input(s) with conflicting labels, each kept with "
+                     f"{conflicts['rule']}; {conflicts['rows_dropped']} row(s) dropped. E.g. {cases}")
+    if task.get("train_rows_also_in_test"):
+        lines.append(f"Task {name}: {task['train_rows_also_in_test']} training row(s) left out because their input "
+                     "is also a test example")
+    if task.get("classes_without_test_examples"):
+        lines.append(f"Task {name}: no test examples of class(es) {', '.join(task['classes_without_test_examples'])}"
+                     ": their accuracy is not measured")
+    if task.get("classes_without_train_examples") and task.get("train_examples"):
+        lines.append(f"Task {name}: no training examples of class(es) "
+                     f"{', '.join(task['classes_without_train_examples'])}")
+    cut = task.get("truncated")
+    if cut and (cut["train"] or cut["test"]):
+        lines.append(f"Task {name}: {cut['train']} train / {cut['test']} test example(s) have a text longer than "
+                     f"teacher.max_length {cut['max_length']} tokens, cut to it")
+    return lines
+
+
 # ---------------------------------------------------------------------------- blocks
 
 def _blocks(data: dict) -> list[tuple]:
@@ -72,6 +121,7 @@ def _blocks(data: dict) -> list[tuple]:
                                                           f"{', '.join(map(str, r['rows']))})"
                                                           for reason, r in t["skipped_rows"].items())
             for t in data["tasks"] if t.get("skipped_rows")]
+    rows += [line for t in data["tasks"] for line in _data_notes(t)]
     if skipped or rows:
         blocks.append(("list", [f"Skipped {name}: {why}" for name, why in skipped.items()] + rows))
     blocks += _selection(data)
@@ -244,9 +294,15 @@ def _gap(data: dict) -> list[tuple]:
         blocks.append(("p", f"{line}. Agreement with the teacher: {agreement['value']:.3f} ({agreement['what']})."))
         blocks.append(("strong", gap["statement"]))
         if gap["slices"]:
-            blocks.append(("table", ["slice", "group", "n", "teacher", "shipped", "change"],
-                           [[s["slice"], s["group"], str(s["n"]), _number(s["teacher"]), _number(s["student"]),
-                             f"{s['change']:+.3f}" if s["change"] is not None else "-"] for s in gap["slices"]]))
+            blocks.append(("table", ["slice", "group", "n", "teacher [95% CI]", "shipped [95% CI]",
+                                     "change [95% CI]"],
+                           [[s["slice"], s["group"], str(s["n"]), _with_ci(s["teacher"], s.get("teacher_ci95")),
+                             _with_ci(s["student"], s.get("student_ci95")),
+                             _with_ci(s["change"], s.get("change_ci95"), sign=True)] for s in gap["slices"]]))
+            if gap.get("intervals"):
+                blocks.append(("p", (f"Intervals: {gap['intervals']}. Slices under "
+                                     f"{gap['worst_slice_ignores']['min_n']} examples are not ranked for the "
+                                     "largest drop.")))
         if gap.get("calibration"):
             calibration = gap["calibration"]
             blocks.append(("p", f"Calibration ({calibration['what']}): " + ", ".join(
@@ -265,6 +321,17 @@ def _gap(data: dict) -> list[tuple]:
             if flips["examples"]:
                 blocks.append(_examples(flips["examples"]))
     return blocks
+
+
+def _with_ci(value, interval, sign: bool = False) -> str:
+    """0.812 [0.74, 0.87]; '-' for an undefined value (reports before intervals show the value alone)."""
+    if value is None:
+        return "-"
+    text = f"{value:+.3f}" if sign else f"{value:.3f}"
+    if not interval:
+        return text
+    low, high = interval
+    return text + (f" [{low:+.3f}, {high:+.3f}]" if sign else f" [{low:.3f}, {high:.3f}]")
 
 
 def _examples(examples: list[dict]) -> tuple:

@@ -3,7 +3,8 @@ and what would make a miss fit.
 
 A file meets the budget when its measured latency at the budget's percentile is at
 most the budget less its headroom (10% by default: re-timing the same file on a shared
-host moves its p95 by ~7%), and its size at most the size budget, if any. Among those, the
+host moves its p95 by ~7%), its size at most the size budget, if any, and it keeps at
+least `min_retention` % of the teacher on every task the floor covers, if one is set. Among those, the
 pick keeps the most of the teacher on its WORST task (one student serves every
 task, so its weakest task is what a user feels), then the mean retention, then the
 lower latency, then the smaller file.
@@ -35,9 +36,17 @@ def limit_ms(budget: Budget) -> float:
     return budget.ms * (1 - budget.headroom)
 
 
+def below_floor(entry: dict, budget: Budget) -> dict[str, float]:
+    """{task: % kept} of the tasks where a measured file keeps less of the teacher than budget.min_retention
+    asks (an untrained probe has no retention: it is judged on latency and size only)."""
+    kept = entry.get("retention") or {}
+    return {task: value for task, value in kept.items()
+            if value is not None and budget.floor(task) is not None and value < budget.floor(task)}
+
+
 def meets_budget(entry: dict, budget: Budget) -> bool:
     size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
-    return latency_of(entry, budget) <= limit_ms(budget) and size_ok
+    return latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
 
 
 def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:
@@ -110,6 +119,15 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
             fixes.append("allow int8 variants (quantize.variants: [int8-dynamic])")
         fixes.append("or raise budget.threads if the device has the cores")
         lines.append("To fit: " + "; ".join(fixes) + ".")
+    fast = [e for e in entries if latency_of(e, budget) <= limit_ms(budget) and "retention" in e]
+    if fast and all(below_floor(e, budget) for e in fast):
+        best = max(fast, key=lambda e: min(v for v in e["retention"].values() if v is not None))
+        lost = ", ".join(f"{task} {kept:.1f}% < {budget.floor(task):g}%" for task, kept in below_floor(best, budget).items())
+        lines.append(f"{len(fast)} file(s) meet the latency, but none keeps budget.min_retention on every task: the "
+                     f"closest, {best['name']}, keeps {lost}. To close the gap: train longer (distill.epochs), add "
+                     "unlabeled in-domain text (distill.unlabeled, e.g. the task's own texts split into sentences), "
+                     "distill more students (students.max_students) or a larger one (students.layers) if one is "
+                     "feasible, loosen the latency budget so a larger student fits, or lower budget.min_retention.")
     if budget.size_mb is not None:
         smallest = min(entries, key=lambda e: e["size_bytes"])
         if smallest["size_bytes"] / 1e6 > budget.size_mb:

@@ -1,7 +1,8 @@
 """Student architectures derived from the teacher, initialized from its weights.
 
 Text students keep k of the teacher's layers (DistilBERT-style every-other layer by
-default) and may narrow the hidden width, heads or feed-forward size; image students
+default) and may narrow the hidden width, heads or feed-forward size, in the teacher's own
+family (TEXT_FAMILIES: the encoders whose config and weight names edgekit knows); image students
 are edgekit ConvNets of the recipe's widths and depths. Every parameter whose
 teacher counterpart is at least as large is initialized from the teacher's leading
 slice (layer j of the student from its mapped teacher layer); the rest stay random.
@@ -17,9 +18,85 @@ from dataclasses import dataclass
 
 from edgekit.recipe import RecipeError, StudentSpace
 
-# Where the layer index sits in a parameter name: BERT-family encoders and edgekit's ConvNet.
+# Where the layer index sits in a parameter name: every family in TEXT_FAMILIES (`encoder.layer.3.`,
+# DistilBERT's `transformer.layer.3.`) and edgekit's ConvNet.
 TEXT_LAYER = re.compile(r"\.layer\.(\d+)\.")
 CONV_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TextFamily:
+    """What a student of one encoder family needs beyond BERT's config names.
+
+    Layers, hidden width and heads go through num_hidden_layers / hidden_size / num_attention_heads in
+    every family (DistilBERT's config maps them to n_layers / dim / n_heads); the feed-forward width
+    has no common name. `follow_hidden`: widths that equal hidden_size in the teacher and must shrink
+    with a narrower student (DeBERTa's pooler runs on the hidden states; an embedding_size equal to
+    hidden_size means "no embedding projection", as in ELECTRA-base)."""
+
+    label: str
+    ffn: str = "intermediate_size"
+    follow_hidden: tuple[str, ...] = ()
+
+
+# config.model_type -> family. Each one keeps its layers at `.layer.<i>.` (TEXT_LAYER), takes
+# attention_mask, and is tested in tests/test_families.py (build, copy, forward, ONNX parity).
+# Relative position tables (MPNet's relative_attention_bias (buckets, heads), DeBERTa's rel_embeddings
+# (2 * buckets, hidden)) live outside the layers and are sliced like any other tensor.
+TEXT_FAMILIES = {
+    "bert": TextFamily("BERT (MiniLM, BGE, E5, ...)"),
+    "distilbert": TextFamily("DistilBERT", ffn="hidden_dim"),
+    "roberta": TextFamily("RoBERTa"),
+    "xlm-roberta": TextFamily("XLM-RoBERTa"),
+    "camembert": TextFamily("CamemBERT"),
+    "mpnet": TextFamily("MPNet"),
+    "electra": TextFamily("ELECTRA", follow_hidden=("embedding_size",)),
+    "deberta": TextFamily("DeBERTa", follow_hidden=("pooler_hidden_size", "embedding_size")),
+    "deberta-v2": TextFamily("DeBERTa-v2/v3", follow_hidden=("pooler_hidden_size", "embedding_size")),
+}
+
+
+def _supported() -> str:
+    return ", ".join(f"{name} ({family.label})" for name, family in TEXT_FAMILIES.items())
+
+
+def _unsupported(model_type: str | None, where: str) -> str:
+    what = f"a '{model_type}' model" if model_type else "a model whose config.json names no model_type"
+    return (f"edgekit cannot derive students from {where}: it is {what}, and students are derived from the "
+            f"encoder families {_supported()}. Fix: pick a teacher of one of these families (any "
+            "sentence-transformers or text-classification model built on them).")
+
+
+def text_family(teacher_config) -> TextFamily:
+    """The teacher's family, or RecipeError naming its architecture and the supported ones."""
+    family = TEXT_FAMILIES.get(teacher_config.model_type)
+    if family is None:
+        architecture = ", ".join(getattr(teacher_config, "architectures", None) or []) or teacher_config.model_type
+        raise RecipeError(_unsupported(teacher_config.model_type, f"the teacher ({architecture})"))
+    return family
+
+
+def family_problem(spec) -> str | None:
+    """Why students cannot be derived from the recipe's text teacher, read from a local folder's
+    config.json alone (so `check_recipe` finds it before any work), or None. Hub ids are checked
+    when their config is loaded (text_candidates); image teachers are not text encoders."""
+    from edgekit.errors import EdgekitError
+    from edgekit.models import read_config, resolve_model
+
+    if spec.kind == "image-classifier":
+        return None
+    try:
+        source = resolve_model(spec.model)
+    except EdgekitError:
+        return None  # the teacher check reports a teacher that cannot be found
+    if source.kind != "hf" or not source.local:
+        return None
+    config = read_config(source.location)
+    model_type = config.get("model_type")
+    if model_type in TEXT_FAMILIES:
+        return None
+    architecture = ", ".join(config.get("architectures") or []) or model_type
+    return _unsupported(model_type, f"'{spec.model}'" + (f" ({architecture})" if architecture else ""))
 
 
 @dataclass(frozen=True)
@@ -39,6 +116,7 @@ def kept_layers(total: int, k: int, choice: str) -> list[int]:
 
 
 def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
+    family = text_family(teacher_config)  # before anything is built: an unknown family fails here
     total = teacher_config.num_hidden_layers
     out = []
     for k in sorted(set(space.layers)):
@@ -51,7 +129,7 @@ def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
                     arch = {"layers": k, "keep": kept_layers(total, k, space.layer_choice),
                             "hidden": hidden or teacher_config.hidden_size,
                             "heads": heads or teacher_config.num_attention_heads,
-                            "ffn": ffn or teacher_config.intermediate_size}
+                            "ffn": ffn or getattr(teacher_config, family.ffn)}
                     if arch["hidden"] % arch["heads"]:
                         raise RecipeError(f"students: hidden {arch['hidden']} is not divisible by heads "
                                           f"{arch['heads']}; pick widths that are multiples of the head count.")
@@ -108,16 +186,26 @@ def build_text_student(teacher_model, candidate: Candidate, attention_outputs: b
     from edgekit.networks import TextModel
 
     arch = candidate.arch
-    config = copy.deepcopy(teacher_model.backbone.config)
+    teacher_config = teacher_model.backbone.config
+    family = text_family(teacher_config)
+    config = copy.deepcopy(teacher_config)
     config.num_hidden_layers = arch["layers"]
     config.hidden_size, config.num_attention_heads = arch["hidden"], arch["heads"]
-    config.intermediate_size = arch["ffn"]
-    # Attention maps are only returned by the eager implementation.
-    implementation = "eager" if attention_outputs else "sdpa"
+    setattr(config, family.ffn, arch["ffn"])
+    for name in family.follow_hidden:
+        if getattr(teacher_config, name, None) == teacher_config.hidden_size:
+            setattr(config, name, arch["hidden"])
+    if getattr(config, "attention_head_size", None) is not None and (
+            arch["hidden"], arch["heads"]) != (teacher_config.hidden_size, teacher_config.num_attention_heads):
+        config.attention_head_size = arch["hidden"] // arch["heads"]  # DeBERTa-v2 configs may spell it out
+    # Attention maps are only returned by the eager implementation. Otherwise None lets transformers
+    # pick sdpa where the family has it (BERT, DistilBERT, RoBERTa) and eager where it does not (MPNet,
+    # DeBERTa, ELECTRA reject an explicit sdpa), whatever the teacher was loaded with.
+    implementation = "eager" if attention_outputs else None
     auto = AutoModelForSequenceClassification if teacher_model.kind == "sequence-classifier" else AutoModel
     torch.manual_seed(0)
     backbone = auto.from_config(config, attn_implementation=implementation)
-    teacher_dim = teacher_model.backbone.config.hidden_size
+    teacher_dim = teacher_config.hidden_size
     projection = None
     if teacher_model.kind == "sentence-encoder" and arch["hidden"] != teacher_dim:
         # A narrower student projects into the teacher's embedding space, so embedding

@@ -209,7 +209,11 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
         torch.manual_seed(recipe.distill.seed)
         net = ConvNet(images.shape[1], spec.width, spec.depth, len(task.labels))
     else:
-        net = load_torch_module(_teacher_source(spec))
+        net = load_torch_module(_teacher_source(spec), trust_pickle=spec.trust_pickle)
+        if (task.preprocessing or {}).get("fit_on"):
+            # A module of the user's own was trained on inputs edgekit cannot know: say what it is fed now.
+            echo(f"  teacher {spec.model} is fed images standardized with {task.name}'s training statistics "
+                 "(preprocessing.json); if it expects its own preprocessing, set data.normalize: false")
     model = ImageModel(net, task.name)
     prepared = {}
     if spec.head == "finetune":

@@ -102,7 +102,9 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
 
     data = {
         "name": "tiny",
-        "teacher": {"model": str(teacher_folder), "kind": "sentence-encoder", "head": "linear", "max_length": 64},
+        # allow_weak: a tiny random teacher is no better than chance on some tasks, by construction
+        "teacher": {"model": str(teacher_folder), "kind": "sentence-encoder", "head": "linear", "max_length": 64,
+                    "allow_weak": True},
         "tasks": [
             {"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
              "split": {"max_train": 300, "max_test": 120}},
@@ -118,3 +120,76 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
     if "speedup" in overrides.get("budget", {}):
         data["budget"].pop("ms")  # a relative budget replaces the milliseconds
     return recipe_from_dict(data)
+
+
+# The encoder families edgekit derives students from, as tiny configs of each family's own config class:
+# 4 layers (so 1- and 2-layer students keep a spread), 32 wide, 2 heads. RoBERTa-like families number
+# positions from padding_idx + 1, so their tables are 2 longer and their pad id is 1, as in the real models.
+_PAD_ONE = ("roberta", "xlm-roberta", "camembert", "mpnet")
+_FAMILY_CONFIGS = {
+    "bert": ("BertConfig", {}),
+    "distilbert": ("DistilBertConfig", {"dim": 32, "n_layers": 4, "n_heads": 2, "hidden_dim": 64}),
+    "roberta": ("RobertaConfig", {"type_vocab_size": 1}),
+    "xlm-roberta": ("XLMRobertaConfig", {"type_vocab_size": 1}),
+    "camembert": ("CamembertConfig", {"type_vocab_size": 1}),
+    "mpnet": ("MPNetConfig", {"relative_attention_num_buckets": 32}),
+    "electra": ("ElectraConfig", {"embedding_size": 16}),  # ELECTRA-small: embeddings narrower than hidden
+    "deberta": ("DebertaConfig", {"relative_attention": True, "max_relative_positions": 16,
+                                  "pos_att_type": ["c2p", "p2c"], "position_biased_input": False,
+                                  "type_vocab_size": 0}),
+    # DeBERTa-v3 style: log-bucketed relative positions, normalized rel_embeddings, no token types;
+    # the head size spelled out, as deberta-v2-xlarge's config does.
+    "deberta-v2": ("DebertaV2Config", {"relative_attention": True, "position_buckets": 16, "attention_head_size": 16,
+                                       "max_relative_positions": -1, "pos_att_type": ["p2c", "c2p"],
+                                       "position_biased_input": False, "norm_rel_ebd": "layer_norm",
+                                       "share_att_key": True, "type_vocab_size": 0}),
+}
+TINY_FAMILIES = tuple(_FAMILY_CONFIGS)
+
+
+def tiny_family_model(folder: str | Path, family: str, task: str = "feature-extraction", layers: int = 4,
+                      seed: int = 0) -> Path:
+    """A tiny random encoder of `family` (a model_type in TINY_FAMILIES) with a word-piece tokenizer,
+    saved as a HF folder: built locally from the family's config class, nothing downloaded.
+
+    BERT's word-piece tokenizer stands in for families whose own tokenizer needs trained files
+    (BPE merges, sentencepiece); its special tokens sit at the ids the family's config expects.
+    MPNet gets its own (word-piece) tokenizer and a sentence-transformers modules.json, as
+    a sentence-transformers MPNet folder has."""
+    import json
+
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if family == "mpnet":
+        specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]  # MPNet's own ids: <s> 0, <pad> 1, </s> 2
+    elif family in _PAD_ONE:
+        specials = ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"]
+    else:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(specials + _VOCAB[5:])) + "\n", encoding="utf-8")
+    tokenizer_class = transformers.MPNetTokenizerFast if family == "mpnet" else transformers.BertTokenizerFast
+    tokenizer = tokenizer_class(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    config_class, extra = _FAMILY_CONFIGS[family]
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id,
+           "eos_token_id": tokenizer.sep_token_id}
+    widths = {"hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2, "intermediate_size": 64}
+    if family == "distilbert":
+        widths = {**extra, "n_layers": layers}
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer), max_position_embeddings=130 if family in _PAD_ONE else 128,
+        id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1}, **ids, **{**extra, **widths})
+    torch.manual_seed(seed)
+    auto = transformers.AutoModelForSequenceClassification if task == "text-classification" else transformers.AutoModel
+    auto.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if family == "mpnet" and task == "feature-extraction":
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        (folder / "1_Pooling" / "config.json").write_text(
+            json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}), encoding="utf-8")
+    return folder

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, reference_session, run_reference
 from edgekit.errors import EdgekitError
+from edgekit.paths import OutsideFolder, external_data_inside, inside
 from edgekit.provenance import sha256_file
+from edgekit.signing import SIGNATURE, signature_problems
 
 
 class BundleMismatch(EdgekitError):
@@ -47,6 +49,41 @@ def _load_manifest(folder: Path) -> dict:
     return manifest
 
 
+# What a name that leads out of the bundle gets told: the manifest was edited, or files were linked in.
+OUTSIDE_FIX = "a bundle names only its own files; rebuild it with `edgekit bundle RUN NAME`"
+
+
+def _named_files(manifest: dict) -> list[tuple[str, object]]:
+    """(field, name) of every file verify reads because the manifest names it."""
+    files, reference, model = (manifest.get(key) for key in ("files", "reference", "model"))
+    named = [("files", name) for name in (files if isinstance(files, dict) else [])]
+    if isinstance(reference, dict):
+        named.append(("reference.file", reference.get("file")))
+        models = reference.get("models")
+        named += [("reference.models", name) for name in (models if isinstance(models, dict) else [])]
+    if isinstance(model, dict):
+        named.append(("model.deploy", model.get("deploy")))
+    return named
+
+
+def _refuse_outside(folder: Path, manifest: dict) -> None:
+    """BundleMismatch, before any file is read, if a name in the manifest leads outside the bundle
+    ('..', an absolute path, a symlink in the folder pointing elsewhere), or an ONNX file keeps
+    external data outside it: hashing or loading such a file would read something that is not the bundle's."""
+    problems, seen = [], set()
+    for field, name in _named_files(manifest):
+        try:
+            path = inside(folder, name, f"manifest.json lists {field}:", OUTSIDE_FIX)
+            if name not in seen and name.endswith(".onnx"):
+                external_data_inside(path, f"{name} (listed in manifest.json)", OUTSIDE_FIX)
+        except OutsideFolder as e:
+            problems.append(str(e))
+        seen.add(name if isinstance(name, str) else None)
+    if problems:
+        raise BundleMismatch(f"bundle {folder} does not verify ({len(problems)} problem(s); nothing it names was "
+                             "read):\n" + "\n".join(f"  {p}" for p in dict.fromkeys(problems)))
+
+
 def _file_problems(folder: Path, manifest: dict) -> list[str]:
     problems = []
     for name, record in manifest["files"].items():
@@ -57,7 +94,9 @@ def _file_problems(folder: Path, manifest: dict) -> list[str]:
             problems.append(f"{name}: {path.stat().st_size:,} bytes, the manifest records {record['bytes']:,}")
         elif sha256_file(path) != record["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest (the file was changed or corrupted)")
-    extra = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in manifest["files"])
+    # The signature (edgekit/signing.py) sits beside the files it covers and is checked by --key, not here.
+    extra = sorted(p.name for p in folder.iterdir()
+                   if p.name not in (MANIFEST, SIGNATURE) and p.name not in manifest["files"])
     problems += [f"{name}: not in the manifest (added after the bundle was written)" for name in extra]
     return problems
 
@@ -126,11 +165,15 @@ def retime(folder: Path, manifest: dict) -> dict:
             "p99": result["latency_ms"]["p99"], "cpu": result["cpu"]["name"]}
 
 
-def verify_bundle(folder: str | Path, time: bool = False) -> dict:
-    """Check a bundle against its manifest; returns what was checked, raises BundleMismatch on any problem."""
+def verify_bundle(folder: str | Path, time: bool = False, key: str | Path | None = None,
+                  signature: str | Path | None = None) -> dict:
+    """Check a bundle against its manifest; returns what was checked, raises BundleMismatch on any problem.
+    With `key` (a trusted public key), its signature is checked too (edgekit/signing.py)."""
     folder = Path(folder)
     manifest = _load_manifest(folder)
-    problems = _file_problems(folder, manifest)
+    _refuse_outside(folder, manifest)  # before any file it names is read
+    problems = signature_problems(folder, key, signature) if key is not None else []
+    problems += _file_problems(folder, manifest)
     problems += _model_problems(folder, manifest)
     timing = None
     if time and not problems:
@@ -143,4 +186,5 @@ def verify_bundle(folder: str | Path, time: bool = False) -> dict:
         raise BundleMismatch(f"bundle {folder} does not verify ({len(problems)} problem(s)):\n"
                              + "\n".join(f"  {p}" for p in problems))
     return {"folder": str(folder), "files": len(manifest["files"]),
-            "models": list(manifest["reference"]["models"]), "timing": timing, "name": manifest["model"]["name"]}
+            "models": list(manifest["reference"]["models"]), "timing": timing, "name": manifest["model"]["name"],
+            "signed_by": None if key is None else str(key)}

@@ -116,9 +116,14 @@ def test_classification_hardest_classes_and_flips_match_a_recomputation(classifi
     assert [e["index"] for e in flips["examples"]][:len(losses)] == losses
     assert sorted(e["index"] for e in flips["examples"]) == changed
     assert result["flips"]["quantization"] is None
-    # the worst slice is the most negative change, and the sentence quotes the hardest slice's numbers
-    changes = [s["change"] for s in result["slices"]]
+    # the worst slice is the most negative change among slices of at least MIN_SLICE examples (the smaller ones
+    # are named as left out), and the sentence quotes the hardest slice's numbers
+    changes = [s["change"] for s in result["slices"] if s["n"] >= gap.MIN_SLICE]
     assert result["worst_slice"]["change"] == min(changes)
+    small = [s for s in result["slices"] if s["n"] < gap.MIN_SLICE]
+    assert small and result["worst_slice_ignores"]["slices"] == [f"{gap._slice_name(s)} (n={s['n']})"
+                                                                for s in small]
+    assert "too small to rank for the largest drop" in result["statement"]
     assert f"{result['hardest']['teacher']:.3f}" in result["statement"]
     assert "hardest 20% of demo (n=10)" in result["statement"]
 

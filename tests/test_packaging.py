@@ -24,7 +24,8 @@ PROFILE = {"name": "demo", "target": "x86-server",
 
 
 def _run(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_checkout_folders_are_the_package_data():

@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from edgekit.errors import TeacherTooWeak
 from edgekit.pipeline import distill_and_export, sweep
 from edgekit.precision import drops
 from edgekit.quantize import quantized_matmuls
@@ -31,6 +32,7 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
     teacher_fp32 = report.files[0]
     assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "speedup": None, "label": "1000 ms", "batch": 1,
                               "seq_len": 128, "threads": 1, "size_mb": None, "headroom": 0.1, "limit_ms": 900.0,
+                              "min_retention": None,
                               "teacher": {"file": "teacher/model.onnx", "provider": "cpu",
                                           "ms": teacher_fp32["latency_ms"]["p95"], "cached": False,
                                           "measured_at": teacher_fp32["latency_ms"]["measured_at"],
@@ -309,3 +311,36 @@ def test_gap_report_matches_an_independent_recomputation(tiny_run):
     # assert: flips (both causes when the pick is quantized) and the hardest slice agree
     assert checks and all(c["ok"] for c in checks), checks
 
+
+
+def test_a_teacher_no_better_than_chance_stops_the_run_before_any_training(tiny_bert, tmp_path):
+    # setup: the tiny random teacher's Lee similarities have no relation to the human scores
+    recipe = tiny_recipe(tiny_bert, teacher={"allow_weak": False})
+    messages = []
+    # execute
+    with pytest.raises(TeacherTooWeak) as error:
+        distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=messages.append)
+    # assert: named per task with the trivial predictor's score, before any probe or training, nothing written
+    message = str(error.value)
+    assert "lee: the teacher's spearman is" in message and "no better than a score with no relation" in message
+    assert "teacher.allow_weak: true" in message and "Nothing was distilled" in message
+    assert not any(m.startswith("[3/7") or "distilling" in m for m in messages)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_quality_floor_keeps_files_that_lost_too_much_from_shipping(tiny_run, tiny_bert, tmp_path):
+    # setup: the single run's cache is warm; a floor no file can meet, and one per task that they all meet
+    _, root = tiny_run
+    # execute
+    with pytest.raises(BudgetNotMet) as error:
+        distill_and_export(tiny_recipe(tiny_bert, budget={"min_retention": 101}), out=tmp_path / "strict",
+                           cache_dir=root / "cache", echo=print)
+    loose = distill_and_export(tiny_recipe(tiny_bert, budget={"min_retention": {"sentiment": 1}}),
+                               out=tmp_path / "loose", cache_dir=root / "cache", echo=print)
+    # assert: the teacher's own files keep 100% < 101%, students less: nothing fits, the run folder says why
+    message = str(error.value)
+    assert "none keeps budget.min_retention on every task" in message and "sentiment" in message
+    assert "distill.epochs" in message and "lower budget.min_retention" in message
+    strict = json.loads((tmp_path / "strict/report.json").read_text())
+    assert strict["selected"] is None and not any(row["meets_budget"] for row in strict["files"])
+    assert loose.selected is not None

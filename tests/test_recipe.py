@@ -59,6 +59,8 @@ def test_unknown_key_and_bad_type_are_reported_together_with_lines(tmp_path):
     ({"budget": {"percentile": "p95"}}, "give exactly one of budget.ms"),
     ({"budget": {"ms": "x8"}}, "write it as speedup: 8"),
     ({"budget": {"speedup": 0}}, "budget.speedup"),
+    ({"budget": {"speedup": 2, "min_retention": {"sentimnt": 97}}}, "min_retention names task(s) ['sentimnt']"),
+    ({"budget": {"speedup": 2, "min_retention": 0}}, "min_retention is a percentage"),
     ({"budget": {"ms": 5, "providers": []}}, "budget.providers"),
     ({"quantize": {"variants": ["int4"]}}, "quantize.variants.0"),
 ])

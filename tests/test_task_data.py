@@ -160,7 +160,7 @@ def test_npz_images(tmp_path):
     images = np.arange(10 * 6 * 6, dtype=np.float64).reshape(10, 6, 6)  # (N, H, W): one channel added
     np.savez(tmp_path / "img.npz", images=images, labels=np.array(["cat", "dog"] * 5))
     # execute
-    data = load_task_data(_task(tmp_path / "img.npz", "image-classification"))
+    data = load_task_data(_task(tmp_path / "img.npz", "image-classification", normalize=False))  # floats as stored
     # assert
     assert data.labels == ["cat", "dog"]
     assert data.train["image"].shape == (8, 1, 6, 6) and data.test["image"].dtype == np.float32

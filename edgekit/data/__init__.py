@@ -55,31 +55,47 @@ def load_texts(source: str, column: str = "text") -> list[str]:
 
 
 def load_images(source: str):
-    """(N, C, H, W) float32 images from a .npy file, the `images` array of an .npz archive (as task
-    data stores them, beside `labels`), or the `digits` built-in."""
+    """(N, C, H, W) float32 images, values as stored: a .npy array, the `images` (or `image`) array of an
+    .npz archive (as task data stores them, beside `labels`), or the `digits` built-in ([0, 1]).
+    (N, H, W) and (N, H, W, C) arrays are moved channels-first by edgekit.preprocessing's layout rule (a 4-d
+    array it cannot tell is taken as (N, C, H, W), the layout these files always had).
+    For `export --inputs` and `quantize --calibration`: a recipe's task data is also scaled and normalized
+    (edgekit.data.tasks), these are fed to the file as they are."""
     import numpy as np
+
+    from edgekit.data.files import DEFAULT_ARRAYS, IMAGE_KINDS
+    from edgekit.preprocessing import channels_first, check_finite, layout_of
 
     path = Path(source)
     if path.is_file():
         if path.suffix not in IMAGE_SUFFIXES:
-            raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), or an .npz archive "
-                            "with an 'images' array.")
+            raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), (N, H, W, C) or (N, H, W), "
+                            "or an .npz archive with an 'images' array.")
         if path.suffix == ".npz":
             with open_npz(path) as arrays:
-                if "images" not in arrays.files:
+                name = next((n for n in DEFAULT_ARRAYS["image"] if n in arrays.files), None)
+                if name is None:
                     raise DataError(f"{path}: no array 'images' (it has: {', '.join(arrays.files) or 'none'}); "
                                     "save the images as numpy.savez(path, images=...).")
-                images = arrays["images"]
+                images = arrays[name]
         else:
             try:
                 images = np.load(path, allow_pickle=False)
             except ValueError as e:
                 raise DataError(f"{path}: not a numpy array file ({e}).") from None
-        if images.ndim == 3:  # (N, H, W): one channel
-            images = images[:, None]
-        if images.ndim != 4:
-            raise DataError(f"{path}: images have shape {images.shape}; expected (N, C, H, W).")
-        return images.astype(np.float32)
+            if not isinstance(images, np.ndarray):  # numpy.savez's archive under a .npy name
+                raise DataError(f"{path}: is an .npz archive, not one array; rename it to .npz.")
+        if images.dtype.kind not in IMAGE_KINDS:
+            raise DataError(f"{path}: the images are {images.dtype} values; save them as uint8 or float numbers.")
+        layout, problem = layout_of(images.shape)
+        if problem and images.ndim == 4:  # no data.layout here: (N, C, H, W), as these files always were
+            layout, problem = "NCHW", None
+        if problem:
+            raise DataError(f"{path}: {problem}.")
+        problem = check_finite(images, str(path))
+        if problem:
+            raise DataError(problem + ".")
+        return np.ascontiguousarray(channels_first(images, layout), dtype=np.float32)
     if source == "digits":
         return digits()[0]
     raise _unknown_source(source, IMAGE_SUFFIXES)

@@ -1,4 +1,4 @@
-"""Reading text and table files (.txt, .csv, .tsv, .jsonl, .parquet) into columns, and .npz archives.
+"""Reading text and table files (.txt, .csv, .tsv, .jsonl, .parquet) into columns, and image arrays (.npz, .npy).
 
 Shared by task data (recipes) and the plain text sources of `export --inputs` and
 `bench --lengths-from`, so every reader accepts the same files (UTF-8 with or without
@@ -117,3 +117,95 @@ def open_npz(path: Path):
         raise DataError(f"{path}: holds one array, not an .npz archive; save it with numpy.savez(path, "
                         "images=..., labels=...).")
     return arrays
+
+
+# DataSpec.image and DataSpec.label name an .npz's arrays as `text` and `label` name a table's columns;
+# left at their defaults they also find the plural names (`images`, `labels`) edgekit's .npz layout
+# always used, so archives saved as numpy.savez(path, images=..., labels=...) need no keys.
+DEFAULT_ARRAYS = {"image": ("image", "images"), "label": ("label", "labels")}
+IMAGE_KINDS = "uif"  # unsigned, signed, float: numbers a network can take (not bool, complex, strings, objects)
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple, object]]:
+    """{array name: (shape, dtype)} of an .npz archive, from each array's header (nothing is loaded)."""
+    import numpy as np
+
+    headers = {}
+    with open_npz(path) as arrays:
+        for name in arrays.files:
+            member = name if name in arrays.zip.namelist() else f"{name}.npy"
+            try:
+                with arrays.zip.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+            except (ValueError, OSError, KeyError) as e:  # a member that is not a .npy array
+                raise DataError(f"{path}: array '{name}' cannot be read ({e}); save the file with numpy.savez(path, "
+                                "images=..., labels=...).") from None
+            headers[name] = (shape, dtype)
+    return headers
+
+
+def array_names(path: Path, present: list[str], image: str, label: str) -> tuple[dict[str, str], str | None]:
+    """({"image": array name, "label": array name}, None), or ({}, the problem naming the key to set and
+    listing the arrays the file has). `image`/`label` are the DataSpec values."""
+    names, asked = {}, {"image": image, "label": label}
+    for column, name in asked.items():
+        default, plural = DEFAULT_ARRAYS[column]
+        if name in present:
+            names[column] = name
+        elif name == default and plural in present:
+            names[column] = plural
+        else:
+            looked = f"'{name}'" + (f" or '{plural}'" if name == default else "")
+            has = ", ".join(present) or "none"
+            return {}, (f"file '{path}' has no array {looked} for the {column}s (it has: {has}); set data.{column} "
+                        "to the array that holds them, or save them as numpy.savez(path, images=..., labels=...)")
+    return names, None
+
+
+def image_file_problem(path: Path, image: str, label: str, layout: str) -> tuple[str, str] | None:
+    """(DataSpec key, problem) of an .npz task file, from its arrays' names, types and shapes, or None.
+    Reads headers only: what `edgekit recipe check` can afford before any work."""
+    from edgekit.preprocessing import layout_of
+
+    try:
+        headers = npz_headers(path)
+    except DataError as e:
+        return "source", str(e)
+    names, problem = array_names(path, list(headers), image, label)
+    if problem:
+        missing = next(column for column in ("image", "label") if column not in names)
+        return missing, problem
+    (shape, dtype), (label_shape, _) = headers[names["image"]], headers[names["label"]]
+    if dtype.kind not in IMAGE_KINDS:
+        return "image", (f"file '{path}': array '{names['image']}' holds {dtype} values; save the images as uint8 "
+                         "(0-255) or float numbers")
+    _, problem = layout_of(shape, layout)
+    if problem:
+        return "layout", f"file '{path}': {problem}"
+    if len(label_shape) != 1 or label_shape[0] != shape[0]:
+        return "label", (f"file '{path}': {shape[0] if shape else 0} images but labels of shape {label_shape}; "
+                         f"save one label per image, as a 1-d array")
+    return None
+
+
+def read_npz_images(path: Path, image: str, label: str, layout: str) -> dict:
+    """{"image": the images as stored (N, ...), "label": list of labels} of an .npz task file, or a
+    DataError naming the fix. Layout, scaling and normalization are edgekit.preprocessing's, after the split."""
+    from edgekit.preprocessing import check_finite
+
+    problem = image_file_problem(path, image, label, layout)
+    if problem:
+        raise DataError(problem[1] + ".")
+    with open_npz(path) as arrays:
+        names, _ = array_names(path, list(arrays.files), image, label)
+        try:
+            images, labels = arrays[names["image"]], arrays[names["label"]]
+        except ValueError as e:  # object arrays need pickle, which could run code
+            raise DataError(f"{path}: {e}; save plain numeric images and numeric or string labels.") from None
+    problem = check_finite(images, str(path))
+    if problem:
+        raise DataError(problem + ".")
+    return {"image": images, "label": list(labels)}

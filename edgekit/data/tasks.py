@@ -6,6 +6,12 @@ Sources: local files (.csv, .tsv, .jsonl, .parquet; .npz for images), `hf:NAME[:
 A split is a function of the data and the split settings alone: examples are
 deduplicated first (the same text on both sides would inflate test scores; Rotten
 Tomatoes has 18 such snippets under a plain random split), then permuted with the seed.
+The test side is a random share of data.source (split.test_fraction), a file of the
+user's own (split.test_file, with data.source the training data), or a Hugging Face
+data set's named split. Nothing is dropped silently: exact duplicates, texts that
+carry two labels (the majority label is kept; a tie goes to the label first in the
+file), training rows also in the test file and classes without test examples are
+counted on TaskData and printed by the run (TaskData.notes).
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import importlib.util
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.data import builtin
-from edgekit.data.files import PYARROW_MISSING, open_npz, read_header, read_lines, read_table
+from edgekit.data.files import PYARROW_MISSING, image_file_problem, read_header, read_lines, read_npz_images, read_table
 from edgekit.errors import DataError
+from edgekit.preprocessing import prepare_split
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
@@ -46,6 +54,9 @@ _HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
           "rotten_tomatoes_plots": "unlabeled movie plot sentences (for distill.unlabeled)",
           "digits": "labelled 8x8 images (image-classification)"}
 UNLABELED_BUILTINS = tuple(builtin.UNLABELED_TEXTS)
+CONFLICT_RULE = "the label most rows give it (a tie: the label of its first row in the file)"
+CONFLICT_CASES = 10  # conflicting examples listed by name; the count covers all of them
+LABEL_NOT_IN_TRAINING = "label not in the training data"
 
 
 # The graph outputs edgekit's networks export and tasks read: a sentence encoder's pooled
@@ -66,6 +77,7 @@ class TaskData:
       similarity:            {"text_a": list[str], "text_b": list[str], "score": np.ndarray float64 (N,)}
       retrieval:             {"query": list[str], "document": list[str]}  (row i's query matches document i)
       image-classification:  {"image": np.ndarray float32 (N, C, H, W), "label": np.ndarray int64 (N,)}
+                             (the model input, made by edgekit.preprocessing: see `preprocessing`)
     """
 
     spec: TaskSpec
@@ -74,6 +86,12 @@ class TaskData:
     labels: list[str] = field(default_factory=list)  # class names; label i is labels[i]
     digest: str = ""  # sha256 of the loaded examples and the split: a cache key for teacher outputs
     skipped: dict[str, list[int]] = field(default_factory=dict)  # bad rows dropped (bad_rows: skip): reason -> rows
+    preprocessing: dict | None = None  # image tasks: how stored images became `image` (preprocessing.json)
+    duplicates: int = 0  # rows dropped as exact copies (same input, same label/score/document) of a kept row
+    # inputs given with different labels: {"count", "rows_dropped", "rule", "cases": [{"text", "labels", "kept"}]}
+    conflicts: dict = field(default_factory=lambda: {"count": 0, "rows_dropped": 0, "rule": CONFLICT_RULE,
+                                                     "cases": []})
+    also_in_test: int = 0  # training rows left out because their input is in the (own or named) test split
 
     @property
     def name(self) -> str:
@@ -95,20 +113,111 @@ class TaskData:
         columns = getattr(self, side)
         return [text for column in TEXT_COLUMNS.get(self.spec.kind, ()) for text in columns[column]]
 
+    @property
+    def test_from(self) -> str:
+        """Where the test examples come from, in words (the run log and report.json `tasks[].test_from`)."""
+        split, source = self.spec.split, self.spec.data.source
+        if split.eval_only:
+            return f"all of {source} (eval_only)"
+        if split.test_file is not None:
+            return f"split.test_file {split.test_file}"
+        if source.startswith("hf:"):
+            return f"split '{split.test_split or 'test'}' of {source}"
+        return f"a random {split.fraction:g} of {source} (seed {split.seed})"
+
+    def classes_without(self, side: str) -> list[str]:
+        """Class names with no example on `side` ("train" or "test"); [] for kinds without classes or sides
+        without examples (an eval_only task has no training side to lack a class)."""
+        columns = getattr(self, side)
+        if not self.labels or "label" not in columns or not len(columns["label"]):
+            return []
+        present = set(np.asarray(columns["label"]).tolist())
+        return [name for i, name in enumerate(self.labels) if i not in present]
+
+    def notes(self) -> list[str]:
+        """What loading did to the data beyond bad rows, one line each, for the run log (nothing silent)."""
+        lines = []
+        what = _WHAT.get(self.spec.kind, ("input", "label"))
+        if self.duplicates:
+            lines.append(f"dropped {self.duplicates} exact duplicate row(s) (same {what[0]} and {what[1]} as an earlier "
+                         "row)")
+        conflicts = self.conflicts
+        if conflicts["count"]:
+            shown = "; ".join(f"{_quote(case['text'])} -> {case['kept']} ("
+                              + ", ".join(f"{name} x{n}" for name, n in case["labels"].items()) + ")"
+                              for case in conflicts["cases"][:3])
+            lines.append(f"{conflicts['count']} {what[0]}(s) come with different {what[1]}s: kept {CONFLICT_RULE}, "
+                         f"dropping {conflicts['rows_dropped']} row(s); e.g. {shown}")
+        if self.also_in_test:
+            lines.append(f"left {self.also_in_test} training row(s) out whose {what[0]} is also a test example "
+                         "(tested, not trained on)")
+        missing = self.classes_without("test")
+        if missing:
+            lines.append(f"no test examples of class(es) {', '.join(missing)}: their accuracy is not measured")
+        untrained = self.classes_without("train")
+        if untrained:
+            lines.append(f"no training examples of class(es) {', '.join(untrained)}: a head fitted on the training "
+                         "rows never predicts them")
+        return lines
+
+
+# kind -> (what one example's input is, what its target is), for messages
+_WHAT = {"classification": ("text", "label"), "similarity": ("pair", "score"), "retrieval": ("query", "document"),
+         "image-classification": ("image", "label")}
+
+
+def _quote(text) -> str:
+    if text is None:
+        return "(an image)"
+    text = str(text)
+    return repr(text if len(text) <= 60 else text[:59] + "…")
+
+
+def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | None:
+    """How many examples of each side have a text longer than `max_length` tokens (the tokenizer's special
+    tokens included, as the models read them), which truncation cuts: {"max_length", "train", "test"}.
+    None for image tasks (no tokenizer)."""
+    if tokenizer is None or task.spec.kind not in TEXT_COLUMNS:
+        return None
+    counts = {"max_length": max_length}
+    for side in ("train", "test"):
+        columns = getattr(task, side)
+        texts = list(dict.fromkeys(task.texts(side)))  # pairs and retrieval repeat texts: tokenize each once
+        # One token past the limit is enough to tell: no text is tokenized further than that.
+        ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"] if texts else []
+        cut = {text for text, tokens in zip(texts, ids) if len(tokens) > max_length}
+        rows = zip(*(columns[column] for column in TEXT_COLUMNS[task.spec.kind]))
+        counts[side] = sum(any(text in cut for text in row) for row in rows)
+    return counts
+
+
+def truncation_note(counts: dict | None) -> str | None:
+    """The run log's line for truncated_examples' counts, or None when nothing is cut."""
+    if not counts or not (counts["train"] or counts["test"]):
+        return None
+    return (f"{counts['train']} train / {counts['test']} test example(s) have a text longer than teacher.max_length "
+            f"{counts['max_length']} tokens, cut to it (raise teacher.max_length to keep more)")
+
 
 def load_task_data(spec: TaskSpec) -> TaskData:
     """Load a task's data source, deduplicate it and split it (deterministic for a seed)."""
     problem = source_problem(spec.data.source, spec.kind)
     if problem:
         raise DataError(f"task '{spec.name}': data.source: {problem}")
+    problems = test_file_problems(spec, "split")
+    if problems:
+        raise DataError(f"task '{spec.name}': " + "; ".join(problems))
     sides, skipped = _load_sides(spec)
     labels = []
     if "label" in COLUMNS[spec.kind]:
         labels = spec.data.labels or _class_names([value for columns in sides.values() for value in columns["label"]])
         sides = {side: _encode_labels(columns, labels) for side, columns in sides.items()}
-    train, test = _split(spec, sides)
+    train, test, found = _split(spec, sides, labels)
+    preprocessing = None
+    if spec.kind == "image-classification":  # fit on the training side only, applied to both, once
+        train, test, preprocessing = prepare_split(train, test, spec.data)
     return TaskData(spec=spec, train=train, test=test, labels=labels, digest=_digest(spec, train, test, labels),
-                    skipped=skipped)
+                    skipped=skipped, preprocessing=preprocessing, **found)
 
 
 def load_unlabeled(spec: DataSpec) -> list[str]:
@@ -142,8 +251,40 @@ def check_task_sources(recipe: Recipe) -> list[str]:
     problems = []
     for i, task in enumerate(recipe.tasks):
         problems += spec_problems(task.data, task.kind, f"tasks[{i}].data")
+        problems += test_file_problems(task, f"tasks[{i}].split")
+    problems += eval_only_problems(recipe)
     for j, spec in enumerate(recipe.distill.unlabeled):
         problems += spec_problems(spec, None, f"distill.unlabeled[{j}]")
+    return problems
+
+
+def eval_only_problems(recipe: Recipe) -> list[str]:
+    """eval_only tasks the rest of the run could not serve, each prefixed with its key path.
+
+    A classification task's head is fit (teacher.head: linear) or trained (finetune) on its training rows, and an
+    image student distills on the task's own training images: eval_only leaves them nothing, and the run would fail
+    inside scikit-learn or torch. Only a text teacher that brings its own classifier (head: none) can be evaluated
+    on a classification task it never trains on, and then it distills on distill.unlabeled."""
+    problems = []
+    for i, task in enumerate(recipe.tasks):
+        if not task.split.eval_only or task.kind not in ("classification", "image-classification"):
+            continue
+        if task.kind == "image-classification":
+            why = "an image student distills on the task's own training images"
+        elif recipe.teacher.head != "none":
+            why = (f"teacher.head: {recipe.teacher.head} {'fits' if recipe.teacher.head == 'linear' else 'trains'} "
+                   "the task's head on its training rows")
+        else:
+            continue
+        problems.append(f"tasks[{i}].split.eval_only: classification task '{task.name}' cannot be eval_only: {why}, "
+                        "and eval_only leaves none. Drop eval_only (a random split.test_fraction of data.source is "
+                        "held out), or give the evaluation rows their own file with split: {test_file: PATH} and "
+                        "data.source the training rows")
+    if recipe.teacher.kind != "image-classifier" and all(t.split.eval_only for t in recipe.tasks) \
+            and not recipe.distill.unlabeled:
+        problems.append("distill.unlabeled: every task is eval_only, so there is nothing to distill on: name an "
+                        "unlabeled corpus in distill.unlabeled (e.g. [{source: lee_background}]), or give a task "
+                        "training rows (drop its eval_only)")
     return problems
 
 
@@ -225,20 +366,59 @@ def spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
     path = Path(spec.source)
     if spec.source.startswith("hf:") or spec.source in BUILTIN_KIND or path.suffix.lower() == ".txt":
         return []
+    if path.suffix.lower() == ".npz":  # array names, types and shapes, from the headers
+        problem = image_file_problem(path, spec.image, spec.label, spec.layout)
+        return [f"{key}.{problem[0]}: {problem[1]}"] if problem else []
     try:
-        present = _npz_arrays(path) if path.suffix.lower() == ".npz" else read_header(path)
+        present = read_header(path)
     except DataError as e:
         return [f"{key}.source: {e}"]
-    if path.suffix.lower() == ".npz":
-        missing = " and ".join(name for name in ("images", "labels") if name not in present)
-        if not missing:
-            return []
-        problem = (f"{key}.source: file '{path}' has no array {missing} (it has: {', '.join(present) or 'none'}); "
-                   "save images (N, C, H, W) as 'images' and their labels as 'labels'")
-        return [problem]
     return [f"{key}.{column}: file '{path}' has no column '{name}' (it has: {', '.join(present) or 'none'}); "
             f"set {key}.{column} to one of them"
             for column, name in _wanted(spec, kind).items() if name not in present]
+
+
+def test_file_problems(task: TaskSpec, key: str) -> list[str]:
+    """Problems with a task's split.test_file (`key` is the split's key path), each prefixed with its key:
+    the cheap checks data.source gets (the path, its suffix, the columns in its header)."""
+    problem = _test_file_problem(task)
+    return [f"{key}.test_file: {problem}"] if problem else []
+
+
+def _test_file_problem(task: TaskSpec) -> str | None:
+    test_file, kind = task.split.test_file, task.kind
+    if test_file is None:
+        return None
+    if test_file.startswith("hf:") or test_file in BUILTIN_KIND:
+        return (f"'{test_file}' is a data set, not a file; split.test_file is the path of a "
+                f"{'/'.join(_suffixes(kind))} file of your own test examples")
+    if task.data.source in BUILTIN_KIND:
+        return (f"built-in '{task.data.source}' is split by split.test_fraction; a test file goes with a "
+                "data.source file of your own training examples: set data.source to one, or drop test_file")
+    path = Path(test_file)
+    try:
+        if not path.exists():
+            return (f"file '{test_file}' does not exist (looked in {Path.cwd()}); fix the path (a relative path is "
+                    "from the folder edgekit runs in, as data.source is)")
+    except OSError as e:
+        return f"'{test_file[:80]}' cannot be read ({e.strerror}); fix the path or the file's permissions"
+    problem = source_problem(test_file, kind)
+    if problem:
+        return problem
+    if path.suffix.lower() == ".npz":  # read with data.image, data.label and data.layout, as data.source is
+        problem = image_file_problem(path, task.data.image, task.data.label, task.data.layout)
+        return problem[1] if problem else None
+    try:
+        present = read_header(path)
+    except DataError as e:
+        return str(e)
+    has = f"(it has: {', '.join(map(str, present)) or 'none'})"
+    missing = {column: name for column, name in _wanted(task.data, kind).items() if name not in present}
+    if not missing:
+        return None
+    needs = ", ".join(f"data.{column}: {name}" for column, name in missing.items())
+    return (f"file '{test_file}' has no column {' and '.join(repr(n) for n in missing.values())} {has}; the test "
+            f"file is read with the columns of data.source ({needs}): give it the same header")
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -293,27 +473,9 @@ def _hf_columns(source: str, split: str, wanted: dict[str, str], scope: str) -> 
 # --- one task's examples ------------------------------------------------------------------------
 
 
-def _npz_arrays(path: Path) -> list[str]:
-    with open_npz(path) as arrays:
-        return list(arrays.files)
-
-
-def _npz_images(path: Path) -> dict:
-    with open_npz(path) as arrays:
-        missing = [name for name in ("images", "labels") if name not in arrays.files]
-        if missing:
-            raise DataError(f"{path}: no array {' or '.join(missing)} (it has: {', '.join(arrays.files) or 'none'}); "
-                            "save images (N, C, H, W) as 'images' and their labels as 'labels'.")
-        try:
-            images, labels = arrays["images"], arrays["labels"]
-        except ValueError as e:  # object arrays need pickle, which could run code
-            raise DataError(f"{path}: {e}; save plain numeric images and numeric or string labels.") from None
-    if images.ndim == 3:  # (N, H, W): one channel
-        images = images[:, None]
-    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{path}: images {images.shape} and labels {labels.shape} do not fit; "
-                        "save images as (N, C, H, W) and labels as (N,).")
-    return {"image": images.astype(np.float32), "label": list(labels)}
+def _npz_images(path: Path, data: DataSpec) -> dict:
+    """Images as stored and labels of an .npz task file (edgekit.data.files)."""
+    return read_npz_images(path, data.image, data.label, data.layout)
 
 
 def _builtin_columns(name: str) -> dict:
@@ -332,8 +494,11 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes a UTF-8 decode could not read
 _ABSENT = object()  # a column the task kind does not have
 
 
-def _row_problem(texts: list[str], label, score, labels: list[str] | None) -> str | None:
-    """Why one row cannot be an example (a bad row), or None."""
+def _row_problem(texts: list[str], label, score, labels: list[str] | None,
+                 trained: set[str] | None = None) -> str | None:
+    """Why one row cannot be an example (a bad row), or None. `trained`: the labels of the training side, for a
+    test side read from its own file or split (a label only the test side has is a typo more often than a class,
+    and no head trained on the other side can predict it)."""
     if any(_NOT_UTF8.search(text) for text in texts):
         return "not UTF-8"
     if not all(texts):
@@ -343,6 +508,8 @@ def _row_problem(texts: list[str], label, score, labels: list[str] | None) -> st
             return "no label"
         if labels and _text(label) not in labels:
             return "unknown label"
+        if trained is not None and _text(label) not in trained:
+            return LABEL_NOT_IN_TRAINING
     if score is not _ABSENT:
         try:
             if math.isnan(float(score)):
@@ -352,7 +519,7 @@ def _row_problem(texts: list[str], label, score, labels: list[str] | None) -> st
     return None
 
 
-def _clean(spec: TaskSpec, columns: dict) -> tuple[dict, dict[str, list[int]]]:
+def _clean(spec: TaskSpec, columns: dict, trained: set[str] | None = None) -> tuple[dict, dict[str, list[int]]]:
     """(the usable examples, texts stripped; {reason: row numbers (1-based)} of the bad rows left out)."""
     kind = spec.kind
     n = len(columns[COLUMNS[kind][0]])
@@ -362,7 +529,7 @@ def _clean(spec: TaskSpec, columns: dict) -> tuple[dict, dict[str, list[int]]]:
     for i in range(n):
         problem = _row_problem([values[i] for values in texts.values()],
                                columns["label"][i] if "label" in columns else _ABSENT,
-                               columns["score"][i] if "score" in columns else _ABSENT, spec.data.labels)
+                               columns["score"][i] if "score" in columns else _ABSENT, spec.data.labels, trained)
         if problem:
             bad.setdefault(problem, []).append(i + 1)
         else:
@@ -390,6 +557,8 @@ def _bad_rows(spec: TaskSpec, bad: dict[str, dict[str, list[int]]], where: str, 
     found = "; ".join(f"{len(rows)} with {reason} (row {', '.join(map(str, rows[:5]))}"
                       f"{', ...' if len(rows) > 5 else ''})" for reason, rows in merged.items())
     hints = {"unknown label": " (the allowed ones are data.labels)",
+             LABEL_NOT_IN_TRAINING: " (no training row has that label: fix the label, add training rows of that "
+                                    "class, or list every class in data.labels)",
              "not UTF-8": " (re-save the file as UTF-8)",
              "no label": " (Hugging Face test splits are often unlabeled: set split.test_split: validation)"
              if where.startswith("hf:") else ""}
@@ -400,32 +569,46 @@ def _bad_rows(spec: TaskSpec, bad: dict[str, dict[str, list[int]]], where: str, 
                     f"{fix}.")
 
 
+def _read_source(spec: TaskSpec, source: str) -> dict:
+    """The columns of a built-in or a local file (data.source or split.test_file)."""
+    if source in BUILTIN_KIND:
+        return _builtin_columns(source)
+    if Path(source).suffix.lower() == ".npz":
+        return _npz_images(Path(source), spec.data)
+    return _file_columns(Path(source), _wanted(spec.data, spec.kind), "data.")
+
+
 def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
-    """({"all": columns}, or {"train": ..., "test": ...} for a Hugging Face source with named splits;
-    the bad rows left out, by reason)."""
-    source, kind, scope = spec.data.source, spec.kind, "data."
+    """({"all": columns} to split at random, or {"train": ..., "test": ...} for a test file of the user's own or
+    a Hugging Face source's named splits; the bad rows left out, by reason)."""
+    source, kind, split = spec.data.source, spec.kind, spec.split
     if source.startswith("hf:"):
         wanted = _wanted(spec.data, kind)
         # eval_only needs only the test split; otherwise the data set's own split replaces ours.
-        names = {"test": spec.split.test_split or "test"}
-        if not spec.split.eval_only:
-            names = {"train": spec.split.train_split or "train", **names}
-        raw = {split: _hf_columns(source, split, wanted, scope) for split in names.values()}
+        names = {"test": split.test_split or "test"}
+        if not split.eval_only:
+            names = {"train": split.train_split or "train", **names}
+        raw = {side: _hf_columns(source, name, wanted, "data.") for side, name in names.items()}
         where = source
-    elif source in BUILTIN_KIND:
-        raw, where = {"all": _builtin_columns(source)}, f"built-in '{source}'"
-    elif Path(source).suffix.lower() == ".npz":
-        raw, where = {"all": _npz_images(Path(source))}, source
     else:
-        raw, where = {"all": _file_columns(Path(source), _wanted(spec.data, kind), scope)}, source
-    cleaned = {split: _clean(spec, columns) for split, columns in raw.items()}
+        raw = {"all": _read_source(spec, source)}
+        where = f"built-in '{source}'" if source in BUILTIN_KIND else source
+        names = {"all": "all"}
+        if split.test_file is not None:
+            raw = {"train": raw["all"], "test": _read_source(spec, split.test_file)}
+            names = {"train": "train", "test": "test"}
+            where = f"{source} (train) and {split.test_file} (test)"
+    cleaned, trained = {}, None
+    for side, columns in raw.items():  # "train" comes before "test"
+        cleaned[side] = _clean(spec, columns, trained if side == "test" else None)
+        if side == "train" and "label" in columns and not spec.data.labels:
+            trained = {_text(label) for label in cleaned[side][0]["label"]}
     all_bad = any(not len(columns[COLUMNS[kind][0]]) for columns, _ in cleaned.values())
-    skipped = _bad_rows(spec, {split: bad for split, (_, bad) in cleaned.items()}, where, all_bad)
-    sides = {split: columns for split, (columns, _) in cleaned.items()}
-    if source.startswith("hf:"):
-        sides = {side: sides[split] for side, split in names.items()}
-        if spec.split.eval_only:
-            sides = {"all": sides["test"]}
+    # Bad rows are named by side ("test:12"), a Hugging Face side by its split's name.
+    skipped = _bad_rows(spec, {names[side]: bad for side, (_, bad) in cleaned.items()}, where, all_bad)
+    sides = {side: columns for side, (columns, _) in cleaned.items()}
+    if source.startswith("hf:") and split.eval_only:
+        sides = {"all": sides["test"]}
     if not any(len(columns[COLUMNS[kind][0]]) for columns in sides.values()):
         raise DataError(f"task '{spec.name}': data source '{source}' holds no examples with non-empty "
                         f"{' and '.join(TEXT_COLUMNS.get(kind, ('image',)))}; check data.source and its columns.")
@@ -458,14 +641,58 @@ def _keys(kind: str, columns: dict) -> list:
     return list(columns[TEXT_COLUMNS[kind][0]])
 
 
-def _first_of_each(keys: list, exclude=frozenset()) -> np.ndarray:
-    """Indices of the first occurrence of each key not in `exclude`."""
-    seen, keep = set(exclude), []
+def _targets(kind: str, columns: dict) -> list:
+    """What each example says about its input: its label, score or document (hashable)."""
+    column = {"similarity": "score", "retrieval": "document"}.get(kind, "label")
+    values = columns[column]
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
+def _shown(kind: str, columns: dict, i: int) -> str | None:
+    """Example i's input as a person reads it (None for an image), cut to 160 characters."""
+    if kind == "image-classification":
+        return None
+    text = f"{columns['text_a'][i]} || {columns['text_b'][i]}" if kind == "similarity" \
+        else columns[TEXT_COLUMNS[kind][0]][i]
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _target_name(kind: str, value, labels: list[str]) -> str:
+    if kind in ("classification", "image-classification") and labels:
+        return labels[value]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _dedupe(kind: str, columns: dict, labels: list[str], exclude=frozenset()) -> tuple[np.ndarray, dict]:
+    """One row per distinct input (in file order), leaving out inputs in `exclude`; and what was dropped:
+    {"duplicates", "conflicts" {"count", "rows_dropped", "rule", "cases"}, "also_in_test"}.
+
+    An input given with different labels (scores, documents) keeps the label most of its rows give it, and
+    on a tie the label of its first row: a deterministic choice that does not depend on the seed, and that
+    a majority of annotators would make. The kept row is the first that carries the kept label."""
+    keys, targets = _keys(kind, columns), _targets(kind, columns)
+    rows: dict = {}
+    excluded = 0
     for i, key in enumerate(keys):
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return np.array(keep, dtype=np.int64)
+        if key in exclude:
+            excluded += 1
+        else:
+            rows.setdefault(key, []).append(i)
+    keep, duplicates, dropped, cases, count = [], 0, 0, [], 0
+    for members in rows.values():
+        votes = Counter(targets[i] for i in members)  # insertion order: first row's label first
+        kept = max(votes, key=votes.get)  # max keeps the first of equal counts: the tie rule
+        keep.append(next(i for i in members if targets[i] == kept))
+        duplicates += votes[kept] - 1
+        if len(votes) > 1:
+            count += 1
+            dropped += len(members) - votes[kept]
+            if len(cases) < CONFLICT_CASES:
+                cases.append({"text": _shown(kind, columns, members[0]), "kept": _target_name(kind, kept, labels),
+                              "labels": {_target_name(kind, value, labels): n for value, n in votes.items()}})
+    conflicts = {"count": count, "rows_dropped": dropped, "rule": CONFLICT_RULE, "cases": cases}
+    return np.array(sorted(keep), dtype=np.int64), {"duplicates": duplicates, "conflicts": conflicts,
+                                                    "also_in_test": excluded}
 
 
 def _take(columns: dict, index: np.ndarray) -> dict:
@@ -473,35 +700,63 @@ def _take(columns: dict, index: np.ndarray) -> dict:
             for name, values in columns.items()}
 
 
-def _split(spec: TaskSpec, sides: dict[str, dict]) -> tuple[dict, dict]:
+def _merged(found: list[dict]) -> dict:
+    """_dedupe's counts of the train and test sides as one."""
+    cases = [case for f in found for case in f["conflicts"]["cases"]][:CONFLICT_CASES]
+    return {"duplicates": sum(f["duplicates"] for f in found), "also_in_test": sum(f["also_in_test"] for f in found),
+            "conflicts": {"count": sum(f["conflicts"]["count"] for f in found),
+                          "rows_dropped": sum(f["conflicts"]["rows_dropped"] for f in found),
+                          "rule": CONFLICT_RULE, "cases": cases}}
+
+
+def _split(spec: TaskSpec, sides: dict[str, dict], labels: list[str]) -> tuple[dict, dict, dict]:
+    """(train, test, what deduplication dropped: TaskData's duplicates, conflicts and also_in_test)."""
     kind, split = spec.kind, spec.split
     rng = np.random.default_rng(split.seed)
     if "all" in sides:
         columns = sides["all"]
-        order = rng.permutation(_first_of_each(_keys(kind, columns)))
-        n_test = len(order) if split.eval_only else round(split.test_fraction * len(order))
+        kept, found = _dedupe(kind, columns, labels)
+        order = rng.permutation(kept)
+        n_test = len(order) if split.eval_only else round(split.fraction * len(order))
         if n_test == 0 or (n_test == len(order) and not split.eval_only):
             raise DataError(f"task '{spec.name}': {len(order)} distinct examples and split.test_fraction "
-                            f"{split.test_fraction} leave one side empty; add examples, change test_fraction, "
+                            f"{split.fraction} leave one side empty; add examples, change test_fraction, "
                             "or set split.eval_only: true to evaluate on all of them.")
         train, test = (columns, order[n_test:]), (columns, order[:n_test])
     else:
-        test_keys = _keys(kind, sides["test"])
+        test_kept, test_found = _dedupe(kind, sides["test"], labels)
+        train_kept, train_found = _dedupe(kind, sides["train"], labels, exclude=set(_keys(kind, sides["test"])))
+        found = _merged([train_found, test_found])
         # Shuffled so that max_train/max_test take a random sample, not the head of a sorted split.
-        test_order = rng.permutation(_first_of_each(test_keys))
-        train_order = rng.permutation(_first_of_each(_keys(kind, sides["train"]), exclude=set(test_keys)))
+        test_order = rng.permutation(test_kept)
+        train_order = rng.permutation(train_kept)
         if not len(train_order) or not len(test_order):
+            if split.test_file is not None:
+                raise DataError(f"task '{spec.name}': every training example of {spec.data.source} is also in "
+                                f"split.test_file {split.test_file}, and an example is tested, not trained on; point "
+                                "data.source at the training file and split.test_file at a different file.")
             raise DataError(f"task '{spec.name}': the {'training' if not len(train_order) else 'test'} split of "
                             f"{spec.data.source} holds no examples (after removing those also in the test split); "
                             "set split.train_split/split.test_split to other splits.")
         train, test = (sides["train"], train_order), (sides["test"], test_order)
-    return _take(train[0], train[1][:split.max_train]), _take(test[0], test[1][:split.max_test])
+    train, test = _take(train[0], train[1][:split.max_train]), _take(test[0], test[1][:split.max_test])
+    if kind in ("classification", "image-classification") and not split.eval_only:
+        present = np.unique(train["label"])
+        if len(present) < 2:  # a head (or fine-tuning) learns nothing from one class; LogisticRegression refuses
+            raise DataError(f"task '{spec.name}': the {len(train['label'])} training examples are all of class "
+                            f"'{_target_name(kind, int(present[0]), labels)}'; a classifier needs examples of at least "
+                            "two classes: add rows of the other classes"
+                            + (" or raise split.max_train" if split.max_train else "") + ".")
+    return train, test, found
 
 
 def _digest(spec: TaskSpec, train: dict, test: dict, labels: list[str]) -> str:
     """sha256 of the split settings, the class names and every example (independent of the source's path)."""
     digest = hashlib.sha256()
-    settings = {"kind": spec.kind, "split": spec.split.model_dump(mode="json"), "labels": labels}
+    # The split as it acts, without the test file's path (the digest is of examples, not of where they were)
+    # and with the default fraction spelled out, so digests (cache keys) stay those of earlier versions.
+    split = spec.split.model_dump(mode="json", exclude={"test_file"}) | {"test_fraction": spec.split.fraction}
+    settings = {"kind": spec.kind, "split": split, "labels": labels}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for side, columns in (("train", train), ("test", test)):
         for name in COLUMNS[spec.kind]:

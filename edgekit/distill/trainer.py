@@ -50,10 +50,13 @@ def _load(path: Path, echo: Callable[[str], None]):
     if problem:
         echo(f"  {path} {problem}; starting this training over")
         return None
+    # weights_only: tensors and plain containers only. A checkpoint holds nothing else, and the sha256
+    # beside it is written by whoever writes the cache: on shared storage, a file that needs the full
+    # unpickler could run code in every later run. Such a file is treated as corrupt.
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to unpickle
-        echo(f"  {path} is unreadable ({type(e).__name__}); starting this training over")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to load
+        echo(f"  {path} is unreadable or holds more than tensors ({type(e).__name__}); starting this training over")
         return None
 
 

@@ -45,10 +45,10 @@ class ImageClassification:
     def check_source(self, source: ModelSource) -> None:
         pass  # both HF image models and plain torch modules serve this task
 
-    def load_torch(self, source: ModelSource):
+    def load_torch(self, source: ModelSource, trust_pickle: bool = False):
         if source.kind == "hf":
             return load_hf(source, "AutoModelForImageClassification")
-        return load_torch_module(source)
+        return load_torch_module(source, trust_pickle)
 
     def parity_batches(self, source: ModelSource, data: str | None, samples: int,
                        static_shape: tuple[int, int] | None = None, column: str = "text") -> list[dict]:

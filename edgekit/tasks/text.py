@@ -23,8 +23,8 @@ class TextTask:
             raise UnknownTask(f"task '{self.name}' needs a Hugging Face model (folder or hub id); "
                               f"'{source.location}' is a plain torch module file.")
 
-    def load_torch(self, source: ModelSource):
-        return load_hf(source, self.auto_class)
+    def load_torch(self, source: ModelSource, trust_pickle: bool = False):
+        return load_hf(source, self.auto_class)  # safetensors or weights-only loading: no pickle to trust
 
     def parity_batches(self, source: ModelSource, data: str | None, samples: int,
                        static_shape: tuple[int, int] | None = None, column: str = "text") -> list[dict]:
