@@ -118,7 +118,8 @@ class ConvNet(nn.Module):
 
 
 class ImageModel(nn.Module):
-    """An image classifier (edgekit's ConvNet or a user's module) whose logits are `<task>_logits`."""
+    """An image classifier (edgekit's ConvNet, a Hugging Face ViT or a user's module) whose logits are
+    `<task>_logits`."""
 
     input_names = ("pixel_values",)
 
@@ -136,6 +137,16 @@ class ImageModel(nn.Module):
             states = self.net.features(pixel_values)
             logits = self.net.classifier(self.net.pool(states[-1]).flatten(1))
             return {"logits": {self.task: logits}, "hidden": states}
+        if hasattr(self.net, "config") and hasattr(self.net.config, "model_type"):
+            # A Hugging Face image classifier (a ViT) returns an output object. Its hidden states list the
+            # embedding output first: dropped, so hidden[j] follows layer j as a ConvNet's does.
+            out = self.net(pixel_values=pixel_values, output_hidden_states=hidden, output_attentions=attention)
+            result = {"logits": {self.task: out.logits}}
+            if hidden:
+                result["hidden"] = list(out.hidden_states)[1:]  # (batch, patches + 1, hidden) per layer
+            if attention:
+                result["attention"] = list(out.attentions)  # (batch, heads, patches + 1, patches + 1)
+            return result
         out = self.net(pixel_values)
         logits = out[0] if isinstance(out, (tuple, list)) else out
         return {"logits": {self.task: logits}}

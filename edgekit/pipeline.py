@@ -334,7 +334,13 @@ def _structure(model) -> dict:
     config = getattr(getattr(model, "backbone", None), "config", None)
     return {"class": type(model).__name__, "modules": repr(model), "outputs": list(model.output_names),
             "settings": {k: getattr(model, k, None) for k in ("kind", "pooling", "normalize", "classifier_task")},
-            "config": config.to_dict() if config is not None else getattr(getattr(model, "net", None), "config", None)}
+            "config": config.to_dict() if config is not None else _net_config(model)}
+
+
+def _net_config(model):
+    """An image network's settings: edgekit's ConvNet keeps a dict, a Hugging Face ViT a config object."""
+    config = getattr(getattr(model, "net", None), "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else config
 
 
 def _make_export(model, folder: Path, ctx: _Context, variants: list[str], calibration: list[dict] | None,
@@ -451,9 +457,13 @@ def _candidates(recipe: Recipe, teacher):
     from edgekit.students import image_candidates, text_candidates
 
     if recipe.teacher.kind == "image-classifier":
-        return image_candidates(recipe.students)
-    candidates = text_candidates(teacher.model.backbone.config, recipe.students)
-    teacher_config = teacher.model.backbone.config
+        candidates = image_candidates(recipe.students, teacher.model)
+        if "width" in candidates[0].arch:  # CNN students
+            return candidates
+        teacher_config = teacher.model.net.config  # a ViT's: its students are checked as text ones are
+    else:
+        teacher_config = teacher.model.backbone.config
+        candidates = text_candidates(teacher_config, recipe.students)
     names = {loss.name for loss in recipe.distill.losses}
     for candidate in candidates:
         if "hidden_mse" in names and candidate.arch["hidden"] != teacher_config.hidden_size:

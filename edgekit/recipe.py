@@ -245,15 +245,15 @@ class TaskSpec(_Strict):
 
 
 class StudentSpace(_Strict):
-    layers: list[int] = Field([1, 2, 3, 4], min_length=1, description="text: teacher layers each student keeps")
+    layers: list[int] = Field([1, 2, 3, 4], min_length=1, description="text and ViT: teacher layers each student keeps")
     layer_choice: Literal["spread", "first", "last"] = Field(
         "spread", description="which teacher layers initialize a student: `spread` takes every other layer "
                               "(DistilBERT), `first`/`last` a contiguous block")
-    hidden: list[int | None] = Field([None], description="text: hidden widths (null = the teacher's)")
-    heads: list[int | None] = Field([None], description="text: attention heads (null = the teacher's)")
-    ffn: list[int | None] = Field([None], description="text: feed-forward sizes (null = the teacher's)")
-    widths: list[int] = Field([8, 16], min_length=1, description="image: channels of each convolution")
-    depths: list[int] = Field([1, 2], min_length=1, description="image: convolution blocks")
+    hidden: list[int | None] = Field([None], description="text and ViT: hidden widths (null = the teacher's)")
+    heads: list[int | None] = Field([None], description="text and ViT: attention heads (null = the teacher's)")
+    ffn: list[int | None] = Field([None], description="text and ViT: feed-forward sizes (null = the teacher's)")
+    widths: list[int] = Field([8, 16], min_length=1, description="CNN students: channels of each convolution")
+    depths: list[int] = Field([1, 2], min_length=1, description="CNN students: convolution blocks")
     max_students: int = Field(2, ge=1, description="distill at most this many feasible candidates, largest first")
 
 

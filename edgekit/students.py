@@ -2,9 +2,10 @@
 
 Text students keep k of the teacher's layers (DistilBERT-style every-other layer by
 default) and may narrow the hidden width, heads or feed-forward size, in the teacher's own
-family (TEXT_FAMILIES: the encoders whose config and weight names edgekit knows); image students
-are edgekit ConvNets of the recipe's widths and depths. Every parameter whose
-teacher counterpart is at least as large is initialized from the teacher's leading
+family (TEXT_FAMILIES: the encoders whose config and weight names edgekit knows). Image students
+of a Hugging Face ViT teacher are ViTs that keep k of its layers the same way (its layers sit at
+`vit.encoder.layer.<i>.` too); of any other image teacher, edgekit ConvNets of the recipe's widths
+and depths. Every parameter whose teacher counterpart is at least as large is initialized from the teacher's leading
 slice (layer j of the student from its mapped teacher layer); the rest stay random.
 Distillation does the remaining work (FIELD-NOTES: untrained 1-3 layer students
 keep only 0.2-0.4 cosine to the teacher).
@@ -56,6 +57,12 @@ TEXT_FAMILIES = {
 }
 
 
+# config.model_type -> label of the Hugging Face image classifiers students are derived from by
+# keeping layers (tests/test_vit.py). Other architectures (Swin, ConvNeXt, ...) name their stages
+# differently and are refused up front (family_problem).
+IMAGE_FAMILIES = {"vit": "ViT (ViTForImageClassification)"}
+
+
 def _supported() -> str:
     return ", ".join(f"{name} ({family.label})" for name, family in TEXT_FAMILIES.items())
 
@@ -83,7 +90,7 @@ def family_problem(spec) -> str | None:
     from edgekit.errors import EdgekitError
     from edgekit.models import read_config, resolve_model
 
-    if spec.kind == "image-classifier":
+    if spec.kind == "image-classifier" and spec.model == "edgekit:cnn":
         return None
     try:
         source = resolve_model(spec.model)
@@ -93,16 +100,32 @@ def family_problem(spec) -> str | None:
         return None
     config = read_config(source.location)
     model_type = config.get("model_type")
+    architecture = ", ".join(config.get("architectures") or []) or model_type
+    where = f"'{spec.model}'" + (f" ({architecture})" if architecture else "")
+    if spec.kind == "image-classifier":
+        return None if model_type in IMAGE_FAMILIES else image_family_problem(model_type, where)
     if model_type in TEXT_FAMILIES:
         return None
-    architecture = ", ".join(config.get("architectures") or []) or model_type
-    return _unsupported(model_type, f"'{spec.model}'" + (f" ({architecture})" if architecture else ""))
+    return _unsupported(model_type, where)
+
+
+def image_family_problem(model_type: str | None, where: str) -> str:
+    what = f"a '{model_type}' model" if model_type else "a model whose config.json names no model_type"
+    return (f"edgekit cannot derive image students from {where}: it is {what}, and students are derived from "
+            f"the Hugging Face image classifiers {', '.join(f'{k} ({v})' for k, v in IMAGE_FAMILIES.items())}. "
+            "Fix: pick a ViT teacher, a TorchScript or torch.save'd module file (students are then edgekit "
+            "CNNs), or edgekit:cnn.")
+
+
+def is_hf_image(net) -> bool:
+    """A Hugging Face image classifier students are derived from by keeping layers (a ViT)."""
+    return getattr(getattr(net, "config", None), "model_type", None) in IMAGE_FAMILIES
 
 
 @dataclass(frozen=True)
 class Candidate:
     name: str  # e.g. "L2", "L2-h256", "cnn-w8-d1"
-    arch: dict  # text: layers, keep, hidden, heads, ffn; image: width, depth
+    arch: dict  # text and ViT: layers, keep, hidden, heads, ffn; CNN: width, depth
 
 
 def kept_layers(total: int, k: int, choice: str) -> list[int]:
@@ -117,6 +140,11 @@ def kept_layers(total: int, k: int, choice: str) -> list[int]:
 
 def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
     family = text_family(teacher_config)  # before anything is built: an unknown family fails here
+    return _layer_candidates(teacher_config, space, family.ffn)
+
+
+def _layer_candidates(teacher_config, space: StudentSpace, ffn_name: str) -> list[Candidate]:
+    """Layer-dropped (and optionally narrowed) students of a transformer teacher."""
     total = teacher_config.num_hidden_layers
     out = []
     for k in sorted(set(space.layers)):
@@ -129,7 +157,7 @@ def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
                     arch = {"layers": k, "keep": kept_layers(total, k, space.layer_choice),
                             "hidden": hidden or teacher_config.hidden_size,
                             "heads": heads or teacher_config.num_attention_heads,
-                            "ffn": ffn or getattr(teacher_config, family.ffn)}
+                            "ffn": ffn or getattr(teacher_config, ffn_name)}
                     if arch["hidden"] % arch["heads"]:
                         raise RecipeError(f"students: hidden {arch['hidden']} is not divisible by heads "
                                           f"{arch['heads']}; pick widths that are multiples of the head count.")
@@ -140,7 +168,10 @@ def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
     return out
 
 
-def image_candidates(space: StudentSpace) -> list[Candidate]:
+def image_candidates(space: StudentSpace, teacher_model=None) -> list[Candidate]:
+    """ViTs keeping students.layers of a ViT teacher's layers; else CNNs of students.widths x depths."""
+    if teacher_model is not None and is_hf_image(teacher_model.net):
+        return _layer_candidates(teacher_model.net.config, space, "intermediate_size")
     return [Candidate(f"cnn-w{w}-d{d}", {"width": w, "depth": d})
             for d in sorted(set(space.depths)) for w in sorted(set(space.widths))]
 
@@ -222,12 +253,15 @@ def build_text_student(teacher_model, candidate: Candidate, attention_outputs: b
 
 
 def build_image_student(teacher_model, candidate: Candidate, in_channels: int, num_classes: int):
-    """An ImageModel around an edgekit ConvNet; initialized from the teacher when it is one too."""
+    """An ImageModel around an edgekit ConvNet (initialized from the teacher when it is one too), or
+    around a layer-dropped ViT of a ViT teacher."""
     import torch
 
     from edgekit.networks import ConvNet, ImageModel
 
     arch = candidate.arch
+    if is_hf_image(teacher_model.net):
+        return _build_vit_student(teacher_model, candidate)
     torch.manual_seed(0)
     net = ConvNet(in_channels, arch["width"], arch["depth"], num_classes)
     init = {"copied": 0, "random": [n for n, _ in net.state_dict().items()]}
@@ -235,4 +269,25 @@ def build_image_student(teacher_model, candidate: Candidate, in_channels: int, n
         total = teacher_model.net.config["depth"]
         layer_map = dict(enumerate(kept_layers(total, min(arch["depth"], total), "spread")))
         init = init_from_teacher(net, teacher_model.net, layer_map, CONV_BLOCK)
+    return ImageModel(net, teacher_model.task).eval(), init
+
+
+def _build_vit_student(teacher_model, candidate: Candidate):
+    """A ViT keeping the candidate's teacher layers: patch projection, position embeddings and [CLS]
+    token, the kept layers, the final layernorm and the classifier copied (sliced when narrower)."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from edgekit.networks import ImageModel
+
+    arch, teacher_config = candidate.arch, teacher_model.net.config
+    config = copy.deepcopy(teacher_config)
+    config.num_hidden_layers = arch["layers"]
+    config.hidden_size, config.num_attention_heads = arch["hidden"], arch["heads"]
+    config.intermediate_size = arch["ffn"]
+    torch.manual_seed(0)
+    # The teacher's attention implementation: eager when it was loaded for the attention loss.
+    net = AutoModelForImageClassification.from_config(
+        config, attn_implementation=getattr(teacher_config, "_attn_implementation", None))
+    init = init_from_teacher(net, teacher_model.net, dict(enumerate(arch["keep"])))
     return ImageModel(net, teacher_model.task).eval(), init

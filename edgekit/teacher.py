@@ -3,7 +3,8 @@
 A sentence encoder gets a linear head per classification task, fit on its frozen
 embeddings of the task's training split (logistic regression). A sequence or image
 classifier can be fine-tuned whole on its task (`head: finetune`); `edgekit:cnn`
-is a built-in CNN trained from scratch that way. Head fitting and fine-tuning are
+is a built-in CNN trained from scratch that way; an image teacher may also be a torch module
+file or a Hugging Face ViT (students.IMAGE_FAMILIES). Head fitting and fine-tuning are
 cached by teacher weights + data + settings, so a rerun does not repeat them.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.data.tasks import TaskData
-from edgekit.errors import EdgekitError, ModelNotFound
+from edgekit.errors import DataError, EdgekitError, ModelNotFound
 from edgekit.recipe import Recipe
 
 
@@ -176,18 +177,7 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
         teacher.digest = state_digest(model.eval())
         return teacher
     task = tasks[0]
-    if spec.head == "finetune":
-        import torch
-
-        torch.manual_seed(recipe.distill.seed)  # the new head's init: the same on every rerun (cache keys)
-        backbone = load_hf(source, "AutoModelForSequenceClassification", num_labels=len(task.labels),
-                           ignore_mismatched_sizes=True, **extra)
-    else:
-        backbone = load_hf(source, "AutoModelForSequenceClassification", **extra)
-        if backbone.config.num_labels != len(task.labels):
-            raise ModelNotFound(f"teacher '{spec.model}' predicts {backbone.config.num_labels} classes but task "
-                                f"'{task.name}' has {len(task.labels)} ({', '.join(task.labels)}): set "
-                                "teacher.head: finetune to train a new head.")
+    backbone = _hf_classifier(source, "AutoModelForSequenceClassification", spec, task, recipe.distill.seed, extra)
     model = TextModel(backbone, spec.kind, classifier_task=task.name)
     if spec.head == "finetune":
         inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
@@ -196,7 +186,7 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
     return Teacher(model.eval(), tokenizer, source.location, state_digest(model), spec.max_length, prepared)
 
 
-def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) -> Teacher:
+def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, attention: bool) -> Teacher:
     import torch
 
     from edgekit.inputs import ImageInputs
@@ -205,15 +195,18 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
 
     spec, task = recipe.teacher, tasks[0]
     images = task.train["image"] if len(task.train["image"]) else task.test["image"]
+    source = None if spec.model == "edgekit:cnn" else _teacher_source(spec)
     if spec.model == "edgekit:cnn":
         torch.manual_seed(recipe.distill.seed)
         net = ConvNet(images.shape[1], spec.width, spec.depth, len(task.labels))
+    elif source.kind == "hf":
+        net = _hf_image_classifier(source, spec, task, images.shape[1:], recipe.distill.seed, attention)
     else:
-        net = load_torch_module(_teacher_source(spec), trust_pickle=spec.trust_pickle)
-        if (task.preprocessing or {}).get("fit_on"):
-            # A module of the user's own was trained on inputs edgekit cannot know: say what it is fed now.
-            echo(f"  teacher {spec.model} is fed images standardized with {task.name}'s training statistics "
-                 "(preprocessing.json); if it expects its own preprocessing, set data.normalize: false")
+        net = load_torch_module(source, trust_pickle=spec.trust_pickle)
+    if source is not None and (task.preprocessing or {}).get("fit_on"):
+        # A model of the user's own was trained on inputs edgekit cannot know: say what it is fed now.
+        echo(f"  teacher {spec.model} is fed images standardized with {task.name}'s training statistics "
+             "(preprocessing.json); if it expects its own preprocessing, set data.normalize: false")
     model = ImageModel(net, task.name)
     prepared = {}
     if spec.head == "finetune":
@@ -221,6 +214,50 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo) ->
                                                                task.train["label"], recipe, task, cache,
                                                                state_digest(model), echo)}
     return Teacher(model.eval(), None, None, state_digest(model), spec.max_length, prepared)
+
+
+def _hf_classifier(source, auto_class: str, spec, task: TaskData, seed: int, extra: dict):
+    """A Hugging Face classifier for the task's classes: a new head under `head: finetune` (seeded, so the
+    same on every rerun: cache keys), or the model's own, which must predict the task's number of classes."""
+    import torch
+
+    from edgekit.models import load_hf
+
+    if spec.head == "finetune":
+        torch.manual_seed(seed)
+        return load_hf(source, auto_class, num_labels=len(task.labels), ignore_mismatched_sizes=True, **extra)
+    model = load_hf(source, auto_class, **extra)
+    if model.config.num_labels != len(task.labels):
+        raise ModelNotFound(f"teacher '{spec.model}' predicts {model.config.num_labels} classes but task "
+                            f"'{task.name}' has {len(task.labels)} ({', '.join(task.labels)}): set "
+                            "teacher.head: finetune to train a new head.")
+    return model
+
+
+def _hf_image_classifier(source, spec, task: TaskData, image_shape: tuple, seed: int, attention: bool):
+    """A Hugging Face image classifier (a ViT) for the task, with a new head under `head: finetune`.
+
+    The task's images must already be the size the model was built for: its position embeddings are
+    one per patch of config.image_size, and resizing inside edgekit would make the run's
+    preprocessing.json, the bundle's README and every app that feeds the model resize too (and
+    upsampling 8x8 digits to 224x224 only makes every file slower). So a mismatch is refused, naming
+    both shapes, before any training."""
+
+    from edgekit.students import image_family_problem, is_hf_image
+
+    extra = {"attn_implementation": "eager"} if attention else {}  # attention maps come from eager alone
+    net = _hf_classifier(source, "AutoModelForImageClassification", spec, task, seed, extra)
+    if not is_hf_image(net):  # a hub id: its config was only known once loaded
+        raise ModelNotFound(image_family_problem(net.config.model_type, f"'{spec.model}'"))
+    config = net.config
+    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+    expected = (config.num_channels, *size)
+    if tuple(image_shape) != expected:
+        raise DataError(f"task '{task.name}' has images of shape (C, H, W) = {tuple(image_shape)} but teacher "
+                        f"'{spec.model}' takes {expected} (config.num_channels, config.image_size). Fix: resize "
+                        f"the task's images to {size[0]}x{size[1]} with {expected[0]} channel(s) before saving "
+                        "them, or pick a teacher built for this size.")
+    return net
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -234,9 +271,8 @@ def _teacher_source(spec):
     from edgekit.models import resolve_model
 
     source = resolve_model(spec.model)
-    if spec.kind == "image-classifier" and source.kind != "torch-file":
-        raise ModelNotFound(f"teacher '{spec.model}': an image-classifier teacher is a TorchScript or "
-                            "torch.save'd module file, or edgekit:cnn.")
+    # An image-classifier teacher is either kind: a Hugging Face folder or hub id (a ViT, checked by
+    # students.family_problem) or a torch module file.
     if spec.kind != "image-classifier" and source.kind != "hf":
         raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
                             "Face folder or hub id (image teachers take kind: image-classifier).")
@@ -246,7 +282,7 @@ def _teacher_source(spec):
             raise ModelNotFound(f"teacher folder '{folder}' has a config.json but no weights (one of "
                                 f"{', '.join(WEIGHT_FILES)}); copy the weights there, or point teacher.model at "
                                 "the complete folder.")
-        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        if spec.kind != "image-classifier" and not any((folder / name).is_file() for name in TOKENIZER_FILES):
             raise ModelNotFound(f"teacher folder '{folder}' has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
                                 "save it there (tokenizer.save_pretrained(folder)).")
     return source
@@ -269,5 +305,5 @@ def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: C
     """Load the recipe's teacher and give it its heads. `attention`: load with eager
     attention, which alone returns attention maps (for the attention loss)."""
     if recipe.teacher.kind == "image-classifier":
-        return _image_teacher(recipe, tasks, cache, echo)
+        return _image_teacher(recipe, tasks, cache, echo, attention)
     return _text_teacher(recipe, tasks, cache, echo, attention)

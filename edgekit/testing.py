@@ -39,19 +39,21 @@ def tiny_text_model(folder: str | Path, task: str = "feature-extraction", seed: 
     return folder
 
 
-def tiny_vit(folder: str | Path, seed: int = 0) -> Path:
-    """A 1-layer ViT image classifier on 16x16 RGB inputs (10 classes), saved as a HF folder."""
+def tiny_vit(folder: str | Path, seed: int = 0, image_size: int = 16, patch_size: int = 8, channels: int = 3,
+             layers: int = 1) -> Path:
+    """A tiny random ViT image classifier (10 classes), saved as a HF folder: by default 1 layer on 16x16
+    RGB inputs; `image_size=8, patch_size=4, channels=1, layers=4` takes the digits' 8x8 grey images."""
     import json
 
     from transformers import ViTConfig, ViTForImageClassification
 
     folder = Path(folder)
-    config = ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=64, num_labels=10)
+    config = ViTConfig(image_size=image_size, patch_size=patch_size, num_channels=channels, hidden_size=32,
+                       num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, num_labels=10)
     torch.manual_seed(seed)
     ViTForImageClassification(config).save_pretrained(folder)
-    processor = {"image_processor_type": "ViTImageProcessor", "size": {"height": 16, "width": 16},
-                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_normalize": True}
+    processor = {"image_processor_type": "ViTImageProcessor", "size": {"height": image_size, "width": image_size},
+                 "image_mean": [0.5] * channels, "image_std": [0.5] * channels, "do_normalize": True}
     (folder / "preprocessor_config.json").write_text(json.dumps(processor), encoding="utf-8")
     return folder
 

@@ -1,6 +1,7 @@
 """Students from every encoder family edgekit supports, on tiny random models of each family's own
 config class: derived, initialized from the teacher, run, exported and parity-checked; one whole
-run on a sentence-transformers MPNet folder; and a clear error, before any work, for the rest."""
+run on a sentence-transformers MPNet folder; and a clear error, before any work, for the rest
+(image teachers: tests/test_vit.py)."""
 
 import json
 
@@ -12,7 +13,7 @@ from edgekit.models import load_hf, load_tokenizer, resolve_model
 from edgekit.networks import TextModel
 from edgekit.recipe import RecipeError, StudentSpace
 from edgekit.students import TEXT_FAMILIES, TEXT_LAYER, build_text_student, text_candidates
-from edgekit.testing import TINY_FAMILIES, tiny_family_model, tiny_recipe, tiny_vit
+from edgekit.testing import TINY_FAMILIES, tiny_family_model, tiny_recipe
 
 TEXTS = ["the film is good", "a bad movie, and a dull story that is too long", "funny"]
 # Families without sdpa in transformers 4.57: their students must be built with eager attention.
@@ -177,18 +178,6 @@ def test_unsupported_config_from_the_hub_fails_where_candidates_are_derived():
     # execute / assert
     with pytest.raises(RecipeError, match=r"'gpt2' model, and students are derived from .*mpnet"):
         text_candidates(GPT2Config(n_layer=4), StudentSpace(layers=[1]))
-
-
-def test_hf_image_teachers_are_refused_up_front(tmp_path):
-    # setup: image students are edgekit ConvNets; a HF image model (ViT) is no teacher kind of theirs
-    from edgekit.pipeline import check_recipe
-
-    vit = tiny_vit(tmp_path / "vit")
-    image = {"teacher": {"kind": "image-classifier", "head": "finetune"},
-             "tasks": [{"name": "digits", "kind": "image-classification", "data": {"source": "digits"}}]}
-    # execute / assert: refused by the recipe check, before any work
-    with pytest.raises(RecipeError, match="image-classifier teacher is a TorchScript"):
-        check_recipe(tiny_recipe(vit, **image))
 
 
 def test_mpnet_sentence_transformer_runs_end_to_end(folders, tmp_path):
