@@ -322,9 +322,12 @@ def check(file) -> None:
     for task in load_tasks(loaded):
         if task.skipped:
             click.echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
+        for note in task.notes():  # duplicates, conflicting labels, classes without test examples
+            click.echo(f"{task.name}: {note}")
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
-               f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on {', '.join(loaded.budget.providers)}.")
+               f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on "
+               f"{', '.join(loaded.budget.providers)}.")
 
 
 def _limit_text(budget) -> str:

