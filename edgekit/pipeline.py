@@ -294,11 +294,24 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
     content, come from the cache too. cached=False (a probe's untrained files, whose timings are cached
     as the probe): export without the cache.
     """
+    calibration = (calibration or ctx.calibration) if any(v in STATIC_METHODS for v in variants) else None
+    fitting = fit and "int8-dynamic" in variants and ctx.recipe.quantize.max_drop is not None
+    if not cached:
+        files = _make_export(model, folder, ctx, variants, calibration, fitting)
+    else:
+        files = _cached_export(model, folder, ctx, variants, calibration, fitting)
+    if fitting:
+        records = json.loads((folder / "quantization.json").read_text(encoding="utf-8"))
+        ctx.mixed[str(files["int8-dynamic"])] = records["int8-dynamic"]["accuracy_aware"]
+    return files
+
+
+def _cached_export(model, folder: Path, ctx: _Context, variants: list[str], calibration: list[dict] | None,
+                   fitting: bool) -> dict[str, Path]:
+    """_make_export's files, copied from the cache when it has them (and stored there when it has not)."""
     from edgekit.environment import cpu_fingerprint, package_versions
     from edgekit.networks import state_digest
 
-    calibration = (calibration or ctx.calibration) if any(v in STATIC_METHODS for v in variants) else None
-    fitting = fit and "int8-dynamic" in variants and ctx.recipe.quantize.max_drop is not None
     versions = package_versions()
     key = cache_key("export", __version__, state_digest(model), _structure(model), ctx.recipe.export.opset, variants,
                     digest_feeds(calibration), digest_feeds(ctx.parity), ctx.recipe.quantize.model_dump(),
@@ -306,11 +319,9 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
                     [[t.digest for t in ctx.tasks], digest_feeds(ctx.sample_feeds), ctx.recipe.budget.batch,
                      ctx.providers[0]] if fitting else None,
                     cpu_fingerprint(), [versions.get(name) for name in ("torch", "onnx", "onnxruntime")])
-    entry = ctx.cache.load_json("exports", key) if cached else None
-    stored = ctx.cache.root / "exports" / key
-    if not cached:
-        files = _make_export(model, folder, ctx, variants, calibration, fitting)
-    elif entry is not None and all(file_problem(stored / name) is None for name in entry["files"]):
+    entry = ctx.cache.load_json("exports", key)
+    stored = ctx.cache.folder("exports", key)
+    if entry is not None and all(file_problem(stored / name) is None for name in entry["files"]):
         folder.mkdir(parents=True, exist_ok=True)
         for name in entry["files"]:
             shutil.copyfile(stored / name, folder / name)
@@ -319,13 +330,9 @@ def _export(model, folder: Path, ctx: _Context, variants: list[str],
     else:
         files = _make_export(model, folder, ctx, variants, calibration, fitting)
         names = sorted(p.name for p in folder.iterdir() if p.is_file())
-        stored = ctx.cache.folder("exports", key)
         for name in names:
             write_checked(stored / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
         ctx.cache.save_json("exports", key, {"files": names})
-    if fitting:
-        records = json.loads((folder / "quantization.json").read_text(encoding="utf-8"))
-        ctx.mixed[str(files["int8-dynamic"])] = records["int8-dynamic"]["accuracy_aware"]
     return files
 
 

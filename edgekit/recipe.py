@@ -39,6 +39,10 @@ LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")
 # 97.2% (28x28) and 100% / 99.2% (8x8) at 3e-3 x 30 epochs of KL (10 epochs: 98.0% / 94.1% at 28x28).
 CNN_TEACHER_DEFAULTS = {"lr": 3e-3, "epochs": 10}  # teacher.model edgekit:cnn
 IMAGE_DISTILL_DEFAULTS = {"lr": 3e-3, "epochs": 30, "losses": [{"name": "kl"}]}  # teacher.kind image-classifier
+# The distill keys a recipe leaves out, by teacher.kind, where the field defaults (mse on sentence embeddings,
+# lr 1e-4, 3 epochs: a sentence encoder's) do not fit: a classifier teacher has only logits to learn from.
+DISTILL_DEFAULTS = {"image-classifier": IMAGE_DISTILL_DEFAULTS,
+                    "sequence-classifier": {"losses": [{"name": "kl"}, {"name": "ce", "weight": 0.5}]}}
 
 
 class RecipeError(EdgekitError):
@@ -303,7 +307,7 @@ class Budget(_Strict):
                                              "median percentile counts, so one burst of host noise does not")
     sweep: list[float | str] = Field([], description="budgets for `edgekit sweep` (its --budgets overrides them): "
                                                      "milliseconds (4.5) or speed-ups over the teacher (\"x8\")")
-    # Set by resolve_budget on a copy, never by a recipe: the teacher's latency a `speedup` divides.
+    # Set by `resolved` on a copy, never by a recipe: the teacher's latency a `speedup` divides.
     _teacher_ms: float | None = PrivateAttr(None)
 
     @field_validator("ms", mode="before")
@@ -418,8 +422,9 @@ class LossSpec(_Strict):
 
 
 class DistillSpec(_Strict):
-    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(name="mse")], min_length=1,  # kl + ce for classifiers
-                                   description="image-classifier teachers: [kl] by default")
+    losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(name="mse")], min_length=1,
+                                   description="image-classifier teachers: [kl] by default; sequence-classifier "
+                                               "teachers: [kl, ce (weight 0.5)]")
     epochs: int = Field(3, ge=1, description="image-classifier teachers: 30 by default")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-4, gt=0, description="image-classifier teachers: 3e-3 by default")
@@ -463,19 +468,20 @@ class Recipe(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _image_distill_defaults(cls, data):
-        """Image students are CNNs trained from the teacher's logits: the distill.lr/epochs/losses a recipe
-        leaves out take IMAGE_DISTILL_DEFAULTS, not the text students' field defaults."""
+    def _distill_defaults(cls, data):
+        """The distill keys a recipe leaves out take its teacher kind's DISTILL_DEFAULTS (image students are
+        CNNs trained from the teacher's logits; a sequence classifier's students learn its logits and the
+        labels), not the sentence-encoder field defaults."""
         if not isinstance(data, dict):
             return data
         teacher, distill = data.get("teacher"), data.get("distill", {})
         kind = teacher.get("kind") if isinstance(teacher, dict) else getattr(teacher, "kind", None)
-        if kind != "image-classifier":
+        if not isinstance(kind, str) or kind not in DISTILL_DEFAULTS:  # a wrong type: validation says so
             return data
         if isinstance(distill, DistillSpec):  # built in code: what it was given is its model_fields_set
             distill = distill.model_dump(include=distill.model_fields_set)
         if isinstance(distill, dict):
-            data = {**data, "distill": {**IMAGE_DISTILL_DEFAULTS, **distill}}
+            data = {**data, "distill": {**DISTILL_DEFAULTS[kind], **distill}}
         return data
 
     @property
@@ -520,9 +526,6 @@ class Recipe(_Strict):
         if isinstance(self.budget.min_retention, dict) and set(self.budget.min_retention) - set(names):
             raise ValueError(f"budget.min_retention names task(s) {sorted(set(self.budget.min_retention) - set(names))} "
                              f"that the recipe does not have (tasks: {', '.join(names)})")
-        if self.teacher.kind != "sentence-encoder" and "losses" not in self.distill.model_fields_set:
-            # The default (mse on embeddings) is a sentence encoder's; a classifier teacher has only logits.
-            self.distill.losses = [LossSpec(name="kl"), LossSpec(name="ce", weight=0.5)]
         if self.teacher.kind != "sentence-encoder" and any(loss.name in ("mse", "cosine") for loss in self.distill.losses):
             raise ValueError(f"distill.losses mse and cosine compare sentence embeddings, which a {self.teacher.kind} "
                              "teacher does not produce (only class logits): use kl (soft targets) and ce (labels), "
