@@ -42,9 +42,11 @@ from edgekit.data.tasks import logits_name
 from edgekit.environment import cpu_info, cpu_slug, package_versions
 from edgekit.errors import EdgekitError
 from edgekit.metrics import score_with_ci
-from edgekit.pipeline import load_tasks, sweep
+from edgekit.pipeline import sweep
+from edgekit.loading import load_tasks
 from edgekit.providers import SessionSettings, create_session
-from edgekit.recipe import Recipe, load_recipe
+from edgekit.recipe import Recipe
+from edgekit.loading import load_recipe
 from edgekit.teacher import prepare_teacher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 # name -> module; resolved on first use so `import edgekit` loads neither pydantic nor torch.
 _API = {
     "Recipe": "edgekit.recipe",
-    "load_recipe": "edgekit.recipe",
-    "recipe_from_dict": "edgekit.recipe",
+    "load_recipe": "edgekit.loading",
+    "recipe_from_dict": "edgekit.loading",
     "distill_and_export": "edgekit.pipeline",
     "RunReport": "edgekit.pipeline",
     "sweep": "edgekit.pipeline",

@@ -21,10 +21,10 @@ from edgekit import __version__
 from edgekit.environment import cpu_info, package_versions
 from edgekit.errors import BenchConfigError
 from edgekit.models import read_config
+from edgekit.names import TOKENIZER_FILES
 from edgekit.providers import SessionSettings, create_session
 
 DEFAULT_SEQ_LEN = 128
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 POOL_SIZE = 256  # distinct input batches cycled through when lengths vary
 _NUMPY_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
                 "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool"}

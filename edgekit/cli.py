@@ -228,8 +228,8 @@ def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | 
 
     if source == "digits" or Path(source).suffix in IMAGE_SUFFIXES:
         return image_calibration(load_images(source), samples)
-    from edgekit.bench import TOKENIZER_FILES
     from edgekit.models import load_tokenizer, max_text_length
+    from edgekit.names import TOKENIZER_FILES
 
     texts = load_texts(source, text_column)
     folder = model.parent
@@ -314,8 +314,7 @@ def schema() -> None:
 @click.argument("file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file)
 def check(file) -> None:
     """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
-    from edgekit.pipeline import check_recipe, load_tasks, skipped_text
-    from edgekit.recipe import load_recipe
+    from edgekit.loading import check_recipe, load_recipe, load_tasks, skipped_text
 
     loaded = load_recipe(file)
     check_recipe(loaded)
@@ -399,8 +398,8 @@ def distill_and_export(recipe_file, out, cache_dir, force, target, budget) -> No
     Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
     atomically. A killed run resumes from its cache when rerun.
     """
+    from edgekit.loading import load_recipe
     from edgekit.pipeline import distill_and_export as run
-    from edgekit.recipe import load_recipe
 
     _interruptible()
     recipe = load_recipe(recipe_file, target)
@@ -434,8 +433,8 @@ def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
     (and with single runs, through the cache). Writes report.json/.md/.html with a table and a
     plot of the pick per budget into runs/<recipe name>-sweep.
     """
+    from edgekit.loading import load_recipe
     from edgekit.pipeline import sweep as run
-    from edgekit.recipe import load_recipe
 
     _interruptible()
     report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,

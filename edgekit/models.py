@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.errors import InvalidModelFile, ModelNotFound
+from edgekit.errors import EdgekitError, InvalidModelFile, ModelNotFound
+from edgekit.names import TOKENIZER_FILES
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
@@ -194,3 +195,41 @@ def load_torch_module(source: ModelSource, trust_pickle: bool = False):
         raise InvalidModelFile(f"'{path}' holds a {type(content).__name__}, not an nn.Module (a state_dict "
                                f"has no architecture). Fix: {PICKLE_FIX}.")
     return content.eval()
+
+
+# A teacher's files, checked before any work: what the recipe check and the teacher stage both need.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+def teacher_source(spec):
+    """Where the teacher's files are, or ModelNotFound naming the fix: decided from the files alone
+    (nothing is loaded), so `check_recipe` can run it before any work."""
+    source = resolve_model(spec.model)
+    # An image-classifier teacher is either kind: a Hugging Face folder or hub id (a ViT, checked by
+    # families.family_problem) or a torch module file.
+    if spec.kind != "image-classifier" and source.kind != "hf":
+        raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
+                            "Face folder or hub id (image teachers take kind: image-classifier).")
+    folder = Path(source.location)
+    if source.kind == "hf" and source.local:
+        if not any((folder / name).is_file() for name in WEIGHT_FILES):
+            raise ModelNotFound(f"teacher folder '{folder}' has a config.json but no weights (one of "
+                                f"{', '.join(WEIGHT_FILES)}); copy the weights there, or point teacher.model at "
+                                "the complete folder.")
+        if spec.kind != "image-classifier" and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelNotFound(f"teacher folder '{folder}' has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+                                "save it there (tokenizer.save_pretrained(folder)).")
+    return source
+
+
+def teacher_problem(spec) -> str | None:
+    """Why the recipe's teacher cannot be loaded, from its files alone, or None (hub ids are checked
+    when loaded: that needs the network)."""
+    if spec.model == "edgekit:cnn":
+        return None
+    try:
+        teacher_source(spec)
+    except EdgekitError as e:
+        return str(e)
+    return None

@@ -14,7 +14,7 @@ import inspect
 import torch
 from torch import nn
 
-from edgekit.data.tasks import EMBEDDING, logits_name
+from edgekit.names import EMBEDDING, logits_name
 
 
 class TextModel(nn.Module):

@@ -29,8 +29,9 @@ from edgekit import __version__
 from edgekit.atomic import atomic_dir
 from edgekit.cache import Cache, cache_key, digest_feeds, digest_texts, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
+from edgekit.loading import available_providers, check_recipe, load_recipe, load_tasks, skipped_text
 from edgekit.quantize import STATIC_METHODS
-from edgekit.recipe import Budget, Recipe, RecipeError, budget_token, load_recipe
+from edgekit.recipe import Budget, Recipe, RecipeError, budget_token
 from edgekit.report import REPORT_FORMAT, count, milliseconds, task_record, write_report
 from edgekit.select import (
     BudgetNotMet,
@@ -67,38 +68,6 @@ class RunReport:
 
 def _echo(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def check_recipe(recipe: Recipe) -> None:
-    """Problems a user can fix (data sources and columns, the teacher's files, providers), found before
-    any expensive work and reported together, each at its file:line; `edgekit recipe check` runs exactly this."""
-    from edgekit.data.tasks import check_task_sources
-    from edgekit.errors import EdgekitError
-    from edgekit.providers import provider_name
-    from edgekit.students import family_problem
-    from edgekit.teacher import teacher_problem
-
-    problems = [problem.partition(": ")[::2] for problem in check_task_sources(recipe)]  # (key, message)
-    known = []
-    for i, name in enumerate(recipe.budget.providers):
-        try:
-            known.append(provider_name(name))
-        except EdgekitError as e:
-            problems.append((f"budget.providers[{i}]", str(e)))
-    if known and not _providers(recipe)[0]:
-        problems.append(("budget.providers", (f"none of {', '.join(recipe.budget.providers)} is available in this "
-                         "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")))
-    teacher = teacher_problem(recipe.teacher) or family_problem(recipe.teacher)  # students need a known family
-    if teacher:
-        problems.append(("teacher.model", teacher))
-    if recipe.signing is not None:
-        from edgekit.signing import key_problem
-
-        if signing := key_problem(recipe.signing.key):
-            problems.append(("signing.key", signing))
-    if problems:
-        raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
-                          + "\n".join(f"  {recipe.where(key)}: {key}: {message}" for key, message in problems))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -410,21 +379,6 @@ def _evaluate(path: Path, ctx: _Context, provider: str) -> dict:
 
 def _without_predictions(results: dict) -> dict:
     return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
-
-
-def _providers(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
-    """(available providers in the recipe's order, {unavailable provider: why it is skipped})."""
-    from edgekit.errors import EdgekitError
-    from edgekit.providers import require_provider
-
-    available, skipped = [], {}
-    for name in recipe.budget.providers:
-        try:
-            require_provider(name)
-            available.append(name)
-        except EdgekitError as e:
-            skipped[name] = str(e)
-    return available, skipped
 
 
 def _is_gpu(provider: str) -> bool:
@@ -832,7 +786,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     started = time.perf_counter()
     budget = recipe.budget  # resolved (ms set) once the teacher's fp32 file is timed
     budgets = [budget.at(token) for token in sweep] if sweep else [budget]
-    providers, skipped_providers = _providers(recipe)
+    providers, skipped_providers = available_providers(recipe)
     variants, skipped_variants = _variants(recipe, providers)
     int8 = any(v.startswith("int8") for v in variants)
     for name, why in {**skipped_providers, **skipped_variants}.items():
@@ -1098,30 +1052,6 @@ def sweep(recipe: Recipe | str | Path, budgets: list[float | str] | None = None,
         except ValueError as e:
             raise RecipeError(f"sweep: {e}.") from None
     return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
-
-
-def load_tasks(recipe: Recipe) -> list:
-    """Every task's data, with the problems of all tasks reported together (bad rows, columns)."""
-    from edgekit.data.tasks import load_task_data
-    from edgekit.errors import DataError
-
-    tasks, problems = [], []
-    for i, spec in enumerate(recipe.tasks):
-        try:
-            tasks.append(load_task_data(spec))
-        except DataError as e:
-            problems.append(f"  {recipe.where(f'tasks[{i}].data')}: {e}")
-    if problems:
-        raise DataError(f"the data of recipe '{recipe.name}' cannot be used ({len(problems)} problem(s)):\n"
-                        + "\n".join(problems))
-    return tasks
-
-
-def skipped_text(skipped: dict) -> str:
-    """'3 bad rows: 2 empty text, 1 unknown label'."""
-    counts = {reason: len(rows) for reason, rows in skipped.items()}
-    return (f"{sum(counts.values())} bad row(s): "
-            + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
 
 
 def _count(columns: dict) -> int:

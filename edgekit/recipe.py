@@ -18,17 +18,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edgekit.errors import EdgekitError
-from edgekit.quantize import METHODS
+from edgekit.names import IMAGE_ARRAY_SUFFIXES, METHODS
 
-TASK_KINDS = ("classification", "similarity", "retrieval", "image-classification")
 METRICS = {
     "classification": ("accuracy", "macro_f1"),
     "similarity": ("spearman", "pearson"),
     "retrieval": ("mrr", "recall@1", "recall@5"),
     "image-classification": ("accuracy", "macro_f1"),
 }
-# What each loss compares (see edgekit.distill.losses).
-LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")
 
 
 # Training defaults that depend on what is trained. The field defaults fine-tune and distill pretrained
@@ -91,7 +88,6 @@ class TeacherSpec(_Strict):
 # DataSpec keys by the data they apply to: a key of the other kind, given, is an error (not ignored).
 _TEXT_KEYS = ("text", "text_a", "text_b", "score", "query", "document")
 _IMAGE_KEYS = ("image", "layout", "normalize")
-IMAGE_FILE_SUFFIXES = (".npz", ".npy")
 
 
 class DataSpec(_Strict):
@@ -135,7 +131,7 @@ class DataSpec(_Strict):
         """A key that does not apply to the source's kind of data would be silently ignored: name it.
         A key counts as given when it differs from its default (a dumped and reloaded recipe sets every key)."""
         digits = self.source == "digits"
-        image = digits or Path(self.source).suffix.lower() in IMAGE_FILE_SUFFIXES
+        image = digits or Path(self.source).suffix.lower() in IMAGE_ARRAY_SUFFIXES
         fields = type(self).model_fields
         given = [key for key in fields if key != "source" and getattr(self, key) != fields[key].default]
         if digits:
@@ -595,79 +591,3 @@ def validation_problems(e: ValidationError, where: str, text: str | None) -> lis
         at = f"{where}:{line}" if line else where
         problems.append(f"  {at}: {path}: {_fix(err)}")
     return list(dict.fromkeys(problems))
-
-
-def _part_problems(data: dict, where: str, text: str | None) -> list[str]:
-    """What `check_recipe` would find (data sources and columns, the teacher's files) in the parts of a
-    recipe that validate on their own, when the whole does not: listed with the validation problems, so
-    one round of fixes is enough."""
-    from edgekit.data.tasks import spec_problems
-    from edgekit.teacher import teacher_problem
-
-    def valid(model, value):
-        try:
-            return model.model_validate(value)
-        except ValidationError:
-            return None
-
-    found = []  # (key path, message)
-    tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
-    for i, task in enumerate(tasks):
-        spec = valid(DataSpec, task.get("data")) if isinstance(task, dict) else None
-        if spec is not None and task.get("kind") in TASK_KINDS:
-            found += [problem.partition(": ")[::2] for problem in spec_problems(spec, task["kind"], f"tasks.{i}.data")]
-    distill = data.get("distill") if isinstance(data.get("distill"), dict) else {}
-    unlabeled = distill.get("unlabeled") if isinstance(distill.get("unlabeled"), list) else []
-    for j, value in enumerate(unlabeled):
-        spec = valid(DataSpec, value)
-        if spec is not None:
-            found += [problem.partition(": ")[::2] for problem in spec_problems(spec, None, f"distill.unlabeled.{j}")]
-    teacher = valid(TeacherSpec, data.get("teacher"))
-    problem = teacher_problem(teacher) if teacher is not None else None
-    if problem:
-        found.append(("teacher.model", problem))
-    return [f"  {_locate(where, text, key)}: {key}: {message}" for key, message in found]
-
-
-def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
-    """Validate a parsed recipe; every problem is listed with its key path (and YAML line).
-    A `target:` profile is resolved (relative paths from `folder`) and fills the keys the recipe leaves out."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: a recipe is a YAML mapping (name:, teacher:, tasks:, budget: ...), "
-                          f"not a {type(data).__name__}.")
-    profile = None
-    if isinstance(data.get("target"), str):
-        from edgekit.profiles import apply_profile
-
-        line = _line_of(text, ("target",)) if text else None
-        data, profile = apply_profile(data, data["target"], folder, f"{where}:{line}" if line else where)
-    try:
-        recipe = Recipe.model_validate(data)
-        recipe._profile_file = str(profile) if profile else None
-        recipe._source = (where, text)
-        return recipe
-    except ValidationError as e:
-        problems = validation_problems(e, where, text) + _part_problems(data, where, text)
-        raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
-
-
-def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
-    """Read and validate a YAML recipe file; `target` replaces its deployment profile (`--target`)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe '{path}' does not exist; pass the path of a YAML recipe "
-                          "(see recipes/ for examples).")
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
-    if target is not None and isinstance(data, dict):
-        data = {**data, "target": target}
-    return recipe_from_dict(data, str(path), text, path.parent)

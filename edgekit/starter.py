@@ -95,8 +95,8 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
     """(recipe name, YAML text) of a starter recipe: one task of `kind` on the data file, the shipped
     x86-server target, students of 1-3 teacher layers, a budget of 4x the teacher's fp32 speed.
     Checks the teacher's files (not a hub id: that needs the network) and the data's columns first."""
+    from edgekit.models import teacher_problem
     from edgekit.recipe import TeacherSpec
-    from edgekit.teacher import teacher_problem
 
     if kind not in KINDS:
         raise RecipeError(f"--kind {kind}: recipe init writes one of {', '.join(KINDS)} tasks.")

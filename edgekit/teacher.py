@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.data.tasks import TaskData
@@ -154,11 +153,11 @@ def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cach
 
 def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, attention: bool) -> Teacher:
     from edgekit.inputs import TextInputs
-    from edgekit.models import load_hf, load_tokenizer
+    from edgekit.models import load_hf, load_tokenizer, teacher_source
     from edgekit.networks import TextModel, state_digest
 
     spec = recipe.teacher
-    source = _teacher_source(spec)
+    source = teacher_source(spec)
     tokenizer = load_tokenizer(source.location)
     extra = {"attn_implementation": "eager"} if attention else {}
     prepared: dict = {}
@@ -190,12 +189,12 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, at
     import torch
 
     from edgekit.inputs import ImageInputs
-    from edgekit.models import load_torch_module
+    from edgekit.models import load_torch_module, teacher_source
     from edgekit.networks import ConvNet, ImageModel, state_digest
 
     spec, task = recipe.teacher, tasks[0]
     images = task.train["image"] if len(task.train["image"]) else task.test["image"]
-    source = None if spec.model == "edgekit:cnn" else _teacher_source(spec)
+    source = None if spec.model == "edgekit:cnn" else teacher_source(spec)
     if spec.model == "edgekit:cnn":
         torch.manual_seed(recipe.distill.seed)
         net = ConvNet(images.shape[1], spec.width, spec.depth, len(task.labels))
@@ -243,7 +242,7 @@ def _hf_image_classifier(source, spec, task: TaskData, image_shape: tuple, seed:
     upsampling 8x8 digits to 224x224 only makes every file slower). So a mismatch is refused, naming
     both shapes, before any training."""
 
-    from edgekit.students import image_family_problem, is_hf_image
+    from edgekit.families import image_family_problem, is_hf_image
 
     extra = {"attn_implementation": "eager"} if attention else {}  # attention maps come from eager alone
     net = _hf_classifier(source, "AutoModelForImageClassification", spec, task, seed, extra)
@@ -258,46 +257,6 @@ def _hf_image_classifier(source, spec, task: TaskData, image_shape: tuple, seed:
                         f"the task's images to {size[0]}x{size[1]} with {expected[0]} channel(s) before saving "
                         "them, or pick a teacher built for this size.")
     return net
-
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
-
-
-def _teacher_source(spec):
-    """Where the teacher's files are, or ModelNotFound naming the fix: decided from the files alone
-    (nothing is loaded), so `check_recipe` can run it before any work."""
-    from edgekit.bench import TOKENIZER_FILES
-    from edgekit.models import resolve_model
-
-    source = resolve_model(spec.model)
-    # An image-classifier teacher is either kind: a Hugging Face folder or hub id (a ViT, checked by
-    # students.family_problem) or a torch module file.
-    if spec.kind != "image-classifier" and source.kind != "hf":
-        raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
-                            "Face folder or hub id (image teachers take kind: image-classifier).")
-    folder = Path(source.location)
-    if source.kind == "hf" and source.local:
-        if not any((folder / name).is_file() for name in WEIGHT_FILES):
-            raise ModelNotFound(f"teacher folder '{folder}' has a config.json but no weights (one of "
-                                f"{', '.join(WEIGHT_FILES)}); copy the weights there, or point teacher.model at "
-                                "the complete folder.")
-        if spec.kind != "image-classifier" and not any((folder / name).is_file() for name in TOKENIZER_FILES):
-            raise ModelNotFound(f"teacher folder '{folder}' has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
-                                "save it there (tokenizer.save_pretrained(folder)).")
-    return source
-
-
-def teacher_problem(spec) -> str | None:
-    """Why the recipe's teacher cannot be loaded, from its files alone, or None (hub ids are checked
-    when loaded: that needs the network)."""
-    if spec.model == "edgekit:cnn":
-        return None
-    try:
-        _teacher_source(spec)
-    except EdgekitError as e:
-        return str(e)
-    return None
 
 
 def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: Callable[[str], None] = _echo,

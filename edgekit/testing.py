@@ -100,7 +100,7 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
     """A recipe on a tiny teacher that runs the whole pipeline in seconds: a few hundred
     Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget,
     a dynamic and a static int8 variant of every file."""
-    from edgekit.recipe import recipe_from_dict
+    from edgekit.loading import recipe_from_dict
 
     data = {
         "name": "tiny",

@@ -177,7 +177,7 @@ def test_an_image_bundle_with_dynamic_batch_retimes(tmp_path):
     # setup: a tiny CNN run without a target (dynamic batch, no sequence axis); one epoch leaves the teacher at
     # chance, which is fine for what this tests (allow_weak)
     from edgekit.pipeline import distill_and_export
-    from edgekit.recipe import recipe_from_dict
+    from edgekit.loading import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "digits-tiny", "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune",

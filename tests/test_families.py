@@ -12,7 +12,8 @@ from edgekit.export import export_network
 from edgekit.models import load_hf, load_tokenizer, resolve_model
 from edgekit.networks import TextModel
 from edgekit.recipe import RecipeError, StudentSpace
-from edgekit.students import TEXT_FAMILIES, TEXT_LAYER, build_text_student, text_candidates
+from edgekit.families import TEXT_FAMILIES
+from edgekit.students import TEXT_LAYER, build_text_student, text_candidates
 from edgekit.testing import TINY_FAMILIES, tiny_family_model, tiny_recipe
 
 TEXTS = ["the film is good", "a bad movie, and a dull story that is too long", "funny"]
@@ -156,7 +157,8 @@ def _gpt2_folder(folder):
 
 def test_unsupported_architecture_fails_before_any_work(tmp_path):
     # setup
-    from edgekit.pipeline import check_recipe, distill_and_export
+    from edgekit.pipeline import distill_and_export
+    from edgekit.loading import check_recipe
 
     recipe = tiny_recipe(_gpt2_folder(tmp_path / "gpt2"))
     # execute

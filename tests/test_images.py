@@ -14,7 +14,8 @@ from edgekit.data.tasks import check_task_sources, load_task_data
 from edgekit.errors import DataError
 from edgekit.pipeline import distill_and_export
 from edgekit.preprocessing import layout_of
-from edgekit.recipe import RecipeError, load_recipe, recipe_from_dict
+from edgekit.recipe import RecipeError
+from edgekit.loading import load_recipe, recipe_from_dict
 
 
 def _digits(size: int = 8):

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from edgekit.profiles import BUILTIN_FOLDER
-from edgekit.recipe import recipe_from_dict
+from edgekit.loading import recipe_from_dict
 from edgekit.shipped import RECIPES_FOLDER
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -192,7 +192,7 @@ def test_missing_data_file_is_found_before_any_work(tiny_bert, tmp_path):
 
 def test_image_teacher_trained_here_and_distilled(tmp_path):
     # setup
-    from edgekit.recipe import recipe_from_dict
+    from edgekit.loading import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "digits-tiny",
@@ -299,7 +299,7 @@ def test_gap_report_matches_an_independent_recomputation(tiny_run):
 
     from bench.check_run import check_gap, score_file
     from edgekit.data.tasks import load_task_data
-    from edgekit.recipe import recipe_from_dict
+    from edgekit.loading import recipe_from_dict
 
     report, root = tiny_run
     run = root / "run"

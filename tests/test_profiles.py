@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from edgekit.profiles import BUILTIN_FOLDER, available_profiles, load_profile
-from edgekit.recipe import RecipeError, load_recipe, recipe_from_dict
+from edgekit.recipe import RecipeError
+from edgekit.loading import load_recipe, recipe_from_dict
 
 MINIMAL = {
     "name": "demo",

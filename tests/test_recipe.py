@@ -3,7 +3,8 @@ import json
 import pytest
 import yaml
 
-from edgekit.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from edgekit.recipe import Recipe, RecipeError
+from edgekit.loading import load_recipe, recipe_from_dict
 
 MINIMAL = {
     "name": "demo",

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from edgekit.recipe import Recipe, RecipeError
+from edgekit.loading import load_recipe, recipe_from_dict
 
 VALID = {
     "name": "fuzz",

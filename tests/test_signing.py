@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from edgekit.bundle import reference_session, run_reference
-from edgekit.recipe import RecipeError, recipe_from_dict
+from edgekit.recipe import RecipeError
+from edgekit.loading import recipe_from_dict
 from edgekit.signing import SIGNATURE, SigningError, generate_keys, sign_bundle
 from edgekit.verify import BundleMismatch, verify_bundle
 

@@ -78,7 +78,7 @@ def test_a_recipes_pickled_teacher_is_refused_before_it_runs(tmp_path):
     # setup
     from edgekit.errors import InvalidModelFile
     from edgekit.pipeline import distill_and_export
-    from edgekit.recipe import recipe_from_dict
+    from edgekit.loading import recipe_from_dict
 
     marker = tmp_path / "ran"
     _evil_file(tmp_path / "teacher.pt", marker, _Payload(marker))

@@ -10,8 +10,10 @@ import torch
 
 from edgekit.errors import DataError
 from edgekit.networks import ImageModel
-from edgekit.pipeline import check_recipe, distill_and_export
-from edgekit.recipe import RecipeError, StudentSpace, recipe_from_dict
+from edgekit.pipeline import distill_and_export
+from edgekit.loading import check_recipe
+from edgekit.recipe import RecipeError, StudentSpace
+from edgekit.loading import recipe_from_dict
 from edgekit.students import TEXT_LAYER, build_image_student, image_candidates
 from edgekit.testing import tiny_vit
 

@@ -1,0 +1,169 @@
+"""Stage 1: a recipe file becomes a validated Recipe, and its tasks' data is loaded.
+
+load_recipe validates (profile merged in), `check_recipe` finds every problem a user can fix before
+any expensive work (data sources and columns, the teacher's files and family, providers, the
+signing key), and load_tasks reads and splits each task's examples. `edgekit recipe check` runs
+exactly the first two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edgekit.errors import DataError, EdgekitError
+from edgekit.names import TASK_KINDS
+from edgekit.recipe import DataSpec, Recipe, RecipeError, TeacherSpec, _line_of, _locate, validation_problems
+
+
+def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
+    """Validate a parsed recipe; every problem is listed with its key path (and YAML line).
+    A `target:` profile is resolved (relative paths from `folder`) and fills the keys the recipe leaves out."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: a recipe is a YAML mapping (name:, teacher:, tasks:, budget: ...), "
+                          f"not a {type(data).__name__}.")
+    profile = None
+    if isinstance(data.get("target"), str):
+        from edgekit.profiles import apply_profile
+
+        line = _line_of(text, ("target",)) if text else None
+        data, profile = apply_profile(data, data["target"], folder, f"{where}:{line}" if line else where)
+    try:
+        recipe = Recipe.model_validate(data)
+        recipe._profile_file = str(profile) if profile else None
+        recipe._source = (where, text)
+        return recipe
+    except ValidationError as e:
+        # The parts that validate on their own are checked as a valid recipe's are, so one round of fixes is enough.
+        problems = validation_problems(e, where, text) + [
+            f"  {_locate(where, text, key)}: {key}: {message}" for key, message in _part_problems(data)]
+        raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+
+
+def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
+    """Read and validate a YAML recipe file; `target` replaces its deployment profile (`--target`)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe '{path}' does not exist; pass the path of a YAML recipe "
+                          "(see recipes/ for examples).")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
+    if target is not None and isinstance(data, dict):
+        data = {**data, "target": target}
+    return recipe_from_dict(data, str(path), text, path.parent)
+
+
+def _problems(sources: list[tuple[str, str | None, DataSpec]], teacher: TeacherSpec | None) -> list[tuple[str, str]]:
+    """(key path, message) for every data source (key, task kind or None for unlabeled text, spec) and the
+    teacher's files and family: the one preflight, run on a valid recipe and on the valid parts of an invalid one."""
+    from edgekit.data.tasks import spec_problems
+    from edgekit.families import family_problem
+    from edgekit.models import teacher_problem
+
+    found = []
+    for key, kind, spec in sources:
+        found += [problem.partition(": ")[::2] for problem in spec_problems(spec, kind, key)]
+    problem = teacher and (teacher_problem(teacher) or family_problem(teacher))  # students need a known family
+    if problem:
+        found.append(("teacher.model", problem))
+    return found
+
+
+def _part_problems(data: dict) -> list[tuple[str, str]]:
+    def valid(model, value):
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            return None
+
+    sources = []
+    tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
+    for i, task in enumerate(tasks):
+        spec = valid(DataSpec, task.get("data")) if isinstance(task, dict) else None
+        if spec is not None and task.get("kind") in TASK_KINDS:
+            sources.append((f"tasks.{i}.data", task["kind"], spec))
+    distill = data.get("distill") if isinstance(data.get("distill"), dict) else {}
+    unlabeled = distill.get("unlabeled") if isinstance(distill.get("unlabeled"), list) else []
+    for j, value in enumerate(unlabeled):
+        if (spec := valid(DataSpec, value)) is not None:
+            sources.append((f"distill.unlabeled.{j}", None, spec))
+    return _problems(sources, valid(TeacherSpec, data.get("teacher")))
+
+
+def available_providers(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
+    """(available providers in the recipe's order, {unavailable provider: why it is skipped})."""
+    from edgekit.providers import require_provider
+
+    available, skipped = [], {}
+    for name in recipe.budget.providers:
+        try:
+            require_provider(name)
+            available.append(name)
+        except EdgekitError as e:
+            skipped[name] = str(e)
+    return available, skipped
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Problems a user can fix (data sources and columns, the teacher's files, providers), found before
+    any expensive work and reported together, each at its file:line; `edgekit recipe check` runs exactly this."""
+    from edgekit.data.tasks import eval_only_problems, test_file_problems
+    from edgekit.providers import provider_name
+
+    sources = [(f"tasks[{i}].data", task.kind, task.data) for i, task in enumerate(recipe.tasks)]
+    sources += [(f"distill.unlabeled[{j}]", None, spec) for j, spec in enumerate(recipe.distill.unlabeled)]
+    problems = _problems(sources, recipe.teacher)
+    whole = [p for i, task in enumerate(recipe.tasks) for p in test_file_problems(task, f"tasks[{i}].split")]
+    problems += [problem.partition(": ")[::2] for problem in whole + eval_only_problems(recipe)]
+    known = []
+    for i, name in enumerate(recipe.budget.providers):
+        try:
+            known.append(provider_name(name))
+        except EdgekitError as e:
+            problems.append((f"budget.providers[{i}]", str(e)))
+    if known and not available_providers(recipe)[0]:
+        problems.append(("budget.providers", (f"none of {', '.join(recipe.budget.providers)} is available in this "
+                         "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")))
+    if recipe.signing is not None:
+        from edgekit.signing import key_problem
+
+        if signing := key_problem(recipe.signing.key):
+            problems.append(("signing.key", signing))
+    if problems:
+        raise RecipeError(f"recipe '{recipe.name}' cannot run ({len(problems)} problem(s)):\n"
+                          + "\n".join(f"  {recipe.where(key)}: {key}: {message}" for key, message in problems))
+
+
+
+
+def load_tasks(recipe: Recipe) -> list:
+    """Every task's data, with the problems of all tasks reported together (bad rows, columns)."""
+    from edgekit.data.tasks import load_task_data
+
+    tasks, problems = [], []
+    for i, spec in enumerate(recipe.tasks):
+        try:
+            tasks.append(load_task_data(spec))
+        except DataError as e:
+            problems.append(f"  {recipe.where(f'tasks[{i}].data')}: {e}")
+    if problems:
+        raise DataError(f"the data of recipe '{recipe.name}' cannot be used ({len(problems)} problem(s)):\n"
+                        + "\n".join(problems))
+    return tasks
+
+
+def skipped_text(skipped: dict) -> str:
+    """'3 bad rows: 2 empty text, 1 unknown label'."""
+    counts = {reason: len(rows) for reason, rows in skipped.items()}
+    return (f"{sum(counts.values())} bad row(s): "
+            + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
