@@ -38,15 +38,14 @@ import numpy as np
 from bench.floor import floor_ms, matmul_work, measure_peaks
 from edgekit.bench import latency_stats
 from edgekit.cache import Cache
-from edgekit.data.tasks import logits_name
 from edgekit.environment import cpu_info, cpu_slug, package_versions
 from edgekit.errors import EdgekitError
+from edgekit.loading import load_recipe, load_tasks
 from edgekit.metrics import score_with_ci
+from edgekit.names import logits_name
 from edgekit.pipeline import sweep
-from edgekit.loading import load_tasks
 from edgekit.providers import SessionSettings, create_session
 from edgekit.recipe import Recipe
-from edgekit.loading import load_recipe
 from edgekit.teacher import prepare_teacher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,15 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
-
-
-class OutputExists(EdgekitError):
-    """The output folder already holds results."""
-
-
-class OutputLocked(EdgekitError):
-    """Another process is writing the same output folder."""
+from edgekit.errors import OutputExists, OutputLocked
 
 
 def _lock_path(out: Path) -> Path:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import BundleError
 from edgekit.paths import external_data_inside, inside
 from edgekit.provenance import sha256_file
 
@@ -43,10 +43,6 @@ RUN_FIX = ("a run names only its own files, and a bundle copies only those: reru
 # How far a rerun may drift from the recorded outputs: fp32 differs across CPUs and ORT builds only by
 # summation order; int8 kernels differ more across instruction sets (u8s8 vs VNNI, saturation).
 TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "rtol": 2e-2}}
-
-
-class BundleError(EdgekitError):
-    """A bundle that cannot be written from this run (unknown file, not a run folder, .ort mismatch)."""
 
 
 # ---------------------------------------------------------------------------- pieces of a bundle
@@ -306,6 +302,33 @@ def _checked_source(run: Path, row: dict) -> Path:
             for file in sorted((run / sub).iterdir()):
                 inside(run, f"{sub}/{file.name}", "the run holds", RUN_FIX)
     return source
+
+
+def keep_for_bundles(run: Path, examples, teacher) -> None:
+    """What any bundle of this run needs beyond its model file: the tokenizer, and real inputs
+    its reference outputs are computed on (`edgekit bundle` works from the run folder alone)."""
+    import numpy as np
+
+    folder = run / "reference"
+    folder.mkdir()
+    if teacher.images:
+        np.save(folder / "images.npy", examples)
+        return
+    teacher.tokenizer.save_pretrained(run / "tokenizer")
+    (folder / "texts.json").write_text(json.dumps(examples, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+
+
+def ship(run: Path, data: dict, row: dict, signing_key: str | None, echo) -> dict:
+    """The run's bundle of `row` in run/bundle, signed with `signing_key` when the recipe names one (inside
+    the run folder: the bundle appears signed, or not at all); returns report.json's `bundle` record."""
+    (run / "bundle").mkdir()
+    record = write_bundle(run, data, row, run / "bundle")
+    if signing_key is not None:
+        from edgekit.signing import sign_bundle
+
+        record["signature"] = sign_bundle(run / "bundle", signing_key).name
+        echo(f"  signed the bundle with {signing_key} (bundle/{record['signature']})")
+    return record
 
 
 def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:

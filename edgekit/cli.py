@@ -15,8 +15,8 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.quantize import METHODS as QUANT_METHODS  # no numpy/onnx at import: --help stays fast
-from edgekit.tasks import TASK_NAMES
+from edgekit.names import EXPORT_TASKS as TASK_NAMES  # not edgekit.export: --help stays fast
+from edgekit.names import METHODS as QUANT_METHODS  # not edgekit.quantize: --help stays fast
 
 
 class _Group(click.Group):
@@ -188,9 +188,8 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, reduce_range, force):
     """Write a quantized copy of an ONNX file (MODEL.onnx or an `edgekit export` folder)."""
-    from edgekit.atomic import OutputExists
-    from edgekit.errors import ModelNotFound
-    from edgekit.quantize import STATIC_METHODS, quantize_file
+    from edgekit.errors import ModelNotFound, OutputExists
+    from edgekit.quantize import quant_config, quantize_file
 
     model = model / "model.onnx" if model.is_dir() else model
     if not model.is_file():
@@ -198,13 +197,14 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
     output = output or model.with_name(f"{model.stem}.{method}.onnx")
     if output.exists() and not force:
         raise OutputExists(f"'{output}' already exists. Pass --force to replace it, or choose another file with -o.")
+    config = quant_config(method)
     feeds = None
-    if calibration and method not in STATIC_METHODS:
+    if calibration and not config.needs_calibration:
         click.echo(f"note: {method} needs no calibration; --calibration is ignored.", err=True)
     elif calibration:
         feeds = _calibration_feeds(model, calibration, samples, tokenizer, max_length, text_column)
     before = model.stat().st_size
-    record = quantize_file(model, output, method, feeds,
+    record = quantize_file(model, output, config, feeds,
                            reduce_range={"auto": "auto", "on": True, "off": False}[reduce_range])
     facts = [f"weights {record['weight_type']}" + ("" if record["per_channel"] is None else
                                                     " per-channel" if record["per_channel"] else " per-tensor"),
@@ -223,7 +223,8 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
 def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | None, max_length: int,
                        text_column: str) -> list[dict]:
     """Images for .npy/.npz files and the digits built-in, texts for everything else."""
-    from edgekit.data import IMAGE_SUFFIXES, load_images, load_texts
+    from edgekit.data import load_images, load_texts
+    from edgekit.names import IMAGE_ARRAY_SUFFIXES as IMAGE_SUFFIXES
     from edgekit.quantize import image_calibration, text_calibration
 
     if source == "digits" or Path(source).suffix in IMAGE_SUFFIXES:

@@ -56,3 +56,39 @@ class TeacherTooWeak(EdgekitError):
 
 class QuantizationFailed(EdgekitError):
     """ONNX Runtime's quantizer failed on a file (or wrote one that does not load)."""
+class BudgetNotMet(EdgekitError):
+    """No candidate can meet the latency (or size) budget."""
+
+    exit_code = 2
+
+
+class OutsideFolder(EdgekitError):
+    """A file name read from a manifest, report or ONNX file that resolves outside its folder."""
+
+
+class BundleMismatch(EdgekitError):
+    """A bundle whose files, outputs or timing differ from its manifest."""
+
+
+class RecipeError(EdgekitError):
+    """A recipe that does not validate, or whose parts do not fit together."""
+
+
+class TeacherError(EdgekitError):
+    """A teacher whose outputs cannot be learned from (NaN or inf)."""
+
+
+class SigningError(EdgekitError):
+    """A key or signature edgekit cannot use (missing, wrong kind, the signing extra not installed)."""
+
+
+class OutputExists(EdgekitError):
+    """The output folder already holds results."""
+
+
+class OutputLocked(EdgekitError):
+    """Another process is writing the same output folder."""
+
+
+class BundleError(EdgekitError):
+    """A bundle that cannot be written from this run (unknown file, not a run folder, .ort mismatch)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekit.recipe import RecipeError
+from edgekit.errors import RecipeError
 
 
 @dataclass(frozen=True)

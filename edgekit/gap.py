@@ -17,6 +17,9 @@ the difference, which two separate intervals overstate). metrics.score_with_ci r
 a time and needs the similarity matrix for MRR, which predictions do not keep: hence a paired one here.
 A slice under MIN_SLICE examples is listed but never called "the largest drop", and the statement says
 which slices it left out for that.
+
+What differs by task kind (the gold answers, how an outcome is scored, the slice metric, what counts as a
+flip and the words for it) is the kind's, in edgekit.tasks; this module only composes it.
 """
 
 from __future__ import annotations
@@ -25,28 +28,24 @@ import math
 
 import numpy as np
 
-from edgekit import metrics
-from edgekit.data.tasks import COLUMNS, TaskData
+from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError
+from edgekit.feeds import token_lengths
+from edgekit.tasks import TaskKind, kind_of
 
-CLASSIFICATION_KINDS = ("classification", "image-classification")
 TEXT_CHARS = 160  # examples are for a person to read, not to reproduce the data set
 ECE_BINS = 10
 MIN_HARDEST = 10  # a "hardest" slice smaller than this says nothing
 MIN_CORRELATION_SLICE = 10  # rank correlation on fewer pairs is noise
-FLIP_MOVE = 0.1  # similarity has no label to flip: a rank move beyond this share of n counts as a flip
+FLIP_MOVE = 0.1  # a correlation kind has no label to flip: a rank move beyond this share of n counts as a flip
 # Fewer examples than this and a slice's change says more about chance than about the student: one flipped
 # example of 10 moves accuracy by 0.1, and the paired interval of a 10-example slice spans about +-0.2.
 MIN_SLICE = 20
 RESAMPLES = 1000  # paired bootstrap of each slice's change
 Z95 = 1.959963984540054  # two-sided 95% normal quantile (the Wilson interval's z)
 CELLS_PER_CHUNK = 2_000_000  # resampled example indices held at once
-# The metric of a slice: accuracy within a class is that class's recall; macro F1 or Pearson on a
-# small slice would say more about the slice's size than about the models.
-SLICE_METRIC = {"classification": "accuracy", "image-classification": "accuracy", "similarity": "spearman",
-                "retrieval": "mrr"}
-_NEEDS = {"classification": "pred", "image-classification": "pred", "similarity": "cosine",
-          "retrieval": "gold_rank"}
+# The metric of a slice is the kind's slice_metric: accuracy within a class is that class's recall; macro F1
+# or Pearson on a small slice would say more about the slice's size than about the models.
 
 
 def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | None = None,
@@ -57,10 +56,10 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     fp32 file, the student's fp32 file and the student's shipped quantized file (None when fp32 ships).
     `lengths`: tokens of each test example (pairs: the longer side); None for images or when unknown.
     """
-    kind, metric = task.spec.kind, task.spec.metric
+    kind, metric = kind_of(task.spec.kind), task.spec.metric
     if not 0 < hardest_fraction <= 1:
         raise ValueError(f"hardest_fraction must be in (0, 1] (got {hardest_fraction})")
-    n = len(task.test[COLUMNS[kind][0]])
+    n = len(task.test[kind.columns[0]])
     gold = _gold(task)
     # The gap is of the file that ships: with a quantized pick, "student" is the quantized file.
     shipped = student if quantized is None else quantized
@@ -68,7 +67,7 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     if quantized is not None:
         models["student_fp32"] = _outcome(task, student, "student fp32", n)
     fp32 = models.get("student_fp32", models["student"])
-    if kind in CLASSIFICATION_KINDS and teacher.get("probs") is None:
+    if kind.labelled and teacher.get("probs") is None:
         raise DataError(f"task '{task.name}': the teacher's predictions have no 'probs', which the gap analysis "
                         "needs for losses and margins; re-evaluate the teacher with edgekit.evaluate.evaluate_onnx, "
                         "which records them for classification tasks.")
@@ -76,10 +75,10 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
         raise DataError(f"task '{task.name}': {len(lengths)} lengths for {n} test examples; pass one token "
                         "length per test example, in test order.")
 
-    loss = _teacher_loss(kind, gold, teacher)
+    loss = kind.teacher_loss(gold, teacher)
     # Stable: equal losses keep test order, so the slice is reproducible.
     hardest = np.argsort(-loss, kind="stable")[:min(n, max(MIN_HARDEST, round(hardest_fraction * n)))]
-    rarest, unmeasured = _rarest(task, gold) if kind in CLASSIFICATION_KINDS else ([], [])
+    rarest, unmeasured = _rarest(task, gold) if kind.labelled else ([], [])
     slices = _slices(task, gold, models, lengths, hardest, rarest)
     ranked = [s for s in slices if s["change"] is not None and s["n"] >= MIN_SLICE]
     worst = min(ranked, key=lambda s: s["change"], default=None)
@@ -87,7 +86,7 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     hardest_slice = next(s for s in slices if s["group"] == "hardest")
     overall = {name: _task_metric(kind, metric, gold, outcome) for name, outcome in models.items()}
     result = {
-        "task": task.name, "kind": kind, "metric": metric, "n": n,
+        "task": task.name, "kind": kind.name, "metric": metric, "n": n,
         "overall": {"teacher": overall["teacher"], "student": overall["student"],
                     "change": _change(overall["teacher"], overall["student"]),
                     **({"student_fp32": overall["student_fp32"]} if quantized is not None else {})},
@@ -101,13 +100,12 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
                                          max_examples),
                   "quantization": None if quantized is None else _flips(
                       task, gold, fp32, models["student"], "student fp32", "student quantized", max_examples)},
-        "calibration": _calibration(gold, models, teacher, student, quantized) if kind in CLASSIFICATION_KINDS
-        else None,
+        "calibration": _calibration(gold, models, teacher, student, quantized) if kind.labelled else None,
         "worst_slice": None if worst is None else dict(worst),  # a copy: editing it must not edit the slice
         "worst_slice_ignores": {"min_n": MIN_SLICE, "slices": small},
         "intervals": _interval_rule(kind),
         # classes the test split lacks: named, since no slice can show them
-        "classes_without_test_examples": _missing_classes(task, gold) if kind in CLASSIFICATION_KINDS else [],
+        "classes_without_test_examples": _missing_classes(task, gold) if kind.labelled else [],
         "rarest_without_test_examples": unmeasured,
     }
     result["statement"] = _statement(task.name, metric, result, quantized is not None, hardest_fraction)
@@ -136,6 +134,31 @@ def gap_report(tasks, teacher: dict[str, dict], student: dict[str, dict], quanti
     return report
 
 
+def example_lengths(tasks, teacher) -> dict[str, np.ndarray | None]:
+    """Per task, the token length of each test example under the teacher's tokenizer (pairs: the longer side),
+    for the length slices; None for every task of an image teacher (no tokenizer) and for image tasks."""
+    tokenizer = teacher.tokenizer
+    if tokenizer is None:
+        return {task.name: None for task in tasks}
+
+    def lengths(texts) -> np.ndarray:
+        return token_lengths(tokenizer, list(texts), teacher.max_length)
+
+    return {task.name: kind_of(task.spec.kind).example_lengths(task.test, lengths) for task in tasks}
+
+
+def shipped_gap(shipped: dict, predictions: dict, tasks, teacher) -> dict[str, dict]:
+    """gap_report of the file that ships against the teacher's fp32 file on the same provider.
+
+    `shipped`: its report row ("name", "student", "variant", "provider"); `predictions`: evaluate_onnx's results
+    by (row name, provider), the teacher's fp32 file and the shipped student's fp32 file among them; `teacher`:
+    the prepared teacher (edgekit.teacher.Teacher), whose tokenizer measures the examples' lengths."""
+    provider = shipped["provider"]
+    quantized = None if shipped["variant"] == "fp32" else predictions[(shipped["name"], provider)]
+    return gap_report(tasks, predictions[("teacher-fp32", provider)],
+                      predictions[(f"{shipped['student']}-fp32", provider)], quantized, example_lengths(tasks, teacher))
+
+
 def expected_calibration_error(confidence, correct, bins: int = ECE_BINS) -> float:
     """|accuracy - mean confidence| per equal-width confidence bin, weighted by the bin's share of examples.
 
@@ -161,16 +184,13 @@ def _predictions(record: dict) -> dict:
 
 def _gold(task: TaskData) -> np.ndarray | None:
     """Gold labels (classification), gold scores (similarity); None for retrieval (query i's gold is doc i)."""
-    if task.spec.kind in CLASSIFICATION_KINDS:
-        return np.asarray(task.test["label"], dtype=np.int64)
-    if task.spec.kind == "similarity":
-        return np.asarray(task.test["score"], dtype=np.float64)
-    return None
+    return kind_of(task.spec.kind).gold(task.test)
 
 
 def _outcome(task: TaskData, predictions: dict, who: str, n: int) -> np.ndarray:
     """The one array each kind's metrics read: predicted classes, cosines, or gold ranks."""
-    key = _NEEDS[task.spec.kind]
+    kind = kind_of(task.spec.kind)
+    key = kind.prediction
     if key not in predictions:
         raise DataError(f"task '{task.name}' ({task.spec.kind}): the {who} predictions lack '{key}' (they have: "
                         f"{', '.join(predictions) or 'none'}); pass evaluate_onnx's predictions for this task.")
@@ -178,7 +198,7 @@ def _outcome(task: TaskData, predictions: dict, who: str, n: int) -> np.ndarray:
     if values.shape != (n,):
         raise DataError(f"task '{task.name}': the {who} predictions hold {values.shape} '{key}' values for {n} "
                         "test examples; evaluate every file on the same test split.")
-    return values.astype(np.float64) if task.spec.kind == "similarity" else values.astype(np.int64)
+    return kind.outcome(values)
 
 
 def _num(value) -> float | None:
@@ -191,19 +211,10 @@ def _change(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
-def _rank_metric(metric: str, ranks: np.ndarray) -> float:
-    # The predictions carry each query's gold rank (edgekit.metrics.gold_ranks), not the similarity matrix.
-    return float(np.mean(metrics.rank_scores(metric, ranks)))
-
-
-def _task_metric(kind: str, metric: str, gold, outcome: np.ndarray, index=None) -> float | None:
+def _task_metric(kind: TaskKind, metric: str, gold, outcome: np.ndarray, index=None) -> float | None:
     """`metric` of one model on the examples in `index` (all by default)."""
     index = slice(None) if index is None else index
-    if kind in CLASSIFICATION_KINDS:
-        return _num({"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1}[metric](outcome[index], gold[index]))
-    if kind == "similarity":
-        return _num({"spearman": metrics.spearman, "pearson": metrics.pearson}[metric](outcome[index], gold[index]))
-    return _num(_rank_metric(metric, outcome[index]))
+    return _num(kind.score(metric, outcome[index], None if gold is None else gold[index]))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -212,29 +223,11 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return rankdata(values)
 
 
-def _teacher_loss(kind: str, gold, teacher: dict) -> np.ndarray:
-    """How hard each example is for the teacher: higher is harder."""
-    if kind in CLASSIFICATION_KINDS:
-        probs = np.asarray(teacher["probs"], dtype=np.float64)
-        return -np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))  # cross-entropy of the gold label
-    if kind == "similarity":
-        cosine = np.asarray(teacher["cosine"], dtype=np.float64)
-        return np.abs(_ranks(cosine) - _ranks(gold)) / len(gold)
-    return np.asarray(teacher["gold_rank"], dtype=np.float64)
-
-
-def _agreement(kind: str, models: dict) -> dict:
+def _agreement(kind: TaskKind, models: dict) -> dict:
     def value(outcome):
-        if kind in CLASSIFICATION_KINDS:
-            return _num(np.mean(outcome == models["teacher"]))
-        if kind == "similarity":
-            return _num(metrics.spearman(outcome, models["teacher"]))
-        return _num(np.mean((outcome == 1) == (models["teacher"] == 1)))
+        return _num(kind.agreement(outcome, models["teacher"]))
 
-    what = {"similarity": "Spearman correlation between the student's and the teacher's cosines",
-            "retrieval": "share of queries where the student finds the gold document first exactly when the "
-                         "teacher does"}.get(kind, "share of examples where the student predicts the teacher's class")
-    return {"what": what, "value": value(models["student"]),
+    return {"what": kind.agreement_rule, "value": value(models["student"]),
             **({"student_fp32": value(models["student_fp32"])} if "student_fp32" in models else {})}
 
 
@@ -287,8 +280,8 @@ def _rarest(task: TaskData, gold: np.ndarray) -> tuple[list[tuple[str, np.ndarra
 
 
 def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, rarest: list) -> list[dict]:
-    kind = task.spec.kind
-    slice_metric = SLICE_METRIC[kind]
+    kind = kind_of(task.spec.kind)
+    slice_metric = kind.slice_metric
     rows = []
 
     def add(group: str, label: str, index: np.ndarray) -> None:
@@ -300,12 +293,12 @@ def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, ra
                      **({"student_fp32": values["student_fp32"]} if "student_fp32" in values else {}),
                      **{f"{name}_ci95": interval for name, interval in intervals.items()}, "change_ci95": change})
 
-    if kind in CLASSIFICATION_KINDS:
+    if kind.labelled:
         for c in np.unique(gold):
             add("class", _label(task, int(c)), np.flatnonzero(gold == c))
-    if lengths is not None and kind != "image-classification":
+    if lengths is not None and not kind.images:
         for label, index in _length_buckets(lengths):
-            if kind != "similarity" or len(index) >= MIN_CORRELATION_SLICE:
+            if not kind.correlation or len(index) >= MIN_CORRELATION_SLICE:
                 add("length", label, index)
     add("hardest", f"hardest {len(hardest)} by teacher loss", hardest)
     for label, index in rarest:
@@ -316,9 +309,10 @@ def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, ra
 # --- intervals -------------------------------------------------------------------------------------
 
 
-def _interval_rule(kind: str) -> str:
-    each = "a Wilson score interval for each model's accuracy" if kind in CLASSIFICATION_KINDS else \
-        f"a bootstrap ({RESAMPLES} resamples) for each model's {SLICE_METRIC[kind]}"
+def _interval_rule(kind: TaskKind) -> str:
+    # A labelled kind's slice metric is accuracy: a proportion, which has the Wilson interval.
+    each = "a Wilson score interval for each model's accuracy" if kind.labelled else \
+        f"a bootstrap ({RESAMPLES} resamples) for each model's {kind.slice_metric}"
     return (f"95%: {each}; a paired bootstrap ({RESAMPLES} resamples of the slice's examples, the same for both "
             "models) for the change")
 
@@ -331,19 +325,9 @@ def _wilson(successes: int, n: int) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def _resampled(kind: str, gold, outcome: np.ndarray, index: np.ndarray, draws: np.ndarray) -> np.ndarray:
+def _resampled(kind: TaskKind, gold, outcome: np.ndarray, index: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """The slice metric of one model on each resample: `draws` (resamples, n) are positions in `index`."""
-    rows = index[draws]  # (resamples, n) example indices
-    if kind in CLASSIFICATION_KINDS:
-        return (outcome[rows] == gold[rows]).mean(axis=1)
-    if kind == "retrieval":
-        return metrics.rank_scores(SLICE_METRIC[kind], outcome)[rows].mean(axis=1)
-    from scipy.stats import rankdata
-
-    x, y = rankdata(outcome[rows], axis=1), rankdata(gold[rows], axis=1)  # Spearman = Pearson of the ranks
-    x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    return kind.resampled(outcome, gold, index[draws])  # (resamples, n) example indices
 
 
 def _percentiles(values: np.ndarray) -> list[float] | None:
@@ -351,7 +335,7 @@ def _percentiles(values: np.ndarray) -> list[float] | None:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])] if values.size else None
 
 
-def _intervals(kind: str, gold, models: dict, index: np.ndarray, seed: int) -> tuple[dict, list[float] | None]:
+def _intervals(kind: TaskKind, gold, models: dict, index: np.ndarray, seed: int) -> tuple[dict, list[float] | None]:
     """({model: its 95% interval on the slice}, the paired 95% interval of student - teacher); seeded by the
     slice's position, so a report is reproducible."""
     index = np.asarray(index, dtype=np.int64)
@@ -364,7 +348,7 @@ def _intervals(kind: str, gold, models: dict, index: np.ndarray, seed: int) -> t
         for name, outcome in models.items():
             parts[name].append(_resampled(kind, gold, outcome, index, draws))
     scores = {name: np.concatenate(values) for name, values in parts.items()}
-    if kind in CLASSIFICATION_KINDS:
+    if kind.labelled:
         intervals = {name: _wilson(int(np.sum(outcome[index] == gold[index])), len(index))
                      for name, outcome in models.items()}
     else:
@@ -380,43 +364,37 @@ def _label(task: TaskData, index: int) -> str:
 
 
 def _text(task: TaskData, i: int) -> str | None:
-    """What the model read for example i, cut to TEXT_CHARS; None for images."""
-    test = task.test
-    text = {"classification": lambda: test["text"][i],
-            "similarity": lambda: f"{test['text_a'][i]} || {test['text_b'][i]}",
-            "retrieval": lambda: f"{test['query'][i]} || {test['document'][i]}"}.get(task.spec.kind)
-    if text is None:
+    """What the model read for example i (pairs and queries with their documents: joined by ||), cut to
+    TEXT_CHARS; None for images."""
+    columns = kind_of(task.spec.kind).text_columns
+    if not columns:
         return None
-    text = str(text())
+    text = " || ".join(str(task.test[column][i]) for column in columns)
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS - 1] + "…"
 
 
 def _value(task: TaskData, outcome: np.ndarray, i: int):
     """One model's answer for example i, as a person reads it: a class name, a cosine, or a gold rank."""
-    if task.spec.kind in CLASSIFICATION_KINDS:
-        return _label(task, int(outcome[i]))
-    return float(outcome[i]) if task.spec.kind == "similarity" else int(outcome[i])
+    kind = kind_of(task.spec.kind)
+    answer = kind.answer(outcome[i])
+    return _label(task, answer) if kind.labelled else answer
 
 
 def _gold_value(task: TaskData, gold, i: int):
-    if task.spec.kind in CLASSIFICATION_KINDS:
-        return _label(task, int(gold[i]))
-    return float(gold[i]) if task.spec.kind == "similarity" else 1  # retrieval: the gold document should rank 1st
+    kind = kind_of(task.spec.kind)
+    answer = kind.gold_answer(gold, i)
+    return _label(task, answer) if kind.labelled else answer
 
 
-def _hardest_rule(kind: str, k: int, n: int) -> str:
-    what = {"similarity": "pairs whose teacher-cosine rank is farthest from their gold-score rank "
-                          "(|rank difference| / n)",
-            "retrieval": "queries whose gold document the teacher ranks lowest (teacher loss = the gold rank)"}.get(
-        kind, "examples whose gold label has the highest cross-entropy under the teacher's probabilities")
-    return f"the {k} of {n} test {what}"
+def _hardest_rule(kind: TaskKind, k: int, n: int) -> str:
+    return f"the {k} of {n} test {kind.hardest_rule}"
 
 
 def _hardest_example(task: TaskData, gold, models: dict, teacher: dict, loss: np.ndarray, i: int) -> dict:
     example = {"index": i, "text": _text(task, i), "gold": _gold_value(task, gold, i),
                **{name: _value(task, outcome, i) for name, outcome in models.items()},
                "teacher_loss": float(loss[i])}
-    if task.spec.kind in CLASSIFICATION_KINDS:
+    if kind_of(task.spec.kind).labelled:
         top = np.sort(np.asarray(teacher["probs"][i], dtype=np.float64))[::-1]
         example["teacher_margin"] = float(top[0] - top[1]) if len(top) > 1 else float(top[0])
     return example
@@ -424,9 +402,9 @@ def _hardest_example(task: TaskData, gold, models: dict, teacher: dict, loss: np
 
 def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, max_examples: int) -> dict:
     """Examples whose outcome changes from model a to model b, losses (a right, b wrong) listed first."""
-    kind, n = task.spec.kind, len(a)
+    kind, n = kind_of(task.spec.kind), len(a)
     extra: dict[int, dict] = {}
-    if kind == "similarity":
+    if kind.correlation:
         rank_a, rank_b, rank_gold = _ranks(a), _ranks(b), _ranks(gold)
         move = np.abs(rank_a - rank_b)
         flipped = move > FLIP_MOVE * n
@@ -438,13 +416,12 @@ def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name
         extra = {int(i): {"before_rank": float(rank_a[i]), "after_rank": float(rank_b[i]),
                           "gold_rank": float(rank_gold[i])} for i in order[:max_examples]}
     else:
-        right_a, right_b = (a == gold, b == gold) if kind in CLASSIFICATION_KINDS else (a == 1, b == 1)
-        flipped = a != b if kind in CLASSIFICATION_KINDS else right_a != right_b
+        right_a, right_b = kind.right(a, gold), kind.right(b, gold)
+        flipped = kind.differs(a, b)
         a_only, b_only = flipped & right_a & ~right_b, flipped & right_b & ~right_a
         order = np.concatenate([np.flatnonzero(a_only), np.flatnonzero(b_only),
                                 np.flatnonzero(flipped & ~right_a & ~right_b)])
-        rule = ("the predicted class differs" if kind in CLASSIFICATION_KINDS
-                else "whether the gold document ranks first differs")
+        rule = kind.flip_rule
     examples = [{"index": int(i), "text": _text(task, int(i)), "gold": _gold_value(task, gold, int(i)),
                  "before": _value(task, a, int(i)), "after": _value(task, b, int(i)), **extra.get(int(i), {})}
                 for i in order[:max_examples]]

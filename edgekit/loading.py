@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edgekit.errors import DataError, EdgekitError
+from edgekit.errors import DataError, EdgekitError, RecipeError
 from edgekit.names import TASK_KINDS
-from edgekit.recipe import DataSpec, Recipe, RecipeError, TeacherSpec, _line_of, _locate, validation_problems
+from edgekit.recipe import DataSpec, Recipe, TeacherSpec, _line_of, _locate, validation_problems
 
 
 def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:
@@ -167,3 +167,37 @@ def skipped_text(skipped: dict) -> str:
     counts = {reason: len(rows) for reason, rows in skipped.items()}
     return (f"{sum(counts.values())} bad row(s): "
             + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
+
+
+def examples(columns: dict) -> int:
+    """How many examples a side (TaskData.train or .test) holds."""
+    return len(next(iter(columns.values()), []))
+
+
+def describe_tasks(tasks: list, run: Path, echo) -> None:
+    """Say what loading kept and left out of each task (counts, duplicates, conflicting labels, bad rows),
+    and write an image task's preprocessing record into the run folder: the input every model file takes."""
+    for task in tasks:
+        echo(f"  {task.name}: {task.spec.kind}, {examples(task.train)} train / {examples(task.test)} test examples "
+             f"(test: {task.test_from})")
+        for note in task.notes():  # duplicates, conflicting labels, classes without test examples
+            echo(f"  {task.name}: {note}")
+        if task.skipped:
+            echo(f"  {task.name}: left out {skipped_text(task.skipped)} (data.bad_rows: skip)")
+        if task.preprocessing:  # image tasks (bundles copy the record)
+            from edgekit.preprocessing import describe, write_record
+
+            echo(f"  {task.name}: {describe(task.preprocessing)}")
+            write_record(run / "preprocessing.json", task.preprocessing)
+
+
+def truncation(tasks: list, teacher, echo) -> dict:
+    """{task: how many examples the teacher's max_length cuts, per side}: counted with the teacher's
+    tokenizer, so once the teacher is loaded."""
+    from edgekit.data.tasks import truncated_examples, truncation_note
+
+    truncated = {t.name: truncated_examples(t, teacher.tokenizer, teacher.max_length) for t in tasks}
+    for name, counts in truncated.items():
+        if truncation_note(counts):
+            echo(f"  {name}: {truncation_note(counts)}")
+    return truncated

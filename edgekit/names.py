@@ -34,3 +34,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 # Image arrays: what `edgekit export --data` and `bench --data` read, and what a task's data.source may be.
 IMAGE_ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_TASK_SUFFIXES = (".npz",)  # a task needs labels beside its images: an .npz's "label" array
+
+# The tasks `edgekit export --task` takes (optimum's names; edgekit.export.adapters serves them).
+EXPORT_TASKS = ("feature-extraction", "text-classification", "image-classification")

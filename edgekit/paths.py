@@ -13,13 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import OutsideFolder
 
 GENERIC_FIX = "edgekit reads only files inside the folder it is given"
-
-
-class OutsideFolder(EdgekitError):
-    """A file name read from a manifest, report or ONNX file that resolves outside its folder."""
 
 
 def inside(folder: str | Path, name, what: str, fix: str = GENERIC_FIX) -> Path:

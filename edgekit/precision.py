@@ -26,7 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from edgekit.quantize import quantize_file, quantized_matmuls, resolve_reduce_range
+from edgekit.quantize import Int8Dynamic, quantize_file, quantized_matmuls, resolve_reduce_range
+
+INT8_DYNAMIC = Int8Dynamic(per_channel=True)  # the file this module refines, and every trial of the search
 
 
 def drops(reference: dict[str, float], quantized: dict[str, float]) -> dict[str, float]:
@@ -60,7 +62,7 @@ def node_sensitivity(src: Path, nodes: list[str], feeds: list[dict], folder: Pat
     ranking = []
     for node in nodes:
         trial = folder / "sensitivity.onnx"
-        quantize_file(src, trial, "int8-dynamic", only=[node], reduce_range=reduce_range)
+        quantize_file(src, trial, INT8_DYNAMIC, only=[node], reduce_range=reduce_range)
         session, _ = create_session(trial, SessionSettings())
         ranking.append({"node": node, "error": _output_error(session, feeds, reference)})
     return sorted(ranking, key=lambda entry: -entry["error"])
@@ -96,7 +98,7 @@ def fit_allowed_drop(src: Path, dst: Path, max_drop: float, score: Callable[[Pat
         for k in range(1, len(ranking) + 1):
             kept = [entry["node"] for entry in ranking[:k]]
             path = folder / f"keep{k}.onnx"
-            quantize_file(src, path, "int8-dynamic", keep_fp32=kept, reduce_range=used)
+            quantize_file(src, path, INT8_DYNAMIC, keep_fp32=kept, reduce_range=used)
             metrics = score(path)
             lost = drops(reference, metrics)
             steps.append({"kept": k, "metrics": metrics, "drops": lost, "path": path})

@@ -22,8 +22,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from edgekit.quantize import METHODS
-from edgekit.recipe import ExportSpec, RecipeError, _Strict, validation_problems
+from edgekit.errors import RecipeError
+from edgekit.names import METHODS
+from edgekit.recipe import ExportSpec, _Strict, validation_problems
 
 # The profiles that ship with edgekit: package data inside edgekit/, so an installed wheel has them too.
 BUILTIN_FOLDER = Path(__file__).resolve().parent / "targets"

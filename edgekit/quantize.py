@@ -10,9 +10,12 @@ What each choice is for, measured on all-MiniLM-L6-v2 (see FIELD-NOTES):
   types collapse a transformer (cosine 0.38); MatMul-only reaches ~0.935.
 - fp16: half the size for GPU providers; keeps float32 inputs/outputs so callers need no change.
 
-onnxruntime, onnx and numpy are imported inside the functions: importing edgekit (and
-`edgekit --help`, which needs METHODS) must stay cheap and work where only part of the
-stack is installed.
+Each method is a small frozen config (Int8Dynamic, Int8Static, Fp16: torchao's
+`quantize_(model, config)` style) that says what it is (`int8`, `needs_calibration`, `gpu_only`,
+`graph`); CONFIGS maps the names a recipe or `--method` uses (edgekit.names.METHODS) to them.
+
+onnxruntime, onnx and numpy are imported inside the functions: importing edgekit must stay
+cheap and work where only part of the stack is installed.
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 from edgekit.errors import DataError, ModelNotFound, QuantizationFailed
+from edgekit.names import METHODS, STATIC_METHODS, TEXT_INPUTS
 from edgekit.providers import SessionSettings, create_session
 
 if TYPE_CHECKING:
     import numpy as np
 
-METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
-           "int8-static-percentile", "fp16")
-STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
+__all__ = ["CONFIGS", "METHODS", "PERCENTILE", "STATIC_METHODS", "Fp16", "Int8Dynamic", "Int8Static", "QuantConfig",
+           "image_calibration", "quant_config", "quantize_file", "quantized_matmuls", "reduce_range_choice",
+           "resolve_reduce_range", "text_calibration"]
 
 # ORT's own default for percentile calibration, recorded so a report can say what clipped the ranges.
 PERCENTILE = 99.999
@@ -43,6 +48,119 @@ PERCENTILE = 99.999
 _CALIBRATION_CHUNK = 16
 _STATIC_OP_TYPES = ["MatMul"]
 _VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+# ---------------------------------------------------------------------------- configs
+
+Calibrate = Literal["minmax", "entropy", "percentile"]
+
+
+class QuantConfig:
+    """What a quantized variant is (torchao's AOBaseConfig): one frozen dataclass per method.
+
+    name: the name a recipe's quantize.variants and `--method` use (edgekit.names.METHODS);
+    int8: int8 weights; needs_calibration: static int8, activation ranges fixed on calibration data;
+    gpu_only: made and measured for GPU providers only; graph: the graph the variant runs, shared by
+    variants that differ only in their calibration ranges (every static one: "int8-static").
+    """
+
+    int8: ClassVar[bool] = True
+    needs_calibration: ClassVar[bool] = False
+    gpu_only: ClassVar[bool] = False
+    per_channel: ClassVar[bool | None] = None  # what the record says: per-channel int8 weights, None for fp16
+    activation_type: ClassVar[str]  # what the record says of the activations
+    fix: ClassVar[str]  # what to try when quantizing with this config fails
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def graph(self) -> str:
+        return self.name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Int8Dynamic(QuantConfig):
+    """Signed int8 weights, per output channel or one scale per tensor; activations quantized at run time."""
+
+    per_channel: bool = True
+    activation_type: ClassVar[str] = "dynamic"
+
+    @property
+    def name(self) -> str:
+        return "int8-dynamic" if self.per_channel else "int8-dynamic-per-tensor"
+
+    @property
+    def fix(self) -> str:
+        if self.per_channel:
+            return "try --method int8-dynamic-per-tensor (per_channel=False), or check that the file loads in ONNX Runtime"
+        return "check that the file loads in ONNX Runtime, or try --method fp16"
+
+
+@dataclass(frozen=True)
+class Int8Static(QuantConfig):
+    """QDQ int8 of the MatMuls (signed per-channel weights, uint8 activations), the activation ranges
+    fixed by `calibrate` on calibration data."""
+
+    calibrate: Calibrate = "minmax"
+    needs_calibration: ClassVar[bool] = True
+    per_channel: ClassVar[bool] = True
+    activation_type: ClassVar[str] = "uint8"
+    fix: ClassVar[str] = ("check that the calibration data fits the model (same inputs, lengths within its limit) "
+                          "and that the file loads in ONNX Runtime, or use --method int8-dynamic (no calibration "
+                          "needed)")
+
+    def __post_init__(self):
+        if self.calibrate not in get_args(Calibrate):
+            raise QuantizationFailed(f"Int8Static: unknown calibrate {self.calibrate!r}; choose one of: "
+                                     f"{', '.join(get_args(Calibrate))}.")
+
+    @property
+    def name(self) -> str:
+        return f"int8-static-{self.calibrate}"
+
+    @property
+    def graph(self) -> str:
+        return "int8-static"  # only the ranges differ between calibrations: one graph, one latency
+
+    @property
+    def percentile(self) -> float | None:
+        """The percentile the ranges are clipped at (percentile calibration only)."""
+        return PERCENTILE if self.calibrate == "percentile" else None
+
+
+@dataclass(frozen=True)
+class Fp16(QuantConfig):
+    """float16 weights and compute with float32 inputs and outputs: for GPU providers."""
+
+    int8: ClassVar[bool] = False
+    gpu_only: ClassVar[bool] = True  # on CPU an fp16 file loads but is usually slower than fp32
+    activation_type: ClassVar[str] = "fp16"
+    fix: ClassVar[str] = ("the graph may use an op without a float16 kernel; use an int8 method on CPU, or check "
+                          "that the file loads in ONNX Runtime")
+
+    @property
+    def name(self) -> str:
+        return "fp16"
+
+
+# The names a recipe's quantize.variants and `edgekit quantize --method` take, in edgekit.names.METHODS' order.
+CONFIGS: dict[str, QuantConfig] = {config.name: config for config in (
+    Int8Dynamic(per_channel=True), Int8Dynamic(per_channel=False), Int8Static("minmax"), Int8Static("entropy"),
+    Int8Static("percentile"), Fp16())}
+
+
+def quant_config(method: str | QuantConfig) -> QuantConfig:
+    """The config of `method`: a name of METHODS, or a config (returned as it is)."""
+    if isinstance(method, QuantConfig):
+        return method
+    if isinstance(method, str) and method in CONFIGS:
+        return CONFIGS[method]
+    raise QuantizationFailed(f"unknown quantization method '{method}'; choose one of: {', '.join(METHODS)}.")
 
 
 def reduce_range_choice(info: dict | None = None) -> tuple[bool, str]:
@@ -171,8 +289,6 @@ def _prepare_feeds(calibration: list[dict], inputs: dict, method: str) -> list[d
     """
     import numpy as np
 
-    from edgekit.evaluate import TEXT_INPUTS  # here, not at import: edgekit.evaluate loads numpy
-
     missing = sorted(name for name in inputs if any(name not in feed for feed in calibration))
     if missing:
         have = sorted(set().union(*calibration))
@@ -251,19 +367,19 @@ def _dynamic(src: Path, out: Path, tmp: Path, per_channel: bool, reduce_range: b
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _static(src: Path, out: Path, tmp: Path, method: str, reduce_range: bool, calibration: list[dict],
+def _static(src: Path, out: Path, tmp: Path, config: Int8Static, reduce_range: bool, calibration: list[dict],
             keep_fp32: list[str]) -> int:
     """QDQ int8 of `src` calibrated on `calibration`; returns the number of calibration batches."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     pre = _preprocess(src, tmp)
-    feeds = _prepare_feeds(calibration, _graph_inputs(pre), method)
+    feeds = _prepare_feeds(calibration, _graph_inputs(pre), config.name)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method.rsplit("-", 1)[1]]
+                 "percentile": CalibrationMethod.Percentile}[config.calibrate]
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibStridedMinMax": _chunk_size(feeds)}
-    if calibrate == CalibrationMethod.Percentile:
-        extra["CalibPercentile"] = PERCENTILE
+    if config.percentile is not None:
+        extra["CalibPercentile"] = config.percentile
     # Unsigned activations with signed weights (U8S8) is ORT's fast CPU path; reduce_range
     # keeps it from saturating on x86 without VNNI, as for dynamic.
     quantize_static(pre, out, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=_STATIC_OP_TYPES,
@@ -281,29 +397,18 @@ def _fp16(src: Path, out: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
 
 
-_FIXES = {
-    "int8-dynamic": "try --method int8-dynamic-per-tensor (per_channel=False), or check that the file loads in "
-                    "ONNX Runtime",
-    "int8-dynamic-per-tensor": "check that the file loads in ONNX Runtime, or try --method fp16",
-    "static": "check that the calibration data fits the model (same inputs, lengths within its limit) and that "
-              "the file loads in ONNX Runtime, or use --method int8-dynamic (no calibration needed)",
-    "fp16": "the graph may use an op without a float16 kernel; use an int8 method on CPU, or check that the file "
-            "loads in ONNX Runtime",
-}
-
-
-def _failure(method: str, src: Path, error: Exception) -> QuantizationFailed:
+def _failure(config: QuantConfig, src: Path, error: Exception) -> QuantizationFailed:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    fix = _FIXES["static" if method in STATIC_METHODS else method]
-    return QuantizationFailed(f"{method} quantization of '{src}' failed: {type(error).__name__}: {message}. "
-                              f"Fix: {fix}; if it does and this persists, report this message with the file and "
-                              "your onnxruntime version.")
+    return QuantizationFailed(f"{config.name} quantization of '{src}' failed: {type(error).__name__}: {message}. "
+                              f"Fix: {config.fix}; if it does and this persists, report this message with the file "
+                              "and your onnxruntime version.")
 
 
-def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str, np.ndarray]] | None = None,
-                  keep_fp32: list[str] = (), only: list[str] | None = None,
-                  reduce_range: bool | Literal["auto"] | None = None) -> dict:
-    """Write a `method` copy (one of METHODS) of the ONNX file `src` to `dst`; returns what was done (JSON-able).
+def quantize_file(src: Path, dst: Path, method: str | QuantConfig,
+                  calibration: list[dict[str, np.ndarray]] | None = None, keep_fp32: list[str] = (),
+                  only: list[str] | None = None, reduce_range: bool | Literal["auto"] | None = None) -> dict:
+    """Write a `method` copy (a name of METHODS, or its config: see CONFIGS) of the ONNX file `src` to
+    `dst`; returns what was done (JSON-able), the same record for a name and for its config.
 
     int8-static-* methods need `calibration`: feeds (input name -> array) such as text_calibration
     or image_calibration make. `keep_fp32` names nodes (of the graph after ORT's basic optimizations:
@@ -318,42 +423,42 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
     it or in the cwd.
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
-    if method not in METHODS:
-        raise QuantizationFailed(f"unknown quantization method '{method}'; choose one of: {', '.join(METHODS)}.")
+    config = quant_config(method)
+    method = config.name
     if not src.is_file():
         raise ModelNotFound(f"ONNX file '{src}' does not exist. Export one with `edgekit export`.")
-    static = method in STATIC_METHODS
+    static = config.needs_calibration
     if static and not calibration:
         raise QuantizationFailed(f"{method} needs calibration data to fix activation ranges, and none was given. "
                                  "Fix: pass calibration data (`--calibration DATA` on the CLI: texts or images "
                                  "like the model's inputs), or use --method int8-dynamic, which needs none.")
     started = time.perf_counter()
     setting, reduce_range, why = resolve_reduce_range(reduce_range)
-    record = {"method": method, "weight_type": "int8", "activation_type": "uint8" if static else "dynamic",
-              "per_channel": method != "int8-dynamic-per-tensor", "reduce_range_setting": setting,
-              "reduce_range": reduce_range, "why": why,
+    # The key order is the record's (quantization.json, report.json): keep it. fp16: reduce_range_setting
+    # stays as asked (a recipe's setting applies to all its variants); it has no effect there.
+    record = {"method": method, "weight_type": "int8" if config.int8 else "fp16",
+              "activation_type": config.activation_type, "per_channel": config.per_channel,
+              "reduce_range_setting": setting, "reduce_range": reduce_range if config.int8 else None,
+              "why": why if config.int8 else
+              "fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32",
               "op_types": list(_STATIC_OP_TYPES) if static else None, "calibration": None}
     if keep_fp32:
         record["kept_fp32"] = list(keep_fp32)
-    if method == "fp16":
-        # reduce_range_setting stays as asked (a recipe's setting applies to all its variants); it has no effect here
-        record.update(weight_type="fp16", activation_type="fp16", per_channel=None, reduce_range=None,
-                      why="fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32")
     dst.parent.mkdir(parents=True, exist_ok=True)
     with _scratch_dir(dst) as tmp:
         out = tmp / "quantized.onnx"
         try:
             # ORT's calibrators print progress to stdout, which is the CLI's result channel.
             with redirect_stdout(io.StringIO()):
-                if method == "fp16":
+                if isinstance(config, Fp16):
                     _fp16(src, out)
-                elif static:
-                    batches = _static(src, out, tmp, method, reduce_range, calibration, list(keep_fp32))
-                    kind = method.rsplit("-", 1)[1]
-                    record["calibration"] = {"method": kind, "batches": batches,
-                                             **({"percentile": PERCENTILE} if kind == "percentile" else {})}
+                elif isinstance(config, Int8Static):
+                    batches = _static(src, out, tmp, config, reduce_range, calibration, list(keep_fp32))
+                    record["calibration"] = {"method": config.calibrate, "batches": batches,
+                                             **({} if config.percentile is None else
+                                                {"percentile": config.percentile})}
                 else:
-                    _dynamic(src, out, tmp, record["per_channel"], reduce_range, list(keep_fp32), only)
+                    _dynamic(src, out, tmp, config.per_channel, reduce_range, list(keep_fp32), only)
             import onnxruntime as ort
 
             ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a file that does not load is a failure
@@ -361,7 +466,7 @@ def quantize_file(src: Path, dst: Path, method: str, calibration: list[dict[str,
             raise
         except Exception as e:  # ORT and onnx raise many types; each is a failed quantization
             create_session(src, SessionSettings())  # a source that does not load is named as truncated or corrupt
-            raise _failure(method, src, e) from e
+            raise _failure(config, src, e) from e
         os.replace(out, dst)
     record["size_bytes"] = dst.stat().st_size
     record["seconds"] = round(time.perf_counter() - started, 3)

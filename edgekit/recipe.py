@@ -17,15 +17,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekit.errors import EdgekitError
 from edgekit.names import IMAGE_ARRAY_SUFFIXES, METHODS
+from edgekit.tasks import KINDS, TASK_KINDS, kind_of
 
-METRICS = {
-    "classification": ("accuracy", "macro_f1"),
-    "similarity": ("spearman", "pearson"),
-    "retrieval": ("mrr", "recall@1", "recall@5"),
-    "image-classification": ("accuracy", "macro_f1"),
-}
+METRICS = {name: kind.metrics for name, kind in KINDS.items()}  # task kind -> its metrics, the default first
 
 
 # Training defaults that depend on what is trained. The field defaults fine-tune and distill pretrained
@@ -40,10 +35,6 @@ IMAGE_DISTILL_DEFAULTS = {"lr": 3e-3, "epochs": 30, "losses": [{"name": "kl"}]} 
 # lr 1e-4, 3 epochs: a sentence encoder's) do not fit: a classifier teacher has only logits to learn from.
 DISTILL_DEFAULTS = {"image-classifier": IMAGE_DISTILL_DEFAULTS,
                     "sequence-classifier": {"losses": [{"name": "kl"}, {"name": "ce", "weight": 0.5}]}}
-
-
-class RecipeError(EdgekitError):
-    """A recipe that does not validate, or whose parts do not fit together."""
 
 
 class _Strict(BaseModel):
@@ -75,6 +66,11 @@ class TeacherSpec(_Strict):
                                                   "archives and Hugging Face folders need no such permission")
     width: int = Field(32, ge=4, description="edgekit:cnn: channels of every convolution")
     depth: int = Field(3, ge=1, description="edgekit:cnn: convolution blocks")
+
+    @property
+    def images(self) -> bool:
+        """Whether the teacher and every student read images (else text): the one place modality is decided."""
+        return self.kind == "image-classifier"
 
     @model_validator(mode="before")
     @classmethod
@@ -206,7 +202,7 @@ class SplitSpec(_Strict):
 
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="identifier; names the task's ONNX output")
-    kind: Literal["classification", "similarity", "retrieval", "image-classification"]
+    kind: Literal[TASK_KINDS]
     data: DataSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
     metric: str | None = Field(None, description="default: the first metric of the kind (accuracy, spearman, mrr)")
@@ -495,10 +491,10 @@ class Recipe(_Strict):
             raise ValueError(f"task names must be unique (got {names})")
         image = self.teacher.kind == "image-classifier"
         for task in self.tasks:
-            if (task.kind == "image-classification") != image:
+            if kind_of(task.kind).images != image:
                 raise ValueError(f"task '{task.name}' ({task.kind}) cannot be served by a {self.teacher.kind} "
                                  "teacher: image tasks need kind image-classifier, text tasks a text teacher")
-        classification = [t for t in self.tasks if t.kind in ("classification", "image-classification")]
+        classification = [t for t in self.tasks if kind_of(t.kind).labelled]
         if self.teacher.kind != "sentence-encoder":
             if len(self.tasks) != 1 or not classification:
                 raise ValueError(f"a {self.teacher.kind} teacher serves exactly one classification task; "

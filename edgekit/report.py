@@ -12,23 +12,9 @@ import html
 import json
 from pathlib import Path
 
+from edgekit.units import count, milliseconds
+
 REPORT_FORMAT = "edgekit.report/2"
-
-
-def milliseconds(value: float) -> str:
-    """About 3 significant digits: 15.4, 7.00, 2.36, 0.0123 (a tiny CNN runs in microseconds)."""
-    for floor, digits in ((100, 0), (10, 1), (1, 2)):
-        if value >= floor:
-            return f"{value:.{digits}f}"
-    return f"{value:.3g}"
-
-
-def count(value: float) -> str:
-    """Parameters or bytes with a unit prefix: 17.4M, 9.2k."""
-    for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.3g}{unit}"
-    return f"{value:.0f}"
 
 
 def _metric(m: dict) -> str:
@@ -478,3 +464,112 @@ def write_report(folder: Path, data: dict) -> None:
     (folder / "report.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(data), encoding="utf-8")
     (folder / "report.html").write_text(render_html(data), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- report.json
+
+def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: dict, retimed: dict | None,
+                 providers: list[str], skipped: dict, variants: list[str], skipped_variants: dict, tasks: list,
+                 truncated: dict, teacher, teacher_params: int, probes: list[dict], rows: list[dict], picks: dict,
+                 why: dict, gap: dict | None, sweep: list[dict] | None, best: dict | None) -> dict:
+    """report.json's content (`edgekit.report/2`, documented in the README), without the bundle record:
+    the stages' results as measured, plus the machine, versions and provenance they were measured with."""
+    import time
+
+    from edgekit import __version__
+    from edgekit.environment import cpu_info, package_versions
+    from edgekit.loading import examples
+    from edgekit.measure import jsonable
+    from edgekit.provenance import data_provenance, teacher_provenance
+
+    return {
+        "format": REPORT_FORMAT,
+        "edgekit_version": __version__,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_digest": recipe.digest(),
+        "target": _target(recipe),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "stages_started_s": stages,
+        "machine": cpu_info(),
+        "versions": package_versions(),
+        "budget": budget_record(budget, teacher_fp32, retimed),
+        "providers": {"measured": providers, "skipped": skipped},
+        "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
+        "tasks": [task_record(t, examples(t.train), examples(t.test), truncated[t.name]) for t in tasks],
+        "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
+                    "prepared": jsonable(teacher.prepared)},
+        "provenance": {"teacher": teacher_provenance(recipe.teacher.model, _teacher_location(recipe, teacher),
+                                                     teacher.digest),
+                       "data": data_provenance(recipe, tasks)},
+        "probes": probes,
+        "files": rows,
+        "picks": picks,
+        "selected": None if best is None else {
+            "name": best["name"], "onnx": best["onnx"], "provider": best["provider"],
+            "bundle": None if sweep is not None else "bundle/model.onnx"},
+        "why": why.get(providers[0]),
+        "why_by_provider": why,
+        "gap": gap,
+        "int8_on_this_cpu": int8_effect(rows, providers[0]),
+        "sweep": sweep,
+        "bundle": None,
+    }
+
+
+def _target(recipe) -> dict | None:
+    """The deployment profile the recipe named, as recorded in the report and the manifest."""
+    from edgekit.profiles import load_profile
+    from edgekit.provenance import sha256_file
+
+    if recipe.target is None:
+        return None
+    profile, path = load_profile(recipe.profile_file or recipe.target)
+    return {"name": recipe.target, "description": profile.description, "arch": profile.arch, "file": str(path),
+            "sha256": sha256_file(path)}
+
+
+def _teacher_location(recipe, teacher) -> str | None:
+    """The teacher's files: the folder or hub id transformers loaded, or a torch file (None: edgekit:cnn)."""
+    if teacher.tokenizer_source:
+        return teacher.tokenizer_source
+    return recipe.teacher.model if Path(recipe.teacher.model).exists() else None
+
+
+def int8_effect(rows: list[dict], provider: str) -> list[dict]:
+    """Per quantized file, what quantizing bought on this CPU: its speed-up over its own fp32 file (timed in the
+    same rounds) and what each task's metric did. int8 is ~2.3x faster than fp32 on a VNNI CPU and ~1.5x on
+    AVX2 alone (FIELD-NOTES): measured here, not assumed."""
+    from edgekit.fits import retention
+
+    mine = {r["name"]: r for r in rows if r["provider"] == provider}
+    effect = []
+    for row in mine.values():
+        fp32 = mine.get(f"{row['student']}-fp32")
+        if row["variant"] == "fp32" or fp32 is None:
+            continue
+        effect.append({"file": row["name"], "student": row["student"], "variant": row["variant"],
+                       "x_vs_fp32": {p: fp32["latency_ms"][p] / row["latency_ms"][p] for p in ("p50", "p95")},
+                       "metric_change": {t: m["value"] - fp32["metrics"][t]["value"] for t, m in row["metrics"].items()},
+                       "kept_of_fp32": retention(row["metrics"], fp32["metrics"])})
+    return effect
+
+
+def budget_record(budget, teacher_fp32: dict, retimed: dict | None) -> dict:
+    """report.json's budget: how it was asked for (ms or speedup), the teacher latency a speedup divided,
+    the resulting limit, and how far the teacher's fp32 file moved when re-timed among the students."""
+    from edgekit.fits import latency_of, limit_ms
+
+    p = budget.percentile
+    record = {"percentile": p, "ms": budget.ms, "speedup": budget.speedup, "label": budget.label(),
+              "batch": budget.batch, "seq_len": budget.seq_len, "threads": budget.threads,
+              "size_mb": budget.size_mb, "headroom": budget.headroom, "limit_ms": limit_ms(budget),
+              "min_retention": budget.min_retention,
+              "teacher": {"file": teacher_fp32["onnx"], "provider": teacher_fp32["provider"],
+                          "ms": latency_of(teacher_fp32, budget), "measured_at": teacher_fp32["latency_ms"]["measured_at"],
+                          "cached": teacher_fp32["latency_ms"]["cached"]}}
+    if retimed is not None:
+        again = retimed["latency_ms"][p]
+        record["teacher"]["retimed_with_students_ms"] = again
+        record["teacher"]["drift"] = again / record["teacher"]["ms"] - 1
+    return record

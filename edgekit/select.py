@@ -17,43 +17,8 @@ pick is always on the frontier.
 
 from __future__ import annotations
 
-from edgekit.errors import EdgekitError
+from edgekit.fits import below_floor, latency_of, limit_ms, meets_budget, probe_fits
 from edgekit.recipe import Budget
-
-
-class BudgetNotMet(EdgekitError):
-    """No candidate can meet the latency (or size) budget."""
-
-    exit_code = 2
-
-
-def latency_of(entry: dict, budget: Budget) -> float:
-    return entry["latency_ms"][budget.percentile]
-
-
-def limit_ms(budget: Budget) -> float:
-    """The latency a file must measure to count as fitting."""
-    return budget.ms * (1 - budget.headroom)
-
-
-def below_floor(entry: dict, budget: Budget) -> dict[str, float]:
-    """{task: % kept} of the tasks where a measured file keeps less of the teacher than budget.min_retention
-    asks (an untrained probe has no retention: it is judged on latency and size only)."""
-    kept = entry.get("retention") or {}
-    return {task: value for task, value in kept.items()
-            if value is not None and budget.floor(task) is not None and value < budget.floor(task)}
-
-
-def meets_budget(entry: dict, budget: Budget) -> bool:
-    size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
-    return latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
-
-
-def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:
-    """Student metric as a percentage of the teacher's, per task (None where the teacher
-    scores <= 0 and a ratio means nothing)."""
-    return {task: (100.0 * m["value"] / teacher_metrics[task]["value"]) if teacher_metrics[task]["value"] > 0
-            else None for task, m in metrics.items()}
 
 
 def _rank(entry: dict, budget: Budget) -> tuple:
@@ -134,3 +99,54 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
             lines.append(f"The smallest file, {smallest['name']}, is {smallest['size_bytes'] / 1e6:.1f} MB > "
                          f"budget.size_mb {budget.size_mb:g}: raise it, or add smaller students.")
     return " ".join(lines)
+
+
+def to_train(candidates, probes: dict, budgets: list[Budget], max_students: int) -> list:
+    """The students worth distilling: for one budget, the largest feasible candidates up to
+    max_students (the larger the student, the more of the teacher it keeps); for a sweep, the
+    largest feasible candidate of each budget, so every budget gets its likely pick for the cost
+    of at most one student per budget."""
+    by_size = sorted(candidates, key=lambda c: -probes[c.name]["params"])
+    chosen = []
+    for budget in budgets:
+        feasible = [c for c in by_size if probe_fits(probes[c.name], budget)]
+        chosen += [c for c in feasible[:max_students if len(budgets) == 1 else 1] if c not in chosen]
+    return chosen
+
+
+def pick_on(rows: list[dict], budget: Budget, provider: str, int8: bool) -> tuple[dict | None, str | None]:
+    """(the pick among `provider`'s rows, None) or (None, why nothing fits)."""
+    mine = [r for r in rows if r["provider"] == provider]
+    best = pick(mine, budget)
+    return best, None if best or not mine else closest_miss(mine, budget, "file", int8, provider)
+
+
+def decide(rows: list[dict], budget: Budget, providers: list[str], int8: bool) -> tuple[list[dict], dict, dict]:
+    """Per provider, the Pareto frontier and the pick: (the rows with meets_budget and pareto set,
+    {provider: picked row name or None}, {provider: why nothing fits})."""
+    fronts = {p: pareto_front([r for r in rows if r["provider"] == p], budget) for p in providers}
+    rows = [row | {"meets_budget": meets_budget(row, budget), "pareto": row["name"] in fronts[row["provider"]]}
+            for row in rows]
+    picks, why = {}, {}
+    for provider in providers:
+        best, text = pick_on(rows, budget, provider, int8)
+        picks[provider] = best["name"] if best else None
+        if text:
+            why[provider] = text
+    return rows, picks, why
+
+
+def sweep_point(rows: list[dict], budget: Budget, provider: str, int8: bool) -> dict:
+    """The pick at one budget of a sweep, among the files measured once for all of them."""
+    best, why = pick_on(rows, budget, provider, int8)
+    return {"budget": budget.label(), "ms": budget.ms, "speedup": budget.speedup, "limit_ms": limit_ms(budget),
+            "provider": provider,
+            "pick": best["name"] if best else None,
+            "latency_ms": latency_of(best, budget) if best else None,
+            "size_bytes": best["size_bytes"] if best else None,
+            "metrics": {t: m["value"] for t, m in best["metrics"].items()} if best else None,
+            "retention": best["retention"] if best else None,
+            "min_retention": min((v for v in best["retention"].values() if v is not None), default=None)
+            if best else None,
+            "why": why}
+

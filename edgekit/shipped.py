@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.recipe import RecipeError
+from edgekit.errors import RecipeError
 
 RECIPES_FOLDER = Path(__file__).resolve().parent / "recipes"
 

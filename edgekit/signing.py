@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import SigningError
 
 # Inside the bundle, so it travels with the folder; model-signing is told to leave it out of the
 # files it signs, and `edgekit verify` does not take it for a file added after the bundle was written.
@@ -31,10 +31,6 @@ PRIVATE_KEY, PUBLIC_KEY = "private.pem", "public.pem"
 INSTALL = "pip install 'edgekit[signing]'"
 # The curves model-signing accepts (Sigstore's key specs); keygen makes P-256.
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
-
-
-class SigningError(EdgekitError):
-    """A key or signature edgekit cannot use (missing, wrong kind, the signing extra not installed)."""
 
 
 def _crypto():

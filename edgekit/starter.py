@@ -13,20 +13,18 @@ import os
 import re
 from pathlib import Path
 
-from edgekit.errors import DataError, ModelNotFound
-from edgekit.recipe import RecipeError
+from edgekit.errors import DataError, ModelNotFound, RecipeError
+from edgekit.tasks import KINDS as TASK_KINDS
+from edgekit.tasks import kind_of
 
-KINDS = ("classification", "similarity", "retrieval")
-# kind -> (the DataSpec fields of its text columns, the field of its label/score column or None)
-FIELDS = {
-    "classification": (("text",), "label"),
-    "similarity": (("text_a", "text_b"), "score"),
-    "retrieval": (("query", "document"), None),
-}
+KINDS = tuple(name for name, kind in TASK_KINDS.items() if not kind.images)  # recipe init writes text tasks
+# kind -> (the DataSpec fields of its text columns, the field of its label/score column or None: a target that is
+# itself a text, as retrieval's document, is one of the text columns)
+FIELDS = {name: (kind.text_columns, None if kind.target_column in kind.text_columns else kind.target_column)
+          for name, kind in TASK_KINDS.items() if name in KINDS}
 _WHAT = {"text": "the texts", "label": "the labels", "text_a": "the first text of a pair",
          "text_b": "the second text of a pair", "score": "the gold similarity score",
          "query": "the queries", "document": "the document each query should find"}
-_METRIC = {"classification": "accuracy", "similarity": "spearman", "retrieval": "mrr"}
 _COMMENT_AT = 40  # the column the comments start at, as in the shipped recipes
 
 
@@ -106,7 +104,7 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
         raise ModelNotFound(f"--teacher: {problem}")
     named_columns = _check_data(data, kind, columns)
     name, task = _names(Path(data).stem if not data.startswith("hf:") else data[3:].replace(":", "-"))
-    head = "linear" if kind == "classification" else "none"
+    head = "linear" if kind_of(kind).labelled else "none"
     head_comment = ("a logistic-regression head per classification task, fit on its embeddings" if head == "linear"
                     else "the embeddings themselves are compared: no head")
     data_lines = [_line(f"      source: {_scalar(data)}", "relative paths: from the folder edgekit runs in")]
@@ -137,7 +135,7 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
         "    data:",
         *data_lines,
         _line("    split: {test_fraction: 0.2, seed: 0}", "a fifth of the rows, drawn with the seed, are the test set"),
-        _line(f"    metric: {_METRIC[kind]}", "what `quality` means in the report"),
+        _line(f"    metric: {kind_of(kind).metrics[0]}", "what `quality` means in the report"),
         "",
         "# The candidate students, derived from the teacher: each keeps this many of its layers, initialized",
         "# from the teacher's (every other layer first); the ones that can meet the budget are distilled.",
@@ -158,8 +156,7 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
 
 def write_starter(path: Path, text: str, force: bool = False) -> None:
     """Write the recipe file, never over an existing one unless `force` (a recipe is hand-edited work)."""
-    from edgekit.atomic import OutputExists
-
+    from edgekit.errors import OutputExists
     if path.exists() and not force:
         raise OutputExists(f"'{path}' already exists. Pass --force to replace it, or choose another file with -o.")
     path.parent.mkdir(parents=True, exist_ok=True)

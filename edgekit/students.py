@@ -17,8 +17,9 @@ import copy
 import re
 from dataclasses import dataclass
 
+from edgekit.errors import RecipeError
 from edgekit.families import is_hf_image, text_family
-from edgekit.recipe import RecipeError, StudentSpace
+from edgekit.recipe import StudentSpace
 
 # Where the layer index sits in a parameter name: every family in TEXT_FAMILIES (`encoder.layer.3.`,
 # DistilBERT's `transformer.layer.3.`) and edgekit's ConvNet.
@@ -195,3 +196,36 @@ def _build_vit_student(teacher_model, candidate: Candidate):
         config, attn_implementation=getattr(teacher_config, "_attn_implementation", None))
     init = init_from_teacher(net, teacher_model.net, dict(enumerate(arch["keep"])))
     return ImageModel(net, teacher_model.task).eval(), init
+
+
+def candidates(recipe, teacher) -> list[Candidate]:
+    """The recipe's student space over the prepared teacher, checked against the distillation losses
+    (hidden_mse and attention transfer compare tensors of the teacher's width and head count)."""
+    if recipe.teacher.images:
+        found = image_candidates(recipe.students, teacher.model)
+        if "width" in found[0].arch:  # CNN students
+            return found
+        teacher_config = teacher.model.net.config  # a ViT's: its students are checked as text ones are
+    else:
+        teacher_config = teacher.model.backbone.config
+        found = text_candidates(teacher_config, recipe.students)
+    names = {loss.name for loss in recipe.distill.losses}
+    for candidate in found:
+        if "hidden_mse" in names and candidate.arch["hidden"] != teacher_config.hidden_size:
+            raise RecipeError(f"distill.losses: hidden_mse compares hidden states of equal width, but student "
+                              f"{candidate.name} is {candidate.arch['hidden']} wide and the teacher "
+                              f"{teacher_config.hidden_size}: drop students.hidden or the hidden_mse loss.")
+        if "attention" in names and candidate.arch["heads"] != teacher_config.num_attention_heads:
+            raise RecipeError(f"distill.losses: attention transfer needs the teacher's head count "
+                              f"({teacher_config.num_attention_heads}); student {candidate.name} has "
+                              f"{candidate.arch['heads']}: drop students.heads or the attention loss.")
+    return found
+
+
+def build(candidate: Candidate, recipe, teacher, tasks):
+    """The untrained student of `candidate`, initialized from the teacher: (model, init record)."""
+    if recipe.teacher.images:
+        task = tasks[0]
+        return build_image_student(teacher.model, candidate, task.test["image"].shape[1], len(task.labels))
+    attention = any(loss.name == "attention" for loss in recipe.distill.losses)
+    return build_text_student(teacher.model, candidate, attention_outputs=attention)

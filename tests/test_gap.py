@@ -341,3 +341,22 @@ def test_evaluate_records_the_softmax_that_the_gap_analysis_reads():
     np.testing.assert_allclose(predictions["confidence"], expected.max(1), rtol=1e-6)
     result = gap.task_gap(task, predictions, predictions)
     assert result["overall"]["change"] == 0 and result["flips"]["distillation"]["count"] == 0
+
+
+def test_shipped_gap_compares_the_shipped_file_with_the_teachers_on_its_provider(classification):
+    # setup: evaluate_onnx's records by (row name, provider), as the run keeps them; an image teacher (no tokenizer)
+    c = classification
+    name = c.task.name
+    predictions = {(row, provider): {name: {"predictions": found}}
+                   for row, found in (("teacher-fp32", c.teacher), ("L2-fp32", c.student),
+                                      ("L2-int8-dynamic", c.quantized))
+                   for provider in ("cpu", "cuda")}
+    teacher = SimpleNamespace(tokenizer=None, max_length=8)
+    shipped = {"name": "L2-int8-dynamic", "student": "L2", "variant": "int8-dynamic", "provider": "cuda"}
+    # execute
+    quantized = gap.shipped_gap(shipped, predictions, [c.task], teacher)
+    fp32 = gap.shipped_gap({**shipped, "name": "L2-fp32", "variant": "fp32"}, predictions, [c.task], teacher)
+    # assert
+    assert quantized == {name: gap.task_gap(c.task, c.teacher, c.student, c.quantized)}
+    assert fp32 == {name: gap.task_gap(c.task, c.teacher, c.student)}
+    assert gap.example_lengths([c.task], teacher) == {name: None}

@@ -10,12 +10,11 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.data import load_images
-from edgekit.data.tasks import check_task_sources, load_task_data
-from edgekit.errors import DataError
+from edgekit.data.tasks import load_task_data, spec_problems
+from edgekit.errors import DataError, RecipeError
+from edgekit.loading import load_recipe, recipe_from_dict
 from edgekit.pipeline import distill_and_export
 from edgekit.preprocessing import layout_of
-from edgekit.recipe import RecipeError
-from edgekit.loading import load_recipe, recipe_from_dict
 
 
 def _digits(size: int = 8):
@@ -137,7 +136,7 @@ def test_wrong_array_names_and_keys_that_do_not_apply_are_errors(tmp_path):
     # execute
     with pytest.raises(DataError) as missing:
         load_task_data(_task(tmp_path / "d.npz", image="pixels", label="y"))
-    problems = check_task_sources(recipe_from_dict(_recipe(tmp_path / "d.npz", label="y")))
+    problems = spec_problems(_task(tmp_path / "d.npz", label="y").data, "image-classification", "tasks[0].data")
     with pytest.raises(RecipeError) as ignored:
         load_recipe(recipe)
     # assert: the arrays the file has, and the key that names them
@@ -154,7 +153,7 @@ def test_ambiguous_layout_is_an_error_until_the_recipe_says_it(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(10, 3, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", images=images, labels=np.arange(10) % 2)
     # execute
-    problems = check_task_sources(recipe_from_dict(_recipe(tmp_path / "a.npz")))
+    problems = spec_problems(_task(tmp_path / "a.npz").data, "image-classification", "tasks[0].data")
     data = load_task_data(_task(tmp_path / "a.npz", layout="NHWC"))
     # assert
     assert len(problems) == 1 and problems[0].startswith("tasks[0].data.layout: ") and "NHWC" in problems[0]

@@ -12,8 +12,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from edgekit.profiles import BUILTIN_FOLDER
 from edgekit.loading import recipe_from_dict
+from edgekit.profiles import BUILTIN_FOLDER
 from edgekit.shipped import RECIPES_FOLDER
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench import check_manifest
 from edgekit.bundle import MANIFEST, _dump_manifest
-from edgekit.paths import OutsideFolder, external_data_inside, inside
+from edgekit.errors import OutsideFolder
+from edgekit.paths import external_data_inside, inside
 
 
 @pytest.fixture(scope="module")

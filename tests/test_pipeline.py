@@ -6,30 +6,49 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from edgekit.errors import TeacherTooWeak
+from edgekit.errors import BudgetNotMet, RecipeError, TeacherTooWeak
 from edgekit.pipeline import distill_and_export, sweep
 from edgekit.precision import drops
 from edgekit.quantize import quantized_matmuls
-from edgekit.recipe import RecipeError
-from edgekit.select import BudgetNotMet
 from edgekit.testing import tiny_recipe
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_bert, tmp_path_factory):
+    """One finished run per module (the pipeline is the slow part); the tests below only read it."""
     root = tmp_path_factory.mktemp("pipeline")
     report = distill_and_export(tiny_recipe(tiny_bert), out=root / "run", cache_dir=root / "cache", echo=print)
     return report, root
 
 
-def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
+@pytest.fixture
+def report_json(tiny_run):
+    """The run's report.json as a fresh dict for each test (cheap to read, so no test sees another's edits)."""
+    _, root = tiny_run
+    return json.loads((root / "run" / "report.json").read_text())
+
+
+def file_row(report, name):
+    return next(r for r in report.files if r["name"] == name)
+
+
+# report.json: format, budget, providers, variants
+
+def test_report_json_names_its_format_the_providers_measured_and_the_variants_made(report_json):
     # setup
-    report, root = tiny_run
-    run = root / "run"
-    data = json.loads((run / "report.json").read_text())
+    data = report_json
     # assert: the documented report.json fields
     assert data["format"] == "edgekit.report/2"
+    assert data["providers"]["measured"] == ["cpu"]
+    assert data["variants"] == {"made": ["fp32", "int8-dynamic", "int8-static-minmax"], "skipped": {}}
+
+
+def test_report_json_budget_records_the_limit_and_the_teachers_measured_fp32_latency(tiny_run, report_json):
+    # setup
+    report, _ = tiny_run
+    data = report_json
     teacher_fp32 = report.files[0]
+    # assert
     assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "speedup": None, "label": "1000 ms", "batch": 1,
                               "seq_len": 128, "threads": 1, "size_mb": None, "headroom": 0.1, "limit_ms": 900.0,
                               "min_retention": None,
@@ -39,67 +58,225 @@ def test_run_writes_the_evaluation_matrix_pareto_pick_gap_and_bundle(tiny_run):
                                           "retimed_with_students_ms": data["budget"]["teacher"]["retimed_with_students_ms"],
                                           "drift": data["budget"]["teacher"]["drift"]}}
     assert data["budget"]["teacher"]["retimed_with_students_ms"] > 0  # re-timed among the students: the drift
-    # int8 against its own fp32 file, measured on this CPU, per quantized file
-    effect = {e["file"]: e for e in data["int8_on_this_cpu"]}
-    assert sorted(effect) == sorted(r["name"] for r in report.files if r["variant"] != "fp32")
+
+
+def test_int8_on_this_cpu_compares_each_quantized_file_with_its_own_fp32_file(tiny_run, report_json):
+    # setup: int8 against its own fp32 file, measured on this CPU, per quantized file
+    report, root = tiny_run
+    run = root / "run"
+    effect = {e["file"]: e for e in report_json["int8_on_this_cpu"]}
     l1 = {r["variant"]: r for r in report.files if r["student"] == "L1"}
+    # assert
+    assert sorted(effect) == sorted(r["name"] for r in report.files if r["variant"] != "fp32")
     assert effect["L1-int8-dynamic"]["x_vs_fp32"]["p50"] == (l1["fp32"]["latency_ms"]["p50"]
                                                             / l1["int8-dynamic"]["latency_ms"]["p50"])
     assert "## Quantization on this CPU" in (run / "report.md").read_text()
-    assert data["providers"]["measured"] == ["cpu"]
-    assert data["variants"] == {"made": ["fp32", "int8-dynamic", "int8-static-minmax"], "skipped": {}}
-    # every file of the teacher (the baseline a user would ship) and of the student, measured on cpu
+
+
+# the evaluation matrix: one row per file
+
+def test_matrix_has_every_teacher_and_student_file_in_order(tiny_run):
+    # setup: every file of the teacher (the baseline a user would ship) and of the student
+    report, _ = tiny_run
+    # assert
     names = [row["name"] for row in report.files]
     assert names == ["teacher-fp32", "teacher-int8-dynamic", "teacher-int8-static-minmax",
                      "L1-fp32", "L1-int8-dynamic", "L1-int8-static-minmax"]
+
+
+def test_teacher_retention_is_100_and_none_where_its_score_is_not_positive(tiny_run):
+    # setup
+    report, _ = tiny_run
     teacher = report.files[0]
-    # the tiny random teacher scores <= 0 on lee, where a ratio means nothing
+    # assert: the tiny random teacher scores <= 0 on lee, where a ratio means nothing
     assert teacher["retention"] == {"sentiment": 100.0, "lee": None}
+
+
+def test_every_row_is_a_file_in_the_run_measured_on_cpu(tiny_run):
+    # setup
+    report, root = tiny_run
+    run = root / "run"
+    # assert
     for row in report.files:
         assert (run / row["onnx"]).is_file() and row["provider"] == "cpu"
+
+
+def test_every_row_has_ordered_latency_percentiles(tiny_run):
+    # setup
+    report, _ = tiny_run
+    # assert
+    for row in report.files:
         assert row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] <= row["latency_ms"]["p99"]
+
+
+def test_every_row_scores_and_retains_every_task(tiny_run):
+    # setup
+    report, _ = tiny_run
+    # assert
+    for row in report.files:
         assert set(row["metrics"]) == set(row["retention"]) == {"sentiment", "lee"}
+
+
+def test_every_row_meets_the_loose_budget_and_counts_its_params(tiny_run):
+    # setup
+    report, _ = tiny_run
+    # assert
+    for row in report.files:
         assert row["meets_budget"] and row["params"] > 0
-        if row["student"] == "L1":
-            assert row["architecture"]["keep"] == [0] and row["probe_latency_ms"]["p95"] > 0
-            assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
-            assert row["distillation"]["heads_refit"] == {"sentiment": 300}  # its own head, on its embeddings
-    quantized = json.loads((run / "candidates/L1/quantization.json").read_text())
+
+
+def test_student_rows_record_architecture_probe_undistilled_scores_and_refit_heads(tiny_run):
+    # setup
+    report, _ = tiny_run
+    students = [row for row in report.files if row["student"] == "L1"]
+    # assert
+    for row in students:
+        assert row["architecture"]["keep"] == [0] and row["probe_latency_ms"]["p95"] > 0
+        assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
+        assert row["distillation"]["heads_refit"] == {"sentiment": 300}  # its own head, on its embeddings
+
+
+def test_static_int8_is_calibrated_on_16_batches(tiny_run):
+    # setup
+    _, root = tiny_run
+    quantized = json.loads((root / "run" / "candidates/L1/quantization.json").read_text())
+    # assert
     assert quantized["int8-static-minmax"]["calibration"]["batches"] == 16
-    # the accuracy-aware int8 step: what it says each int8-dynamic file loses is what the file scores
+
+
+# the accuracy-aware int8 step: what it says each int8-dynamic file loses is what the file scores
+
+def test_teacher_int8_files_get_no_accuracy_aware_record(tiny_run):
+    # setup
+    report, _ = tiny_run
+    # assert
     assert "accuracy_aware" not in next(r for r in report.files if r["name"] == "teacher-int8-dynamic")
-    fp32, int8 = (next(r for r in report.files if r["name"] == f"L1-{v}") for v in ("fp32", "int8-dynamic"))
+
+
+def test_accuracy_aware_drops_are_the_int8_files_scores_against_its_fp32_file(tiny_run):
+    # setup
+    report, _ = tiny_run
+    fp32, int8 = (file_row(report, f"L1-{v}") for v in ("fp32", "int8-dynamic"))
     record = int8["accuracy_aware"]
+    # assert
     assert record["max_drop"] == 1.0
     assert record["drops"] == drops({t: m["value"] for t, m in fp32["metrics"].items()},
                                     {t: m["value"] for t, m in int8["metrics"].items()})
     assert record["fits"] == (max(record["drops"].values()) <= 1.0)
+
+
+def test_accuracy_aware_keeps_fp32_nodes_only_after_a_search_that_fits_and_they_are_fp32_in_the_file(tiny_run):
+    # setup
+    report, root = tiny_run
+    run = root / "run"
+    int8 = file_row(report, "L1-int8-dynamic")
+    record = int8["accuracy_aware"]
     kept = record["kept_fp32"]
+    # assert
     assert (not kept) == ("sensitivity" not in record or not record["fits"])
     assert not set(kept) & set(quantized_matmuls(run / int8["onnx"]))  # kept nodes are fp32 in the file
-    # the pick is the most accurate file on its worst task, and on the Pareto frontier
+
+
+# the pick: the most accurate file on its worst task, and on the Pareto frontier
+
+def test_the_pick_is_recorded_per_provider_and_returned(tiny_run, report_json):
+    # setup
+    report, _ = tiny_run
+    data = report_json
+    # assert
     assert data["picks"] == {"cpu": data["selected"]["name"]} and report.selected == data["selected"]
-    chosen = next(r for r in report.files if r["name"] == data["selected"]["name"])
+
+
+def test_the_pick_is_on_the_pareto_frontier(tiny_run, report_json):
+    # setup
+    report, _ = tiny_run
+    chosen = file_row(report, report_json["selected"]["name"])
+    # assert
     assert chosen["pareto"]
+
+
+def test_the_pick_is_the_most_accurate_file_on_its_worst_task(tiny_run, report_json):
+    # setup
+    report, _ = tiny_run
+    chosen = file_row(report, report_json["selected"]["name"])
     worst = {r["name"]: r["retention"]["sentiment"] for r in report.files}
+    # assert
     assert worst[chosen["name"]] == max(worst.values())
-    # the gap report of the pick, per task
+
+
+def test_gap_report_of_the_pick_covers_every_task_with_hardest_examples_and_slices(report_json):
+    # setup
+    data = report_json
+    # assert: the gap report of the pick, per task
     assert set(data["gap"]) == {"sentiment", "lee"}
     assert data["gap"]["sentiment"]["hardest"]["examples"] and data["gap"]["sentiment"]["slices"]
-    # the bundle: the chosen file with one output per task, tokenizer and labels beside it
-    bundle = run / "bundle"
-    session = ort.InferenceSession(str(bundle / "model.onnx"))
+
+
+# the bundle: the chosen file with one output per task, tokenizer and labels beside it
+
+def test_bundle_model_has_the_embedding_and_one_output_per_head(tiny_run):
+    # setup
+    _, root = tiny_run
+    session = ort.InferenceSession(str(root / "run" / "bundle" / "model.onnx"))
+    # assert
     assert [o.name for o in session.get_outputs()] == ["embedding", "sentiment_logits"]
+
+
+def test_bundle_has_labels_and_the_tokenizer_beside_the_model(tiny_run):
+    # setup
+    _, root = tiny_run
+    bundle = root / "run" / "bundle"
+    # assert
     assert json.loads((bundle / "labels.json").read_text()) == {"sentiment": ["fresh", "rotten"]}
     assert (bundle / "tokenizer.json").is_file() or (bundle / "vocab.txt").is_file()
-    markdown = (run / "report.md").read_text()
+
+
+# report.md and report.html
+
+def test_report_md_lists_teacher_and_student_files(tiny_run):
+    # setup
+    _, root = tiny_run
+    markdown = (root / "run" / "report.md").read_text()
+    # assert
     assert "teacher-int8-dynamic" in markdown and "L1-int8-static-minmax" in markdown
+
+
+def test_report_md_says_what_distillation_bought_and_that_it_may_not_match_the_teacher(tiny_run):
+    # setup
+    _, root = tiny_run
+    markdown = (root / "run" / "report.md").read_text()
+    # assert
     assert "What distillation bought" in markdown and "not guaranteed to match the teacher" in markdown
+
+
+def test_report_md_says_how_the_students_head_was_refit(tiny_run):
+    # setup
+    _, root = tiny_run
+    markdown = (root / "run" / "report.md").read_text()
+    # assert
     assert "sentiment head refit on the student's embeddings of 300 training texts" in markdown
+
+
+def test_report_md_has_the_accuracy_aware_int8_section(tiny_run):
+    # setup
+    _, root = tiny_run
+    markdown = (root / "run" / "report.md").read_text()
+    # assert
     assert "## Accuracy-aware int8" in markdown and "- L1-int8-dynamic: all-int8 against fp32: sentiment " in markdown
-    page = (run / "report.html").read_text()
+
+
+def test_report_html_has_one_chart_and_loads_nothing_from_the_network(tiny_run):
+    # setup
+    _, root = tiny_run
+    page = (root / "run" / "report.html").read_text()
+    # assert
     assert page.count("<svg") == 1 and "http://" not in page.replace("http://www.w3.org", "")
-    # nothing half-written is left beside the run
+
+
+def test_nothing_half_written_is_left_beside_the_run(tiny_run):
+    # setup
+    _, root = tiny_run
+    # assert
     assert sorted(p.name for p in root.iterdir()) == ["cache", "run"]
 
 

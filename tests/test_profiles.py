@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from edgekit.profiles import BUILTIN_FOLDER, available_profiles, load_profile
-from edgekit.recipe import RecipeError
+from edgekit.errors import RecipeError
 from edgekit.loading import load_recipe, recipe_from_dict
+from edgekit.profiles import BUILTIN_FOLDER, available_profiles, load_profile
 
 MINIMAL = {
     "name": "demo",

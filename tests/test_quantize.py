@@ -1,17 +1,26 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from edgekit import names
 from edgekit.data import load_images
 from edgekit.errors import DataError, InvalidModelFile, ModelNotFound, QuantizationFailed
 from edgekit.quantize import (
+    CONFIGS,
     METHODS,
+    Fp16,
+    Int8Dynamic,
+    Int8Static,
+    QuantConfig,
     image_calibration,
+    quant_config,
     quantize_file,
     reduce_range_choice,
     resolve_reduce_range,
@@ -207,13 +216,14 @@ def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, token
     monkeypatch.chdir(tmp_path)
     dst = tmp_path / "out" / "model.onnx"
     calibration = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=8, max_length=64)
+    config = CONFIGS[method]
     # execute
     record = quantize_file(tiny_bert_onnx, dst, method, calibration)
     # assert: the record is JSON-able and says what was done
     assert json.loads(json.dumps(record)) == record
     assert record["method"] == method and record["size_bytes"] == dst.stat().st_size and record["seconds"] >= 0
-    static = method.startswith("int8-static")
-    if method == "fp16":
+    static = config.needs_calibration
+    if not config.int8:
         assert (record["weight_type"], record["activation_type"], record["calibration"]) == ("fp16", "fp16", None)
     else:
         assert record["weight_type"] == "int8" and (record["reduce_range"], record["why"]) == reduce_range_choice()
@@ -223,14 +233,14 @@ def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, token
         assert dst.stat().st_size < tiny_bert_onnx.stat().st_size
     if static:
         assert record["op_types"] == ["MatMul"]
-        assert record["calibration"]["method"] == method.rsplit("-", 1)[1] and record["calibration"]["batches"] == 8
+        assert record["calibration"]["method"] == config.calibrate and record["calibration"]["batches"] == 8
     # assert: inputs/outputs keep their types, and embeddings on real sentences stay close to fp32. The tiny random
     # model's residual stream dominates its output, so int8 stays far closer than a real model's ~0.93-0.99.
     session = _session(dst)
     assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
     assert session.get_outputs()[0].type == "tensor(float)"
     pooled = _mean_pooled(session, tokenizer)
-    if method == "fp16":
+    if not config.int8:
         assert np.abs(pooled - fp32_pooled).max() < 1e-2 and _cosine(fp32_pooled, pooled).min() > 0.9999
     else:
         assert _cosine(fp32_pooled, pooled).min() > 0.99
@@ -253,6 +263,61 @@ def test_static_without_calibration_names_the_fix(tiny_bert_onnx, tmp_path, monk
 def test_unknown_method_lists_the_choices(tiny_bert_onnx, tmp_path):
     with pytest.raises(QuantizationFailed, match="int8-static-entropy"):
         quantize_file(tiny_bert_onnx, tmp_path / "q.onnx", "int4")
+
+
+def test_the_name_table_has_a_config_for_every_method_name():
+    # assert: the YAML names, in names.METHODS' order, each the name of its own config
+    assert tuple(CONFIGS) == names.METHODS == METHODS
+    assert all(isinstance(config, QuantConfig) and config.name == name for name, config in CONFIGS.items())
+    assert tuple(name for name, config in CONFIGS.items() if config.needs_calibration) == names.STATIC_METHODS
+
+
+def test_configs_say_what_each_variant_is():
+    # assert: (int8, needs_calibration, gpu_only, graph) of each; static ones share one graph
+    facts = {name: (c.int8, c.needs_calibration, c.gpu_only, c.graph) for name, c in CONFIGS.items()}
+    assert facts == {"int8-dynamic": (True, False, False, "int8-dynamic"),
+                     "int8-dynamic-per-tensor": (True, False, False, "int8-dynamic-per-tensor"),
+                     "int8-static-minmax": (True, True, False, "int8-static"),
+                     "int8-static-entropy": (True, True, False, "int8-static"),
+                     "int8-static-percentile": (True, True, False, "int8-static"),
+                     "fp16": (False, False, True, "fp16")}
+    # assert: configs are values: built ones equal (and hash like) the table's, and cannot change
+    assert Int8Dynamic(per_channel=False) == CONFIGS["int8-dynamic-per-tensor"]
+    assert {Int8Static("entropy"): 1}[CONFIGS["int8-static-entropy"]] == 1 and Fp16() == CONFIGS["fp16"]
+    with pytest.raises(AttributeError):
+        CONFIGS["int8-dynamic"].per_channel = False
+
+
+def test_quant_config_takes_a_name_or_a_config_and_names_the_choices():
+    # assert
+    assert quant_config("int8-static-percentile") == Int8Static(calibrate="percentile")
+    assert quant_config(Int8Dynamic()) is not None and quant_config(Int8Dynamic()).name == "int8-dynamic"
+    for wrong in ("int4", None, ["fp16"]):
+        with pytest.raises(QuantizationFailed, match="choose one of: int8-dynamic, int8-dynamic-per-tensor"):
+            quant_config(wrong)
+    with pytest.raises(QuantizationFailed, match="minmax, entropy, percentile"):
+        Int8Static("kl")
+
+
+def test_a_config_writes_the_same_file_and_record_as_its_name(tiny_bert_onnx, tmp_path, monkeypatch):
+    # setup
+    monkeypatch.chdir(tmp_path)
+    # execute
+    by_name = quantize_file(tiny_bert_onnx, tmp_path / "name.onnx", "int8-dynamic-per-tensor", reduce_range=False)
+    by_config = quantize_file(tiny_bert_onnx, tmp_path / "config.onnx", Int8Dynamic(per_channel=False),
+                              reduce_range=False)
+    # assert
+    assert json.dumps({**by_name, "seconds": 0}) == json.dumps({**by_config, "seconds": 0})
+    assert (tmp_path / "name.onnx").read_bytes() == (tmp_path / "config.onnx").read_bytes()
+
+
+def test_quantize_does_not_load_numpy_or_the_evaluation_stage():
+    # execute: a fresh interpreter
+    code = ("import sys, edgekit.quantize; "
+            "print([m for m in ('numpy', 'onnx', 'onnxruntime', 'edgekit.evaluate') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # assert
+    assert out.stdout.strip() == "[]"
 
 
 def test_calibration_of_the_wrong_kind_names_the_missing_inputs(tiny_bert_onnx, tmp_path, monkeypatch):

@@ -3,8 +3,9 @@ import json
 import pytest
 import yaml
 
-from edgekit.recipe import Recipe, RecipeError
+from edgekit.errors import RecipeError
 from edgekit.loading import load_recipe, recipe_from_dict
+from edgekit.recipe import Recipe
 
 MINIMAL = {
     "name": "demo",

@@ -10,8 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit.recipe import Recipe, RecipeError
+from edgekit.errors import RecipeError
 from edgekit.loading import load_recipe, recipe_from_dict
+from edgekit.recipe import Recipe
 
 VALID = {
     "name": "fuzz",

@@ -12,8 +12,9 @@ import time
 import pytest
 import yaml
 
-from edgekit.atomic import OutputLocked, output_lock
+from edgekit.atomic import output_lock
 from edgekit.cache import Cache
+from edgekit.errors import OutputLocked
 from edgekit.pipeline import distill_and_export
 from edgekit.testing import tiny_recipe
 

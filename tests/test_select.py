@@ -2,9 +2,9 @@
 
 import pytest
 
-from edgekit.pipeline import _to_train
+from edgekit.fits import meets_budget
 from edgekit.recipe import Budget
-from edgekit.select import closest_miss, meets_budget, pareto_front, pick
+from edgekit.select import closest_miss, pareto_front, pick, to_train
 from edgekit.students import Candidate
 
 BUDGET = Budget(ms=10, headroom=0.1)
@@ -62,7 +62,7 @@ def test_students_to_train(budgets, max_students, expected):
     probes = {c.name: {"params": c.arch["layers"], "variants": {
         "int8": {"latency_ms": {"p95": 1.2 * c.arch["layers"]}, "size_bytes": 1}}} for c in candidates}
     budgets = [BUDGET.model_copy(update={"ms": ms}) for ms in budgets]
-    assert [c.name for c in _to_train(candidates, probes, budgets, max_students)] == expected
+    assert [c.name for c in to_train(candidates, probes, budgets, max_students)] == expected
 
 
 def test_a_teachers_file_can_be_the_closest_miss():

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from edgekit.bundle import reference_session, run_reference
-from edgekit.recipe import RecipeError
+from edgekit.errors import BundleMismatch, RecipeError, SigningError
 from edgekit.loading import recipe_from_dict
-from edgekit.signing import SIGNATURE, SigningError, generate_keys, sign_bundle
-from edgekit.verify import BundleMismatch, verify_bundle
+from edgekit.signing import SIGNATURE, generate_keys, sign_bundle
+from edgekit.verify import verify_bundle
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from edgekit.errors import RecipeError
 from edgekit.networks import TextModel, count_parameters
-from edgekit.recipe import RecipeError, StudentSpace
+from edgekit.recipe import StudentSpace
 from edgekit.students import build_text_student, kept_layers, text_candidates
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.data.tasks import check_task_sources, load_task_data, load_unlabeled
+from edgekit.data.tasks import load_task_data, load_unlabeled, spec_problems
 from edgekit.errors import DataError
-from edgekit.recipe import Budget, DataSpec, DistillSpec, Recipe, TaskSpec, TeacherSpec
+from edgekit.recipe import DataSpec, TaskSpec
 
 
 def _task(source, kind="classification", split=None, **columns):
@@ -263,22 +263,24 @@ def test_unlabeled_texts(tmp_path):
         load_unlabeled(DataSpec(source=str(path)))
 
 
-def _recipe(tasks, unlabeled=()):
-    return Recipe(name="r", teacher=TeacherSpec(model="m", head="linear"), tasks=tasks, budget=Budget(ms=5),
-                  distill=DistillSpec(unlabeled=[DataSpec(source=str(s)) for s in unlabeled]))
+def _source_problems(sources) -> list[str]:
+    """spec_problems of each (key, kind, DataSpec), as edgekit.loading's preflight asks them."""
+    return [problem for key, kind, spec in sources for problem in spec_problems(spec, kind, key)]
 
 
-def test_check_task_sources_names_each_key(tmp_path, monkeypatch):
+def test_source_problems_name_each_key(tmp_path, monkeypatch):
     # setup
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "r.csv", _reviews())
     (tmp_path / "notes.md").write_text("x")
-    tasks = [TaskSpec(name="a", kind="classification", data=DataSpec(source="x.csv")),
-             TaskSpec(name="b", kind="classification", data=DataSpec(source="r.csv", label="sentiment")),
-             TaskSpec(name="c", kind="similarity", data=DataSpec(source="lee")),
-             TaskSpec(name="d", kind="classification", data=DataSpec(source="hf:imdb"))]
+    sources = [("tasks[0].data", "classification", DataSpec(source="x.csv")),
+               ("tasks[1].data", "classification", DataSpec(source="r.csv", label="sentiment")),
+               ("tasks[2].data", "similarity", DataSpec(source="lee")),
+               ("tasks[3].data", "classification", DataSpec(source="hf:imdb")),
+               *((f"distill.unlabeled[{j}]", None, DataSpec(source=source))
+                 for j, source in enumerate(["lee_background", "wiki", "notes.md"]))]
     # execute
-    problems = check_task_sources(_recipe(tasks, unlabeled=["lee_background", "wiki", "notes.md"]))
+    problems = _source_problems(sources)
     # assert
     assert problems[0].startswith("tasks[0].data.source: file 'x.csv' does not exist")
     assert problems[1].startswith("tasks[1].data.text: file 'r.csv' has no column 'text' (it has: review, sent")
@@ -287,14 +289,13 @@ def test_check_task_sources_names_each_key(tmp_path, monkeypatch):
     assert len(problems) == 4
 
 
-def test_check_task_sources_reports_a_missing_package(monkeypatch):
+def test_source_problems_report_a_missing_package(monkeypatch):
     # setup
     from edgekit.data import builtin
 
     monkeypatch.setitem(builtin._FILES, "lee_similarities", ("edgekit_no_such_package", "x", "pip install gensim"))
-    recipe = _recipe([TaskSpec(name="c", kind="similarity", data=DataSpec(source="lee"))])
     # execute
-    problems = check_task_sources(recipe)
+    problems = _source_problems([("tasks[0].data", "similarity", DataSpec(source="lee"))])
     # assert
     assert problems == [("tasks[0].data.source: built-in data set 'lee' needs the "
                          "edgekit_no_such_package package: run `pip install gensim`.")]
@@ -308,4 +309,4 @@ def test_csv_with_a_byte_order_mark(tmp_path):
     data = load_task_data(_task(path))
     # assert
     assert data.labels == ["0", "1"] and len(data.train["text"]) == 8
-    assert check_task_sources(_recipe([_task(path)])) == []
+    assert _source_problems([("tasks[0].data", "classification", _task(path).data)]) == []

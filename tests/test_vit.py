@@ -8,12 +8,11 @@ import json
 import pytest
 import torch
 
-from edgekit.errors import DataError
+from edgekit.errors import DataError, RecipeError
+from edgekit.loading import check_recipe, recipe_from_dict
 from edgekit.networks import ImageModel
 from edgekit.pipeline import distill_and_export
-from edgekit.loading import check_recipe
-from edgekit.recipe import RecipeError, StudentSpace
-from edgekit.loading import recipe_from_dict
+from edgekit.recipe import StudentSpace
 from edgekit.students import TEXT_LAYER, build_image_student, image_candidates
 from edgekit.testing import tiny_vit
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from edgekit.data.builtin import BUILTIN_NAMES, UNLABELED_TEXTS, digits
 from edgekit.data.files import open_npz, read_lines, read_table
 from edgekit.errors import DataError
+from edgekit.names import IMAGE_ARRAY_SUFFIXES
 
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-IMAGE_SUFFIXES = (".npy", ".npz")
 
 
 def _unknown_source(source: str, suffixes: tuple[str, ...]) -> DataError:
@@ -68,7 +68,7 @@ def load_images(source: str):
 
     path = Path(source)
     if path.is_file():
-        if path.suffix not in IMAGE_SUFFIXES:
+        if path.suffix not in IMAGE_ARRAY_SUFFIXES:
             raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), (N, H, W, C) or (N, H, W), "
                             "or an .npz archive with an 'images' array.")
         if path.suffix == ".npz":
@@ -98,4 +98,4 @@ def load_images(source: str):
         return np.ascontiguousarray(channels_first(images, layout), dtype=np.float32)
     if source == "digits":
         return digits()[0]
-    raise _unknown_source(source, IMAGE_SUFFIXES)
+    raise _unknown_source(source, IMAGE_ARRAY_SUFFIXES)

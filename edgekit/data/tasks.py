@@ -30,24 +30,19 @@ import numpy as np
 from edgekit.data import builtin
 from edgekit.data.files import PYARROW_MISSING, image_file_problem, read_header, read_lines, read_npz_images, read_table
 from edgekit.errors import DataError
+from edgekit.names import IMAGE_TASK_SUFFIXES
 from edgekit.preprocessing import prepare_split
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
+from edgekit.tasks import KINDS, TaskKind, kind_of
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
-IMAGE_SUFFIXES = (".npz",)
 UNLABELED_SUFFIXES = (".txt", *TABLE_SUFFIXES)
-# The columns of each kind, as in TaskData's docstring. For text kinds, the DataSpec field of
-# the same name says which source column holds it.
-COLUMNS = {
-    "classification": ("text", "label"),
-    "similarity": ("text_a", "text_b", "score"),
-    "retrieval": ("query", "document"),
-    "image-classification": ("image", "label"),
-}
-TEXT_COLUMNS = {"classification": ("text",), "similarity": ("text_a", "text_b"), "retrieval": ("query", "document")}
-# built-in -> the task kind it serves (None: unlabeled text only) and what it holds, for error messages
-BUILTIN_KIND = {"rotten_tomatoes": "classification", "lee": "similarity", "lee_background": None,
-                "rotten_tomatoes_plots": None, "digits": "image-classification"}
+# What a kind's examples hold is its TaskKind's (edgekit.tasks): `columns`, as in TaskData's docstring (for text
+# kinds, the DataSpec field of the same name says which source column holds it), `text_columns`, `images`.
+# built-in -> the task kind it serves (the kinds' `builtins`; None: unlabeled text only) and what it holds, for
+# error messages
+_SERVES = {name: kind.name for kind in KINDS.values() for name in kind.builtins}
+BUILTIN_KIND = {name: _SERVES.get(name) for name in builtin.BUILTIN_NAMES}
 _HOLDS = {"rotten_tomatoes": "labelled review snippets (classification)",
           "lee": "document pairs with human similarity scores (similarity)",
           "lee_background": "unlabeled texts (for distill.unlabeled)",
@@ -57,15 +52,6 @@ UNLABELED_BUILTINS = tuple(builtin.UNLABELED_TEXTS)
 CONFLICT_RULE = "the label most rows give it (a tie: the label of its first row in the file)"
 CONFLICT_CASES = 10  # conflicting examples listed by name; the count covers all of them
 LABEL_NOT_IN_TRAINING = "label not in the training data"
-
-
-# The graph outputs edgekit's networks export and tasks read: a sentence encoder's pooled
-# embedding, and each classification task's logits.
-EMBEDDING = "embedding"
-
-
-def logits_name(task_name: str) -> str:
-    return f"{task_name}_logits"
 
 
 @dataclass
@@ -100,18 +86,18 @@ class TaskData:
     @property
     def output(self) -> str:
         """The graph output this task reads: its logits, or the embedding."""
-        return logits_name(self.name) if self.spec.kind in ("classification", "image-classification") else EMBEDDING
+        return kind_of(self.spec.kind).output(self.name)
 
     def train_inputs(self) -> list[str] | np.ndarray:
         """Every distinct training text (for distillation), in a stable order; image tasks: the image array."""
-        if self.spec.kind == "image-classification":
+        if kind_of(self.spec.kind).images:
             return self.train["image"]
         return list(dict.fromkeys(self.texts("train")))
 
     def texts(self, side: str) -> list[str]:
         """Every text of the `side` ("train" or "test") the model reads, column by column; [] for images."""
         columns = getattr(self, side)
-        return [text for column in TEXT_COLUMNS.get(self.spec.kind, ()) for text in columns[column]]
+        return [text for column in kind_of(self.spec.kind).text_columns for text in columns[column]]
 
     @property
     def test_from(self) -> str:
@@ -137,7 +123,7 @@ class TaskData:
     def notes(self) -> list[str]:
         """What loading did to the data beyond bad rows, one line each, for the run log (nothing silent)."""
         lines = []
-        what = _WHAT.get(self.spec.kind, ("input", "label"))
+        what = kind_of(self.spec.kind).what
         if self.duplicates:
             lines.append(f"dropped {self.duplicates} exact duplicate row(s) (same {what[0]} and {what[1]} as an earlier "
                          "row)")
@@ -161,11 +147,6 @@ class TaskData:
         return lines
 
 
-# kind -> (what one example's input is, what its target is), for messages
-_WHAT = {"classification": ("text", "label"), "similarity": ("pair", "score"), "retrieval": ("query", "document"),
-         "image-classification": ("image", "label")}
-
-
 def _quote(text) -> str:
     if text is None:
         return "(an image)"
@@ -177,7 +158,8 @@ def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | Non
     """How many examples of each side have a text longer than `max_length` tokens (the tokenizer's special
     tokens included, as the models read them), which truncation cuts: {"max_length", "train", "test"}.
     None for image tasks (no tokenizer)."""
-    if tokenizer is None or task.spec.kind not in TEXT_COLUMNS:
+    text_columns = kind_of(task.spec.kind).text_columns
+    if tokenizer is None or not text_columns:
         return None
     counts = {"max_length": max_length}
     for side in ("train", "test"):
@@ -186,7 +168,7 @@ def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | Non
         # One token past the limit is enough to tell: no text is tokenized further than that.
         ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"] if texts else []
         cut = {text for text, tokens in zip(texts, ids) if len(tokens) > max_length}
-        rows = zip(*(columns[column] for column in TEXT_COLUMNS[task.spec.kind]))
+        rows = zip(*(columns[column] for column in text_columns))
         counts[side] = sum(any(text in cut for text in row) for row in rows)
     return counts
 
@@ -209,12 +191,13 @@ def load_task_data(spec: TaskSpec) -> TaskData:
         raise DataError(f"task '{spec.name}': " + "; ".join(problems))
     sides, skipped = _load_sides(spec)
     labels = []
-    if "label" in COLUMNS[spec.kind]:
+    kind = kind_of(spec.kind)
+    if kind.labelled:
         labels = spec.data.labels or _class_names([value for columns in sides.values() for value in columns["label"]])
         sides = {side: _encode_labels(columns, labels) for side, columns in sides.items()}
     train, test, found = _split(spec, sides, labels)
     preprocessing = None
-    if spec.kind == "image-classification":  # fit on the training side only, applied to both, once
+    if kind.images:  # fit on the training side only, applied to both, once
         train, test, preprocessing = prepare_split(train, test, spec.data)
     return TaskData(spec=spec, train=train, test=test, labels=labels, digest=_digest(spec, train, test, labels),
                     skipped=skipped, preprocessing=preprocessing, **found)
@@ -242,22 +225,6 @@ def load_unlabeled(spec: DataSpec) -> list[str]:
     return texts
 
 
-def check_task_sources(recipe: Recipe) -> list[str]:
-    """Problems with every data source of a recipe, each prefixed with its key path; [] when all look usable.
-
-    Cheap checks only (paths, suffixes, installed packages, file headers): nothing is loaded in full,
-    and `hf:` sources are accepted as they are (checking them needs the network).
-    """
-    problems = []
-    for i, task in enumerate(recipe.tasks):
-        problems += spec_problems(task.data, task.kind, f"tasks[{i}].data")
-        problems += test_file_problems(task, f"tasks[{i}].split")
-    problems += eval_only_problems(recipe)
-    for j, spec in enumerate(recipe.distill.unlabeled):
-        problems += spec_problems(spec, None, f"distill.unlabeled[{j}]")
-    return problems
-
-
 def eval_only_problems(recipe: Recipe) -> list[str]:
     """eval_only tasks the rest of the run could not serve, each prefixed with its key path.
 
@@ -267,9 +234,10 @@ def eval_only_problems(recipe: Recipe) -> list[str]:
     on a classification task it never trains on, and then it distills on distill.unlabeled."""
     problems = []
     for i, task in enumerate(recipe.tasks):
-        if not task.split.eval_only or task.kind not in ("classification", "image-classification"):
+        kind = kind_of(task.kind)
+        if not task.split.eval_only or not kind.labelled:
             continue
-        if task.kind == "image-classification":
+        if kind.images:
             why = "an image student distills on the task's own training images"
         elif recipe.teacher.head != "none":
             why = (f"teacher.head: {recipe.teacher.head} {'fits' if recipe.teacher.head == 'linear' else 'trains'} "
@@ -294,7 +262,7 @@ def eval_only_problems(recipe: Recipe) -> list[str]:
 def _suffixes(kind: str | None) -> tuple[str, ...]:
     if kind is None:
         return UNLABELED_SUFFIXES
-    return IMAGE_SUFFIXES if kind == "image-classification" else TABLE_SUFFIXES
+    return IMAGE_TASK_SUFFIXES if kind_of(kind).images else TABLE_SUFFIXES
 
 
 def _wrong_builtin(name: str, kind: str | None) -> str:
@@ -305,7 +273,7 @@ def _wrong_builtin(name: str, kind: str | None) -> str:
     if fits:
         fix = f"use {' or '.join(fits)}, or a {'/'.join(_suffixes(kind))} file"
     else:
-        fix = f"use a {'/'.join(_suffixes(kind))} file with columns {' and '.join(COLUMNS[kind])}"
+        fix = f"use a {'/'.join(_suffixes(kind))} file with columns {' and '.join(kind_of(kind).columns)}"
     return f"built-in '{name}' holds {_HOLDS[name]}, not {kind} data; {fix}"
 
 
@@ -321,7 +289,7 @@ def _source_problem(source: str, kind: str | None) -> str | None:
     if source.startswith("hf:"):
         if not source[3:].partition(":")[0]:
             return "'hf:' needs a data set name: hf:NAME or hf:NAME:CONFIG"
-        if kind == "image-classification":
+        if kind is not None and kind_of(kind).images:
             return ("hf: image data sets are not supported; save the images as an .npz file "
                     "(arrays images and labels) and point the source at it")
         return None
@@ -355,7 +323,7 @@ def _source_problem(source: str, kind: str | None) -> str | None:
 
 def _wanted(spec: DataSpec, kind: str | None) -> dict[str, str]:
     """Column -> the source column that holds it (named by the DataSpec field of the same name)."""
-    columns = ("text",) if kind is None else COLUMNS[kind]
+    columns = ("text",) if kind is None else kind_of(kind).columns
     return {column: getattr(spec, column) for column in columns}
 
 
@@ -366,7 +334,7 @@ def spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
     path = Path(spec.source)
     if spec.source.startswith("hf:") or spec.source in BUILTIN_KIND or path.suffix.lower() == ".txt":
         return []
-    if path.suffix.lower() == ".npz":  # array names, types and shapes, from the headers
+    if path.suffix.lower() in IMAGE_TASK_SUFFIXES:  # array names, types and shapes, from the headers
         problem = image_file_problem(path, spec.image, spec.label, spec.layout)
         return [f"{key}.{problem[0]}: {problem[1]}"] if problem else []
     try:
@@ -405,7 +373,7 @@ def _test_file_problem(task: TaskSpec) -> str | None:
     problem = source_problem(test_file, kind)
     if problem:
         return problem
-    if path.suffix.lower() == ".npz":  # read with data.image, data.label and data.layout, as data.source is
+    if path.suffix.lower() in IMAGE_TASK_SUFFIXES:  # read with data.image, data.label and data.layout, as data.source is
         problem = image_file_problem(path, task.data.image, task.data.label, task.data.layout)
         return problem[1] if problem else None
     try:
@@ -521,9 +489,9 @@ def _row_problem(texts: list[str], label, score, labels: list[str] | None,
 
 def _clean(spec: TaskSpec, columns: dict, trained: set[str] | None = None) -> tuple[dict, dict[str, list[int]]]:
     """(the usable examples, texts stripped; {reason: row numbers (1-based)} of the bad rows left out)."""
-    kind = spec.kind
-    n = len(columns[COLUMNS[kind][0]])
-    texts = {column: [_text(value) for value in columns[column]] for column in TEXT_COLUMNS.get(kind, ())}
+    kind = kind_of(spec.kind)
+    n = len(columns[kind.columns[0]])
+    texts = {column: [_text(value) for value in columns[column]] for column in kind.text_columns}
     bad: dict[str, list[int]] = {}
     keep = []
     for i in range(n):
@@ -535,7 +503,7 @@ def _clean(spec: TaskSpec, columns: dict, trained: set[str] | None = None) -> tu
         else:
             keep.append(i)
     cleaned = {column: [values[i] for i in keep] for column, values in texts.items()}
-    if kind == "image-classification":
+    if kind.images:
         cleaned["image"] = columns["image"][keep]
     if "label" in columns:
         cleaned["label"] = [columns["label"][i] for i in keep]
@@ -573,7 +541,7 @@ def _read_source(spec: TaskSpec, source: str) -> dict:
     """The columns of a built-in or a local file (data.source or split.test_file)."""
     if source in BUILTIN_KIND:
         return _builtin_columns(source)
-    if Path(source).suffix.lower() == ".npz":
+    if Path(source).suffix.lower() in IMAGE_TASK_SUFFIXES:
         return _npz_images(Path(source), spec.data)
     return _file_columns(Path(source), _wanted(spec.data, spec.kind), "data.")
 
@@ -581,9 +549,9 @@ def _read_source(spec: TaskSpec, source: str) -> dict:
 def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
     """({"all": columns} to split at random, or {"train": ..., "test": ...} for a test file of the user's own or
     a Hugging Face source's named splits; the bad rows left out, by reason)."""
-    source, kind, split = spec.data.source, spec.kind, spec.split
+    source, kind, split = spec.data.source, kind_of(spec.kind), spec.split
     if source.startswith("hf:"):
-        wanted = _wanted(spec.data, kind)
+        wanted = _wanted(spec.data, kind.name)
         # eval_only needs only the test split; otherwise the data set's own split replaces ours.
         names = {"test": split.test_split or "test"}
         if not split.eval_only:
@@ -603,15 +571,15 @@ def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
         cleaned[side] = _clean(spec, columns, trained if side == "test" else None)
         if side == "train" and "label" in columns and not spec.data.labels:
             trained = {_text(label) for label in cleaned[side][0]["label"]}
-    all_bad = any(not len(columns[COLUMNS[kind][0]]) for columns, _ in cleaned.values())
+    all_bad = any(not len(columns[kind.columns[0]]) for columns, _ in cleaned.values())
     # Bad rows are named by side ("test:12"), a Hugging Face side by its split's name.
     skipped = _bad_rows(spec, {names[side]: bad for side, (_, bad) in cleaned.items()}, where, all_bad)
     sides = {side: columns for side, (columns, _) in cleaned.items()}
     if source.startswith("hf:") and split.eval_only:
         sides = {"all": sides["test"]}
-    if not any(len(columns[COLUMNS[kind][0]]) for columns in sides.values()):
+    if not any(len(columns[kind.columns[0]]) for columns in sides.values()):
         raise DataError(f"task '{spec.name}': data source '{source}' holds no examples with non-empty "
-                        f"{' and '.join(TEXT_COLUMNS.get(kind, ('image',)))}; check data.source and its columns.")
+                        f"{' and '.join(kind.text_columns or kind.input_columns)}; check data.source and its columns.")
     return sides, skipped
 
 
@@ -631,39 +599,38 @@ def _encode_labels(columns: dict, labels: list[str]) -> dict:
 # --- splitting -----------------------------------------------------------------------------------
 
 
-def _keys(kind: str, columns: dict) -> list:
-    """What makes two examples the same (a duplicate must not land on both sides of a split)."""
-    if kind == "image-classification":
+def _keys(kind: TaskKind, columns: dict) -> list:
+    """What makes two examples the same (a duplicate must not land on both sides of a split): the input,
+    an image by its bytes, a pair of texts as a tuple."""
+    if kind.images:
         return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
-                for image in columns["image"]]
-    if kind == "similarity":
-        return list(zip(columns["text_a"], columns["text_b"]))
-    return list(columns[TEXT_COLUMNS[kind][0]])
+                for image in columns[kind.input_columns[0]]]
+    if len(kind.input_columns) > 1:
+        return list(zip(*(columns[column] for column in kind.input_columns)))
+    return list(columns[kind.input_columns[0]])
 
 
-def _targets(kind: str, columns: dict) -> list:
+def _targets(kind: TaskKind, columns: dict) -> list:
     """What each example says about its input: its label, score or document (hashable)."""
-    column = {"similarity": "score", "retrieval": "document"}.get(kind, "label")
-    values = columns[column]
+    values = columns[kind.target_column]
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
-def _shown(kind: str, columns: dict, i: int) -> str | None:
+def _shown(kind: TaskKind, columns: dict, i: int) -> str | None:
     """Example i's input as a person reads it (None for an image), cut to 160 characters."""
-    if kind == "image-classification":
+    if kind.images:
         return None
-    text = f"{columns['text_a'][i]} || {columns['text_b'][i]}" if kind == "similarity" \
-        else columns[TEXT_COLUMNS[kind][0]][i]
+    text = " || ".join(columns[column][i] for column in kind.input_columns)
     return text if len(text) <= 160 else text[:159] + "…"
 
 
-def _target_name(kind: str, value, labels: list[str]) -> str:
-    if kind in ("classification", "image-classification") and labels:
+def _target_name(kind: TaskKind, value, labels: list[str]) -> str:
+    if kind.labelled and labels:
         return labels[value]
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _dedupe(kind: str, columns: dict, labels: list[str], exclude=frozenset()) -> tuple[np.ndarray, dict]:
+def _dedupe(kind: TaskKind, columns: dict, labels: list[str], exclude=frozenset()) -> tuple[np.ndarray, dict]:
     """One row per distinct input (in file order), leaving out inputs in `exclude`; and what was dropped:
     {"duplicates", "conflicts" {"count", "rows_dropped", "rule", "cases"}, "also_in_test"}.
 
@@ -711,7 +678,7 @@ def _merged(found: list[dict]) -> dict:
 
 def _split(spec: TaskSpec, sides: dict[str, dict], labels: list[str]) -> tuple[dict, dict, dict]:
     """(train, test, what deduplication dropped: TaskData's duplicates, conflicts and also_in_test)."""
-    kind, split = spec.kind, spec.split
+    kind, split = kind_of(spec.kind), spec.split
     rng = np.random.default_rng(split.seed)
     if "all" in sides:
         columns = sides["all"]
@@ -740,7 +707,7 @@ def _split(spec: TaskSpec, sides: dict[str, dict], labels: list[str]) -> tuple[d
                             "set split.train_split/split.test_split to other splits.")
         train, test = (sides["train"], train_order), (sides["test"], test_order)
     train, test = _take(train[0], train[1][:split.max_train]), _take(test[0], test[1][:split.max_test])
-    if kind in ("classification", "image-classification") and not split.eval_only:
+    if kind.labelled and not split.eval_only:
         present = np.unique(train["label"])
         if len(present) < 2:  # a head (or fine-tuning) learns nothing from one class; LogisticRegression refuses
             raise DataError(f"task '{spec.name}': the {len(train['label'])} training examples are all of class "
@@ -759,7 +726,7 @@ def _digest(spec: TaskSpec, train: dict, test: dict, labels: list[str]) -> str:
     settings = {"kind": spec.kind, "split": split, "labels": labels}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for side, columns in (("train", train), ("test", test)):
-        for name in COLUMNS[spec.kind]:
+        for name in kind_of(spec.kind).columns:
             values = columns[name]
             digest.update(f"|{side}.{name}|".encode())
             if isinstance(values, np.ndarray):

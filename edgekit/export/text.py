@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from edgekit.data import load_texts
 from edgekit.errors import DataError, UnknownTask
+from edgekit.feeds import batched, spread_sample
 from edgekit.models import ModelSource, load_hf, load_tokenizer, max_text_length
-from edgekit.tasks import batched, spread_sample
 
 PARITY_BATCH = 8
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from edgekit.data import load_images
 from edgekit.errors import DataError
+from edgekit.feeds import batched
 from edgekit.models import ModelSource, load_hf, load_torch_module
-from edgekit.tasks import batched
 
 PARITY_BATCH = 16
 

@@ -5,6 +5,9 @@ Hugging Face models go through optimum-onnx's exporter; plain torch modules
 checked with `onnx.checker` and compared with PyTorch on real inputs (a spread
 of the task's data, or the user's own file) before it is moved into place; a
 mismatch raises one error listing every output that differs.
+
+The tasks `edgekit export --task` takes live beside this: adapters.py (TASK_NAMES, get_task),
+text.py (Hugging Face text encoders and classifiers) and image.py (image classifiers).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from edgekit import __version__
 from edgekit.atomic import atomic_dir
 from edgekit.environment import package_versions
 from edgekit.errors import DataError, ExportFailed, ExportMismatch
+from edgekit.export.adapters import TASK_NAMES as TASK_NAMES  # re-exported: `from edgekit.export import TASK_NAMES`
+from edgekit.export.adapters import get_task
 from edgekit.models import ModelSource, resolve_model
 from edgekit.providers import SessionSettings, create_session
-from edgekit.tasks import get_task
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17

@@ -1,0 +1,45 @@
+"""Whether a measurement fits a budget: the arithmetic every stage that judges a timing shares.
+
+A file meets the budget when its measured latency at the budget's percentile is at most the
+budget less its headroom, its size at most budget.size_mb (if set), and it keeps at least
+budget.min_retention % of the teacher on every task the floor covers (if set). A probe (an
+untrained candidate) has no retention: it is judged on latency and size only.
+"""
+
+from __future__ import annotations
+
+from edgekit.recipe import Budget
+
+
+def latency_of(entry: dict, budget: Budget) -> float:
+    return entry["latency_ms"][budget.percentile]
+
+
+def limit_ms(budget: Budget) -> float:
+    """The latency a file must measure to count as fitting."""
+    return budget.ms * (1 - budget.headroom)
+
+
+def below_floor(entry: dict, budget: Budget) -> dict[str, float]:
+    """{task: % kept} of the tasks where a measured file keeps less of the teacher than budget.min_retention
+    asks (an untrained probe has no retention: it is judged on latency and size only)."""
+    kept = entry.get("retention") or {}
+    return {task: value for task, value in kept.items()
+            if value is not None and budget.floor(task) is not None and value < budget.floor(task)}
+
+
+def meets_budget(entry: dict, budget: Budget) -> bool:
+    size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
+    return latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
+
+
+def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:
+    """Student metric as a percentage of the teacher's, per task (None where the teacher
+    scores <= 0 and a ratio means nothing)."""
+    return {task: (100.0 * m["value"] / teacher_metrics[task]["value"]) if teacher_metrics[task]["value"] > 0
+            else None for task, m in metrics.items()}
+
+
+def probe_fits(entry: dict, budget: Budget) -> bool:
+    """Whether any variant of a probed candidate meets `budget`."""
+    return any(meets_budget(record, budget) for record in entry["variants"].values())

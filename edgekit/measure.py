@@ -1,0 +1,487 @@
+"""Export, quantize, score and time: the unit of measurement every stage that makes files uses.
+
+The teacher's files (stage 2), each probe's untrained files (stage 3) and each trained student's
+files (stage 5) go through the same four steps, each cached by content so a rerun redoes none:
+
+    model --export_files--> model.onnx (parity-checked) + model.<variant>.onnx
+          --score_rows-->   one Row per file x provider: every task's metric, on the file itself
+          --time_rows-->    the same rows with latency (interleaved rounds) and size
+
+What each step needs is a small frozen spec built once per run (Exporting, Scoring, Timing):
+explicit inputs, no shared state, so any step can run as a task on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from edgekit import __version__
+from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
+from edgekit.errors import ProviderUnavailable
+from edgekit.fits import meets_budget, retention
+from edgekit.quantize import quant_config
+from edgekit.recipe import Budget, QuantizeSpec, Recipe
+from edgekit.units import milliseconds
+
+PARITY_SAMPLES = 32
+PARITY_BATCH = 8
+SENSITIVITY_SAMPLES = 32  # inputs the accuracy-aware int8 step compares each singly-quantized MatMul's outputs on
+
+
+class Row(TypedDict, total=False):
+    """One cell of the evaluation matrix (report.json `files[]`): a file on a provider."""
+
+    name: str  # "<student>-<variant>", e.g. "L3-int8-dynamic"
+    student: str  # "teacher" or a candidate's name
+    variant: str  # "fp32" or a quantize method
+    provider: str
+    onnx: str  # the file, relative to the run folder
+    metrics: dict[str, dict]  # task -> {"metric", "value", "ci95", ...}
+    retention: dict[str, float | None]  # task -> % of the teacher's fp32 file
+    accuracy_aware: dict  # int8-dynamic files made with quantize.max_drop: the search (precision.py)
+    architecture: dict | None
+    params: int
+    probe_latency_ms: dict | None
+    undistilled_metrics: dict
+    distillation: dict
+    bench: str  # the raw timing, relative to the run folder
+    size_bytes: int
+    latency_ms: dict  # p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
+    meets_budget: bool  # set by select.decide
+    pareto: bool  # set by select.decide
+
+
+@dataclass(frozen=True)
+class Exporting:
+    """How files are made: the export opset, the quantize settings and the inputs they are checked
+    and calibrated on."""
+
+    opset: int
+    quantize: QuantizeSpec
+    parity: list[dict]  # real inputs export parity is checked on (PARITY_BATCH each)
+    calibration: list[dict] | None = None  # static int8 calibration feeds, from the distillation set
+    sample_feeds: list[dict] | None = None  # the accuracy-aware int8 step's sensitivity inputs
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a file's accuracy is measured: the tasks' test splits, tokenized as the teacher does, at the
+    budget's batch size."""
+
+    tasks: tuple
+    tokenizer: object | None
+    max_length: int
+    teacher_digest: str
+    batch: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a file's latency is measured: the budget's shape, threads and rounds, with the shipping session
+    options, on texts of the task's lengths when the budget says seq_len: task."""
+
+    budget: Budget
+    tokenizer_source: str | None
+    max_length: int
+    lengths_file: Path | None
+    text: bool
+
+    def config(self, provider: str):
+        from edgekit.bench import BenchConfig
+
+        budget = self.budget
+        return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch, min_runs=budget.min_runs,
+                           min_seconds=budget.min_seconds, allow_spinning=False,
+                           seq_len=budget.seq_len if isinstance(budget.seq_len, int) and self.text else None,
+                           lengths_from=str(self.lengths_file) if self.lengths_file else None,
+                           tokenizer=self.tokenizer_source, max_length=self.max_length)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The accuracy-aware int8-dynamic step (precision.py): scored and timed on the target provider."""
+
+    scoring: Scoring
+    timing: Timing
+    provider: str
+
+
+@dataclass(frozen=True)
+class Exported:
+    files: dict[str, Path]  # variant ("fp32" first) -> file
+    accuracy_aware: dict[str, dict]  # str(file) -> the accuracy-aware search that made it
+
+
+# ---------------------------------------------------------------------------- the run's specs
+
+def made_variants(recipe: Recipe, providers: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(quantized variants to make, {variant: why it is skipped})."""
+    variants, skipped = [], {}
+    for variant in recipe.quantize.variants:
+        if quant_config(variant).gpu_only and not any(is_gpu(p) for p in providers):
+            skipped[variant] = ("fp16 files are made and measured for GPU providers only, and none of the "
+                                f"recipe's providers available here is one ({', '.join(providers)})")
+        else:
+            variants.append(variant)
+    return variants, skipped
+
+
+def is_gpu(provider: str) -> bool:
+    return provider.lower() not in ("cpu", "cpuexecutionprovider", "xnnpack", "xnnpackexecutionprovider")
+
+
+def runs_on(variant: str, provider: str) -> bool:
+    return variant == "fp32" or not quant_config(variant).gpu_only or is_gpu(provider)
+
+
+def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
+          cache: Cache) -> tuple[Exporting, Scoring, Timing]:
+    """The run's Exporting, Scoring and Timing: parity feeds from the parity `examples`, calibration and
+    sensitivity feeds from the distillation `inputs` (when a variant needs them), the teacher's tokenizer."""
+    seed = recipe.distill.seed
+    exporting = Exporting(
+        recipe.export.opset, recipe.quantize, parity_batches(examples, teacher),
+        calibration=calibration_feeds(inputs, teacher, recipe.quantize.calibration_samples, seed)
+        if any(quant_config(v).needs_calibration for v in variants) else None,
+        sample_feeds=calibration_feeds(inputs, teacher, SENSITIVITY_SAMPLES, seed)
+        if "int8-dynamic" in variants and recipe.quantize.max_drop is not None else None)
+    scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget.batch)
+    timing = Timing(recipe.budget, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
+                    text=not teacher.images)
+    return exporting, scoring, timing
+
+
+def parity_examples(tasks, teacher):
+    """Real evaluation inputs spread over the length range (texts), or the first test images."""
+    from edgekit.feeds import spread_sample
+
+    if teacher.images:
+        return tasks[0].test["image"][:PARITY_SAMPLES]
+    return spread_sample([t for task in tasks for t in task.texts("test")], PARITY_SAMPLES)
+
+
+def parity_batches(examples, teacher) -> list[dict]:
+    """The parity examples as numpy feeds of PARITY_BATCH."""
+    from edgekit.feeds import batched, text_feeds
+    from edgekit.names import IMAGE_INPUT
+
+    if teacher.images:
+        return [{IMAGE_INPUT: examples[i:i + PARITY_BATCH]} for i in range(0, len(examples), PARITY_BATCH)]
+    return [text_feeds(teacher.tokenizer, chunk, teacher.max_length) for chunk in batched(examples, PARITY_BATCH)]
+
+
+def calibration_feeds(inputs, teacher, samples: int, seed: int) -> list[dict]:
+    """Static int8 calibration feeds from the distillation inputs: training-side data, never
+    the evaluation split the quantized file is then scored on."""
+    from edgekit.quantize import image_calibration, text_calibration
+
+    if teacher.images:
+        return image_calibration(inputs.images, samples, seed)
+    return text_calibration(teacher.tokenizer, inputs.texts, samples, teacher.max_length, seed)
+
+
+def lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
+    """With budget.seq_len: task, a file of the first text task's test texts, whose token lengths the
+    timings follow."""
+    from edgekit.tasks import kind_of
+
+    if recipe.budget.seq_len != "task":
+        return None
+    task = next(t for t in tasks if not kind_of(t.spec.kind).images)
+    texts = kind_of(task.spec.kind).length_texts(task.test)
+    path = cache.folder("lengths", cache_key(task.digest)) / "texts.txt"
+    if file_problem(path):
+        text = "\n".join(t.replace("\n", " ") for t in texts) + "\n"
+        write_checked(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+# ---------------------------------------------------------------------------- export + quantize
+
+def export_files(model, folder: Path, variants: list[str], exporting: Exporting, cache: Cache,
+                 echo: Callable[[str], None], calibration: list[dict] | None = None, fit: Fit | None = None,
+                 cached: bool = True) -> Exported:
+    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`.
+
+    fit: the int8-dynamic file keeps MatMuls in fp32 until it loses at most quantize.max_drop (precision.py).
+    The folder's files are cached under everything they depend on (the weights and structure, the
+    export and quantize settings, the calibration and parity inputs, the CPU and package versions):
+    a rerun copies them instead of exporting and quantizing again, so their scores and timings, keyed by
+    content, come from the cache too. cached=False (a probe's untrained files, whose timings are cached
+    as the probe): export without the cache. `calibration` replaces exporting.calibration (a probe's few).
+    """
+    static = any(quant_config(v).needs_calibration for v in variants)
+    calibration = (calibration or exporting.calibration) if static else None
+    fit = fit if fit is not None and "int8-dynamic" in variants and exporting.quantize.max_drop is not None else None
+    if not cached:
+        files = _make_export(model, folder, variants, exporting, calibration, fit, cache, echo)
+    else:
+        files = _cached_export(model, folder, variants, exporting, calibration, fit, cache, echo)
+    searched = {}
+    if fit is not None:
+        records = json.loads((folder / "quantization.json").read_text(encoding="utf-8"))
+        searched[str(files["int8-dynamic"])] = records["int8-dynamic"]["accuracy_aware"]
+    return Exported(files, searched)
+
+
+def _cached_export(model, folder: Path, variants: list[str], exporting: Exporting, calibration: list[dict] | None,
+                   fit: Fit | None, cache: Cache, echo: Callable[[str], None]) -> dict[str, Path]:
+    """_make_export's files, copied from the cache when it has them (and stored there when it has not)."""
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.networks import state_digest
+
+    versions = package_versions()
+    key = cache_key("export", __version__, state_digest(model), _structure(model), exporting.opset, variants,
+                    digest_feeds(calibration), digest_feeds(exporting.parity), exporting.quantize.model_dump(),
+                    # the accuracy-aware step scores on the tasks and compares on the sensitivity inputs
+                    [[t.digest for t in fit.scoring.tasks], digest_feeds(exporting.sample_feeds), fit.scoring.batch,
+                     fit.provider] if fit else None,
+                    cpu_fingerprint(), [versions.get(name) for name in ("torch", "onnx", "onnxruntime")])
+    entry = cache.load_json("exports", key)
+    stored = cache.folder("exports", key)
+    if entry is not None and all(file_problem(stored / name) is None for name in entry["files"]):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in entry["files"]:
+            shutil.copyfile(stored / name, folder / name)
+        echo(f"  {folder.name}: exported and quantized files from the cache")
+        return {"fp32": folder / "model.onnx", **{v: folder / f"model.{v}.onnx" for v in variants}}
+    files = _make_export(model, folder, variants, exporting, calibration, fit, cache, echo)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    for name in names:
+        write_checked(stored / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+    cache.save_json("exports", key, {"files": names})
+    return files
+
+
+def _structure(model) -> dict:
+    """What, besides the weights, decides a network's graph: its class, module tree, settings and config."""
+    config = getattr(getattr(model, "backbone", None), "config", None)
+    return {"class": type(model).__name__, "modules": repr(model), "outputs": list(model.output_names),
+            "settings": {k: getattr(model, k, None) for k in ("kind", "pooling", "normalize", "classifier_task")},
+            "config": config.to_dict() if config is not None else _net_config(model)}
+
+
+def _net_config(model):
+    """An image network's settings: edgekit's ConvNet keeps a dict, a Hugging Face ViT a config object."""
+    config = getattr(getattr(model, "net", None), "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else config
+
+
+def _make_export(model, folder: Path, variants: list[str], exporting: Exporting, calibration: list[dict] | None,
+                 fit: Fit | None, cache: Cache, echo: Callable[[str], None]) -> dict[str, Path]:
+    from edgekit.export import export_network
+    from edgekit.precision import fit_allowed_drop
+    from edgekit.quantize import quantize_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"fp32": folder / "model.onnx"}
+    parity = export_network(model, files["fp32"], exporting.parity, opset=exporting.opset)
+    (folder / "parity.json").write_text(json.dumps(parity, indent=1) + "\n", encoding="utf-8")
+    if hasattr(model, "backbone"):
+        model.backbone.config.save_pretrained(folder)  # the architecture, and the vocab size bench feeds use
+    records = {}
+    reduce_range = exporting.quantize.reduce_range  # "auto": decided by this CPU's int8 instructions
+    for variant in variants:
+        files[variant] = folder / f"model.{variant}.onnx"
+        records[variant] = quantize_file(files["fp32"], files[variant], variant,
+                                         calibration if quant_config(variant).needs_calibration else None,
+                                         reduce_range=reduce_range)
+    if fit is not None:
+        record = fit_allowed_drop(
+            files["fp32"], files["int8-dynamic"], exporting.quantize.max_drop,
+            lambda path: {task: r["value"] for task, r in score(path, fit.provider, fit.scoring, cache).items()},
+            exporting.sample_feeds,
+            lambda paths: [latency_summary(r) for r in time_files([(p, fit.provider) for p in paths], fit.timing,
+                                                                  cache)[0]],
+            echo, reduce_range=reduce_range)
+        records["int8-dynamic"] |= {"accuracy_aware": record, "kept_fp32": record["kept_fp32"],
+                                    "size_bytes": files["int8-dynamic"].stat().st_size}
+    if records:
+        (folder / "quantization.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    return files
+
+
+# ---------------------------------------------------------------------------- score
+
+def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
+    """Every task's metric on the file, with the per-example predictions (the gap report's input)."""
+    # At the budget's batch size, as the file ships: an int8-dynamic file quantizes activations with
+    # ranges over the whole batch, so its outputs (and accuracy) depend on what else is in it (L3
+    # int8-dynamic: 0.7431 sentiment in length-sorted batches of 64, 0.7459 one text at a time).
+    # Cached per file content, data, provider and CPU (int8 kernels differ by instruction set, and
+    # so can their outputs): a rerun scores only files it has not scored on this machine.
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.evaluate import evaluate_onnx
+    from edgekit.provenance import sha256_file
+
+    key = cache_key("scores", __version__, sha256_file(path), provider, scoring.teacher_digest,
+                    [task.digest for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
+                    scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"))
+    results = cache.load_json("scores", key)
+    if results is None:
+        # As JSON types, fresh or cached alike.
+        results = jsonable(evaluate_onnx(path, list(scoring.tasks), scoring.tokenizer, scoring.max_length,
+                                         provider=provider, threads=os.cpu_count() or 1, batch_size=scoring.batch))
+        cache.save_json("scores", key, results)
+    return results
+
+
+def without_predictions(results: dict) -> dict:
+    return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
+
+
+def jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def metrics_text(metrics: dict, kept: dict | None = None) -> str:
+    parts = []
+    for task, m in metrics.items():
+        text = f"{task} {m['metric']} {m['value']:.4f}"
+        if kept and kept.get(task) is not None:
+            text += f" ({kept[task]:.1f}%)"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Scored:
+    rows: list[Row]
+    predictions: dict  # (row name, provider) -> per-task results with predictions (the gap report's input)
+    failures: dict[str, str]  # "file on provider" -> why it was not measured
+
+
+def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, providers: list[str], cache: Cache,
+               echo: Callable[[str], None], teacher_metrics: dict | None,
+               details: Callable[[str], dict] = lambda variant: {}) -> Scored:
+    """One row of the evaluation matrix per file x provider, with every task's metric measured on
+    the file itself (latency comes later, from time_rows). `details(variant)`: what the row says about
+    the model (architecture, params, distillation); teacher_metrics None: the rows are the reference."""
+    rows, predictions, failures = [], {}, {}
+    for variant, path in exported.files.items():
+        for provider in providers:
+            if not runs_on(variant, provider):
+                continue
+            name = f"{student}-{variant}"
+            try:
+                results = score(path, provider, scoring, cache)
+            except ProviderUnavailable as e:
+                if provider == providers[0]:
+                    raise
+                # Another provider failing on one file (TensorRT without its libraries, an operator
+                # it lacks) costs that cell of the matrix, not the run.
+                failures[f"{name} on {provider}"] = str(e)
+                echo(f"  {name:<24} {provider:<5} skipped: {e}")
+                continue
+            predictions[(name, provider)] = results
+            metrics = without_predictions(results)
+            row = Row(name=name, student=student, variant=variant, provider=provider,
+                      onnx=str(path.relative_to(run)), metrics=metrics,
+                      retention=retention(metrics, teacher_metrics or metrics))
+            if str(path) in exported.accuracy_aware:
+                row["accuracy_aware"] = exported.accuracy_aware[str(path)]
+            rows.append(row | details(variant))
+            echo(f"  {name:<24} {provider:<5} " + metrics_text(metrics, row["retention"]))
+    return Scored(rows, predictions, failures)
+
+
+# ---------------------------------------------------------------------------- time
+
+def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
+               reference: tuple[Path, str] | None = None) -> tuple[list[dict], dict | None]:
+    """Latency of each (file, provider) at the budget's shape, with the shipping session options.
+
+    Rounds are interleaved over the files (round 1 of every file, then round 2, ...), each round a
+    fresh session, and per file the round with the median percentile is kept. This host's speed
+    drifts by ~10% over minutes (the same untrained and trained student timed 12.1 and 14.2 ms
+    p95 at different moments of one run, and 13.5 ms both side by side): interleaving gives every
+    file of a comparison the same drift, and the median round sheds one burst of noise.
+
+    A timing is cached under the file's content, the timing settings, the CPU (instruction sets
+    included) and the ONNX Runtime version: a rerun times only files it has not timed on this machine
+    (`"cached": true` and `measured_at` say which figure is from when). `reference` (the teacher's fp32
+    file) is re-timed, uncached, in the same rounds as the files timed now, if any: how far the host's
+    speed moved since the figure a relative budget was derived from. Returns (timings, its re-timing).
+    """
+    from edgekit.bench import run_benchmark
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.provenance import sha256_file
+
+    budget = timing.budget
+    keys = [cache_key("timing", __version__, sha256_file(path), timing.config(provider).model_dump(), budget.rounds,
+                      budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"))
+            for path, provider in files]
+    chosen = [cache.load_json("timings", key) for key in keys]
+    for result, (path, _) in zip(chosen, files):
+        if result is not None:
+            result["cached"] = True
+            result["model"]["path"] = str(path)
+    todo = [i for i, result in enumerate(chosen) if result is None]
+    timed = [files[i] for i in todo] + ([reference] if reference and todo else [])
+    rounds = [[] for _ in timed]
+    for _ in range(budget.rounds):
+        for results, (path, provider) in zip(rounds, timed):
+            results.append(run_benchmark(path, timing.config(provider)))
+    medians = []
+    for results in rounds:
+        results.sort(key=lambda result: result["latency_ms"][budget.percentile])
+        middle = results[len(results) // 2]
+        middle["rounds_ms"] = [result["latency_ms"][budget.percentile] for result in results]
+        middle["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        medians.append(middle)
+    for i, middle in zip(todo, medians):
+        cache.save_json("timings", keys[i], middle)
+        chosen[i] = middle | {"cached": False}
+    return chosen, (medians[-1] if len(medians) > len(todo) else None)
+
+
+def latency_summary(result: dict) -> dict:
+    lat = result["latency_ms"]
+    return {"p50": lat["p50"], "p95": lat["p95"], "p99": lat["p99"], "mean": lat["mean"], "ci95": lat["ci95"],
+            "runs": result["runs"], "rounds": result["rounds_ms"], "measured_at": result.get("measured_at"),
+            "cached": result.get("cached", False)}
+
+
+def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Callable[[str], None],
+              target: str, budget: Budget | None = None,
+              reference: Path | None = None) -> tuple[list[Row], dict | None]:
+    """The rows with latency and size, timed in interleaved rounds; raw samples beside each file.
+    `target`: the budget's provider (its rows' raw timings carry no provider suffix); `budget` (resolved),
+    when known, flags the rows over it as they are printed; `reference`: see time_files.
+    Returns (the timed rows, the reference's re-timing or None)."""
+    timings, retimed = time_files([(run / row["onnx"], row["provider"]) for row in rows], timing, cache,
+                                  (reference, target) if reference else None)
+    timed = []
+    for row, result in zip(rows, timings):
+        suffix = "" if row["provider"] == target else f".{row['provider']}"
+        bench = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
+        (run / bench).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        row = row | {"bench": bench, "size_bytes": result["model"]["size_bytes"], "latency_ms": latency_summary(result)}
+        timed.append(row)
+        latency = row["latency_ms"]
+        over = budget is not None and not meets_budget(row, budget)
+        echo(f"  {row['name']:<32} {row['provider']:<5} p50 {milliseconds(latency['p50']):>6}  "
+             f"p95 {milliseconds(latency['p95']):>6}  p99 {milliseconds(latency['p99']):>6} ms"
+             + ("  (cached)" if latency["cached"] else "") + ("  over budget" if over else ""))
+    return timed, retimed
+
+
+def drift_warning(retimed: dict | None, reference_ms: float, budget: Budget, cache: Cache) -> str | None:
+    """When the teacher's fp32 file, re-timed among the students, moved more than the headroom from the figure
+    a relative budget was derived from: this host's speed moved since, and the run says how to re-time."""
+    if retimed is None or budget.speedup is None:
+        return None
+    drift = retimed["latency_ms"][budget.percentile] / reference_ms - 1
+    if abs(drift) <= budget.headroom:
+        return None
+    return (f"  warning: the teacher's fp32 file, re-timed among the students, measures {drift:+.0%} from "
+            f"the {reference_ms:.3g} ms the x{budget.speedup:g} budget was derived from (more than the "
+            f"{budget.headroom:.0%} headroom): this host's speed moved since; to time every file anew, "
+            f"remove {cache.root / 'timings'} and rerun.")

@@ -1,0 +1,83 @@
+"""Stage 3: time every candidate untrained, so only students that can meet the budget are trained.
+
+Latency does not depend on weight values: each candidate is built, exported and quantized
+untrained, and every variant's graph is timed on the target provider. Cached per architecture,
+budget shape, provider and machine; the budget's limits only judge a timing, so a sweep over
+budgets reuses every probe.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from edgekit import __version__
+from edgekit.cache import Cache, cache_key
+from edgekit.fits import latency_of, meets_budget, probe_fits
+from edgekit.measure import Exporting, Timing, export_files, latency_summary, runs_on, time_files
+from edgekit.quantize import quant_config
+from edgekit.recipe import Budget, Recipe
+from edgekit.students import Candidate, build
+from edgekit.units import count, milliseconds
+
+PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
+
+
+def probe_class(variant: str) -> str:
+    """Variants that differ only in calibration ranges run the same graph, so one probe times them all."""
+    return variant if variant == "fp32" else quant_config(variant).graph
+
+
+def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[str], exporting: Exporting,
+          timing: Timing, provider: str, cache: Cache, echo: Callable[[str], None], budget: Budget,
+          budgets: list[Budget]) -> dict:
+    """Export the untrained candidate, quantize it, time every variant's graph on `provider` (the target).
+    `budget`: the run's (resolved) budget; `budgets`: what the verdict it prints is about (the recipe's
+    budget, or a sweep's). Returns the probe entry report.json keeps, `feasible` judged at `budget`."""
+    from edgekit.environment import cpu_fingerprint, package_versions
+    from edgekit.networks import count_parameters
+
+    outputs = teacher.model.output_names  # a student exports the teacher's outputs
+    kinds = list(dict.fromkeys(probe_class(v) for v in variants if runs_on(v, provider)))
+    # The budget's limits (ms or speedup, size, quality floor, headroom, percentile, sweep) only judge a timing:
+    # they are not part of the key, so a sweep over budgets reuses every probe.
+    shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "headroom", "percentile", "sweep",
+                                       "providers"})
+    key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider,
+                    kinds, recipe.quantize.reduce_range, recipe.export.opset, str(timing.lengths_file),
+                    cpu_fingerprint(), package_versions().get("onnxruntime"))
+    entry = cache.load_json("probes", key)
+    if entry is None:
+        model, _ = build(candidate, recipe, teacher, tasks)
+        timed_variants = {}
+        with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
+            # One variant per graph: the static graph is made with min-max ranges.
+            made = ["int8-static-minmax" if kind == "int8-static" else kind for kind in kinds]
+            files = export_files(model, Path(tmp), made, exporting, cache, echo,
+                                 calibration=(exporting.calibration or [])[:PROBE_CALIBRATION], cached=False).files
+            timed, _ = time_files([(path, provider) for path in files.values()], timing, cache)
+            for variant, result in zip(files, timed):
+                timed_variants[probe_class(variant)] = {
+                    "latency_ms": latency_summary(result), "size_bytes": result["model"]["size_bytes"]}
+        entry = {"name": candidate.name, "architecture": candidate.arch, "params": count_parameters(model),
+                 "provider": provider, "variants": timed_variants}
+        cache.save_json("probes", key, entry)
+    _judge(entry, budget)
+    if len(budgets) > 1:
+        fitting = [b for b in budgets if probe_fits(entry, b)]
+        verdict = (f"  fits budgets >= {fitting[0].label()} ({fitting[0].ms:.3g} ms)" if fitting
+                   else "  fits none of the budgets")
+    else:
+        best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
+        verdict = "  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"
+    echo(f"  {candidate.name:<12} {count(entry['params']):>6} params  " + "  ".join(
+        f"{variant} {milliseconds(latency_of(record, budget))}" for variant, record in entry["variants"].items())
+        + f" ms {budget.percentile}" + verdict)
+    return entry
+
+
+def _judge(entry: dict, budget: Budget) -> None:
+    for record in entry["variants"].values():
+        record["meets_budget"] = meets_budget(record, budget)
+    entry["feasible"] = probe_fits(entry, budget)

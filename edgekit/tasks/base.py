@@ -1,0 +1,112 @@
+"""TaskKind: what one kind of recipe task means, in one place.
+
+A kind says which columns its examples have, which metrics score it, which graph output it reads,
+how an ONNX file is scored on it (edgekit.evaluate) and what the gap report (edgekit.gap) compares.
+Each kind is one module of this package; edgekit.tasks.KINDS lists them.
+
+Nothing here imports numpy, onnxruntime or torch at import time (edgekit.recipe reads the kinds to
+validate a recipe, and `edgekit --help` must stay fast): the methods that compute import what they
+need. Nor does it import edgekit.recipe, edgekit.data or edgekit.evaluate, which import this.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TaskKind:
+    """One kind of task. Subclasses set the class attributes and implement the methods; one instance
+    of each is registered in edgekit.tasks.KINDS.
+
+    `task` arguments are edgekit.data.tasks.TaskData (name, spec, train, test, labels); `columns` one
+    side of one (train or test: {column: values}, see TaskData's docstring).
+    """
+
+    name: ClassVar[str]
+    input_columns: ClassVar[tuple[str, ...]]  # what one example's input is made of (dedup keys)
+    target_column: ClassVar[str]  # what each example says about its input: its label, score or document
+    text_columns: ClassVar[tuple[str, ...]] = ()  # the columns of texts a model reads; () for images
+    metrics: ClassVar[tuple[str, ...]]  # the metrics a recipe may choose; the first is the default
+    what: ClassVar[tuple[str, str]]  # (one example's input, its target) in words, for messages
+    description: ClassVar[str]  # one line, for messages that list the kinds
+    labelled: ClassVar[bool] = False  # class labels, scored by a logits head
+    images: ClassVar[bool] = False  # reads images (else texts)
+    builtins: ClassVar[tuple[str, ...]] = ()  # offline built-in data sets (edgekit.data.builtin) of this kind
+
+    # The gap report (edgekit.gap).
+    slice_metric: ClassVar[str]  # the metric of a slice (small slices: accuracy rather than macro F1)
+    prediction: ClassVar[str]  # the key of evaluate's predictions the gap report reads
+    # Scored by a rank correlation over examples: no single example is right or wrong (a flip is a large
+    # rank move), and a slice of a few examples has no meaningful correlation.
+    correlation: ClassVar[bool] = False
+    agreement_rule: ClassVar[str]  # what the agreement of student and teacher measures
+    hardest_rule: ClassVar[str]  # which test examples are the hardest
+    flip_rule: ClassVar[str] = ""  # when an example flips between two models (not for correlation kinds)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column of the kind's examples, inputs first (TaskData's columns, and the split digest's order)."""
+        return (*self.input_columns, self.target_column)
+
+    def __repr__(self) -> str:
+        return f"<task kind {self.name}>"
+
+    def output(self, task_name: str) -> str:
+        """The graph output a task of this kind reads (edgekit.names: its logits, or the embedding)."""
+        raise NotImplementedError
+
+    def length_texts(self, columns: dict) -> list[str]:
+        """The texts whose token lengths stand for the task's inputs (budget.seq_len: task); [] for images."""
+        raise NotImplementedError
+
+    def example_lengths(self, columns: dict, lengths):
+        """Per example, its token length for the gap report's length slices (np.ndarray), from `lengths(texts)`
+        (token counts); None for images."""
+        raise NotImplementedError
+
+    def evaluate(self, session, task, tokenizer, max_length: int, batch_size: int) -> tuple[dict, dict]:
+        """(the arrays edgekit.metrics.score_with_ci takes for the task's metric, the predictions recorded per
+        example) of an ONNX session on the task's test split."""
+        raise NotImplementedError
+
+    # --- the gap report: one model's outcome per example, and how outcomes are scored -----------------
+
+    def gold(self, test: dict):
+        """The gold answer per test example (np.ndarray), or None where the gold is implied (retrieval)."""
+        raise NotImplementedError
+
+    def outcome(self, values):
+        """The `prediction` values of one model as the array the gap report scores."""
+        raise NotImplementedError
+
+    def score(self, metric: str, outcome, gold) -> float:
+        """`metric` of one model's outcomes (may be NaN: a correlation of a constant side)."""
+        raise NotImplementedError
+
+    def teacher_loss(self, gold, teacher: dict):
+        """How hard each example is for the teacher (its predictions): higher is harder."""
+        raise NotImplementedError
+
+    def agreement(self, outcome, teacher):
+        """How much one model's outcomes agree with the teacher's (a number, may be NaN)."""
+        raise NotImplementedError
+
+    def resampled(self, outcome, gold, rows):
+        """The slice metric of one model on each bootstrap resample: `rows` (resamples, n) are example indices."""
+        raise NotImplementedError
+
+    def right(self, outcome, gold):
+        """Per example, whether the outcome is right (not for correlation kinds)."""
+        raise NotImplementedError
+
+    def differs(self, a, b):
+        """Per example, whether two models' outcomes differ in a way that counts as a flip."""
+        raise NotImplementedError
+
+    def answer(self, value):
+        """One outcome as a plain int or float (labelled kinds: the class index)."""
+        raise NotImplementedError
+
+    def gold_answer(self, gold, i: int):
+        """Example i's gold answer as a plain int or float (labelled kinds: the class index)."""
+        raise NotImplementedError
