@@ -20,7 +20,7 @@ _API = {
     "load_recipe": "edgekit.loading",
     "recipe_from_dict": "edgekit.loading",
     "distill_and_export": "edgekit.pipeline",
-    "RunReport": "edgekit.pipeline",
+    "RunReport": "edgekit.report",
     "sweep": "edgekit.pipeline",
     "quantize_file": "edgekit.quantize",
     "bundle_from_run": "edgekit.bundle",

@@ -94,17 +94,12 @@ def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple
         return [{names[0]: examples[i:i + batch]} for i in range(0, len(examples), batch)]
     from transformers import AutoTokenizer
 
+    from edgekit.feeds import text_feeds
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    feeds = []
-    for start in range(0, len(examples), batch):
-        encoded = tokenizer(examples[start:start + batch], truncation=True, return_tensors="np",
-                            max_length=shape[1] if shape else recipe.teacher.max_length,
-                            padding="max_length" if shape else "longest")
-        ids = encoded["input_ids"].astype(np.int64)
-        columns = {"input_ids": ids, "attention_mask": encoded["attention_mask"].astype(np.int64),
-                   "token_type_ids": np.zeros_like(ids)}
-        feeds.append({name: columns[name] for name in names})
-    return feeds
+    return [text_feeds(tokenizer, examples[start:start + batch], shape[1] if shape else recipe.teacher.max_length,
+                       padding="max_length" if shape else "longest", names=tuple(names))
+            for start in range(0, len(examples), batch)]
 
 
 def _score(run: Path, recipe, path: Path) -> dict:
@@ -345,7 +340,7 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     models = {"model.onnx": "dynamic"}  # model file -> the reference inputs it takes
     fixed = None
     if spec.shapes == "fixed":
-        seq_len = recipe.budget.seq_len if recipe.teacher.kind != "image-classifier" else None
+        seq_len = recipe.budget.seq_len if not recipe.teacher.images else None
         shapes = fix_shapes(folder / "model.onnx", folder / "model.fixed.onnx", recipe.budget.batch, seq_len)
         fixed = {"file": "model.fixed.onnx", "batch": recipe.budget.batch, "seq_len": seq_len, "inputs": shapes,
                  "metrics": _score(run, recipe, folder / "model.fixed.onnx")}

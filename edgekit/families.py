@@ -77,7 +77,7 @@ def family_problem(spec) -> str | None:
     from edgekit.errors import EdgekitError
     from edgekit.models import read_config, resolve_model
 
-    if spec.kind == "image-classifier" and spec.model == "edgekit:cnn":
+    if spec.images and spec.model == "edgekit:cnn":
         return None
     try:
         source = resolve_model(spec.model)
@@ -89,7 +89,7 @@ def family_problem(spec) -> str | None:
     model_type = config.get("model_type")
     architecture = ", ".join(config.get("architectures") or []) or model_type
     where = f"'{spec.model}'" + (f" ({architecture})" if architecture else "")
-    if spec.kind == "image-classifier":
+    if spec.images:
         return None if model_type in IMAGE_FAMILIES else image_family_problem(model_type, where)
     if model_type in TEXT_FAMILIES:
         return None

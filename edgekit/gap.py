@@ -137,9 +137,9 @@ def gap_report(tasks, teacher: dict[str, dict], student: dict[str, dict], quanti
 def example_lengths(tasks, teacher) -> dict[str, np.ndarray | None]:
     """Per task, the token length of each test example under the teacher's tokenizer (pairs: the longer side),
     for the length slices; None for every task of an image teacher (no tokenizer) and for image tasks."""
-    tokenizer = teacher.tokenizer
-    if tokenizer is None:
+    if teacher.images:
         return {task.name: None for task in tasks}
+    tokenizer = teacher.tokenizer
 
     def lengths(texts) -> np.ndarray:
         return token_lengths(tokenizer, list(texts), teacher.max_length)

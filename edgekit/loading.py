@@ -201,3 +201,21 @@ def truncation(tasks: list, teacher, echo) -> dict:
         if truncation_note(counts):
             echo(f"  {name}: {truncation_note(counts)}")
     return truncated
+
+
+def sweep_budgets(recipe: Recipe, budgets: list[float | str] | None) -> list[float | str]:
+    """The budgets a sweep runs at: `budgets` (milliseconds, or "x8": a speed-up over the teacher's fp32 file),
+    else the recipe's budget.sweep; each checked, duplicates dropped."""
+    from edgekit.recipe import budget_token
+
+    budgets = list(dict.fromkeys(budgets or recipe.budget.sweep))
+    if not budgets:
+        raise RecipeError("no budgets to sweep: pass --budgets x4,x8,x16 (speed-ups over the teacher) or 2,4,8 "
+                          "(milliseconds), or set budget.sweep in the recipe.")
+    for token in budgets:
+        try:
+            budget_token(token)
+        except ValueError as e:
+            raise RecipeError(f"sweep: {e}.") from None
+    return budgets
+

@@ -208,7 +208,7 @@ def teacher_source(spec):
     source = resolve_model(spec.model)
     # An image-classifier teacher is either kind: a Hugging Face folder or hub id (a ViT, checked by
     # families.family_problem) or a torch module file.
-    if spec.kind != "image-classifier" and source.kind != "hf":
+    if not spec.images and source.kind != "hf":
         raise ModelNotFound(f"teacher '{spec.model}' is a torch module file; a {spec.kind} teacher is a Hugging "
                             "Face folder or hub id (image teachers take kind: image-classifier).")
     folder = Path(source.location)
@@ -217,7 +217,7 @@ def teacher_source(spec):
             raise ModelNotFound(f"teacher folder '{folder}' has a config.json but no weights (one of "
                                 f"{', '.join(WEIGHT_FILES)}); copy the weights there, or point teacher.model at "
                                 "the complete folder.")
-        if spec.kind != "image-classifier" and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        if not spec.images and not any((folder / name).is_file() for name in TOKENIZER_FILES):
             raise ModelNotFound(f"teacher folder '{folder}' has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
                                 "save it there (tokenizer.save_pretrained(folder)).")
     return source

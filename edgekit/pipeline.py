@@ -10,11 +10,9 @@
     7 select    select.py, gap.py   Pareto frontier and pick per provider; where the pick loses
               bundle.py, report.py  the bundle, report.json/.md/.html
 
-A sweep runs the same stages once for several budgets: only the choice of students to train
-and the pick differ per budget, every measurement is shared. Each stage takes what it needs
-explicitly and returns its result; the run folder is built under a temporary name and renamed
-at the end, and everything expensive lives in a content-addressed cache beside it, so a killed
-run resumes where it stopped.
+A sweep runs the same stages once for several budgets: only what is trained and picked differs.
+Each stage takes what it needs and returns its result; the run folder appears whole or not at
+all (atomic_dir), and a content-addressed cache beside it lets a killed run resume.
 """
 
 from __future__ import annotations
@@ -24,32 +22,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import bundle, gap, loading, measure, probe, report, select, students
 from edgekit.atomic import atomic_dir
 from edgekit.cache import Cache
-from edgekit.errors import BudgetNotMet, RecipeError
+from edgekit.distill.stage import distill_student, distillation_set, row_details
+from edgekit.errors import BudgetNotMet
 from edgekit.fits import latency_of
-from edgekit.loading import available_providers, check_recipe, describe_tasks, load_recipe, load_tasks, truncation
-from edgekit.recipe import Recipe, budget_token
-
-
-@dataclass
-class RunReport:
-    """What a run produced: `data` is report.json's content, `path` the run folder."""
-
-    path: Path
-    data: dict
-
-    @property
-    def selected(self) -> dict | None:
-        return self.data["selected"]
-
-    @property
-    def files(self) -> list[dict]:
-        """The evaluation matrix: one row per file x provider."""
-        return self.data["files"]
+from edgekit.quantize import quant_config
+from edgekit.recipe import Recipe
+from edgekit.report import RunReport
+from edgekit.teacher import prepare_teacher, teacher_rows
 
 
 def _echo(message: str) -> None:
@@ -74,16 +58,8 @@ def sweep(recipe: Recipe | str | Path, budgets: list[float | str] | None = None,
     the recipe's budget.sweep; each is milliseconds (4.5) or a speed-up over the teacher's fp32 file
     ("x8"). Writes no bundle: rerun distill-and-export at the chosen budget, which reuses the cache."""
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
-    budgets = list(dict.fromkeys(budgets or recipe.budget.sweep))
-    if not budgets:
-        raise RecipeError("no budgets to sweep: pass --budgets x4,x8,x16 (speed-ups over the teacher) or 2,4,8 "
-                          "(milliseconds), or set budget.sweep in the recipe.")
-    for token in budgets:
-        try:
-            budget_token(token)
-        except ValueError as e:
-            raise RecipeError(f"sweep: {e}.") from None
+        recipe = loading.load_recipe(recipe)
+    budgets = loading.sweep_budgets(recipe, budgets)
     return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
 
 
@@ -92,39 +68,18 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
     """The stages shared by a single run (sweep None: one budget, a bundle) and a sweep over budgets."""
     import torch
 
-    from edgekit.bundle import keep_for_bundles, ship
-    from edgekit.distill.stage import distill_student, distillation_set, row_details
-    from edgekit.gap import shipped_gap
-    from edgekit.measure import (
-        Fit,
-        drift_warning,
-        export_files,
-        made_variants,
-        parity_examples,
-        score_rows,
-        specs,
-        time_rows,
-    )
-    from edgekit.networks import count_parameters
-    from edgekit.probe import probe
-    from edgekit.quantize import quant_config
-    from edgekit.report import build_report, write_report
-    from edgekit.select import closest_miss, decide, shape_text, sweep_point, to_train
-    from edgekit.students import candidates
-    from edgekit.teacher import prepare_teacher, teacher_rows
-
     if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
+        recipe = loading.load_recipe(recipe)
     out = Path(out) if out is not None else Path("runs") / (recipe.name + ("-sweep" if sweep else ""))
     cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache", echo)
-    check_recipe(recipe)
+    loading.check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     budget = recipe.budget  # resolved (ms set) once the teacher's fp32 file is timed
     budgets = [budget.at(token) for token in sweep] if sweep else [budget]
-    providers, skipped_providers = available_providers(recipe)
+    providers, skipped_providers = loading.available_providers(recipe)
     target = providers[0]
-    variants, skipped_variants = made_variants(recipe, providers)
+    variants, skipped_variants = measure.made_variants(recipe, providers)
     int8 = any(quant_config(v).int8 for v in variants)
     for name, why in {**skipped_providers, **skipped_variants}.items():
         echo(f"  skipping {name}: {why}")
@@ -145,17 +100,17 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
     with atomic_dir(out, replace=force) as run:
         stage(1, "data", ", ".join(t.name for t in recipe.tasks))
-        tasks = load_tasks(recipe)
-        describe_tasks(tasks, run, echo)
+        tasks = loading.load_tasks(recipe)
+        loading.describe_tasks(tasks, run, echo)
 
         stage(2, "teacher", recipe.teacher.model)
         attention = any(loss.name == "attention" for loss in recipe.distill.losses)
         teacher = prepare_teacher(recipe, tasks, cache, echo, attention=attention)
-        truncated = truncation(tasks, teacher, echo)
-        examples = parity_examples(tasks, teacher)
-        keep_for_bundles(run, examples, teacher)
+        truncated = loading.truncation(tasks, teacher, echo)
+        examples = measure.parity_examples(tasks, teacher)
+        bundle.keep_for_bundles(run, examples, teacher)
         inputs, labels, inputs_digest = distillation_set(recipe, tasks, teacher)
-        exporting, scoring, timing = specs(recipe, tasks, teacher, inputs, examples, variants, cache)
+        exporting, scoring, timing = measure.specs(recipe, tasks, teacher, inputs, examples, variants, cache)
         rows = scored(teacher_rows(teacher, recipe, tasks, run, variants, exporting, scoring, timing, providers, cache,
                                    echo))
         teacher_fp32 = _row(rows, "teacher-fp32", target)
@@ -167,16 +122,14 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                  + ", ".join(f"x{b.speedup:g} -> {b.ms:.3g} ms" for b in budgets if b.speedup is not None))
         first_student = len(rows)  # the students' rows follow
 
-        stage(3, "probe", f"timing candidates untrained at {shape_text(budget, not teacher.images)}")
-        found = candidates(recipe, teacher)
-        probes = {c.name: probe(c, recipe, teacher, tasks, variants, exporting, timing, target, cache, echo,
+        stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, not teacher.images)}")
+        found = students.candidates(recipe, teacher)
+        probes = {c.name: probe.probe(c, recipe, teacher, tasks, variants, exporting, timing, target, cache, echo,
                                 budget, budgets) for c in found}
-        chosen = to_train(found, probes, budgets, recipe.students.max_students)
+        chosen = select.to_train(found, probes, budgets, recipe.students.max_students)
         if not chosen:
-            entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
-                       for name, p in probes.items() for variant, record in p["variants"].items()]
             # budgets[-1]: the recipe's budget, or a sweep's largest (a sweep fails only if that fits nothing)
-            raise BudgetNotMet(closest_miss(entries, budgets[-1], "candidate", int8) + " Nothing was trained or written.")
+            raise BudgetNotMet(select.nothing_feasible(probes, budgets[-1], int8))
 
         stage(4, "distill", ", ".join(c.name for c in chosen)
               + (" (the largest feasible at each budget)" if sweep else " (largest feasible first)"))
@@ -186,34 +139,34 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                                                        labels, teacher_out, exporting, scoring, cache, echo)
             stage(5, "evaluate", f"exporting, quantizing and scoring {candidate.name}")
             folder = run / "candidates" / candidate.name
-            files = export_files(student, folder, variants, exporting, cache, echo, fit=Fit(scoring, timing, target))
+            files = measure.export_files(student, folder, variants, exporting, cache, echo,
+                                         fit=measure.Fit(scoring, timing, target))
             (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
-
-            details = row_details(candidate, count_parameters(student), probes[candidate.name], history, before)
-            rows += scored(score_rows(candidate.name, files, run, scoring, providers, cache, echo, teacher_fp32["metrics"],
-                                      details))
+            details = row_details(candidate, student, probes[candidate.name], history, before)
+            rows += scored(measure.score_rows(candidate.name, files, run, scoring, providers, cache, echo,
+                                              teacher_fp32["metrics"], details))
 
         stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
-                         f"{shape_text(budget, not teacher.images)}")
-        timed, retimed = time_rows(rows[first_student:], run, timing, cache, echo, target, budget,
+                         f"{select.shape_text(budget, not teacher.images)}")
+        timed, retimed = measure.time_rows(rows[first_student:], run, timing, cache, echo, target, budget,
                                    run / teacher_fp32["onnx"])
         rows = rows[:first_student] + timed
-        if warning := drift_warning(retimed, reference_ms, budget, cache):
+        if warning := measure.drift_warning(retimed, reference_ms, budget, cache):
             echo(warning)
 
         stage(7, "select", "Pareto frontier, pick, gap report, bundle")
-        rows, picks, why = decide(rows, budget, providers, int8)
+        rows, picks, why = select.decide(rows, budget, providers, int8)
         best = None if picks[target] is None else _row(rows, picks[target], target)
-        data = build_report(
+        data = report.build_report(
             recipe, seconds=time.perf_counter() - started, stages=stages, budget=budget, teacher_fp32=teacher_fp32,
             retimed=retimed, providers=providers, skipped={**skipped_providers, **failures}, variants=variants,
             skipped_variants=skipped_variants, tasks=tasks, truncated=truncated, teacher=teacher,
             teacher_params=teacher_fp32["params"], probes=list(probes.values()), rows=rows, picks=picks, why=why,
-            gap=shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
-            sweep=[sweep_point(rows, b, target, int8) for b in budgets] if sweep else None, best=best)
+            gap=gap.shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
+            sweep=[select.sweep_point(rows, b, target, int8) for b in budgets] if sweep else None, best=best)
         if best is not None and not sweep:
-            data["bundle"] = ship(run, data, best, recipe.signing.key if recipe.signing else None, echo)
-        write_report(run, data)
+            data["bundle"] = bundle.ship(run, data, best, recipe.signing.key if recipe.signing else None, echo)
+        report.write_report(run, data)
     return _finish(RunReport(out, data), best, echo)
 
 
@@ -221,15 +174,15 @@ def _row(rows: list[dict], name: str, provider: str) -> dict:
     return next(r for r in rows if r["name"] == name and r["provider"] == provider)
 
 
-def _finish(report: RunReport, best: dict | None, echo: Callable[[str], None]) -> RunReport:
+def _finish(result: RunReport, best: dict | None, echo: Callable[[str], None]) -> RunReport:
     """Say what the run shipped (or, for a sweep, picked at each budget); a run that fits nothing fails
     after writing its folder."""
-    data, out = report.data, report.path
+    data, out = result.data, result.path
     if data["sweep"] is not None:
         picks = ", ".join(f"{p['budget']} ({p['ms']:.3g} ms) -> {p['pick'] or 'nothing fits'}" for p in data["sweep"])
         echo(f"done in {data['seconds'] / 60:.1f} min: {picks} (report: {out / 'report.md'})")
-        return report
+        return result
     if best is None:
         raise BudgetNotMet(f"{data['why']} The run folder {out} holds every file and report.md.")
     echo(f"done in {data['seconds'] / 60:.1f} min: {best['name']} -> {out / 'bundle'} (report: {out / 'report.md'})")
-    return report
+    return result

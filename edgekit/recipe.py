@@ -489,7 +489,7 @@ class Recipe(_Strict):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique (got {names})")
-        image = self.teacher.kind == "image-classifier"
+        image = self.teacher.images
         for task in self.tasks:
             if kind_of(task.kind).images != image:
                 raise ValueError(f"task '{task.name}' ({task.kind}) cannot be served by a {self.teacher.kind} "

@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.units import count, milliseconds
 
 REPORT_FORMAT = "edgekit.report/2"
+
+
+@dataclass
+class RunReport:
+    """What a run produced: `data` is report.json's content, `path` the run folder."""
+
+    path: Path
+    data: dict
+
+    @property
+    def selected(self) -> dict | None:
+        return self.data["selected"]
+
+    @property
+    def files(self) -> list[dict]:
+        """The evaluation matrix: one row per file x provider."""
+        return self.data["files"]
 
 
 def _metric(m: dict) -> str:

@@ -150,3 +150,10 @@ def sweep_point(rows: list[dict], budget: Budget, provider: str, int8: bool) -> 
             if best else None,
             "why": why}
 
+
+def nothing_feasible(probes: dict, budget: Budget, int8: bool) -> str:
+    """Why no candidate is worth training: the closest miss among every probed variant, and what would fit."""
+    entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
+               for name, p in probes.items() for variant, record in p["variants"].items()]
+    return closest_miss(entries, budget, "candidate", int8) + " Nothing was trained or written."
+

@@ -127,7 +127,9 @@ def fit_linear_head(embeddings, labels, num_classes: int):
 
 
 def _classification_tasks(tasks: list[TaskData]) -> list[TaskData]:
-    return [t for t in tasks if t.spec.kind in ("classification", "image-classification")]
+    from edgekit.tasks import kind_of
+
+    return [t for t in tasks if kind_of(t.spec.kind).labelled]
 
 
 def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cache, base_digest: str,

@@ -351,7 +351,7 @@ def test_shipped_gap_compares_the_shipped_file_with_the_teachers_on_its_provider
                    for row, found in (("teacher-fp32", c.teacher), ("L2-fp32", c.student),
                                       ("L2-int8-dynamic", c.quantized))
                    for provider in ("cpu", "cuda")}
-    teacher = SimpleNamespace(tokenizer=None, max_length=8)
+    teacher = SimpleNamespace(tokenizer=None, max_length=8, images=True)
     shipped = {"name": "L2-int8-dynamic", "student": "L2", "variant": "int8-dynamic", "provider": "cuda"}
     # execute
     quantized = gap.shipped_gap(shipped, predictions, [c.task], teacher)

@@ -248,7 +248,7 @@ def eval_only_problems(recipe: Recipe) -> list[str]:
                         "and eval_only leaves none. Drop eval_only (a random split.test_fraction of data.source is "
                         "held out), or give the evaluation rows their own file with split: {test_file: PATH} and "
                         "data.source the training rows")
-    if recipe.teacher.kind != "image-classifier" and all(t.split.eval_only for t in recipe.tasks) \
+    if not recipe.teacher.images and all(t.split.eval_only for t in recipe.tasks) \
             and not recipe.distill.unlabeled:
         problems.append("distill.unlabeled: every task is eval_only, so there is nothing to distill on: name an "
                         "unlabeled corpus in distill.unlabeled (e.g. [{source: lee_background}]), or give a task "

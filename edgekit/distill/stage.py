@@ -155,10 +155,13 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
     return history
 
 
-def row_details(candidate: Candidate, params: int, probed: dict, history: dict, before: dict) -> Callable[[str], dict]:
+def row_details(candidate: Candidate, student, probed: dict, history: dict, before: dict) -> Callable[[str], dict]:
     """What each evaluation-matrix row of a distilled student's files says about the model, by variant:
     its architecture and size, its probe's latency, its metrics before training and its distillation."""
+    from edgekit.networks import count_parameters
     from edgekit.probe import probe_class
+
+    params = count_parameters(student)
 
     def details(variant: str) -> dict:
         timed = probed["variants"].get(probe_class(variant))
