@@ -120,6 +120,7 @@ def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[
     import numpy as np
 
     from edgekit.data import load_texts
+    from edgekit.feeds import text_feeds, token_lengths
     from edgekit.models import load_tokenizer, max_text_length
 
     if config.tokenizer is None and not any((folder / name).is_file() for name in TOKENIZER_FILES):
@@ -128,12 +129,11 @@ def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[
     tokenizer = load_tokenizer(config.tokenizer or str(folder))
     texts = load_texts(config.lengths_from, config.text_column)
     max_length = config.max_length or max_text_length(tokenizer, folder)
-    lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]])
+    lengths = token_lengths(tokenizer, texts, max_length)
     batch = config.batch or 1
     feeds = []
     for _ in range(POOL_SIZE):
-        chosen = [texts[i] for i in rng.integers(0, len(texts), size=batch)]
-        encoded = tokenizer(chosen, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+        encoded = text_feeds(tokenizer, [texts[i] for i in rng.integers(0, len(texts), size=batch)], max_length)
         seq = encoded["input_ids"].shape[1]
         feeds.append({meta.name: encoded[meta.name].astype(_NUMPY_TYPES[meta.type]) if meta.name in encoded
                       else _synthetic(meta, _resolve_shape(meta, config, seq), tokenizer.vocab_size, rng)

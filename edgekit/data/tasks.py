@@ -30,6 +30,7 @@ import numpy as np
 from edgekit.data import builtin
 from edgekit.data.files import PYARROW_MISSING, image_file_problem, read_header, read_lines, read_npz_images, read_table
 from edgekit.errors import DataError
+from edgekit.feeds import token_lengths
 from edgekit.names import IMAGE_TASK_SUFFIXES
 from edgekit.preprocessing import prepare_split
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
@@ -166,8 +167,7 @@ def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | Non
         columns = getattr(task, side)
         texts = list(dict.fromkeys(task.texts(side)))  # pairs and retrieval repeat texts: tokenize each once
         # One token past the limit is enough to tell: no text is tokenized further than that.
-        ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"] if texts else []
-        cut = {text for text, tokens in zip(texts, ids) if len(tokens) > max_length}
+        cut = {text for text, n in zip(texts, token_lengths(tokenizer, texts, max_length + 1)) if n > max_length}
         rows = zip(*(columns[column] for column in text_columns))
         counts[side] = sum(any(text in cut for text in row) for row in rows)
     return counts
