@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgekit.errors import DataError, EdgekitError, RecipeError
-from edgekit.names import TASK_KINDS
 from edgekit.recipe import DataSpec, Recipe, TeacherSpec, _line_of, _locate, validation_problems
+from edgekit.tasks import TASK_KINDS
 
 
 def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folder: Path | None = None) -> Recipe:

@@ -18,8 +18,7 @@ def logits_name(task_name: str) -> str:
     return f"{task_name}_logits"
 
 
-# Recipe vocabulary.
-TASK_KINDS = ("classification", "similarity", "retrieval", "image-classification")
+# Recipe vocabulary (task kinds: edgekit.tasks.KINDS).
 TEACHER_KINDS = ("sentence-encoder", "sequence-classifier", "image-classifier")
 LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")  # edgekit.distill.losses.LOSSES
 

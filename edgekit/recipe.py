@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekit.names import IMAGE_ARRAY_SUFFIXES, METHODS
+from edgekit.names import IMAGE_ARRAY_SUFFIXES, LOSS_NAMES, METHODS, TEACHER_KINDS
 from edgekit.tasks import KINDS, TASK_KINDS, kind_of
 
 METRICS = {name: kind.metrics for name, kind in KINDS.items()}  # task kind -> its metrics, the default first
@@ -45,7 +45,7 @@ class TeacherSpec(_Strict):
     model: str = Field(description="hub id, local folder, `package/subfolder` of an installed package, a "
                                    "TorchScript file (a torch.save'd module with trust_pickle), or `edgekit:cnn` (a built-in CNN trained "
                                    "here)")
-    kind: Literal["sentence-encoder", "sequence-classifier", "image-classifier"] = Field(
+    kind: Literal[TEACHER_KINDS] = Field(
         "sentence-encoder", description="what the teacher computes")
     head: Literal["none", "linear", "finetune"] = Field(
         "none", description="`linear`: fit a linear head per classification task on frozen teacher embeddings "
@@ -406,7 +406,7 @@ class ExportSpec(_Strict):
 
 
 class LossSpec(_Strict):
-    name: Literal["kl", "ce", "mse", "cosine", "hidden_mse", "attention"] = Field(
+    name: Literal[LOSS_NAMES] = Field(
         description="kl: soft targets with temperature; ce: hard labels; mse/cosine: embeddings; "
                     "hidden_mse: hidden states of mapped layers; attention: attention maps of mapped layers")
     weight: float = Field(1.0, gt=0)
