@@ -89,6 +89,11 @@ def _session(path: Path) -> ort.InferenceSession:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if path.suffix == ".onnx" and "ai.onnx.contrib" in {
+            o.domain for o in onnx.load(str(path), load_external_data=False).opset_import}:
+        from onnxruntime_extensions import get_library_path  # model.app.onnx: the tokenizer op inside the graph
+
+        options.register_custom_ops_library(get_library_path())
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -624,7 +629,9 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
         recomputed = {"name": model["name"], "provider": manifest["provider"], "files": sorted(manifest["files"]),
                       "bytes": sum(f["bytes"] for f in manifest["files"].values()), "deploy": model["deploy"],
                       "fixed_shape": manifest["fixed_shape"], "ort": manifest["ort"], "mobile": manifest["mobile"],
-                      "target": manifest.get("target")}
+                      "target": manifest.get("target"),
+                      "app": manifest.get("app") and {k: manifest["app"].get(k)
+                                                      for k in ("file", "reason", "fix", "latency_ms")}}
         checks.append(_equal("run: report.json's bundle summary", summary,
                              {k: recomputed[k] for k in summary if k in recomputed}))
     return checks

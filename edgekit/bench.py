@@ -48,6 +48,10 @@ class BenchConfig(BaseModel):
     min_runs: int = Field(500, ge=1, description="timed runs at least (hundreds for a stable p99)")
     min_seconds: float = Field(5.0, ge=0, description="timed wall time at least")
     seed: int = Field(0, description="seed for synthetic inputs, length sampling and the bootstrap")
+    end_to_end: bool = Field(False, description="time text in -> outputs out: each timed call tokenizes a batch "
+                                                "of the lengths_from texts with the tokenizer the model ships "
+                                                "(its tokenizer.json, as an app calls it) and runs the model; a "
+                                                "graph that takes strings (tokenizer inside) is fed the texts")
 
 
 def dim_kind(dim) -> str | None:
@@ -110,39 +114,91 @@ def _check_options_apply(inputs, config: BenchConfig) -> None:
     shapes = {meta.name: meta.shape for meta in inputs}
     for option, kind, value in (("--batch", "batch", config.batch), ("--seq-len", "seq", config.seq_len),
                                 ("--lengths-from", "seq", config.lengths_from)):
-        if value is not None and kind not in kinds:
+        if value is not None and kind not in kinds and not _takes_text(inputs):
             raise BenchConfigError(f"{option} was given but the model has no dynamic {kind} axis "
                                    f"(its inputs: {shapes}). Drop {option}, or benchmark a dynamic-shape export.")
 
 
-def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[dict], dict]:
-    """A pool of batches of real texts, so lengths (and padding) follow the data."""
+def _takes_text(inputs) -> bool:
+    """A graph with the tokenizer inside (onnxruntime-extensions) takes a batch of strings."""
+    return any(meta.type == "tensor(string)" for meta in inputs)
+
+
+def _text_pool(config: BenchConfig, folder: Path, rng) -> tuple[object, list[list[str]], dict]:
+    """(tokenizer, POOL_SIZE batches of real texts drawn at random, a record of their token lengths)."""
     import numpy as np
 
     from edgekit.data import load_texts
-    from edgekit.feeds import text_feeds, token_lengths
+    from edgekit.feeds import token_lengths
     from edgekit.models import load_tokenizer, max_text_length
 
+    option = "--end-to-end" if config.end_to_end else "--lengths-from"
     if config.tokenizer is None and not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise BenchConfigError(f"--lengths-from needs the model's tokenizer and there is none beside the model "
+        raise BenchConfigError(f"{option} needs the model's tokenizer and there is none beside the model "
                                f"in {folder}: pass --tokenizer FOLDER (or a hub id).")
     tokenizer = load_tokenizer(config.tokenizer or str(folder))
     texts = load_texts(config.lengths_from, config.text_column)
     max_length = config.max_length or max_text_length(tokenizer, folder)
     lengths = token_lengths(tokenizer, texts, max_length)
     batch = config.batch or 1
-    feeds = []
-    for _ in range(POOL_SIZE):
-        encoded = text_feeds(tokenizer, [texts[i] for i in rng.integers(0, len(texts), size=batch)], max_length)
-        seq = encoded["input_ids"].shape[1]
-        feeds.append({meta.name: encoded[meta.name].astype(_NUMPY_TYPES[meta.type]) if meta.name in encoded
-                      else _synthetic(meta, _resolve_shape(meta, config, seq), tokenizer.vocab_size, rng)
-                      for meta in inputs})
+    batches = [[texts[i] for i in rng.integers(0, len(texts), size=batch)] for _ in range(POOL_SIZE)]
     record = {"mode": "lengths_from", "source": config.lengths_from, "texts": len(texts),
               "truncated_at": max_length,
               "token_lengths": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
                                 "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}}
+    return tokenizer, batches, record
+
+
+def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[dict], dict]:
+    """A pool of batches of real texts, so lengths (and padding) follow the data."""
+    from edgekit.feeds import text_feeds
+
+    tokenizer, batches, record = _text_pool(config, folder, rng)
+    max_length = record["truncated_at"]
+    feeds = []
+    for texts in batches:
+        encoded = text_feeds(tokenizer, texts, max_length)
+        seq = encoded["input_ids"].shape[1]
+        feeds.append({meta.name: encoded[meta.name].astype(_NUMPY_TYPES[meta.type]) if meta.name in encoded
+                      else _synthetic(meta, _resolve_shape(meta, config, seq), tokenizer.vocab_size, rng)
+                      for meta in inputs})
     return feeds, record
+
+
+def end_to_end_requests(session, onnx_path: Path, config: BenchConfig) -> tuple[list, object, dict]:
+    """(POOL_SIZE batches of real texts, `request(texts) -> outputs`, a record): what one timed call of
+    --end-to-end does, text in to outputs out: the shipped tokenizer (feeds.app_encoder) then the model, or
+    the texts straight into a graph with the tokenizer inside."""
+    import numpy as np
+
+    from edgekit.feeds import app_encoder
+
+    if not config.lengths_from:
+        raise BenchConfigError("--end-to-end times real texts: pass --lengths-from TEXTS (a file or a built-in "
+                               "such as rotten_tomatoes).")
+    inputs = session.get_inputs()
+    tokenizer, batches, record = _text_pool(config, onnx_path.parent, np.random.default_rng(config.seed))
+    run = session.run
+    if _takes_text(inputs):
+        name = next(meta.name for meta in inputs if meta.type == "tensor(string)")
+
+        def request(texts):
+            return run(None, {name: np.array(texts, dtype=object)})
+
+        what = "inside the graph"
+    else:
+        names = tuple(meta.name for meta in inputs)
+        unknown = [n for n in names if n not in ("input_ids", "attention_mask", "token_type_ids")]
+        if unknown:
+            raise BenchConfigError(f"--end-to-end feeds input_ids, attention_mask and token_type_ids; the model "
+                                   f"also takes {unknown}: time it model-only (without --end-to-end).")
+        encode, what = app_encoder(tokenizer, record["truncated_at"], names)
+
+        def request(texts):
+            return run(None, encode(texts))
+
+    record |= {"mode": "end_to_end", "tokenizer": what, "batch": config.batch or 1}
+    return batches, request, record
 
 
 def build_feeds(session, onnx_path: Path, config: BenchConfig) -> tuple[list[dict], dict]:
@@ -238,15 +294,21 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
     session, session_record = create_session(onnx_path, settings)
     create_ms = (time.perf_counter() - start) * 1e3
     rss_session = _rss_mb()
-    feeds, inputs_record = build_feeds(session, onnx_path, config)
+    if config.end_to_end:
+        feeds, run, inputs_record = end_to_end_requests(session, onnx_path, config)
+    else:
+        feeds, inputs_record = build_feeds(session, onnx_path, config)
+        session_run = session.run
 
-    run = session.run
+        def run(feed):
+            return session_run(None, feed)
+
     rss_feeds = _rss_mb()
     start = time.perf_counter()
-    run(None, feeds[0])
+    run(feeds[0])
     cold_ms = (time.perf_counter() - start) * 1e3
     for i in range(config.warmup_runs):
-        run(None, feeds[i % len(feeds)])
+        run(feeds[i % len(feeds)])
     rss_warm = _rss_mb()
 
     samples_ns = []
@@ -257,7 +319,7 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
     while i < config.min_runs or clock() < deadline:
         feed = feeds[i % len(feeds)]
         t0 = clock()
-        run(None, feed)
+        run(feed)
         samples_ns.append(clock() - t0)
         i += 1
     timed_s = (clock() - began) / 1e9
@@ -299,11 +361,13 @@ def _interval(latency: dict, name: str) -> str:
 def summary(result: dict) -> str:
     """A few human-readable lines of a benchmark result."""
     lat, inputs = result["latency_ms"], result["inputs"]
-    shape = ", ".join(f"{k} {v}" for k, v in inputs["shapes"].items())
-    if inputs["mode"] == "lengths_from":
+    shape = ", ".join(f"{k} {v}" for k, v in inputs.get("shapes", {}).items())
+    if inputs["mode"] in ("lengths_from", "end_to_end"):
         lengths = inputs["token_lengths"]
         shape = (f"batch {inputs['batch']}, token lengths from {inputs['source']} "
                  f"(mean {lengths['mean']:.1f}, p95 {lengths['p95']:.0f}, max {lengths['max']})")
+    if inputs["mode"] == "end_to_end":
+        shape = f"text in -> outputs out (tokenizer: {inputs['tokenizer']}), {shape}"
     cpu, memory = result["cpu"], result["memory_mb"]
     isa = ", ".join(k for k, v in cpu["instruction_sets"].items() if v) or "none detected"
     return "\n".join([

@@ -4,6 +4,8 @@ lets anyone check it later (`edgekit verify`, edgekit/verify.py).
     model.onnx                       the chosen file; metadata_props carry the recipe hash, metrics,
                                      budget and measured latency
     model.fixed.onnx                 (export.shapes: fixed) batch and sequence fixed, for NNAPI / CoreML
+    model.app.onnx                   (export.tokenizer_in_graph) model.onnx with its tokenizer inside: texts in
+                                     (edgekit/app_graph.py), checked against tokenizer.json; no .ort of it
     model.ort                        ONNX Runtime Mobile format of the deployed file (export.ort)
     model.required_operators.config  the operators a reduced ORT build needs for model.ort
     tokenizer files | preprocessing.json, labels.json, config.json
@@ -76,30 +78,38 @@ def _write_with_metadata(src: Path, dst: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(dst))
 
 
-def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple[int, int] | None) -> list[dict]:
-    """Real evaluation inputs as feeds for `inputs` (ORT input metadata): tokenized with the bundle's
-    tokenizer, padded to the longest text per batch, or to the fixed shape's length in batches of its size."""
+def _reference_examples(run: Path, batch: int, probe: list[str] | None = None) -> list:
+    """The run's real evaluation inputs (texts, or an image array) in whole batches of `batch` (a
+    fixed-shape file takes nothing else), at least one, in the order every role of reference.npz uses;
+    then `probe` as one more batch (the app graph's probe texts, edgekit/app_graph.py)."""
     import numpy as np
 
-    names = [i.name for i in inputs]
-    batch = shape[0] if shape else REFERENCE_BATCH
     texts = run / "reference" / "texts.json"
     examples = (json.loads(texts.read_text(encoding="utf-8")) if texts.is_file()
                 else np.load(run / "reference" / "images.npy"))
-    # Whole batches only (a fixed-shape file takes nothing else), and at least one.
     repeat = -(-batch // len(examples))
     examples = examples * repeat if isinstance(examples, list) else np.concatenate([examples] * repeat)
     examples = examples[:len(examples) - len(examples) % batch]
-    if not texts.is_file():
-        return [{names[0]: examples[i:i + batch]} for i in range(0, len(examples), batch)]
+    return [examples[start:start + batch] for start in range(0, len(examples), batch)] + ([probe] if probe else [])
+
+
+def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple[int, int] | None,
+                     probe: list[str] | None = None) -> list[dict]:
+    """Real evaluation inputs as feeds for `inputs` (ORT input metadata): tokenized with the bundle's
+    tokenizer, padded to the longest text per batch, or to the fixed shape's length in batches of its size;
+    `probe` (dynamic shapes only) as a last batch."""
+    names = [i.name for i in inputs]
+    batches = _reference_examples(run, shape[0] if shape else REFERENCE_BATCH, probe)
+    if not (run / "reference" / "texts.json").is_file():
+        return [{names[0]: images} for images in batches]
     from transformers import AutoTokenizer
 
     from edgekit.feeds import text_feeds
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return [text_feeds(tokenizer, examples[start:start + batch], shape[1] if shape else recipe.teacher.max_length,
+    return [text_feeds(tokenizer, texts, shape[1] if shape else recipe.teacher.max_length,
                        padding="max_length" if shape else "longest", names=tuple(names))
-            for start in range(0, len(examples), batch)]
+            for texts in batches]
 
 
 def _score(run: Path, recipe, path: Path) -> dict:
@@ -221,6 +231,7 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
                   f'feeds = {{"{model["inputs"][0]["name"]}": images}}']
     lines += ["outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
               "print(session.get_modelmeta().custom_metadata_map[\"edgekit.metrics\"])", "```", ""]
+    lines += _app_readme(manifest.get("app"))
     if manifest["ort"]:
         lines += [(f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
                   f"`{manifest['ort']['from']}`); a reduced ORT build takes `{manifest['ort']['required_operators']}` "
@@ -250,6 +261,42 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
         lines += ["", "## NNAPI / CoreML (ONNX Runtime's usability check)", "",
                   *[f"- {line}" for line in mobile_text.splitlines()]]
     return "\n".join(lines) + "\n"
+
+
+def _app_readme(app: dict | None) -> list[str]:
+    """The README's lines on model.app.onnx, or on why the bundle has none (export.tokenizer_in_graph)."""
+    if not app:
+        return []
+    if not app["file"]:
+        return ["## No app graph (tokenizer inside the model)", "",
+                f"export.tokenizer_in_graph asked for one, but {app['reason']}. {app['fix']}.", ""]
+    tokenizer, verified = app["tokenizer"], app.get("verified") or {}
+    lines = ["## From an app: texts in (the tokenizer inside the graph)", "",
+             (f"`{app['file']}` is `{app['from']}` with its tokenizer inside (onnxruntime-extensions "
+              f"{tokenizer['onnxruntime_extensions']}, {tokenizer['op']}): it takes `{app['input']['name']}`, a "
+              f"string tensor of texts (batch: {app['batch']}), truncates each at {tokenizer['max_length']} tokens "
+              f"and gives the same outputs as `{app['from']}`."), "",
+             "```python", "import numpy as np", "import onnxruntime as ort",
+             "from onnxruntime_extensions import get_library_path  # pip install onnxruntime-extensions", "",
+             "options = ort.SessionOptions()",
+             "options.register_custom_ops_library(get_library_path())  # the tokenizer's operator",
+             f'session = ort.InferenceSession("{app["file"]}", options, providers=["CPUExecutionProvider"])',
+             (f'outputs = session.run(None, {{"{app["input"]["name"]}": np.array(["an example sentence"], '
+              'dtype=object)})'), "```", ""]
+    if verified:
+        lines += [(f"Checked when the bundle was written: token ids identical to tokenizer.json's on "
+                   f"{verified['texts']} real texts and {verified['probe_texts']} probe texts (accents, "
+                   f"punctuation, unknown words, truncated ones); outputs within atol "
+                   f"{verified['outputs']['tolerance']['atol']:g} of {verified['outputs']['against']}'s "
+                   "(`edgekit verify .` checks both again).")]
+    latency = app.get("latency_ms")
+    if latency:
+        lines += ["", (f"Text in -> outputs out, batch {latency['batch']}, {latency['threads']} thread(s) on "
+                       f"{latency['cpu']}: p50 {latency['app']['p50']:.3f} / p95 {latency['app']['p95']:.3f} ms "
+                       f"with the tokenizer inside, p50 {latency['two_step']['p50']:.3f} / p95 "
+                       f"{latency['two_step']['p95']:.3f} ms with {latency['two_step_tokenizer']} then "
+                       f"`{app['from']}`, on {latency['texts']} test texts.")]
+    return lines + ["", f"{app['ort'][0].upper()}{app['ort'][1:]}.", ""]
 
 
 # ---------------------------------------------------------------------------- manifest
@@ -318,6 +365,8 @@ def ship(run: Path, data: dict, row: dict, signing_key: str | None, echo) -> dic
     the run folder: the bundle appears signed, or not at all); returns report.json's `bundle` record."""
     (run / "bundle").mkdir()
     record = write_bundle(run, data, row, run / "bundle")
+    if record["app"] and not record["app"]["file"]:
+        echo(f"  no app graph (model.app.onnx): {record['app']['reason']}. {record['app']['fix']}")
     if signing_key is not None:
         from edgekit.signing import sign_bundle
 
@@ -364,8 +413,14 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     (folder / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
     if (source.parent / "config.json").is_file():  # the student's architecture (and its vocab size)
         shutil.copy2(source.parent / "config.json", folder / "config.json")
+    app = _app_graph(run, folder, recipe, signature, row) if spec.tokenizer_in_graph else None
+    if app and app["file"]:
+        models[app["file"]] = "text"
 
-    reference = _write_reference(run, folder, recipe, models, row["variant"])
+    reference, verified = _write_reference(run, folder, recipe, models, row["variant"])
+    if app and app["file"]:
+        app["verified"] = verified
+        app["latency_ms"] = _app_latency(run, folder, recipe, row)
     mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -397,6 +452,7 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "fixed_shape": fixed,
         "ort": ort,
         "mobile": mobile,
+        "app": app,
     }
     readme = _readme(manifest | {"files": _file_records(folder), "preprocessing": preprocessing}, labels,
                      usability_text(mobile) if mobile else None)
@@ -405,7 +461,8 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     (folder / MANIFEST).write_bytes(_dump_manifest(manifest))
     return {"name": row["name"], "provider": row["provider"], "files": sorted(manifest["files"]),
             "bytes": sum(f["bytes"] for f in manifest["files"].values()), "deploy": deploy,
-            "fixed_shape": fixed, "ort": ort, "mobile": mobile, "target": data.get("target")}
+            "fixed_shape": fixed, "ort": ort, "mobile": mobile, "target": data.get("target"),
+            "app": app and {k: app.get(k) for k in ("file", "reason", "fix", "latency_ms")}}
 
 
 def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out: str | Path | None = None,
@@ -438,17 +495,28 @@ def _file_records(folder: Path) -> dict:
             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
-def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], variant: str) -> dict:
-    """reference.npz: the inputs of each shape role and the outputs each model file gave on them.
-    The .ort file must reproduce its source's outputs, or the bundle is not written."""
+def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], variant: str) -> tuple[dict, dict | None]:
+    """reference.npz: the inputs of each shape role and the outputs each model file gave on them, and the app
+    graph's check (None without one). The .ort file must reproduce its source's outputs, and the app graph
+    model.onnx's outputs and tokenizer.json's ids, or the bundle is not written."""
     import numpy as np
 
+    from edgekit.app_graph import PROBE_TEXTS, TEXT_INPUT, text_array
+
+    # With an app graph, model.onnx's feeds end with the probe texts too: the app graph's "text" feeds are
+    # the same texts, batch for batch, so every text's token ids and outputs can be set side by side.
+    probe = list(PROBE_TEXTS) if "text" in models.values() else None
     arrays, feeds_by_role, outputs_by_file = {}, {}, {}
     for file, role in models.items():
         session = reference_session(folder / file)
         if role not in feeds_by_role:
-            shape = None if role == "dynamic" else (recipe.budget.batch, recipe.budget.seq_len)
-            feeds_by_role[role] = _reference_feeds(run, folder, recipe, session.get_inputs(), shape)
+            if role == "text":
+                feeds_by_role[role] = [{TEXT_INPUT: text_array(texts)}
+                                       for texts in _reference_examples(run, REFERENCE_BATCH, probe)]
+            else:
+                shape = None if role == "dynamic" else (recipe.budget.batch, recipe.budget.seq_len)
+                feeds_by_role[role] = _reference_feeds(run, folder, recipe, session.get_inputs(), shape,
+                                                       probe if role == "dynamic" else None)
             for i, feed in enumerate(feeds_by_role[role]):
                 arrays.update({f"in/{role}/{i}/{name}": value for name, value in feed.items()})
         outputs_by_file[file] = run_reference(session, feeds_by_role[role])
@@ -461,7 +529,72 @@ def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], va
         if problems:
             raise BundleError(f"model.ort does not reproduce {source} on real inputs: " + "; ".join(problems)
                                  + ". Set export.ort: false to ship ONNX only, or report this ORT version's bug.")
+    verified = None
+    app = next((file for file, role in models.items() if role == "text"), None)
+    if app:
+        verified = _check_app(folder, app, feeds_by_role, outputs_by_file)
     np.savez(folder / REFERENCE, **arrays)
     return {"file": REFERENCE, "models": {file: {"inputs": role, "batches": len(feeds_by_role[role])}
                                           for file, role in models.items()},
-            "provider": "cpu", "threads": 1, "tolerance": tolerance}
+            "provider": "cpu", "threads": 1, "tolerance": tolerance}, verified
+
+
+# ---------------------------------------------------------------------------- the app graph
+
+def _app_graph(run: Path, folder: Path, recipe, signature: dict, row: dict) -> dict:
+    """model.app.onnx in `folder` (edgekit/app_graph.py) and its manifest record, or a record of why there is
+    none and how to get one: the bundle is the same either way, less that file."""
+    from edgekit.app_graph import APP_FILE, build_app_graph, extensions_version, why_not
+    from edgekit.providers import EXTENSIONS_FIX
+
+    tokenizer = run / "tokenizer" if (run / "tokenizer").is_dir() else None
+    reason = why_not(tokenizer, [i["name"] for i in signature["inputs"]], recipe.teacher.max_length)
+    if reason:
+        fix = (f"{EXTENSIONS_FIX}, then rebuild the bundle: `edgekit bundle {run} {row['name']}`"
+               if extensions_version() is None else
+               "an app tokenizes with this bundle's tokenizer.json (the Python snippet in README.md shows how) "
+               "and feeds model.onnx")
+        return {"file": None, "reason": reason, "fix": fix}
+    return build_app_graph(folder / "model.onnx", tokenizer, recipe.teacher.max_length, folder / APP_FILE)
+
+
+def _check_app(folder: Path, app: str, feeds_by_role: dict, outputs_by_file: dict) -> dict:
+    """The app graph against the two-step path on the same texts (the run's real ones, then PROBE_TEXTS):
+    outputs within fp32 tolerance of model.onnx's, and token ids, mask and padding identical to the
+    tokenizer.json feeds model.onnx got. BundleError naming every text that differs."""
+    import numpy as np
+
+    from edgekit.app_graph import PROBE_TEXTS, TEXT_INPUT, token_problems, tokenizer_session
+
+    names = list(feeds_by_role["dynamic"][0])
+    texts = [[str(t) for t in feed[TEXT_INPUT]] for feed in feeds_by_role["text"]]
+    problems = token_problems(tokenizer_session(folder / app, names), texts, feeds_by_role["dynamic"])
+    problems += [f"outputs: {p}" for p in compare(outputs_by_file["model.onnx"], outputs_by_file[app],
+                                                  TOLERANCE["fp32"])]
+    if problems:
+        raise BundleError(f"{app} (the tokenizer inside the graph) does not reproduce tokenizer.json + model.onnx "
+                          f"on {len(problems)} check(s):\n" + "\n".join(f"  {p}" for p in problems)
+                          + "\nSet export.tokenizer_in_graph: false to ship model.onnx with tokenizer.json only "
+                            "(edgekit/app_graph.py lists the texts the extensions' BertTokenizer op tokenizes "
+                            "differently).")
+    diffs = {name: max(float(np.abs(got[name] - want[name]).max())
+                       for got, want in zip(outputs_by_file[app], outputs_by_file["model.onnx"]))
+             for name in outputs_by_file["model.onnx"][0]}
+    real = {t for batch in texts[:-1] for t in batch}
+    return {"texts": len(real), "probe_texts": len(PROBE_TEXTS),
+            "token_ids": "identical to tokenizer.json's (ids, mask, padding)",
+            "outputs": {"against": "model.onnx", "max_abs_diff": diffs, "tolerance": TOLERANCE["fp32"]}}
+
+
+def _app_latency(run: Path, folder: Path, recipe, row: dict) -> dict | None:
+    """The app graph's latency, text in -> outputs out, beside the two-step path's timed the same way, on the
+    tasks' test texts with the session options the shipped file was timed with."""
+    from edgekit.app_graph import app_graph_latency
+    from edgekit.data.tasks import load_task_data
+
+    recorded = json.loads((run / row["bench"]).read_text(encoding="utf-8"))["config"]
+    texts = [t for spec in recipe.tasks for t in load_task_data(spec).texts("test")]
+    if not texts:
+        return None
+    return app_graph_latency(folder, recorded, texts, recipe.teacher.max_length,
+                             recorded.get("batch") or recipe.budget.batch)

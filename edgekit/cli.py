@@ -131,6 +131,8 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--lengths-from", help="Texts (file or built-in: rotten_tomatoes, lee) whose token lengths "
               "the inputs follow, instead of --seq-len.")
 @click.option("--text-column", default="text", show_default=True, help="Text column/field in CSV/JSONL data.")
+@click.option("--end-to-end", is_flag=True, help="Time text in -> outputs out: each call tokenizes real "
+              "--lengths-from texts with the model's tokenizer.json, then runs the model.")
 @click.option("--tokenizer", help="Tokenizer folder for --lengths-from [default: the model's folder].")
 @click.option("--dim", "dims", multiple=True, help="Value of another symbolic dimension, NAME=VALUE (repeatable).")
 @click.option("--warmup-runs", default=10, show_default=True, help="Untimed runs after the first (cold) run.")
@@ -141,8 +143,8 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--seed", default=0, show_default=True, help="Seed for inputs and the bootstrap.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="JSON result file [default: ./<name>.bench.json, the export folder's name for model.onnx].")
-def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, tokenizer, dims, warmup_runs,
-          min_runs, min_seconds, allow_spinning, seed, output):
+def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, end_to_end, tokenizer, dims,
+          warmup_runs, min_runs, min_seconds, allow_spinning, seed, output):
     """Measure the latency distribution of an ONNX file on an ONNX Runtime provider.
 
     MODEL is a .onnx file or an `edgekit export` folder.
@@ -154,7 +156,7 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, t
     config = _validated(BenchConfig, provider=provider, threads=threads, batch=batch, seq_len=seq_len,
                         lengths_from=lengths_from, text_column=text_column, tokenizer=tokenizer,
                         dims=_parse_dims(dims), warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
-                        allow_spinning=allow_spinning, seed=seed)
+                        allow_spinning=allow_spinning, seed=seed, end_to_end=end_to_end)
     result = run_benchmark(model, config)
     path = model.resolve()
     name = path.name if path.is_dir() else path.parent.name if path.stem == "model" else path.stem

@@ -92,3 +92,7 @@ class OutputLocked(EdgekitError):
 
 class BundleError(EdgekitError):
     """A bundle that cannot be written from this run (unknown file, not a run folder, .ort mismatch)."""
+
+
+class ExtensionsMissing(EdgekitError):
+    """A model with onnxruntime-extensions' custom ops (a tokenizer inside the graph) and no package to run them."""

@@ -12,7 +12,8 @@ from edgekit.recipe import Budget
 
 
 def latency_of(entry: dict, budget: Budget) -> float:
-    return entry["latency_ms"][budget.percentile]
+    """The latency the budget bounds: model only, or text in to outputs out (budget.scope)."""
+    return entry[budget.latency_key][budget.percentile]
 
 
 def limit_ms(budget: Budget) -> float:

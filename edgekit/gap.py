@@ -1,9 +1,9 @@
 """Where a student loses to its teacher: per class, per input length, on the hardest and the rarest examples.
 
 One overall score hides what a small student gives up. The loss is rarely uniform: it gathers
-where the teacher itself struggles (hard, long or rare inputs), and quantization adds flips of
-its own. This module compares the predictions `edgekit.evaluate.evaluate_onnx` records for the
-teacher, the student's fp32 file and the quantized file that ships, and says where they differ.
+where the inputs are hard, long or rare, and quantization adds flips of its own. This module
+compares the predictions `edgekit.evaluate.evaluate_onnx` records for the teacher, the student's
+fp32 file and the quantized file that ships, and says where they differ.
 
 It works on recorded predictions only (numpy, and scipy's rankdata as edgekit.metrics uses it):
 no model and no ONNX Runtime, so a report can be redone from saved results in milliseconds.
@@ -12,11 +12,17 @@ so the result goes to json.dumps as is.
 
 Every slice carries 95% intervals: a Wilson score interval for each model's accuracy (sound at any n
 and at 0% or 100%, where a bootstrap collapses to a point), a bootstrap for a Spearman or MRR, and a
-paired bootstrap of the change (teacher and student resampled on the same examples: the interval of
-the difference, which two separate intervals overstate). metrics.score_with_ci resamples one model at
-a time and needs the similarity matrix for MRR, which predictions do not keep: hence a paired one here.
-A slice under MIN_SLICE examples is listed but never called "the largest drop", and the statement says
-which slices it left out for that.
+paired bootstrap of the change (edgekit.metrics.paired_scores: teacher and student resampled on the same
+examples, the interval of the difference, which two separate intervals overstate); the overall change
+has one too. A slice under MIN_SLICE examples is listed but never called "the largest drop", and the
+statement says which slices it left out for that. The statement calls the student better or worse on a
+slice only where the paired interval of the change excludes zero; elsewhere it says "no significant
+difference".
+
+The hardest slice is the kind's (TaskKind.hardness): the examples whose hardness value is lowest, by a
+rule that does not pick the teacher's errors by construction (classification: the lowest teacher margin,
+right or wrong). "Hardest by teacher loss" did: the teacher scored 0.000 there by definition and any
+student looked better on the hardest cases, which says nothing about the student.
 
 What differs by task kind (the gold answers, how an outcome is scored, the slice metric, what counts as a
 flip and the words for it) is the kind's, in edgekit.tasks; this module only composes it.
@@ -28,6 +34,7 @@ import math
 
 import numpy as np
 
+from edgekit import metrics
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError
 from edgekit.feeds import token_lengths
@@ -43,7 +50,6 @@ FLIP_MOVE = 0.1  # a correlation kind has no label to flip: a rank move beyond t
 MIN_SLICE = 20
 RESAMPLES = 1000  # paired bootstrap of each slice's change
 Z95 = 1.959963984540054  # two-sided 95% normal quantile (the Wilson interval's z)
-CELLS_PER_CHUNK = 2_000_000  # resampled example indices held at once
 # The metric of a slice is the kind's slice_metric: accuracy within a class is that class's recall; macro F1
 # or Pearson on a small slice would say more about the slice's size than about the models.
 
@@ -75,9 +81,9 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
         raise DataError(f"task '{task.name}': {len(lengths)} lengths for {n} test examples; pass one token "
                         "length per test example, in test order.")
 
-    loss = kind.teacher_loss(gold, teacher)
-    # Stable: equal losses keep test order, so the slice is reproducible.
-    hardest = np.argsort(-loss, kind="stable")[:min(n, max(MIN_HARDEST, round(hardest_fraction * n)))]
+    hardness = np.asarray(kind.hardness(task.test, gold, teacher), dtype=np.float64)  # (n,): lower is harder
+    # Stable: equal values keep test order, so the slice is reproducible.
+    hardest = np.argsort(hardness, kind="stable")[:min(n, max(MIN_HARDEST, round(hardest_fraction * n)))]
     rarest, unmeasured = _rarest(task, gold) if kind.labelled else ([], [])
     slices = _slices(task, gold, models, lengths, hardest, rarest)
     ranked = [s for s in slices if s["change"] is not None and s["n"] >= MIN_SLICE]
@@ -85,16 +91,18 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     small = [f"{_slice_name(s)} (n={s['n']})" for s in slices if s["n"] < MIN_SLICE]
     hardest_slice = next(s for s in slices if s["group"] == "hardest")
     overall = {name: _task_metric(kind, metric, gold, outcome) for name, outcome in models.items()}
+    paired = metrics.paired_difference(metric, models["student"], models["teacher"], gold, seed=0,
+                                       resamples=RESAMPLES)
     result = {
         "task": task.name, "kind": kind.name, "metric": metric, "n": n,
         "overall": {"teacher": overall["teacher"], "student": overall["student"],
-                    "change": _change(overall["teacher"], overall["student"]),
+                    "change": _change(overall["teacher"], overall["student"]), "change_ci95": paired["ci95"],
                     **({"student_fp32": overall["student_fp32"]} if quantized is not None else {})},
         "agreement": _agreement(kind, models),
         "slices": slices,
         "hardest": {"rule": _hardest_rule(kind, len(hardest), n),
-                    **{k: hardest_slice[k] for k in ("n", "teacher", "student", "change")},
-                    "examples": [_hardest_example(task, gold, models, teacher, loss, int(i))
+                    **{k: hardest_slice[k] for k in ("n", "teacher", "student", "change", "change_ci95")},
+                    "examples": [_hardest_example(task, gold, models, hardness, int(i))
                                  for i in hardest[:max_examples]]},
         "flips": {"distillation": _flips(task, gold, models["teacher"], fp32, "teacher", "student fp32",
                                          max_examples),
@@ -300,7 +308,7 @@ def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, ra
         for label, index in _length_buckets(lengths):
             if not kind.correlation or len(index) >= MIN_CORRELATION_SLICE:
                 add("length", label, index)
-    add("hardest", f"hardest {len(hardest)} by teacher loss", hardest)
+    add("hardest", f"hardest {len(hardest)} by {kind.hardest_by}", hardest)
     for label, index in rarest:
         add("rarest", label, index)
     return rows
@@ -325,35 +333,20 @@ def _wilson(successes: int, n: int) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def _resampled(kind: TaskKind, gold, outcome: np.ndarray, index: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """The slice metric of one model on each resample: `draws` (resamples, n) are positions in `index`."""
-    return kind.resampled(outcome, gold, index[draws])  # (resamples, n) example indices
-
-
-def _percentiles(values: np.ndarray) -> list[float] | None:
-    values = values[~np.isnan(values)]  # resamples where a correlation is undefined (a constant side)
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])] if values.size else None
-
-
 def _intervals(kind: TaskKind, gold, models: dict, index: np.ndarray, seed: int) -> tuple[dict, list[float] | None]:
     """({model: its 95% interval on the slice}, the paired 95% interval of student - teacher); seeded by the
     slice's position, so a report is reproducible."""
     index = np.asarray(index, dtype=np.int64)
     if not len(index):
         return {name: None for name in models}, None
-    rng, chunk = np.random.default_rng(seed), max(1, CELLS_PER_CHUNK // len(index))
-    parts = {name: [] for name in models}
-    for start in range(0, RESAMPLES, chunk):  # in chunks: (resamples, n) draws of a large slice are large
-        draws = rng.integers(0, len(index), size=(min(chunk, RESAMPLES - start), len(index)))
-        for name, outcome in models.items():
-            parts[name].append(_resampled(kind, gold, outcome, index, draws))
-    scores = {name: np.concatenate(values) for name, values in parts.items()}
+    # Every model on the same resampled examples: the change's interval is the paired one.
+    scores = metrics.paired_scores(kind.slice_metric, models, gold, index, seed, RESAMPLES)
     if kind.labelled:
         intervals = {name: _wilson(int(np.sum(outcome[index] == gold[index])), len(index))
                      for name, outcome in models.items()}
     else:
-        intervals = {name: _percentiles(values) for name, values in scores.items()}
-    return intervals, _percentiles(scores["student"] - scores["teacher"])
+        intervals = {name: metrics.interval95(values) for name, values in scores.items()}
+    return intervals, metrics.interval95(scores["student"] - scores["teacher"])
 
 
 # --- examples, flips, calibration ------------------------------------------------------------------
@@ -390,14 +383,10 @@ def _hardest_rule(kind: TaskKind, k: int, n: int) -> str:
     return f"the {k} of {n} test {kind.hardest_rule}"
 
 
-def _hardest_example(task: TaskData, gold, models: dict, teacher: dict, loss: np.ndarray, i: int) -> dict:
-    example = {"index": i, "text": _text(task, i), "gold": _gold_value(task, gold, i),
-               **{name: _value(task, outcome, i) for name, outcome in models.items()},
-               "teacher_loss": float(loss[i])}
-    if kind_of(task.spec.kind).labelled:
-        top = np.sort(np.asarray(teacher["probs"][i], dtype=np.float64))[::-1]
-        example["teacher_margin"] = float(top[0] - top[1]) if len(top) > 1 else float(top[0])
-    return example
+def _hardest_example(task: TaskData, gold, models: dict, hardness: np.ndarray, i: int) -> dict:
+    return {"index": i, "text": _text(task, i), "gold": _gold_value(task, gold, i),
+            **{name: _value(task, outcome, i) for name, outcome in models.items()},
+            kind_of(task.spec.kind).hardness_key: float(hardness[i])}
 
 
 def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, max_examples: int) -> dict:
@@ -455,7 +444,8 @@ def _numbers(row: dict) -> tuple:
 
 
 def _slice_name(row: dict) -> str:
-    """'class neg', 'length tokens 3-5', 'hardest 10 by teacher loss', 'rarest class pos (5 training examples)'."""
+    """'class neg', 'length tokens 3-5', 'hardest 10 by lowest teacher margin',
+    'rarest class pos (5 training examples)'."""
     if row["group"] == "hardest":
         return row["slice"]
     return f"{'rarest class' if row['group'] == 'rarest' else row['group']} {row['slice']}"
@@ -466,26 +456,42 @@ def _ci(row: dict) -> str:
     return f", 95% CI {_fmt(interval[0], True)} to {_fmt(interval[1], True)}" if interval else ""
 
 
+def _verdict(row: dict) -> str:
+    """What the paired interval of a change allows to say: better or worse only where it excludes zero."""
+    interval = row.get("change_ci95")
+    if interval and interval[0] > 0:
+        return "significantly higher for the student"
+    if interval and interval[1] < 0:
+        return "significantly lower for the student"
+    return "no significant difference"
+
+
+def _change_text(row: dict) -> str:
+    """'+0.122, 95% CI -0.02 to +0.25: no significant difference'."""
+    return f"{_fmt(row['change'], True)}{_ci(row)}: {_verdict(row)}"
+
+
 def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: float) -> str:
     """One sentence a reader can act on, every number from `result`."""
     who = "the shipped quantized student" if quantized else "the student"
     overall, n = result["overall"], result["n"]
     parts = [(f"overall {metric} is {_fmt(overall['teacher'])} for the teacher and {_fmt(overall['student'])} "
-              f"for {who} ({_fmt(overall['change'], True)})")]
+              f"for {who} ({_change_text(overall)})")]
     mentioned = []
     for row in result["slices"]:
         if row["group"] == "hardest":
             k = row["n"]
             # A slice raised to MIN_HARDEST examples is not "10%" of the task: say what it is.
-            where = (f"on the hardest {fraction:.0%} of {name} (n={k})" if k == round(fraction * n)
-                     else f"on the hardest {k} of the {n} examples of {name}")
+            by = kind_of(result["kind"]).hardest_by
+            where = (f"on the hardest {fraction:.0%} of {name} (n={k}, by {by})" if k == round(fraction * n)
+                     else f"on the hardest {k} of the {n} examples of {name} (by {by})")
         elif row["group"] == "rarest":
             where = f"on the rarest class, {row['slice']}, over its {row['n']} test examples"
         else:
             continue
         mentioned.append(_numbers(row))
         parts.append(f"{where} the teacher's {row['metric']} is {_fmt(row['teacher'])} and the student's "
-                     f"{_fmt(row['student'])} ({_fmt(row['change'], True)}{_ci(row)})")
+                     f"{_fmt(row['student'])} ({_change_text(row)})")
     for label in result.get("rarest_without_test_examples", []):
         parts.append(f"the rarest class, {label}, has no test examples, so how the student does on it is not "
                      "measured")
@@ -497,7 +503,7 @@ def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: 
     # The worst slice is often the rarest class again, under its "class" row: the same numbers twice say nothing.
     if worst is not None and worst["change"] < 0 and _numbers(worst) not in mentioned:
         parts.append(f"the largest drop is on {_slice_name(worst)} (n={worst['n']}): "
-                     f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_fmt(worst['change'], True)}{_ci(worst)})")
+                     f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_change_text(worst)})")
     elif worst is None or worst["change"] >= 0:
         parts.append(f"no slice of at least {MIN_SLICE} examples scores lower for the student than for the teacher"
                      if result["worst_slice_ignores"]["slices"] else

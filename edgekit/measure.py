@@ -25,7 +25,7 @@ from typing import TypedDict
 from edgekit import __version__
 from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
-from edgekit.fits import meets_budget, retention
+from edgekit.fits import latency_of, meets_budget, retention
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, QuantizeSpec, Recipe
 from edgekit.units import milliseconds
@@ -53,7 +53,8 @@ class Row(TypedDict, total=False):
     distillation: dict
     bench: str  # the raw timing, relative to the run folder
     size_bytes: int
-    latency_ms: dict  # p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
+    latency_ms: dict  # model only at the budget's shape: p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
+    latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images)
     meets_budget: bool  # set by select.decide
     pareto: bool  # set by select.decide
 
@@ -85,23 +86,35 @@ class Scoring:
 @dataclass(frozen=True)
 class Timing:
     """How a file's latency is measured: the budget's shape, threads and rounds, with the shipping session
-    options, on texts of the task's lengths when the budget says seq_len: task."""
+    options, on texts of the task's lengths when the budget says seq_len: task; and end to end (text in,
+    outputs out, the shipped tokenizer included) on the real test texts of every text task (`texts_file`)."""
 
     budget: Budget
     tokenizer_source: str | None
     max_length: int
     lengths_file: Path | None
     text: bool
+    texts_file: Path | None = None
 
-    def config(self, provider: str):
+    def config(self, provider: str, end_to_end: bool = False):
         from edgekit.bench import BenchConfig
 
         budget = self.budget
+        if end_to_end:
+            return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch,
+                               min_runs=budget.min_runs, min_seconds=budget.min_seconds, allow_spinning=False,
+                               lengths_from=str(self.texts_file), tokenizer=self.tokenizer_source,
+                               max_length=self.max_length, end_to_end=True)
         return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch, min_runs=budget.min_runs,
                            min_seconds=budget.min_seconds, allow_spinning=False,
                            seq_len=budget.seq_len if isinstance(budget.seq_len, int) and self.text else None,
                            lengths_from=str(self.lengths_file) if self.lengths_file else None,
                            tokenizer=self.tokenizer_source, max_length=self.max_length)
+
+    def key(self, provider: str, end_to_end: bool = False) -> dict:
+        """The settings a timing's cache key holds (a model-only one's as before end-to-end timing existed,
+        so a cache from then still serves)."""
+        return self.config(provider, end_to_end).model_dump(exclude=None if end_to_end else {"end_to_end"})
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,7 @@ def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
         if "int8-dynamic" in variants and recipe.quantize.max_drop is not None else None)
     scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget.batch)
     timing = Timing(recipe.budget, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
-                    text=not teacher.images)
+                    text=not teacher.images, texts_file=None if teacher.images else texts_file(tasks, cache))
     return exporting, scoring, timing
 
 
@@ -195,8 +208,22 @@ def lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     if recipe.budget.seq_len != "task":
         return None
     task = next(t for t in tasks if not kind_of(t.spec.kind).images)
-    texts = kind_of(task.spec.kind).length_texts(task.test)
-    path = cache.folder("lengths", cache_key(task.digest)) / "texts.txt"
+    return _texts_at(cache.folder("lengths", cache_key(task.digest)), kind_of(task.spec.kind).length_texts(task.test))
+
+
+def texts_file(tasks, cache: Cache) -> Path:
+    """A file of every text task's test texts, in task order: what end-to-end timings tokenize and run, so
+    they follow the lengths of the texts the file is scored on (Rotten Tomatoes' snippets and Lee's
+    documents alike)."""
+    from edgekit.tasks import kind_of
+
+    text_tasks = [t for t in tasks if not kind_of(t.spec.kind).images]
+    texts = [text for t in text_tasks for text in kind_of(t.spec.kind).length_texts(t.test)]
+    return _texts_at(cache.folder("texts", cache_key([t.digest for t in text_tasks])), texts)
+
+
+def _texts_at(folder: Path, texts: list[str]) -> Path:
+    path = folder / "texts.txt"
     if file_problem(path):
         text = "\n".join(t.replace("\n", " ") for t in texts) + "\n"
         write_checked(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -395,8 +422,9 @@ def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, pr
 # ---------------------------------------------------------------------------- time
 
 def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
-               reference: tuple[Path, str] | None = None) -> tuple[list[dict], dict | None]:
-    """Latency of each (file, provider) at the budget's shape, with the shipping session options.
+               reference: tuple[Path, str] | None = None, end_to_end: bool = False) -> tuple[list[dict], dict | None]:
+    """Latency of each (file, provider) at the budget's shape, with the shipping session options
+    (end_to_end: text in -> outputs out on the tasks' test texts, the shipped tokenizer included).
 
     Rounds are interleaved over the files (round 1 of every file, then round 2, ...), each round a
     fresh session, and per file the round with the median percentile is kept. This host's speed
@@ -415,7 +443,7 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
     from edgekit.provenance import sha256_file
 
     budget = timing.budget
-    keys = [cache_key("timing", __version__, sha256_file(path), timing.config(provider).model_dump(), budget.rounds,
+    keys = [cache_key("timing", __version__, sha256_file(path), timing.key(provider, end_to_end), budget.rounds,
                       budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"))
             for path, provider in files]
     chosen = [cache.load_json("timings", key) for key in keys]
@@ -428,7 +456,7 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
     rounds = [[] for _ in timed]
     for _ in range(budget.rounds):
         for results, (path, provider) in zip(rounds, timed):
-            results.append(run_benchmark(path, timing.config(provider)))
+            results.append(run_benchmark(path, timing.config(provider, end_to_end)))
     medians = []
     for results in rounds:
         results.sort(key=lambda result: result["latency_ms"][budget.percentile])
@@ -452,33 +480,48 @@ def latency_summary(result: dict) -> dict:
 def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Callable[[str], None],
               target: str, budget: Budget | None = None,
               reference: Path | None = None) -> tuple[list[Row], dict | None]:
-    """The rows with latency and size, timed in interleaved rounds; raw samples beside each file.
+    """The rows with latency and size, timed in interleaved rounds, model only and then (text files) end to
+    end; raw samples beside each file (model.<variant>[.<provider>][.e2e].bench.json).
     `target`: the budget's provider (its rows' raw timings carry no provider suffix); `budget` (resolved),
     when known, flags the rows over it as they are printed; `reference`: see time_files.
-    Returns (the timed rows, the reference's re-timing or None)."""
-    timings, retimed = time_files([(run / row["onnx"], row["provider"]) for row in rows], timing, cache,
-                                  (reference, target) if reference else None)
+    Returns (the timed rows, the reference's re-timing as {"latency_ms", "latency_e2e_ms"} or None)."""
+    files = [(run / row["onnx"], row["provider"]) for row in rows]
+    again = (reference, target) if reference else None
+    model, retimed = time_files(files, timing, cache, again)
+    e2e, retimed_e2e = time_files(files, timing, cache, again, end_to_end=True) if timing.text else ([None] * len(rows),
+                                                                                                      None)
     timed = []
-    for row, result in zip(rows, timings):
+    for row, result, whole in zip(rows, model, e2e):
         suffix = "" if row["provider"] == target else f".{row['provider']}"
         bench = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
         (run / bench).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        row = row | {"bench": bench, "size_bytes": result["model"]["size_bytes"], "latency_ms": latency_summary(result)}
+        row = row | {"bench": bench, "size_bytes": result["model"]["size_bytes"], "latency_ms": latency_summary(result),
+                     "latency_e2e_ms": None}
+        if whole is not None:
+            (run / bench).with_suffix("").with_suffix(".e2e.bench.json").write_text(
+                json.dumps(whole, indent=1) + "\n", encoding="utf-8")
+            row["latency_e2e_ms"] = latency_summary(whole)
         timed.append(row)
-        latency = row["latency_ms"]
         over = budget is not None and not meets_budget(row, budget)
-        echo(f"  {row['name']:<32} {row['provider']:<5} p50 {milliseconds(latency['p50']):>6}  "
-             f"p95 {milliseconds(latency['p95']):>6}  p99 {milliseconds(latency['p99']):>6} ms"
-             + ("  (cached)" if latency["cached"] else "") + ("  over budget" if over else ""))
-    return timed, retimed
+        echo(f"  {row['name']:<32} {row['provider']:<5} {_latency_text(row['latency_ms'])}"
+             + (f"  end to end {_latency_text(row['latency_e2e_ms'])}" if whole is not None else "")
+             + ("  (cached)" if row["latency_ms"]["cached"] else "") + ("  over budget" if over else ""))
+    if retimed is None and retimed_e2e is None:
+        return timed, None
+    return timed, {"latency_ms": retimed and latency_summary(retimed),
+                   "latency_e2e_ms": retimed_e2e and latency_summary(retimed_e2e)}
+
+
+def _latency_text(latency: dict) -> str:
+    return "  ".join(f"{q} {milliseconds(latency[q]):>6}" for q in ("p50", "p95", "p99")) + " ms"
 
 
 def drift_warning(retimed: dict | None, reference_ms: float, budget: Budget, cache: Cache) -> str | None:
     """When the teacher's fp32 file, re-timed among the students, moved more than the headroom from the figure
     a relative budget was derived from: this host's speed moved since, and the run says how to re-time."""
-    if retimed is None or budget.speedup is None:
+    if retimed is None or budget.speedup is None or retimed[budget.latency_key] is None:
         return None
-    drift = retimed["latency_ms"][budget.percentile] / reference_ms - 1
+    drift = latency_of(retimed, budget) / reference_ms - 1
     if abs(drift) <= budget.headroom:
         return None
     return (f"  warning: the teacher's fp32 file, re-timed among the students, measures {drift:+.0%} from "

@@ -90,6 +90,91 @@ class TextModel(nn.Module):
         return (out["embedding"], *(out["logits"][name] for name in self.heads))
 
 
+class StaticConfig:
+    """What a static student's config.json says (measure saves it beside the exported file, as a transformer's
+    config): `vocab_size` is how many token ids the graph takes (benchmark feeds draw ids below it)."""
+
+    model_type = "edgekit-static"
+
+    def __init__(self, vocab_size: int, rows: int, dim: int, projection: int):
+        self.vocab_size, self.rows, self.dim, self.projection = vocab_size, rows, dim, projection
+
+    def to_dict(self) -> dict:
+        return {"model_type": self.model_type, "vocab_size": self.vocab_size, "rows": self.rows, "dim": self.dim,
+                "projection": self.projection}
+
+    def save_pretrained(self, folder) -> None:
+        import json
+        from pathlib import Path
+
+        (Path(folder) / "config.json").write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+class StaticEmbedding(nn.Module):
+    """Token ids -> rows of a table: `remap` (an int32 buffer, one Gather) maps each of the tokenizer's ids
+    to its row of `table` (rows, dim), so a pruned table still takes the tokenizer's ids unchanged."""
+
+    def __init__(self, remap: torch.Tensor, rows: int, dim: int, projection: int):
+        super().__init__()
+        self.register_buffer("remap", remap.to(torch.int32))  # (vocab_size,)
+        self.table = nn.Embedding(rows, dim)
+        self.config = StaticConfig(len(remap), rows, dim, projection)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.table
+
+    def forward(self, input_ids):
+        return self.table(self.remap[input_ids])  # (batch, seq, dim)
+
+
+class StaticModel(nn.Module):
+    """A static-embedding sentence encoder (model2vec-like, distilled): the masked mean of one trained table
+    row per token, projected to the teacher's width (so the teacher's heads and the embedding losses apply)
+    and L2-normalized when the teacher's embedding is. No attention, no layers: a Gather, a mean and a
+    (dim x width) MatMul, whatever the text's length.
+
+    The same interface as TextModel's kind "sentence-encoder" (`backbone` is the StaticEmbedding);
+    edgekit.static makes its initial weights from the teacher."""
+
+    kind = "sentence-encoder"
+    pooling = "mean"  # of the token rows, whatever the teacher's pooling (the table was made with it)
+
+    def __init__(self, remap: torch.Tensor, rows: int, dim: int, width: int, heads: dict[str, nn.Linear] | None = None,
+                 normalize: bool = True):
+        super().__init__()
+        self.backbone = StaticEmbedding(remap, rows, dim, width)
+        self.projection = nn.Linear(dim, width)
+        self.heads = nn.ModuleDict(heads or {})
+        self.normalize = normalize
+
+    @property
+    def output_names(self) -> list[str]:
+        return [EMBEDDING, *(logits_name(name) for name in self.heads)]
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"]
+
+    def internals(self, input_ids, attention_mask, token_type_ids=None, hidden: bool = False,
+                  attention: bool = False) -> dict:
+        if hidden or attention:
+            raise ValueError("a static-embedding student has no hidden states or attention maps to distill")
+        vectors = self.backbone(input_ids)  # (batch, seq, dim)
+        # Multiply and sum rather than a batched MatMul: ORT's dynamic int8 pass would quantize a MatMul of
+        # two activations; a masked sum stays float like TextModel's pooling.
+        weights = attention_mask.unsqueeze(-1).to(vectors.dtype)  # (batch, seq, 1)
+        pooled = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (batch, dim)
+        embedding = self.projection(pooled)  # (batch, width)
+        if self.normalize:
+            embedding = nn.functional.normalize(embedding, dim=-1)
+        return {"embedding": embedding, "logits": {name: head(embedding) for name, head in self.heads.items()},
+                "mask": attention_mask}
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        out = self.internals(input_ids, attention_mask)
+        return (out["embedding"], *(out["logits"][name] for name in self.heads))
+
+
 class ConvNet(nn.Module):
     """A small CNN for small images: `depth` blocks of 3x3 conv + ReLU at `width` channels,
     pooled to 4x4 and classified by one linear layer.

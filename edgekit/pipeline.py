@@ -118,12 +118,13 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         budget = budget.resolved(reference_ms)
         budgets = sorted((b.resolved(reference_ms) for b in budgets), key=lambda b: b.ms)
         if any(b.speedup is not None for b in budgets):
-            echo(f"  the teacher's fp32 file measures {budget.percentile} {reference_ms:.3g} ms: "
+            scope = "end to end" if budget.scope == "end-to-end" else "model only"
+            echo(f"  the teacher's fp32 file measures {budget.percentile} {reference_ms:.3g} ms {scope}: "
                  + ", ".join(f"x{b.speedup:g} -> {b.ms:.3g} ms" for b in budgets if b.speedup is not None))
         first_student = len(rows)  # the students' rows follow
 
         stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, not teacher.images)}")
-        found = students.candidates(recipe, teacher)
+        found = students.candidates(recipe, teacher, inputs)  # inputs: a static student's vocabulary
         probes = {c.name: probe.probe(c, recipe, teacher, tasks, variants, exporting, timing, target, cache, echo,
                                 budget, budgets) for c in found}
         chosen = select.to_train(found, probes, budgets, recipe.students.max_students)
@@ -147,7 +148,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
                                               teacher_fp32["metrics"], details))
 
         stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
-                         f"{select.shape_text(budget, not teacher.images)}")
+                         f"{select.shape_text(budget, not teacher.images)}"
+                         + ("" if teacher.images else ", then end to end on the tasks' test texts"))
         timed, retimed = measure.time_rows(rows[first_student:], run, timing, cache, echo, target, budget,
                                    run / teacher_fp32["onnx"])
         rows = rows[:first_student] + timed
@@ -155,7 +157,7 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             echo(warning)
 
         stage(7, "select", "Pareto frontier, pick, gap report, bundle")
-        rows, picks, why = select.decide(rows, budget, providers, int8)
+        rows, picks, why, decision = select.decide(rows, budget, providers, int8, predictions, tasks)
         best = None if picks[target] is None else _row(rows, picks[target], target)
         data = report.build_report(
             recipe, seconds=time.perf_counter() - started, stages=stages, budget=budget, teacher_fp32=teacher_fp32,
@@ -163,7 +165,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             skipped_variants=skipped_variants, tasks=tasks, truncated=truncated, teacher=teacher,
             teacher_params=teacher_fp32["params"], probes=list(probes.values()), rows=rows, picks=picks, why=why,
             gap=gap.shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
-            sweep=[select.sweep_point(rows, b, target, int8) for b in budgets] if sweep else None, best=best)
+            sweep=[select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
+            best=best, decision=decision)
         if best is not None and not sweep:
             data["bundle"] = bundle.ship(run, data, best, recipe.signing.key if recipe.signing else None, echo)
         report.write_report(run, data)

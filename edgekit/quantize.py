@@ -7,7 +7,8 @@ What each choice is for, measured on all-MiniLM-L6-v2 (see FIELD-NOTES):
   fidelity (cosine 0.963) and are there for runtimes without per-channel support.
 - int8-static-*: QDQ graph with activation ranges fixed by calibration data, which is
   what NPUs/DSPs and mobile runtimes consume. Only MatMul is quantized: ORT's default op
-  types collapse a transformer (cosine 0.38); MatMul-only reaches ~0.935.
+  types collapse a transformer (cosine 0.38); MatMul-only reaches ~0.935. A static-embedding
+  student's table (a Gather) is quantized too: it is nearly all of that file (static_op_types).
 - fp16: half the size for GPU providers; keeps float32 inputs/outputs so callers need no change.
 
 Each method is a small frozen config (Int8Dynamic, Int8Static, Fp16: torchao's
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONFIGS", "METHODS", "PERCENTILE", "STATIC_METHODS", "Fp16", "Int8Dynamic", "Int8Static", "QuantConfig",
            "image_calibration", "quant_config", "quantize_file", "quantized_matmuls", "reduce_range_choice",
-           "resolve_reduce_range", "text_calibration"]
+           "resolve_reduce_range", "static_op_types", "text_calibration"]
 
 # ORT's own default for percentile calibration, recorded so a report can say what clipped the ranges.
 PERCENTILE = 99.999
@@ -367,8 +368,26 @@ def _dynamic(src: Path, out: Path, tmp: Path, per_channel: bool, reduce_range: b
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
+def static_op_types(path: Path) -> list[str]:
+    """The op types static int8 quantizes in the file: MatMul (see the module docstring), and Gather too in a
+    static-embedding student's graph (networks.StaticModel: no attention, its largest weight a table read by
+    a Gather). That table is nearly all of its bytes: left float, the int8 file would be no smaller."""
+    import math
+
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    if any(node.op_type == "Softmax" for node in graph.node):  # attention: a transformer keeps MatMul only
+        return list(_STATIC_OP_TYPES)
+    sizes = {w.name: math.prod(w.dims) for w in graph.initializer if w.data_type == onnx.TensorProto.FLOAT}
+    largest = max(sizes, key=sizes.get, default=None)
+    if any(node.op_type == "Gather" and node.input[0] == largest for node in graph.node):
+        return [*_STATIC_OP_TYPES, "Gather"]
+    return list(_STATIC_OP_TYPES)
+
+
 def _static(src: Path, out: Path, tmp: Path, config: Int8Static, reduce_range: bool, calibration: list[dict],
-            keep_fp32: list[str]) -> int:
+            keep_fp32: list[str], op_types: list[str]) -> int:
     """QDQ int8 of `src` calibrated on `calibration`; returns the number of calibration batches."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -382,7 +401,7 @@ def _static(src: Path, out: Path, tmp: Path, config: Int8Static, reduce_range: b
         extra["CalibPercentile"] = config.percentile
     # Unsigned activations with signed weights (U8S8) is ORT's fast CPU path; reduce_range
     # keeps it from saturating on x86 without VNNI, as for dynamic.
-    quantize_static(pre, out, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=_STATIC_OP_TYPES,
+    quantize_static(pre, out, _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
                     per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=calibrate, nodes_to_exclude=keep_fp32,
                     extra_options=extra)
@@ -441,7 +460,7 @@ def quantize_file(src: Path, dst: Path, method: str | QuantConfig,
               "reduce_range_setting": setting, "reduce_range": reduce_range if config.int8 else None,
               "why": why if config.int8 else
               "fp16 halves the file for GPU providers; on CPU it loads but is usually slower than fp32",
-              "op_types": list(_STATIC_OP_TYPES) if static else None, "calibration": None}
+              "op_types": static_op_types(src) if static else None, "calibration": None}
     if keep_fp32:
         record["kept_fp32"] = list(keep_fp32)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -453,7 +472,8 @@ def quantize_file(src: Path, dst: Path, method: str | QuantConfig,
                 if isinstance(config, Fp16):
                     _fp16(src, out)
                 elif isinstance(config, Int8Static):
-                    batches = _static(src, out, tmp, config, reduce_range, calibration, list(keep_fp32))
+                    batches = _static(src, out, tmp, config, reduce_range, calibration, list(keep_fp32),
+                                      record["op_types"])
                     record["calibration"] = {"method": config.calibrate, "batches": batches,
                                              **({} if config.percentile is None else
                                                 {"percentile": config.percentile})}

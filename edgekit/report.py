@@ -53,6 +53,9 @@ def _arch(entry: dict) -> str:
     if "layers" in a:
         return (f"{a['layers']} layer{'s' if a['layers'] != 1 else ''} {a['keep']}, h{a['hidden']}"
                 + (f" a{a['heads']} f{a['ffn']}" if "ffn" in a else ""))
+    if "static" in a:
+        # a static-embedding student (edgekit.students.static_candidates): a token table, no layers
+        return f"static embeddings d{a['static']}" + (f", {count(a['vocab'])} tokens" if a.get("vocab") else "")
     return "teacher"
 
 
@@ -108,7 +111,7 @@ def _data_notes(task: dict) -> list[str]:
 # ---------------------------------------------------------------------------- blocks
 
 def _blocks(data: dict) -> list[tuple]:
-    """The report as ("h1"|"h2"|"h3"|"p"|"strong"|"list"|"table"|"figure", ...) blocks."""
+    """The report as ("h1"|"h2"|"h3"|"p"|"strong"|"list"|"table"|"figure"|"summary", ...) blocks."""
     budget, tasks = data["budget"], [t["name"] for t in data["tasks"]]
     p = budget["percentile"]
     seq = "task lengths" if budget["seq_len"] == "task" else f"seq {budget['seq_len']}"
@@ -117,6 +120,7 @@ def _blocks(data: dict) -> list[tuple]:
             "re-timing drift)." if budget["headroom"] else "")
     providers = data["providers"]
     blocks = [("h1", f"edgekit {'sweep' if data.get('sweep') else 'run'}: {data['recipe']['name']}"),
+              *_first_screen(data), ("h2", "Budget, machine and data"),
               ("p", (f"Budget: {_budget_text(budget)} at batch {budget['batch']}, {seq}, {budget['threads']} "
                     f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
                     f"Machine: {data['machine']['name']}. Run took {data['seconds'] / 60:.1f} min."))]
@@ -151,6 +155,7 @@ def _selection(data: dict) -> list[tuple]:
     if selected:
         blocks.append(("strong", (f"Selected: {selected['name']} on {selected['provider']} ({selected['onnx']}, "
                                  f"shipped as {selected['bundle']}).")))
+        blocks += [("p", d["statement"])] if (d := (data.get("decision") or {}).get(selected["provider"])) else []
     else:
         blocks.append(("strong", f"Nothing fits. {data['why']}"))
     others = {prov: name for prov, name in data["picks"].items() if prov != data["providers"]["measured"][0]}
@@ -165,7 +170,7 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
 
     target = bundle["target"]
     note = elsewhere_note(target, machine)
-    parts = [(f"bundle/ holds {len(bundle['files']) + 1} files ({count(bundle['bytes'])} bytes) with manifest.json; "
+    parts = [(f"bundle/ holds {len(bundle['files']) + 1} files ({_mb(bundle['bytes'])}) with manifest.json; "
              f"the file to deploy is {bundle['deploy']}")]
     fixed = bundle["fixed_shape"]
     if fixed:
@@ -175,6 +180,16 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
     if bundle["ort"]:
         parts.append(f"model.ort ({bundle['ort']['platform']}) is made from it for ONNX Runtime Mobile, with the "
                      f"operators a reduced build needs in {bundle['ort']['required_operators']}")
+    app = bundle.get("app")
+    if app and app.get("file"):
+        latency = app.get("latency_ms") or {}
+        timed = (f": text in to outputs out p50 {milliseconds(latency['app']['p50'])} ms, against "
+                 f"{milliseconds(latency['two_step']['p50'])} ms for tokenizer.json + model.onnx"
+                 if latency.get("app") else "")
+        parts.append(f"{app['file']} takes the texts themselves (the tokenizer inside the graph, onnxruntime-"
+                     f"extensions){timed}")
+    elif app:
+        parts.append(f"no app graph with the tokenizer inside: {app['reason']} ({app['fix']})")
     if target:
         parts.append(f"target profile: {target['name']} ({target['description']})")
     blocks = [("h2", "Bundle"), ("p", "; ".join(parts) + ". Check it any time with `edgekit verify RUN/bundle`.")]
@@ -192,27 +207,33 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
 
 
 def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
-    header = ["file", "provider", "architecture", "params", "size (bytes)", f"probe {p}", "p50", "p95", "p99"]
+    e2e = any(_latency(entry, "end-to-end", p) is not None for entry in data["files"])
+    header = ["file", "provider", "architecture", "params", "size (MB)", f"probe {p}", "p50", "p95", "p99"]
+    header += ["end-to-end p50", "end-to-end p95"] if e2e else []
     header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
     header += ["fits", "Pareto"]
     rows = []
     for entry in data["files"]:
         probe = entry.get("probe_latency_ms")
-        cells = [entry["name"], entry["provider"], _arch(entry), count(entry["params"]), count(entry["size_bytes"]),
-                 milliseconds(probe[p]) if probe else "-"]
+        cells = [entry["name"], entry["provider"], _arch(entry), count(entry["params"]),
+                 f"{entry['size_bytes'] / 1e6:.3g}", milliseconds(probe[p]) if probe else "-"]
         cells += [milliseconds(entry["latency_ms"][q]) for q in ("p50", "p95", "p99")]
+        if e2e:
+            cells += [milliseconds(v) if (v := _latency(entry, "end-to-end", q)) is not None else "-"
+                      for q in ("p50", "p95")]
         for task in tasks:
             kept = entry["retention"].get(task)
             cells.append(_metric(entry["metrics"][task]) + (f" ({kept:.1f}%)" if kept is not None else ""))
         cells += ["yes" if entry["meets_budget"] else "no", "yes" if entry.get("pareto") else ""]
         rows.append(cells)
     return [("h2", "Evaluation matrix: every file on every provider"),
-            ("p", ("Latency in ms measured on the file itself at the budget shape (median of the timing rounds); "
+            ("p", ("Latency in ms measured on the file itself at the budget shape (median of the timing rounds)"
+                   + ("; end to end: text in to outputs out with the bundle's tokenizer, on the tasks' test texts"
+                      if e2e else "") + "; "
                   "metrics measured on the ONNX file, per task, on the full evaluation split, with bootstrap 95% "
                   "intervals; retention = file / teacher fp32. Pareto: no other file of the same provider is as "
                   f"good on every task, as fast at {p} and as small, and better on one.")),
-            ("table", header, rows),
-            ("figure", "accuracy-latency", "Each task's metric against latency; the Pareto frontier is connected.")]
+            ("table", header, rows)]
 
 
 def _int8_effect(data: dict, tasks: list[str]) -> list[tuple]:
@@ -247,7 +268,7 @@ def _budget_text(budget: dict) -> str:
 
 
 def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
-    header = ["budget", "as ms", "fits at (ms)", "pick", p, "size (bytes)"] + [f"{t} (retention)" for t in tasks]
+    header = ["budget", "as ms", "fits at (ms)", "pick", p, "size (MB)"] + [f"{t} (retention)" for t in tasks]
     header += ["worst-task retention"]
     rows = []
     for point in data["sweep"]:
@@ -257,7 +278,7 @@ def _sweep(data: dict, tasks: list[str], p: str) -> list[tuple]:
             continue
         cells = [point["budget"], f"{point['ms']:.3g}", f"{point['limit_ms']:.3g}", point["pick"],
                  milliseconds(point["latency_ms"]),
-                 count(point["size_bytes"])]
+                 f"{point['size_bytes'] / 1e6:.3g}"]
         for task in tasks:
             kept = point["retention"].get(task)
             cells.append(f"{point['metrics'][task]:.3f}" + (f" ({kept:.1f}%)" if kept is not None else ""))
@@ -406,6 +427,251 @@ def _distillation(data: dict, tasks: list[str]) -> list[tuple]:
                   "distilled one:")), ("list", bought), ("h2", "Distillation"), ("list", runs)]
 
 
+# ---------------------------------------------------------------------------- the first screen
+
+# The row field per latency kind, and how the first screen names it (budget.scope says which one the budget bounds).
+_LATENCY_KEYS = {"model": "latency_ms", "end-to-end": "latency_e2e_ms"}
+_LATENCY_WORDS = {"model": "model only", "end-to-end": "end to end, tokenizer + model"}
+
+
+def _mb(size_bytes) -> str:
+    """Bytes as MB with about 3 significant digits: 90.4 MB, 17.4 MB, 0.0995 MB (a tiny test model)."""
+    value = size_bytes / 1e6
+    return f"{value:.0f} MB" if value >= 100 else f"{value:.3g} MB"
+
+
+def _scope(data: dict) -> str:
+    """The latency the budget bounds: 'model' or 'end-to-end' (reports before budget.scope bound the model)."""
+    return data["budget"].get("scope") or "model"
+
+
+def _latency(row: dict | None, kind: str, p: str) -> float | None:
+    """A row's latency of `kind` at percentile `p`, or None where it was not measured (image rows have no
+    end-to-end latency; older reports no `latency_e2e_ms` at all)."""
+    value = ((row or {}).get(_LATENCY_KEYS[kind]) or {}).get(p)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _teacher_row(data: dict, provider: str) -> dict | None:
+    """The teacher's fp32 file on `provider`: report.json's `teacher_fp32` row when it has one, else the matrix's
+    (None for a run without one on that provider)."""
+    known = data.get("teacher_fp32")
+    if isinstance(known, dict) and known.get("provider") == provider and "metrics" in known:
+        return known
+    return next((r for r in data["files"] if r["provider"] == provider and r.get("student") == "teacher"
+                 and r.get("variant") == "fp32"), None)
+
+
+def chart_inputs(data: dict) -> dict:
+    """The accuracy-latency chart's arguments (edgekit.plot.accuracy_latency_figure) for a report's data: the
+    target provider's files, the budget line of a single run, its pick and the teacher's fp32 file."""
+    selected = data["selected"]
+    provider = (selected or {}).get("provider") or data["providers"]["measured"][0]
+    teacher = _teacher_row(data, provider)
+    return {"rows": [e for e in data["files"] if e["provider"] == provider], "tasks": data["tasks"],
+            "percentile": data["budget"]["percentile"],
+            "limit_ms": data["budget"]["limit_ms"] if not data.get("sweep") else None,
+            "picked": selected["name"] if selected else None, "scope": _scope(data),
+            "teacher": teacher["name"] if teacher else None}
+
+
+def _first_screen(data: dict) -> list[tuple]:
+    """What a reader needs before scrolling: the file to ship (or why nothing fits and the closest miss), how
+    much faster than the teacher's fp32 file it is model only and end to end, what it keeps per task with its
+    95% interval, and its largest slice drop. Then the charts."""
+    caption = ("Each task's metric (95% interval as a bar) against latency, log scale from 0.1 ms to past the "
+               "teacher; marker area is the file size. The step line is the frontier: no faster file scores "
+               "higher. Only the frontier, the pick and the teacher are named; every file is in the matrix below.")
+    summary = _sweep_summary(data) if data.get("sweep") else _run_summary(data)
+    return [summary, ("figure", "accuracy-latency", caption)]
+
+
+def _speed_lines(row: dict, teacher: dict | None, p: str, scope: str, images: bool) -> list[str]:
+    """'Model only: 4.6x faster than the teacher's fp32 file (p95 3.62 ms vs 16.6 ms).', then end to end."""
+    parts = []
+    for kind in (scope, *(k for k in _LATENCY_KEYS if k != scope)):
+        words = _LATENCY_WORDS[kind]
+        mine, theirs = _latency(row, kind, p), _latency(teacher, kind, p)
+        bound = " (what the budget bounds)" if kind == scope else ""
+        if mine is None:
+            why = "not applicable to image inputs" if images and kind == "end-to-end" else "not measured"
+            parts.append(f"{words[0].upper()}{words[1:]}: {why}.")
+        elif theirs is None or theirs <= 0:
+            parts.append(f"{words[0].upper()}{words[1:]}{bound}: {p} {milliseconds(mine)} ms (teacher not measured).")
+        else:
+            ratio = theirs / mine
+            speed = f"{_times(ratio)} faster than" if ratio >= 1 else f"{_times(1 / ratio)} slower than"
+            parts.append(f"{words[0].upper()}{words[1:]}{bound}: {speed} the teacher's fp32 file "
+                         f"({p} {milliseconds(mine)} ms vs {milliseconds(theirs)} ms).")
+    return parts
+
+
+def _times(ratio: float) -> str:
+    """1.02x, 4.6x, 15x, 500x: near 1 three digits (1.0x would hide a 4% difference), never an exponent."""
+    return f"{ratio:.2f}x" if ratio < 2 else f"{ratio:.2g}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
+def _budget_line(budget: dict, row: dict | None, scope: str) -> str:
+    """'Budget: p95 <= 5.53 ms (x3 the teacher's speed), model only; a file fits at <= 4.98 ms measured.'"""
+    p = budget["percentile"]
+    asked = f"{p} <= {milliseconds(budget['ms'])} ms" + (f" (x{budget['speedup']:g} faster than the teacher)"
+                                                if budget.get("speedup") is not None else "")
+    text = f"Budget ({_LATENCY_WORDS[scope]}): {asked}"
+    if budget.get("headroom"):
+        text += f"; a file fits at <= {milliseconds(budget['limit_ms'])} ms measured"
+    if budget.get("size_mb"):
+        text += f" and <= {budget['size_mb']:g} MB"
+    mine = _latency(row, scope, p)
+    if row is not None and mine is not None and budget.get("limit_ms"):
+        used = mine / budget["limit_ms"]
+        text += f" (the pick measures {milliseconds(mine)} ms, " + ("under 1% of that)" if used < 0.01
+                                                                      else f"{used:.0%} of that)")
+    return text + "."
+
+
+def _worst_slice(gap: dict | None) -> str:
+    """A task's largest slice drop for the first screen (edgekit.gap's worst_slice), or why there is none."""
+    if not gap:
+        return "-"
+    worst = gap.get("worst_slice")
+    if worst is None or worst.get("change") is None or worst["change"] >= 0:
+        small = (gap.get("worst_slice_ignores") or {}).get("slices")
+        least = (gap.get("worst_slice_ignores") or {}).get("min_n")
+        return (f"no slice of >= {least} examples scores lower" if small and least else "no slice scores lower")
+    where = worst["slice"] if worst["group"] == "hardest" else (
+        f"{'rarest class' if worst['group'] == 'rarest' else worst['group']} {worst['slice']}")
+    interval = worst.get("change_ci95")
+    change = f"{worst['change']:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+    return f"{where} (n={worst['n']}): {worst['teacher']:.3f} -> {worst['student']:.3f}, {change}"
+
+
+def _task_table(data: dict, row: dict, teacher: dict | None, who: str) -> tuple:
+    """Per task: the metric, the file's value and the teacher's with 95% intervals, % kept, largest slice drop."""
+    header = ["task", "metric", f"{who} [95% CI]", "teacher fp32 [95% CI]", "kept of teacher"]
+    gaps = data.get("gap") if data.get("selected") and data["selected"]["name"] == row["name"] else None
+    if gaps:
+        header.append("where it loses most (slice: teacher -> shipped, change [95% CI])")
+    cells = []
+    for task in data["tasks"]:
+        name = task["name"]
+        mine, theirs = row["metrics"].get(name), (teacher or {}).get("metrics", {}).get(name)
+        kept = (row.get("retention") or {}).get(name)
+        line = [name, task["metric"], _metric_or_dash(mine), _metric_or_dash(theirs),
+                f"{kept:.1f}%" if kept is not None else "- (teacher <= 0)"]
+        if gaps:
+            line.append(_worst_slice(gaps.get(name)))
+        cells.append(line)
+    return header, cells
+
+
+def _metric_or_dash(m: dict | None) -> str:
+    if not m:
+        return "-"
+    ci = m.get("ci95")
+    return _metric(m) if ci and len(ci) == 2 and None not in ci else f"{m['value']:.3f}"
+
+
+def _run_summary(data: dict) -> tuple:
+    budget, selected = data["budget"], data["selected"]
+    p, scope = budget["percentile"], _scope(data)
+    provider = (selected or {}).get("provider") or data["providers"]["measured"][0]
+    mine = [r for r in data["files"] if r["provider"] == provider]
+    teacher = _teacher_row(data, provider)
+    images = any(t.get("kind") == "image" for t in data["tasks"])
+    lines = []
+    if selected:
+        row = next((r for r in mine if r["name"] == selected["name"]), None) or {
+            "name": selected["name"], "variant": "?", "size_bytes": 0, "metrics": {}}
+        student = "the teacher itself" if row.get("student") == "teacher" else f"student {row.get('student')}"
+        headline = (f"Ship {row['name']}: {student}, {row['variant']}, on {provider}, {_mb(row['size_bytes'])}"
+                    + (f" (deploy {selected['bundle']})" if selected.get("bundle") else "") + ".")
+        tone, who = "ship", "shipped"
+    else:
+        row = _closest_miss(mine, budget, scope)
+        headline = f"Nothing fits the budget on {provider}: nothing to ship."
+        tone, who = "miss", "closest miss"
+        lines.append(f"Why: {data.get('why') or 'no file meets the budget.'}")
+        if row is not None:
+            lines.append(f"Closest miss: {row['name']} ({row['variant']}, {_mb(row['size_bytes'])}), "
+                         + _miss_text(row, budget, scope) + ".")
+    own = row is not None and teacher is not None and row["name"] == teacher["name"]
+    if own and selected:
+        # Nothing to compare with: say what it costs, and that no smaller file ranked above it.
+        timed = [f"{milliseconds(v)} ms {_LATENCY_WORDS[k]}" for k in (scope, *(k for k in _LATENCY_KEYS if k != scope))
+                 if (v := _latency(row, k, p)) is not None]
+        lines.append(f"This is the teacher's own fp32 file ({p} {'; '.join(timed)}): no student or quantized file "
+                     "ranked above it (the selection below says why).")
+    elif row is not None and not own:  # (a closest miss that is the teacher's file: its line said it all)
+        lines += _speed_lines(row, teacher, p, scope, images)
+        if teacher is not None and row["size_bytes"] > 0 and teacher["size_bytes"] > 0:
+            ratio = teacher["size_bytes"] / row["size_bytes"]
+            lines.append(f"Size: {_mb(row['size_bytes'])} against the teacher's fp32 {_mb(teacher['size_bytes'])} "
+                         + (f"({_times(ratio)} smaller)." if ratio >= 1 else f"({_times(1 / ratio)} larger)."))
+    lines.append(_budget_line(budget, row if selected else None, scope))
+    tie = _tie_sentence(data, provider)
+    if selected and tie:
+        lines.append(tie)
+    table = _task_table(data, row, teacher, who) if row is not None else None
+    return ("summary", tone, headline, lines, table)
+
+
+def _tie_sentence(data: dict, provider: str) -> str | None:
+    """The selection's sentence when a tie within noise decided the pick (report.json `decision`, newer runs):
+    a faster file shipped instead of the top-ranked one. Other decisions are in the selection section."""
+    decision = data.get("decision")
+    decision = decision.get(provider) if isinstance(decision, dict) else None
+    if not isinstance(decision, dict):
+        return None
+    text = decision.get("sentence") or decision.get("statement")
+    tied = decision.get("ships") != decision.get("top") if "ships" in decision and "top" in decision else True
+    return str(text) if text and tied else None
+
+
+def _closest_miss(rows: list[dict], budget: dict, scope: str) -> dict | None:
+    """The file nearest to fitting: when some meet the latency (and miss on size or the quality floor), the one
+    keeping the most of the teacher on its worst task; otherwise the fastest."""
+    p, limit = budget["percentile"], budget["limit_ms"]
+    timed = [r for r in rows if _latency(r, scope, p) is not None]
+    fast = [r for r in timed if _latency(r, scope, p) <= limit]
+    if fast:
+        return max(fast, key=lambda r: min((v for v in (r.get("retention") or {}).values() if v is not None),
+                                           default=0.0))
+    return min(timed, key=lambda r: _latency(r, scope, p), default=None)
+
+
+def _miss_text(row: dict, budget: dict, scope: str) -> str:
+    p, limit = budget["percentile"], budget["limit_ms"]
+    latency = _latency(row, scope, p)
+    kept = ", ".join(f"{task} {v:.1f}%" for task, v in (row.get("retention") or {}).items() if v is not None)
+    text = f"{p} {milliseconds(latency)} ms ({_LATENCY_WORDS[scope]})"
+    text += (f", {latency / limit - 1:.0%} over the {limit:.3g} ms a file must measure" if latency > limit
+             else f", within the {limit:.3g} ms")
+    return text + (f"; keeps {kept} of the teacher" if kept else "")
+
+
+def _sweep_summary(data: dict) -> tuple:
+    """A sweep ships nothing: its first screen is the pick at each budget."""
+    budget = data["budget"]
+    p, scope = budget["percentile"], _scope(data)
+    provider = data["providers"]["measured"][0]
+    teacher = _teacher_row(data, provider)
+    theirs = _latency(teacher, scope, p)
+    rows = []
+    for point in data["sweep"]:
+        if point["pick"] is None:
+            rows.append([point["budget"], f"{point['limit_ms']:.3g}", "nothing fits", "-", "-", "-", "-"])
+            continue
+        latency = point.get("latency_ms")
+        rows.append([point["budget"], f"{point['limit_ms']:.3g}", point["pick"], milliseconds(latency),
+                     _times(theirs / latency) if theirs and latency else "-", _mb(point["size_bytes"]),
+                     f"{point['min_retention']:.1f}%" if point.get("min_retention") is not None else "-"])
+    headline = f"Sweep of {len(data['sweep'])} budgets on {provider}: the pick at each (nothing is bundled)."
+    lines = [(f"Latency: {p}, {_LATENCY_WORDS[scope]}; each budget picks among the same measured files. Rerun "
+              "distill-and-export with --budget set to one of them to get its bundle (the cache makes that fast).")]
+    header = ["budget", "fits at (ms)", "pick", f"{p} (ms)", "faster than the teacher", "size", "worst-task kept"]
+    return ("summary", "ship", headline, lines, (header, rows))
+
+
 # ---------------------------------------------------------------------------- renderers
 
 def _md_cell(text: str) -> str:
@@ -429,13 +695,29 @@ def render_markdown(data: dict) -> str:
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block[2]] + [""]
         elif kind == "figure":
             lines += [f"*Chart: {block[2]} See report.html.*", ""]
+        elif kind == "summary":
+            _, _, headline, items, table = block
+            lines += [f"**{headline}**", ""] + [f"- {item}" for item in items] + [""]
+            if table:
+                lines += ["| " + " | ".join(_md_cell(h) for h in table[0]) + " |", "|" + "---|" * len(table[0])]
+                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table[1]] + [""]
     return "\n".join(lines)
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:110em;color:#222}"
+# The first screen (a 1280x800 window) must hold the summary: compact margins and a tight summary box; charts
+# scale down to the window's width rather than scroll sideways.
+_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.2em 2em;max-width:110em;color:#222}"
+          "h1{font-size:1.5em;margin:.2em 0 .5em}"
           "table{border-collapse:collapse;margin:1em 0;font-size:.85em}"
           "th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
-          "th{background:#f3f3f3}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}")
+          "th{background:#f3f3f3}figure{margin:1em 0}figcaption{color:#555;font-size:.9em;max-width:70em}"
+          "figure svg{max-width:100%;height:auto}"
+          ".summary{border-left:.4em solid #2e7d32;background:#f4faf4;padding:.6em 1em;margin:0 0 1em}"
+          ".summary.miss{border-left-color:#c62828;background:#fdf3f3}"
+          ".summary .headline{font-size:1.3em;font-weight:600;margin:.1em 0 .4em}"
+          ".summary ul{margin:.3em 0;padding-left:1.2em}.summary li{margin:.15em 0}"
+          ".summary table{margin:.5em 0 .2em;background:#fff}"
+          ".summary th,.summary td:not(:last-child){white-space:nowrap}")
 
 
 def render_html(data: dict) -> str:
@@ -457,6 +739,16 @@ def render_html(data: dict) -> str:
             body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                            for row in block[2])
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "summary":
+            _, tone, headline, items, table = block
+            section = [f"<section class='summary {tone}'><p class='headline'>{html.escape(headline)}</p>",
+                       "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"]
+            if table:
+                head = "".join(f"<th>{html.escape(str(h))}</th>" for h in table[0])
+                body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                               for row in table[1])
+                section.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            parts.append("".join(section) + "</section>")
         elif kind == "figure" and figures.get(block[1]):
             parts.append(f"<figure>{figures[block[1]]}<figcaption>{html.escape(block[2])}</figcaption></figure>")
     parts.append("</body></html>")
@@ -464,15 +756,12 @@ def render_html(data: dict) -> str:
 
 
 def _figures(data: dict) -> dict[str, str]:
-    """Inline SVG charts: the accuracy-latency plot of the target provider, and the sweep."""
+    """Inline SVG charts: the accuracy-latency plot of the pick's provider (the target's without a pick), and
+    the sweep."""
     from edgekit.plot import accuracy_latency_svg, sweep_svg
 
-    provider = data["providers"]["measured"][0]
     budget = data["budget"]
-    selected = data["selected"]
-    figures = {"accuracy-latency": accuracy_latency_svg(
-        [e for e in data["files"] if e["provider"] == provider], data["tasks"], budget["percentile"],
-        budget["limit_ms"] if not data.get("sweep") else None, selected["name"] if selected else None)}
+    figures = {"accuracy-latency": accuracy_latency_svg(**chart_inputs(data))}
     if data.get("sweep"):
         figures["sweep"] = sweep_svg(data["sweep"], budget["percentile"])
     return figures
@@ -489,7 +778,8 @@ def write_report(folder: Path, data: dict) -> None:
 def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: dict, retimed: dict | None,
                  providers: list[str], skipped: dict, variants: list[str], skipped_variants: dict, tasks: list,
                  truncated: dict, teacher, teacher_params: int, probes: list[dict], rows: list[dict], picks: dict,
-                 why: dict, gap: dict | None, sweep: list[dict] | None, best: dict | None) -> dict:
+                 why: dict, gap: dict | None, sweep: list[dict] | None, best: dict | None,
+                 decision: dict | None = None) -> dict:
     """report.json's content (`edgekit.report/2`, documented in the README), without the bundle record:
     the stages' results as measured, plus the machine, versions and provenance they were measured with."""
     import time
@@ -528,6 +818,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
             "bundle": None if sweep is not None else "bundle/model.onnx"},
         "why": why.get(providers[0]),
         "why_by_provider": why,
+        "decision": decision,  # per provider: select.choose's decision (ties within noise), None when nothing fits
         "gap": gap,
         "int8_on_this_cpu": int8_effect(rows, providers[0]),
         "sweep": sweep,
@@ -579,15 +870,18 @@ def budget_record(budget, teacher_fp32: dict, retimed: dict | None) -> dict:
     from edgekit.fits import latency_of, limit_ms
 
     p = budget.percentile
-    record = {"percentile": p, "ms": budget.ms, "speedup": budget.speedup, "label": budget.label(),
+    record = {"percentile": p, "scope": budget.scope, "ms": budget.ms, "speedup": budget.speedup,
+              "label": budget.label(),
               "batch": budget.batch, "seq_len": budget.seq_len, "threads": budget.threads,
               "size_mb": budget.size_mb, "headroom": budget.headroom, "limit_ms": limit_ms(budget),
               "min_retention": budget.min_retention,
               "teacher": {"file": teacher_fp32["onnx"], "provider": teacher_fp32["provider"],
                           "ms": latency_of(teacher_fp32, budget), "measured_at": teacher_fp32["latency_ms"]["measured_at"],
-                          "cached": teacher_fp32["latency_ms"]["cached"]}}
-    if retimed is not None:
-        again = retimed["latency_ms"][p]
+                          "cached": teacher_fp32["latency_ms"]["cached"],
+                          "model_ms": teacher_fp32["latency_ms"][p],
+                          "e2e_ms": (teacher_fp32.get("latency_e2e_ms") or {}).get(p)}}
+    if retimed is not None and retimed.get(budget.latency_key) is not None:
+        again = latency_of(retimed, budget)
         record["teacher"]["retimed_with_students_ms"] = again
         record["teacher"]["drift"] = again / record["teacher"]["ms"] - 1
     return record

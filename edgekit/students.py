@@ -9,6 +9,10 @@ and depths. Every parameter whose teacher counterpart is at least as large is in
 slice (layer j of the student from its mapped teacher layer); the rest stay random.
 Distillation does the remaining work (FIELD-NOTES: untrained 1-3 layer students
 keep only 0.2-0.4 cosine to the teacher).
+
+A sentence-encoder teacher also gets static-embedding students (`students.static`, named S<dim>):
+a table of token vectors made from the teacher as model2vec makes one (edgekit.static), then
+distilled like the others (networks.StaticModel).
 """
 
 from __future__ import annotations
@@ -198,13 +202,46 @@ def _build_vit_student(teacher_model, candidate: Candidate):
     return ImageModel(net, teacher_model.task).eval(), init
 
 
-def candidates(recipe, teacher) -> list[Candidate]:
+def static_vocabulary(recipe, teacher, token_ids: list[list[int]] | None = None):
+    """The kept vocabulary (edgekit.static.Vocabulary) of the recipe's static students over the teacher's
+    token ids: `token_ids` are the tokenized distillation texts (students.static_vocab: data)."""
+    from edgekit.static import vocabulary
+
+    size = teacher.model.backbone.get_input_embeddings().num_embeddings
+    return vocabulary(teacher.tokenizer, size, recipe.students.static_vocab, token_ids)
+
+
+def static_candidates(recipe, teacher, token_ids: list[list[int]] | None = None) -> list[Candidate]:
+    """S<dim> for each of students.static: a table of `dim`-wide rows, one per kept token, projected to the
+    teacher's width."""
+    if not recipe.students.static:
+        return []
+    if recipe.teacher.kind != "sentence-encoder":  # the recipe's own check says so first; code-built specs too
+        raise RecipeError(f"students.static: static-embedding students learn a sentence encoder's embeddings, "
+                          f"and this teacher is a {recipe.teacher.kind}: remove students.static")
+    width = teacher.model.backbone.config.hidden_size
+    vocab = static_vocabulary(recipe, teacher, token_ids)
+    out = []
+    for dim in sorted(set(recipe.students.static), reverse=True):
+        if dim > width:
+            raise RecipeError(f"students.static: {dim} is wider than the teacher's {width}-wide embeddings (PCA "
+                              f"keeps at most that many dimensions): pick dimensions up to {width}")
+        out.append(Candidate(f"S{dim}", {"static": dim, "vocab": vocab.rows, "projection": width}))
+    return out
+
+
+def is_static(candidate: Candidate) -> bool:
+    return "static" in candidate.arch
+
+
+def candidates(recipe, teacher, inputs=None) -> list[Candidate]:
     """The recipe's student space over the prepared teacher, checked against the distillation losses
-    (hidden_mse and attention transfer compare tensors of the teacher's width and head count)."""
+    (hidden_mse and attention transfer compare tensors of the teacher's width and head count).
+    `inputs` (the distillation set's TextInputs): the texts a static student's vocabulary is pruned to."""
     if recipe.teacher.images:
         found = image_candidates(recipe.students, teacher.model)
-        if "width" in found[0].arch:  # CNN students
-            return found
+        if not found or "width" in found[0].arch:  # CNN students
+            return _some(found)
         teacher_config = teacher.model.net.config  # a ViT's: its students are checked as text ones are
     else:
         teacher_config = teacher.model.backbone.config
@@ -219,11 +256,61 @@ def candidates(recipe, teacher) -> list[Candidate]:
             raise RecipeError(f"distill.losses: attention transfer needs the teacher's head count "
                               f"({teacher_config.num_attention_heads}); student {candidate.name} has "
                               f"{candidate.arch['heads']}: drop students.heads or the attention loss.")
+    if not recipe.teacher.images:
+        found += static_candidates(recipe, teacher, inputs.ids if inputs is not None else None)
+    return _some(found)
+
+
+def _some(found: list[Candidate]) -> list[Candidate]:
+    if not found:
+        raise RecipeError("students: the student space is empty: name teacher layers to keep (students.layers, "
+                          "e.g. [1, 2]) or, for a sentence encoder, static-embedding widths (students.static, "
+                          "e.g. [256])")
     return found
 
 
-def build(candidate: Candidate, recipe, teacher, tasks):
-    """The untrained student of `candidate`, initialized from the teacher: (model, init record)."""
+def build_static_student(teacher, candidate: Candidate, vocab=None, cache=None):
+    """A StaticModel of the candidate's shape: (model, init record). With `vocab` (its kept vocabulary,
+    edgekit.static.Vocabulary) its table and projection start from the teacher (edgekit.static, the token
+    pass cached in `cache`); without, they stay random (a probe: latency depends on shapes only)."""
+    import torch
+
+    from edgekit.networks import StaticModel
+    from edgekit.static import initial_weights
+
+    arch, teacher_model = candidate.arch, teacher.model
+    size = teacher_model.backbone.get_input_embeddings().num_embeddings
+    if vocab is not None and vocab.rows != arch["vocab"]:
+        raise ValueError(f"{candidate.name} keeps {arch['vocab']} rows, its vocabulary now {vocab.rows}: "
+                         "candidates and students must see the same distillation texts")
+    # A probe's remap only has to stay inside the table: which row an id lands on does not change the time.
+    remap = torch.from_numpy(vocab.remap) if vocab is not None else torch.arange(size) % arch["vocab"]
+    heads = {name: copy.deepcopy(head) for name, head in teacher_model.heads.items()}
+    torch.manual_seed(0)
+    student = StaticModel(remap, arch["vocab"], arch["static"], arch["projection"], heads, teacher_model.normalize)
+    names = [name for name, _ in student.state_dict().items()]
+    if vocab is None:
+        return student.eval(), {"copied": 0, "random": names}
+    start = initial_weights(teacher_model, teacher.tokenizer, vocab, arch["static"], teacher.encoder_digest, cache)
+    with torch.no_grad():
+        student.backbone.table.weight.copy_(torch.from_numpy(start["table"]))
+        # The PCA components, transposed: the projection maps a row back into the teacher's space, so the
+        # untrained student's cosine similarities are the model2vec model's.
+        student.projection.weight.copy_(torch.from_numpy(start["projection"]))
+        student.projection.bias.zero_()
+    made = ["backbone.table.weight", "projection.weight", "projection.bias", "backbone.remap"]
+    made += [name for name in names if name.startswith("heads.")]  # the teacher's, copied
+    return student.eval(), {"copied": len(made), "random": [name for name in names if name not in made],
+                            "explained_variance": start["explained"]}
+
+
+def build(candidate: Candidate, recipe, teacher, tasks, inputs=None, cache=None):
+    """The untrained student of `candidate`, initialized from the teacher: (model, init record).
+    A static student needs `inputs` (the distillation set: its vocabulary) and `cache` (the teacher's token
+    pass) to start from the teacher; without them (a probe) its weights are random."""
+    if is_static(candidate):
+        vocab = None if inputs is None else static_vocabulary(recipe, teacher, inputs.ids)
+        return build_static_student(teacher, candidate, vocab, cache)
     if recipe.teacher.images:
         task = tasks[0]
         return build_image_student(teacher.model, candidate, task.test["image"].shape[1], len(task.labels))

@@ -6,7 +6,9 @@ Checks, all of them before reporting (a user fixes everything in one go):
 3. every model file loads in ONNX Runtime and reproduces the outputs recorded in reference.npz
    on the recorded real inputs (within the manifest's tolerance);
 4. the ONNX files' metadata_props are the ones the manifest records;
-5. optionally (`--time`), the deployed file is re-timed with the recorded session options, and a
+5. the app graph (model.app.onnx, the tokenizer inside) gives model.onnx's recorded outputs on the same
+   texts, and its tokenizer gives exactly the token ids tokenizer.json gave on them and on the probe texts;
+6. optionally (`--time`), the deployed file is re-timed with the recorded session options, and a
    percentile over the budget is a failure.
 Any failure raises BundleMismatch, whose message names each file at fault.
 """
@@ -123,10 +125,10 @@ def _model_problems(folder: Path, manifest: dict) -> list[str]:
         inputs, outputs = _reference(folder, manifest)
     except Exception as e:  # noqa: BLE001 - a corrupt archive is a finding, not a crash
         return [f"{reference['file']}: unreadable ({type(e).__name__}: {e})"]
-    problems = []
+    problems, ran = [], {}
     for file, spec in reference["models"].items():
         try:
-            actual = run_reference(reference_session(folder / file), inputs[spec["inputs"]])
+            actual = ran[file] = run_reference(reference_session(folder / file), inputs[spec["inputs"]])
         except Exception as e:  # noqa: BLE001 - ORT rejects a damaged file with assorted errors
             problems.append(f"{file}: ONNX Runtime cannot load or run it ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200]})")
@@ -137,6 +139,32 @@ def _model_problems(folder: Path, manifest: dict) -> list[str]:
             wrong = sorted(k for k, v in manifest["metadata_props"].items() if props.get(k) != v)
             if wrong:
                 problems.append(f"{file}: metadata_props {', '.join(wrong)} differ from the manifest")
+    return problems + _app_problems(folder, manifest, inputs, outputs, ran)
+
+
+def _app_problems(folder: Path, manifest: dict, inputs: dict, outputs: dict, ran: dict) -> list[str]:
+    """The app graph against the two-step path it replaces: its outputs on the recorded texts against
+    model.onnx's recorded outputs on the same texts (tokenized by tokenizer.json), and its tokenizer's ids
+    against tokenizer.json's, exactly: reference.npz's 'text' batches are its 'dynamic' batches untokenized."""
+    app = manifest.get("app") or {}
+    file = app.get("file")
+    if not file:
+        return []
+    if manifest["reference"]["models"].get(file, {}).get("inputs") != "text" or "text" not in inputs:
+        return [f"{file}: the manifest records no reference texts for it"]
+    if file not in ran:  # it did not load or run: said above
+        return []
+    from edgekit.app_graph import TEXT_INPUT, token_problems, tokenizer_session
+
+    problems = [f"{file}: against model.onnx's recorded outputs: {p}"
+                for p in compare(outputs.get("model.onnx", []), ran[file], manifest["reference"]["tolerance"])]
+    batches = [[str(t) for t in feed[TEXT_INPUT]] for feed in inputs["text"]]
+    try:
+        session = tokenizer_session(folder / file, list(inputs["dynamic"][0]))
+        problems += [f"{file}: token ids: {p}" for p in token_problems(session, batches, inputs["dynamic"])]
+    except Exception as e:  # noqa: BLE001 - a graph whose tokenizer part was damaged fails in assorted ways
+        problems.append(f"{file}: its tokenizer part cannot run on its own ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})")
     return problems
 
 

@@ -76,8 +76,8 @@ def test_classification_hardest_classes_and_flips_match_a_recomputation(classifi
     c = classification
     gold = c.gold
     teacher_pred, student_pred = np.array(c.teacher["pred"]), np.array(c.student["pred"])
-    loss = [-math.log(c.teacher_probs[i, gold[i]]) for i in range(50)]
-    hardest = sorted(range(50), key=lambda i: -loss[i])[:10]  # 0.2 of 50
+    margin = [max(row) - sorted(row)[-2] for row in c.teacher_probs.tolist()]
+    hardest = sorted(range(50), key=lambda i: margin[i])[:10]  # 0.2 of 50, the teacher's closest calls first
     # execute
     result = gap.task_gap(c.task, c.teacher, c.student, hardest_fraction=0.2, max_examples=50)
     # assert: overall and agreement
@@ -85,17 +85,20 @@ def test_classification_hardest_classes_and_flips_match_a_recomputation(classifi
     assert result["overall"]["teacher"] == pytest.approx(np.mean(teacher_pred == gold))
     assert result["overall"]["student"] == pytest.approx(41 / 50)
     assert result["agreement"]["value"] == pytest.approx(np.mean(teacher_pred == student_pred))
-    # hardest: the 10 highest teacher cross-entropies, hardest first
+    # hardest: the 10 lowest teacher margins, hardest first
     examples = result["hardest"]["examples"]
     assert [e["index"] for e in examples] == hardest
-    assert [e["teacher_loss"] for e in examples] == pytest.approx([loss[i] for i in hardest])
+    assert [e["teacher_margin"] for e in examples] == pytest.approx([margin[i] for i in hardest])
     first = hardest[0]
-    top = sorted(c.teacher_probs[first], reverse=True)
     assert examples[0]["gold"] == LABELS[gold[first]] and examples[0]["teacher"] == LABELS[teacher_pred[first]]
-    assert examples[0]["teacher_margin"] == pytest.approx(top[0] - top[1])
     assert examples[0]["text"] == c.task.test["text"][first]
     assert result["hardest"]["n"] == 10
     assert result["hardest"]["teacher"] == pytest.approx(np.mean(teacher_pred[hardest] == gold[hardest]))
+    # close calls either way: the teacher is right on some of them and wrong on others, not wrong by construction
+    # (the 10 highest teacher losses are exactly the teacher's errors here: it would score 0.000 on them)
+    assert 0 < result["hardest"]["teacher"] < 1
+    loss = [-math.log(c.teacher_probs[i, gold[i]]) for i in range(50)]
+    assert np.mean([teacher_pred[i] == gold[i] for i in sorted(range(50), key=lambda i: -loss[i])[:10]]) == 0
     assert result["hardest"]["student"] == pytest.approx(np.mean(student_pred[hardest] == gold[hardest]))
     assert _slices(result, "hardest")[0]["n"] == 10
     # per class: recall within the gold class, by name
@@ -125,7 +128,7 @@ def test_classification_hardest_classes_and_flips_match_a_recomputation(classifi
                                                                 for s in small]
     assert "too small to rank for the largest drop" in result["statement"]
     assert f"{result['hardest']['teacher']:.3f}" in result["statement"]
-    assert "hardest 20% of demo (n=10)" in result["statement"]
+    assert "hardest 20% of demo (n=10, by lowest teacher margin)" in result["statement"]
 
 
 def test_quantized_file_is_the_student_and_its_own_flips_are_listed(classification):
@@ -239,8 +242,8 @@ def test_similarity_hardest_flips_and_agreement_match_a_recomputation():
                                 "score": score})
     lengths = np.repeat([3, 7, 40], [12, 25, 3])  # quartiles: [3, 7] holds 37 pairs, (7, 40] only 3
     rank_t, rank_s, rank_g = rankdata(teacher), rankdata(student), rankdata(score)
-    loss = np.abs(rank_t - rank_g) / n
-    hardest = sorted(range(n), key=lambda i: -loss[i])[:10]
+    middle = (score.min() + score.max()) / 2
+    hardest = sorted(range(n), key=lambda i: abs(score[i] - middle))[:10]  # the gold scores nearest mid-range
     move = np.abs(rank_t - rank_s)
     flipped = sorted((i for i in range(n) if move[i] > 0.1 * n), key=lambda i: -move[i])
     # execute
@@ -251,6 +254,8 @@ def test_similarity_hardest_flips_and_agreement_match_a_recomputation():
     assert result["agreement"]["value"] == pytest.approx(spearmanr(student, teacher)[0])
     assert [e["index"] for e in result["hardest"]["examples"]] == hardest
     assert result["hardest"]["examples"][0]["gold"] == pytest.approx(score[hardest[0]])
+    assert result["hardest"]["examples"][0]["gold_distance_from_midpoint"] == pytest.approx(abs(score[hardest[0]]
+                                                                                               - middle))
     assert result["hardest"]["student"] == pytest.approx(spearmanr(student[hardest], score[hardest])[0])
     flips = result["flips"]["distillation"]
     assert flipped and [e["index"] for e in flips["examples"]] == flipped and flips["count"] == len(flipped)
@@ -262,12 +267,28 @@ def test_similarity_hardest_flips_and_agreement_match_a_recomputation():
     json.dumps(result, allow_nan=False)
 
 
-def test_retrieval_uses_hit_at_one_for_flips_and_gold_rank_for_hardness():
-    # setup
+def _lexical_margins(queries, documents):
+    """Share of each query's words in its own document less the largest share in another, by plain sets."""
+    def words(text):
+        return set(re.findall(r"\w+", text.lower()))
+
+    def share(q, d):
+        return len(words(q) & words(d)) / max(len(words(q)), 1)
+
+    return [share(q, documents[i]) - max(share(q, d) for j, d in enumerate(documents) if j != i)
+            for i, q in enumerate(queries)]
+
+
+def test_retrieval_uses_hit_at_one_for_flips_and_the_lexical_margin_for_hardness():
+    # setup: queries of 3 words and documents of 5 from a 9-word vocabulary, so overlaps vary and tie
     teacher = np.array([1, 1, 2, 1, 5, 1, 3, 1, 1, 8, 1, 1])
     student = np.array([1, 2, 1, 1, 9, 1, 3, 4, 1, 8, 1, 2])
-    task = _task("retrieval", {"query": [f"q{i}" for i in range(12)], "document": [f"d{i}" for i in range(12)]},
-                 metric="recall@1")
+    rng = np.random.default_rng(4)
+    vocabulary = np.array([f"w{k}" for k in range(9)])
+    queries = [" ".join(rng.choice(vocabulary, 3, replace=False)) for _ in range(12)]
+    documents = [" ".join(rng.choice(vocabulary, 5, replace=False)).upper() for _ in range(12)]  # case ignored
+    task = _task("retrieval", {"query": queries, "document": documents}, metric="recall@1")
+    margin = _lexical_margins(queries, documents)
     # execute
     result = gap.task_gap(task, {"gold_rank": teacher.tolist()}, {"gold_rank": student.tolist()},
                           lengths=np.arange(12), max_examples=12)
@@ -278,9 +299,12 @@ def test_retrieval_uses_hit_at_one_for_flips_and_gold_rank_for_hardness():
     flips = result["flips"]["distillation"]
     assert [e["index"] for e in flips["examples"]] == [1, 7, 11, 2]  # losses, then the gain
     assert (flips["count"], flips["a_right_b_wrong"], flips["b_right_a_wrong"]) == (4, 3, 1)
-    assert [e["index"] for e in result["hardest"]["examples"]] == sorted(range(12), key=lambda i: -teacher[i])[:10]
-    assert result["hardest"]["examples"][0] == {"index": 9, "text": "q9 || d9", "gold": 1, "teacher": 8,
-                                                "student": 8, "teacher_loss": 8.0}
+    hardest = sorted(range(12), key=lambda i: margin[i])[:10]  # ties in test order
+    assert len(set(margin)) > 3 and [e["index"] for e in result["hardest"]["examples"]] == hardest
+    first = hardest[0]
+    assert result["hardest"]["examples"][0] == {
+        "index": first, "text": f"{queries[first]} || {documents[first]}", "gold": 1, "teacher": int(teacher[first]),
+        "student": int(student[first]), "lexical_margin": pytest.approx(margin[first])}
     buckets = _slices(result, "length")
     assert sum(b["n"] for b in buckets) == 12
     assert buckets[0]["teacher"] == pytest.approx(np.mean(1 / teacher[:3]))  # lengths 0-2: the first quartile
@@ -360,3 +384,60 @@ def test_shipped_gap_compares_the_shipped_file_with_the_teachers_on_its_provider
     assert quantized == {name: gap.task_gap(c.task, c.teacher, c.student, c.quantized)}
     assert fp32 == {name: gap.task_gap(c.task, c.teacher, c.student)}
     assert gap.example_lengths([c.task], teacher) == {name: None}
+
+
+def _binary_task(n=400, seed=5):
+    """n examples of 2 classes; the teacher's probability of class 1 spread over (0, 1), so margins vary."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, 2, n)
+    p1 = rng.uniform(0.02, 0.98, n)
+    teacher = _class_predictions(np.stack([1 - p1, p1], axis=1))
+    task = _task("classification", {"text": [f"t{i}" for i in range(n)], "label": gold}, labels=["neg", "pos"])
+    return task, gold, np.array(teacher["pred"]), teacher
+
+
+def test_the_statement_calls_a_change_significant_only_where_the_paired_interval_excludes_zero():
+    # setup: students that fix 2, or 80, of the teacher's errors, and one that breaks 80 of its right answers
+    task, gold, teacher_pred, teacher = _binary_task()
+    errors, right = np.flatnonzero(teacher_pred != gold), np.flatnonzero(teacher_pred == gold)
+
+    def student(fixed=(), broken=()):
+        pred = teacher_pred.copy()
+        pred[list(fixed)] = gold[list(fixed)]
+        pred[list(broken)] = 1 - gold[list(broken)]
+        return _class_predictions(_one_hot_probs(pred, classes=2))
+
+    # execute
+    near = gap.task_gap(task, teacher, student(fixed=errors[:2]))
+    better = gap.task_gap(task, teacher, student(fixed=errors[:80]))
+    worse = gap.task_gap(task, teacher, student(broken=right[:80]))
+    # assert: 2 of 400 is inside the paired interval, 80 of 400 far outside it, either way
+    lo, hi = near["overall"]["change_ci95"]
+    assert near["overall"]["change"] == pytest.approx(2 / 400) and lo <= 0 <= hi < 0.02
+    assert "(+0.005, 95% CI" in near["statement"] and "significantly" not in near["statement"]
+    assert "no significant difference" in near["statement"]
+    assert better["overall"]["change_ci95"][0] > 0 and worse["overall"]["change_ci95"][1] < 0
+    overall_better, overall_worse = better["statement"].split(";")[0], worse["statement"].split(";")[0]
+    assert overall_better.endswith("significantly higher for the student)")
+    assert overall_worse.endswith("significantly lower for the student)")
+    # every slice's sentence follows the same rule as its own interval
+    for result in (near, better, worse):
+        hardest = result["hardest"]
+        verdict = ("significantly higher" if hardest["change_ci95"][0] > 0 else
+                   "significantly lower" if hardest["change_ci95"][1] < 0 else "no significant difference")
+        clause = next(part for part in result["statement"].split("; ") if "on the hardest" in part)
+        assert verdict in clause
+
+
+def test_the_hardest_slice_holds_the_teachers_close_calls_right_and_wrong():
+    # setup: the teacher's probability of class 1 spread evenly, so its lowest margins sit at 0.5 from both sides
+    task, _, _, teacher = _binary_task(n=1000)
+    p1 = np.array(teacher["probs"])[:, 1]
+    # execute
+    result = gap.task_gap(task, teacher, teacher, hardest_fraction=0.1)
+    # assert: the 100 probabilities nearest 0.5, of either sign; the teacher is right on about half of them
+    index = [e["index"] for e in result["hardest"]["examples"]]
+    nearest = np.argsort(np.abs(p1 - 0.5), kind="stable")[:100]
+    assert result["hardest"]["n"] == 100 and index == nearest[:10].tolist()
+    assert 0.3 < result["hardest"]["teacher"] < 0.7
+    assert "no significant difference" in result["statement"] and result["hardest"]["change"] == 0

@@ -49,11 +49,13 @@ def test_report_json_budget_records_the_limit_and_the_teachers_measured_fp32_lat
     data = report_json
     teacher_fp32 = report.files[0]
     # assert
-    assert data["budget"] == {"percentile": "p95", "ms": 1000.0, "speedup": None, "label": "1000 ms", "batch": 1,
+    assert data["budget"] == {"percentile": "p95", "scope": "model", "ms": 1000.0, "speedup": None, "label": "1000 ms", "batch": 1,
                               "seq_len": 128, "threads": 1, "size_mb": None, "headroom": 0.1, "limit_ms": 900.0,
                               "min_retention": None,
                               "teacher": {"file": "teacher/model.onnx", "provider": "cpu",
                                           "ms": teacher_fp32["latency_ms"]["p95"], "cached": False,
+                                          "model_ms": teacher_fp32["latency_ms"]["p95"],
+                                          "e2e_ms": teacher_fp32["latency_e2e_ms"]["p95"],
                                           "measured_at": teacher_fp32["latency_ms"]["measured_at"],
                                           "retimed_with_students_ms": data["budget"]["teacher"]["retimed_with_students_ms"],
                                           "drift": data["budget"]["teacher"]["drift"]}}
@@ -195,13 +197,15 @@ def test_the_pick_is_on_the_pareto_frontier(tiny_run, report_json):
     assert chosen["pareto"]
 
 
-def test_the_pick_is_the_most_accurate_file_on_its_worst_task(tiny_run, report_json):
+def test_the_pick_is_the_most_accurate_file_on_its_worst_task_or_a_faster_one_tied_with_it(tiny_run, report_json):
     # setup
-    report, _ = tiny_run
-    chosen = file_row(report, report_json["selected"]["name"])
-    worst = {r["name"]: r["retention"]["sentiment"] for r in report.files}
-    # assert
-    assert worst[chosen["name"]] == max(worst.values())
+    report, root = tiny_run
+    decision = report_json["decision"]["cpu"]
+    worst = {r["name"]: r["retention"]["sentiment"] for r in report.files if r["meets_budget"] and r["pareto"]}
+    # assert: the top of the rank, or one within noise of it on every task (select.py), said in report.md
+    assert worst[decision["top"]] == max(worst.values()) and decision["ships"] == report_json["selected"]["name"]
+    assert decision["ships"] == decision["top"] or decision["ships"] in decision["tied"]
+    assert decision["statement"] in (root / "run" / "report.md").read_text()
 
 
 def test_gap_report_of_the_pick_covers_every_task_with_hardest_examples_and_slices(report_json):
@@ -287,14 +291,16 @@ def test_sweep_reuses_every_measurement_and_picks_per_budget(tiny_run, tiny_bert
     # execute
     swept = sweep(tiny_recipe(tiny_bert), [0.0001, 1000], out=tmp_path / "sweep", cache_dir=root / "cache",
                   echo=messages.append)
-    # assert: nothing retrained, the same files measured, and the loose budget picks the most accurate
-    # (ties between the tiny model's files go to the faster, so the name itself depends on timing noise)
+    # assert: nothing retrained, the same files measured, and the loose budget ranks the most accurate first
+    # (the pick may be a faster file within noise of it, so the name itself depends on timing noise)
     assert not any(m.startswith("  distilling") or "resuming" in m for m in messages)
     assert [r["name"] for r in swept.files] == [r["name"] for r in report.files]
     tight, loose = swept.data["sweep"]
     assert tight["pick"] is None and "raise budget.ms" in tight["why"]
     assert (tight["budget"], loose["budget"]) == ("0.0001 ms", "1000 ms")
-    assert loose["retention"]["sentiment"] == max(r["retention"]["sentiment"] for r in swept.files)
+    top = next(r for r in swept.files if r["name"] == loose["decision"]["top"])
+    assert top["retention"]["sentiment"] == max(r["retention"]["sentiment"] for r in swept.files)
+    assert loose["pick"] == loose["decision"]["ships"]
     assert loose["min_retention"] == loose["retention"]["sentiment"]
     assert not (tmp_path / "sweep" / "bundle").exists()
     page = (tmp_path / "sweep" / "report.html").read_text()

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from edgekit.plot import accuracy_latency_svg, sweep_svg
+from edgekit.plot import accuracy_latency_figure, accuracy_latency_svg, sweep_svg
 
 TASKS = [{"name": "sentiment", "metric": "accuracy"}, {"name": "topic", "metric": "accuracy"}]
 
@@ -25,6 +25,7 @@ ROWS = [
     row("L6-int8-dynamic", "L6", "int8-dynamic", 6.0, {"sentiment": 0.88, "topic": 0.85}, pareto=True),
     row("L3-int8-static", "L3", "int8-static", 3.0, {"sentiment": 0.85, "topic": 0.80}, pareto=True),
     row("L3-fp16", "L3", "fp16", 2.5, {"sentiment": 0.84, "topic": 0.79}),
+    row("L3-fp32", "L3", "fp32", 5.0, {"sentiment": 0.83, "topic": 0.78}),  # slower and worse than L3-int8-static
 ]
 
 
@@ -42,17 +43,26 @@ def texts(root: ET.Element) -> str:
     return " ".join("".join(el.itertext()) for el in root.iter() if el.tag.endswith("text"))
 
 
-def test_accuracy_latency_has_every_row_pick_and_budget():
+def test_accuracy_latency_names_the_frontier_the_pick_and_the_teacher_only():
     svg = accuracy_latency_svg(ROWS, TASKS, "p95", limit_ms=9.0, picked="L6-int8-dynamic")
     words = texts(parsed(svg))
-    for r in ROWS:
-        assert r["name"] in words
-    assert "pick" in words
-    assert "budget (with headroom)" in words
-    assert "sentiment (accuracy) vs p95 latency" in words
-    assert "topic (accuracy) vs p95 latency" in words
+    labels = [t.get_text() for ax in accuracy_latency_figure(ROWS, TASKS, "p95", 9.0, "L6-int8-dynamic").axes
+              for t in ax.texts]
+    # per panel: the frontier (no faster file scores higher), the pick and the teacher with their sizes, the budget
+    for label in ("L3-fp16", "L3-int8-static", "L6", "pick: L6-int8-dynamic\n1 MB", "teacher\n1 MB", "budget 9 ms"):
+        assert labels.count(label) == 2, label
+    assert "L3-fp32" not in labels and "L3-fp32" not in words  # off the frontier: a dot only
+    assert "sentiment (accuracy), model only" in words and "topic (accuracy), model only" in words
     # Nothing to fetch (the report views offline): no links, images or fonts from elsewhere.
     assert not re.search(r'href="[^#]', svg) and "<image" not in svg and "@import" not in svg and "url(http" not in svg
+
+
+def test_end_to_end_latency_gets_its_own_panels_and_the_budget_line_follows_the_scope():
+    rows = [{**r, "latency_e2e_ms": {q: v + 0.5 for q, v in r["latency_ms"].items()}} for r in ROWS]
+    words = texts(parsed(accuracy_latency_svg(rows, TASKS, "p95", 9.0, None, scope="end-to-end")))
+    assert "sentiment (accuracy), end to end" in words and "sentiment (accuracy), model only" in words
+    assert words.count("budget 9 ms") == 2  # one per task, in the end-to-end panels only
+    assert words.index("end to end") < words.index("model only")  # the scope's panels come first
 
 
 def test_width_scales_with_tasks():
@@ -76,8 +86,10 @@ def test_same_input_same_bytes():
 ])
 def test_accuracy_latency_edge_cases(rows, limit, picked):
     words = texts(parsed(accuracy_latency_svg(rows, TASKS, "p95", limit, picked)))
-    assert all(r["name"] in words for r in rows)
     assert ("pick" in words) == any(r["name"] == picked for r in rows)
+    # the fastest file is on every panel's frontier, so it is always named (as the pick, or by itself)
+    if rows:
+        assert min(rows, key=lambda r: r["latency_ms"]["p95"])["name"] in words
 
 
 def test_accuracy_latency_without_tasks():
@@ -113,6 +125,8 @@ def test_import_stays_light_and_caller_state_untouched():
     # leave rcParams changed for a caller who uses pyplot.
     code = ("import sys, edgekit.plot as p; assert 'matplotlib' not in sys.modules; "
             "p.sweep_svg([{'ms': 2.0, 'pick': 'x', 'latency_ms': 1.0, 'min_retention': 99.0}], 'p95'); "
+            "p.accuracy_latency_svg([{'name': 'a', 'latency_ms': {'p95': 1.0}, 'metrics': {'t': {'value': 0.5}}}], "
+            "[{'name': 't', 'metric': 'accuracy'}], 'p95', 2.0, 'a'); "
             "import matplotlib; assert matplotlib.rcParams['svg.fonttype'] == 'path'; "
             "assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,10 +1,13 @@
 """Budget fit, Pareto frontier and pick on hand-made rows whose answers are known."""
 
+import numpy as np
 import pytest
 
+from edgekit import metrics
+from edgekit.data.tasks import TaskData
 from edgekit.fits import meets_budget
-from edgekit.recipe import Budget
-from edgekit.select import closest_miss, pareto_front, pick, to_train
+from edgekit.recipe import Budget, DataSpec, TaskSpec
+from edgekit.select import choose, closest_miss, decide, pareto_front, pick, sweep_point, to_train
 from edgekit.students import Candidate
 
 BUDGET = Budget(ms=10, headroom=0.1)
@@ -76,3 +79,193 @@ def test_pick_never_takes_a_dominated_file_when_a_task_has_no_retention():
     a = {**_row("a", 2.0, 10, 0.7, -0.1), "retention": {"sentiment": 90.0, "lee": None}}
     b = {**_row("b", 2.0, 10, 0.7, 0.2), "retention": {"sentiment": 90.0, "lee": None}}
     assert pick([a, b], BUDGET)["name"] == "b" and pick([b, a], BUDGET)["name"] == "b"
+
+
+# --- picks that respect noise: rows built from real per-example predictions on a real-sized test split ---------
+
+def _task(name, kind, test, metric=None):
+    return TaskData(spec=TaskSpec(name=name, kind=kind, data=DataSpec(source="unused.csv"), metric=metric),
+                    train={}, test=test, labels=["neg", "pos"] if kind == "classification" else [])
+
+
+def _sentiment(n=2550, seed=0):
+    gold = np.random.default_rng(seed).integers(0, 2, n)
+    return _task("sentiment", "classification", {"text": [f"t{i}" for i in range(n)], "label": gold}), gold
+
+
+def _with_errors(gold, wrong):
+    pred = gold.copy()
+    pred[wrong] = 1 - gold[wrong]
+    return pred
+
+
+def _lee(n=1225, seed=1):
+    """Gold scores, and a teacher-like cosine whose Spearman with them is about 0.41 (the quick recipe's Lee)."""
+    rng = np.random.default_rng(seed)
+    score = rng.uniform(1, 5, n)
+    cosine = score / 4 + rng.normal(scale=0.64, size=n)
+    return _task("lee", "similarity", {"text_a": ["a"] * n, "text_b": ["b"] * n, "score": score}), score, cosine
+
+
+def _scored(name, p95, size, tasks, outcomes, teacher_values, provider="cpu"):
+    """A row and its recorded predictions, every metric computed from the predictions themselves."""
+    results, row_metrics = {}, {}
+    for task in tasks:
+        outcome = outcomes[task.name]
+        if task.spec.kind == "classification":
+            value = metrics.accuracy(outcome, task.test["label"])
+            recorded = {"pred": outcome.tolist()}
+        else:
+            value = metrics.spearman(outcome, task.test["score"])
+            recorded = {"cosine": outcome.tolist()}
+        row_metrics[task.name] = {"metric": task.spec.metric, "value": value}
+        results[task.name] = {"metric": task.spec.metric, "value": value, "predictions": recorded}
+    row = {"name": name, "provider": provider, "latency_ms": {"p95": p95}, "size_bytes": size, "metrics": row_metrics,
+           "retention": {t: 100 * m["value"] / teacher_values[t] for t, m in row_metrics.items()}}
+    return row, {(name, provider): results}
+
+
+def _paired_interval(a_right, b_right, seed=7, resamples=4000):
+    """An independent paired bootstrap of accuracy(b) - accuracy(a): per-example differences resampled."""
+    diff = b_right.astype(float) - a_right.astype(float)
+    draws = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
+    return np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
+
+
+def test_files_that_differ_by_3_of_2550_texts_tie_and_the_faster_ships():
+    # setup: the default run's two L1 int8 files: 0.7322 and 0.7310 on sentiment, 31 texts apart (17 the static
+    # file gets right and the dynamic one wrong, 14 the other way): 3 texts net
+    task, gold = _sentiment()
+    rng = np.random.default_rng(2)
+    order = rng.permutation(len(gold))
+    shared_wrong, static_only, dynamic_only = order[:669], order[669:683], order[683:700]
+    static = _with_errors(gold, np.concatenate([shared_wrong, static_only]))
+    dynamic = _with_errors(gold, np.concatenate([shared_wrong, dynamic_only]))
+    teacher = {"sentiment": 0.752}
+    top, p_top = _scored("L1-int8-static-percentile", 6.26, 13_000_000, [task], {"sentiment": static}, teacher)
+    fast, p_fast = _scored("L1-int8-dynamic", 5.89, 13_100_000, [task], {"sentiment": dynamic}, teacher)
+    assert (round(top["metrics"]["sentiment"]["value"], 4), round(fast["metrics"]["sentiment"]["value"], 4)) == \
+        (0.7322, 0.731)
+    # execute
+    best, decision = choose([top, fast], BUDGET, p_top | p_fast, [task])
+    by_rank = pick([top, fast], BUDGET)
+    # assert: the rank alone takes the static file; within noise, the faster ships
+    assert by_rank["name"] == "L1-int8-static-percentile" and best["name"] == "L1-int8-dynamic"
+    assert decision["top"] == "L1-int8-static-percentile" and decision["ships"] == "L1-int8-dynamic"
+    (compared,) = decision["compared"]
+    d = compared["tasks"]["sentiment"]
+    assert compared["tied"] and decision["tied"] == ["L1-int8-dynamic"]
+    assert d["metric"] == "accuracy" and d["difference"] == pytest.approx(-3 / 2550)
+    lo, hi = d["ci95"]
+    expected_lo, expected_hi = _paired_interval(static == gold, dynamic == gold)
+    assert lo < 0 < hi and lo == pytest.approx(expected_lo, abs=0.001) and hi == pytest.approx(expected_hi, abs=0.001)
+    assert decision["statement"] == (
+        f"L1-int8-dynamic: tied within noise with L1-int8-static-percentile on sentiment (-0.0012, paired 95% "
+        f"[{lo:+.3f}, {hi:+.3f}]) and faster (5.89 vs 6.26 ms p95): the faster file ships.")
+
+
+def test_a_real_gap_is_no_tie_and_the_top_file_ships():
+    # setup: the faster file gets 80 more of 2,550 texts wrong (-0.031): far outside the paired interval
+    task, gold = _sentiment()
+    order = np.random.default_rng(3).permutation(len(gold))
+    good = _with_errors(gold, order[:600])
+    worse = _with_errors(gold, order[:680])
+    teacher = {"sentiment": 0.8}
+    top, p_top = _scored("L3-int8", 6.0, 20, [task], {"sentiment": good}, teacher)
+    fast, p_fast = _scored("L1-int8", 3.0, 10, [task], {"sentiment": worse}, teacher)
+    # execute
+    best, decision = choose([top, fast], BUDGET, p_top | p_fast, [task])
+    # assert
+    assert best["name"] == "L3-int8" and decision["tied"] == []
+    (compared,) = decision["compared"]
+    d = compared["tasks"]["sentiment"]
+    assert not compared["tied"] and d["difference"] == pytest.approx(-80 / 2550) and d["ci95"][1] < 0
+    assert decision["statement"] == (
+        "L3-int8: ranked first, and every faster fitting file trails it beyond noise on at least one task: "
+        f"L1-int8 on sentiment (-0.0314, paired 95% [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]).")
+
+
+def test_a_spearman_lead_inside_the_noise_is_a_tie():
+    # setup: the quick recipe's Lee, 0.4106 for L1-fp32 (7.06 ms) against 0.4083 for L1-int8-dynamic (5.55 ms):
+    # int8 moves every cosine a little
+    task, _, cosine = _lee()
+    int8 = cosine + np.random.default_rng(4).normal(scale=0.08, size=len(cosine))
+    teacher = {"lee": 0.45}
+    top, p_top = _scored("L1-fp32", 7.06, 50, [task], {"lee": cosine}, teacher)
+    fast, p_fast = _scored("L1-int8-dynamic", 5.55, 14, [task], {"lee": int8}, teacher)
+    lead = top["metrics"]["lee"]["value"] - fast["metrics"]["lee"]["value"]
+    assert 0 < lead < 0.01 and top["metrics"]["lee"]["value"] == pytest.approx(0.41, abs=0.03)
+    # execute
+    best, decision = choose([top, fast], BUDGET, p_top | p_fast, [task])
+    # assert: the paired interval of a Spearman difference, from the same resampled pairs
+    d = decision["compared"][0]["tasks"]["lee"]
+    assert d["metric"] == "spearman" and d["difference"] == pytest.approx(-lead)
+    assert d["ci95"][0] < -lead < 0 < d["ci95"][1] and d["ci95"][1] - d["ci95"][0] < 0.05
+    assert best["name"] == "L1-int8-dynamic"
+    assert decision["statement"].startswith("L1-int8-dynamic: tied within noise with L1-fp32 on lee (")
+    assert "and faster (5.55 vs 7.06 ms p95): the faster file ships." in decision["statement"]
+
+
+def test_a_tie_needs_every_task_within_noise():
+    # setup: sentiment within noise, Lee a real loss; and the same file with Lee kept
+    sentiment, gold = _sentiment()
+    lee, _, cosine = _lee()
+    order = np.random.default_rng(5).permutation(len(gold))
+    teacher = {"sentiment": 0.8, "lee": 0.45}
+    tasks = [sentiment, lee]
+    top, p_top = _scored("L2-int8", 6.0, 20, tasks,
+                         {"sentiment": _with_errors(gold, order[:600]), "lee": cosine}, teacher)
+    noisy_lee = cosine + np.random.default_rng(6).normal(scale=1.5, size=len(cosine))
+    lossy, p_lossy = _scored("L1-int8", 3.0, 10, tasks,
+                             {"sentiment": _with_errors(gold, order[:602]), "lee": noisy_lee}, teacher)
+    kept, p_kept = _scored("L1b-int8", 3.5, 10, tasks,
+                           {"sentiment": _with_errors(gold, order[:602]), "lee": cosine}, teacher)
+    # execute
+    best, decision = choose([top, lossy, kept], BUDGET, p_top | p_lossy | p_kept, tasks)
+    # assert: L1-int8 is faster still, but loses Lee beyond noise; L1b-int8 is tied on both tasks and ships
+    by_name = {c["name"]: c for c in decision["compared"]}
+    assert [c["name"] for c in decision["compared"]] == ["L1-int8", "L1b-int8"]  # fastest first
+    assert not by_name["L1-int8"]["tied"] and by_name["L1-int8"]["tasks"]["lee"]["ci95"][1] < 0
+    assert by_name["L1-int8"]["tasks"]["sentiment"]["ci95"][1] >= 0
+    assert by_name["L1b-int8"]["tied"] and best["name"] == "L1b-int8"
+    assert " on sentiment (-0.0008, paired 95% [" in decision["statement"] and "]) and lee (+0.0000, " \
+        in decision["statement"]
+
+
+def test_without_predictions_the_rank_decides_and_says_so():
+    # setup: the tied pair of the first test, predictions recorded for the top file only or for neither
+    task, gold = _sentiment()
+    order = np.random.default_rng(2).permutation(len(gold))
+    teacher = {"sentiment": 0.752}
+    top, p_top = _scored("A", 6.26, 13, [task], {"sentiment": _with_errors(gold, order[:683])}, teacher)
+    fast, _ = _scored("B", 5.89, 13, [task], {"sentiment": _with_errors(gold, order[:686])}, teacher)
+    # execute
+    none = choose([top, fast], BUDGET, {}, [task])
+    half = choose([top, fast], BUDGET, p_top, [task])
+    # assert: today's rank, and a sentence that says why
+    assert none[0]["name"] == "A" and none[1]["by_rank_alone"] and none[1]["unpaired"] == ["B"]
+    assert "picked by rank alone" in none[1]["statement"] and "not recorded" in none[1]["statement"]
+    assert half[0]["name"] == "A" and half[1]["compared"] == [] and half[1]["unpaired"] == ["B"]
+    assert half[1]["statement"] == ("A: ranked first, and no fitting frontier file is faster. Not compared within "
+                                    "noise (their per-example predictions were not recorded): B.")
+
+
+def test_decide_and_sweep_point_carry_the_decision_per_provider():
+    # setup: the tied pair on cpu; on cuda nothing fits the budget
+    task, gold = _sentiment()
+    order = np.random.default_rng(2).permutation(len(gold))
+    teacher = {"sentiment": 0.752}
+    rows, predictions = [], {}
+    for name, p95, wrong in (("A", 6.26, 683), ("B", 5.89, 686)):
+        for provider, scale in (("cpu", 1), ("cuda", 10)):
+            row, found = _scored(name, p95 * scale, 13, [task], {"sentiment": _with_errors(gold, order[:wrong])},
+                                 teacher, provider)
+            rows.append(row)
+            predictions |= found
+    # execute
+    rows, picks, why, decisions = decide(rows, BUDGET, ["cpu", "cuda"], True, predictions, [task])
+    point = sweep_point(rows, BUDGET, "cpu", True, predictions, [task])
+    # assert
+    assert picks == {"cpu": "B", "cuda": None} and "cuda" in why and decisions["cuda"] is None
+    assert decisions["cpu"]["top"] == "A" and decisions["cpu"]["ships"] == "B"
+    assert point["pick"] == "B" and point["decision"] == decisions["cpu"]

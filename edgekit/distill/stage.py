@@ -4,6 +4,9 @@ The distillation set is every task's training inputs plus the unlabeled corpora 
 evaluation input); the student trains on the recipe's losses (losses.py) in trainer.py's
 resumable loop, then its classification heads are refit on its own embeddings. What the
 student scored before training is recorded too: what distillation bought is the difference.
+Static-embedding students train on the same losses with their own settings (distill.static_lr,
+static_epochs, static_batch_size): a table of free rows needs a far higher rate than a pretrained
+transformer.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from edgekit.cache import Cache, cache_key, digest_texts
 from edgekit.errors import RecipeError
 from edgekit.measure import Exporting, Scoring, score, without_predictions
 from edgekit.recipe import Recipe
-from edgekit.students import Candidate
+from edgekit.students import Candidate, is_static
+
+STATIC_SETTINGS = ("static_lr", "static_epochs", "static_batch_size")  # distill keys of static students only
 
 
 def distillation_set(recipe: Recipe, tasks, teacher):
@@ -138,20 +143,33 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
         extras = {"labels": {t: v[index] for t, v in label_tensors.items()}, "layer_map": layer_map}
         return total_loss(spec.losses, student_out, teacher_side, extras)
 
-    if spec.freeze_embeddings and hasattr(student, "backbone"):
+    static = is_static(candidate)
+    if spec.freeze_embeddings and hasattr(student, "backbone") and not static:  # a static table IS the student
         words = student.backbone.get_input_embeddings()
         if words.weight.shape == teacher_model.backbone.get_input_embeddings().weight.shape:
             words.weight.requires_grad_(False)
-    settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
-                             checkpoint_every=spec.checkpoint_every)
-    # refit_heads acts after training: the trained weights do not depend on it.
-    key = cache_key("student", teacher.digest, candidate.arch, spec.model_dump(exclude={"refit_heads"}),
+    if static:
+        # No weight decay on the table: AdamW's decay shrinks every row every step, gradient or not, so it
+        # would erode the teacher-made rows of tokens a batch rarely holds while buying nothing (the
+        # embedding is normalized: a uniform shrink of the table does not regularize what it outputs).
+        settings = TrainSettings(epochs=spec.static_epochs, batch_size=spec.static_batch_size, lr=spec.static_lr,
+                                 seed=spec.seed, checkpoint_every=spec.checkpoint_every,
+                                 no_decay=("backbone.table.",))
+    else:
+        settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
+                                 checkpoint_every=spec.checkpoint_every)
+    # refit_heads acts after training: the trained weights do not depend on it. Each kind of student's key holds
+    # the settings it trains with only (a transformer's, as before static students existed).
+    unused = {"lr", "epochs", "batch_size", "freeze_embeddings"} if static else set(STATIC_SETTINGS)
+    key = cache_key("student", teacher.digest, candidate.arch, spec.model_dump(exclude={"refit_heads", *unused}),
                     inputs_digest, init_digest)
     started = time.perf_counter()
     history = train(student, len(inputs), step_loss, settings, cache.folder("students", key),
                     f"distilling {candidate.name}", echo, lengths=inputs.lengths())
     history["seconds"] = round(time.perf_counter() - started, 1)
-    history["initialized_from_teacher"] = {"copied_tensors": init["copied"], "random_tensors": len(init["random"])}
+    history["initialized_from_teacher"] = {"copied_tensors": init["copied"], "random_tensors": len(init["random"]),
+                                           # static students: the share of variance their PCA kept
+                                           **{k: init[k] for k in ("explained_variance",) if k in init}}
     return history
 
 
@@ -182,7 +200,7 @@ def distill_student(candidate: Candidate, recipe: Recipe, teacher, tasks, inputs
     from edgekit.networks import state_digest
     from edgekit.students import build
 
-    student, init = build(candidate, recipe, teacher, tasks)
+    student, init = build(candidate, recipe, teacher, tasks, inputs, cache)
     init_digest = state_digest(student)  # the untrained student: part of both cache keys
     before = undistilled(student, init_digest, recipe, tasks, teacher, exporting, scoring, cache)
     history = distill(student, init, init_digest, candidate, recipe, teacher, inputs, inputs_digest, labels,

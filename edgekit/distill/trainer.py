@@ -36,6 +36,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     weight_decay: float = 0.01
+    no_decay: tuple[str, ...] = ()  # parameter names (or name prefixes) trained without weight decay
 
 
 def _save(obj, path: Path) -> None:
@@ -84,6 +85,17 @@ def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int, lengt
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def _groups(model, settings: TrainSettings) -> list:
+    """The optimizer's parameter groups: one (as before no_decay existed, so older checkpoints resume), or the
+    decayed parameters and then the `no_decay` ones with weight decay 0."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    spared = [p for name, p in named if name.startswith(settings.no_decay)] if settings.no_decay else []
+    if not spared:
+        return [p for _, p in named]
+    ids = {id(p) for p in spared}
+    return [{"params": [p for _, p in named if id(p) not in ids]}, {"params": spared, "weight_decay": 0.0}]
+
+
 def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, folder: Path, desc: str,
           echo: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
           stop_after: int | None = None, lengths=None) -> dict:
@@ -107,7 +119,7 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     steps_per_epoch = math.ceil(n_examples / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
     step, history, running = 0, [], None
     checkpoint = _load(folder / CHECKPOINT, echo)

@@ -40,7 +40,11 @@ class TaskKind:
     # rank move), and a slice of a few examples has no meaningful correlation.
     correlation: ClassVar[bool] = False
     agreement_rule: ClassVar[str]  # what the agreement of student and teacher measures
-    hardest_rule: ClassVar[str]  # which test examples are the hardest
+    # The hardest slice: the test examples whose `hardness` is lowest. The rule must not select the teacher's
+    # errors by construction (the teacher would score 0 there by definition and any student look better).
+    hardest_rule: ClassVar[str]  # which test examples are the hardest, in words
+    hardest_by: ClassVar[str]  # the same in a few words, for slice names: "lowest teacher margin"
+    hardness_key: ClassVar[str]  # what the hardest examples record their hardness value as
     flip_rule: ClassVar[str] = ""  # when an example flips between two models (not for correlation kinds)
 
     @property
@@ -83,16 +87,13 @@ class TaskKind:
         """`metric` of one model's outcomes (may be NaN: a correlation of a constant side)."""
         raise NotImplementedError
 
-    def teacher_loss(self, gold, teacher: dict):
-        """How hard each example is for the teacher (its predictions): higher is harder."""
+    def hardness(self, test: dict, gold, teacher: dict):
+        """Per test example, how hard it is: LOWER is harder (np.ndarray (n,)). From the test columns, the
+        gold answers and the teacher's predictions; see hardest_rule."""
         raise NotImplementedError
 
     def agreement(self, outcome, teacher):
         """How much one model's outcomes agree with the teacher's (a number, may be NaN)."""
-        raise NotImplementedError
-
-    def resampled(self, outcome, gold, rows):
-        """The slice metric of one model on each bootstrap resample: `rows` (resamples, n) are example indices."""
         raise NotImplementedError
 
     def right(self, outcome, gold):

@@ -2,7 +2,15 @@
 
 Columns: text (str), label (int64 class index; TaskData.labels names them). The graph output is
 `<task>_logits` (batch, classes); the predictions record the argmax, its softmax probability and
-the whole softmax (the gap report needs margins, gold-label losses and calibration).
+the whole softmax (the gap report needs margins and calibration).
+
+The hardest examples are those the teacher is least sure of: the lowest margin between its top two
+probabilities, whether its top class is right or wrong. So the slice holds the teacher's close calls,
+its near misses and its narrow wins alike, and both models are scored on it as they come; ranking by the
+teacher's loss on the gold label instead picks its errors by construction (the teacher scored 0.000 on
+that slice, a student 0.122: a student "better on the hardest cases" by definition). On the default
+recipe's sentiment the 255 lowest-margin texts score 0.553 for the teacher and 0.561 for L2-int8-dynamic
+(paired 95% of the change -0.075 to +0.090: no significant difference).
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ class Classification(TaskKind):
     slice_metric = "accuracy"
     prediction = "pred"
     agreement_rule = "share of examples where the student predicts the teacher's class"
-    hardest_rule = "examples whose gold label has the highest cross-entropy under the teacher's probabilities"
+    hardest_rule = ("examples with the lowest teacher margin (its top-1 minus its top-2 probability), whether "
+                    "its top class is right or wrong")
+    hardest_by = "lowest teacher margin"
+    hardness_key = "teacher_margin"
     flip_rule = "the predicted class differs"
 
     def output(self, task_name: str) -> str:
@@ -78,19 +89,19 @@ class Classification(TaskKind):
 
         return {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1}[metric](outcome, gold)
 
-    def teacher_loss(self, gold, teacher: dict):
+    def hardness(self, test: dict, gold, teacher: dict):
         import numpy as np
 
-        probs = np.asarray(teacher["probs"], dtype=np.float64)
-        return -np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))  # cross-entropy of the gold label
+        probs = np.asarray(teacher["probs"], dtype=np.float64)  # (n, classes)
+        if probs.shape[1] < 2:
+            return probs[:, 0]
+        top = np.sort(probs, axis=1)
+        return top[:, -1] - top[:, -2]  # the margin: the gold label plays no part
 
     def agreement(self, outcome, teacher):
         import numpy as np
 
         return np.mean(outcome == teacher)
-
-    def resampled(self, outcome, gold, rows):
-        return (outcome[rows] == gold[rows]).mean(axis=1)
 
     def right(self, outcome, gold):
         return outcome == gold
