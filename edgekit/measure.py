@@ -505,11 +505,19 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
         over = budget is not None and not meets_budget(row, budget)
         echo(f"  {row['name']:<32} {row['provider']:<5} {_latency_text(row['latency_ms'])}"
              + (f"  end to end {_latency_text(row['latency_e2e_ms'])}" if whole is not None else "")
-             + ("  (cached)" if row["latency_ms"]["cached"] else "") + ("  over budget" if over else ""))
+             + _cached_text(row) + ("  over budget" if over else ""))
     if retimed is None and retimed_e2e is None:
         return timed, None
     return timed, {"latency_ms": retimed and latency_summary(retimed),
                    "latency_e2e_ms": retimed_e2e and latency_summary(retimed_e2e)}
+
+
+def _cached_text(row: Row) -> str:
+    cached = [scope for scope, key in (("model only", "latency_ms"), ("end to end", "latency_e2e_ms"))
+              if (row.get(key) or {}).get("cached")]
+    if not cached:
+        return ""
+    return "  (cached)" if len(cached) == 2 or row.get("latency_e2e_ms") is None else f"  ({cached[0]}: cached)"
 
 
 def _latency_text(latency: dict) -> str:
