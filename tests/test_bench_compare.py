@@ -50,7 +50,8 @@ def entry_names(results):
 
 
 def picks_of(results):
-    return [e for e in results["entries"] if e.get("budgets")]
+    """edgekit's files in the comparison: the sweep's picks and the rest of its frontier (budgets [])."""
+    return [e for e in results["entries"] if "budgets" in e]
 
 
 def model2vec_of(results):
