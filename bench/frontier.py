@@ -41,7 +41,7 @@ def frontier_figure(results: dict):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from edgekit.plot import _log_ticks, _place_labels, _rc
+    from edgekit.plot import _log_ticks, _rc, place_labels
 
     shapes = results.get("e2e_shapes") or {}
     metrics = results.get("metrics") or {}
@@ -58,12 +58,7 @@ def frontier_figure(results: dict):
                                                             ("model2vec", _STYLE["model2vec"]),
                                                             ("edgekit pick", _STYLE["edgekit"]))],
                    loc="outside lower center", ncols=3, frameon=False)
-        # Labels go where the final layout puts the axes: lay out once, freeze it, then place them in pixels.
-        fig.draw_without_rendering()
-        fig.set_layout_engine("none")
-        renderer = fig.canvas.get_renderer()
-        for ax, items, obstacles in labels:
-            _place_labels(ax, items, obstacles, renderer)
+        place_labels(fig, labels)
         return fig
 
 

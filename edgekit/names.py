@@ -28,6 +28,9 @@ METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int
 STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
 
 # Files that make a folder a tokenizer (any one of them).
+# budget.scope -> the evaluation-matrix row field holding that latency (report.json `files[]`).
+LATENCY_FIELDS = {"model": "latency_ms", "end-to-end": "latency_e2e_ms"}
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 # Image arrays: what `edgekit export --data` and `bench --data` read, and what a task's data.source may be.

@@ -23,6 +23,8 @@ import io
 import itertools
 import math
 
+from edgekit.names import LATENCY_FIELDS
+
 # Marker per variant family: shape carries the number format, colour carries the model.
 _FAMILIES = (("fp32", "o"), ("int8 dynamic", "s"), ("int8 static", "D"), ("fp16", "^"), ("other", "v"))
 _MARKERS = dict(_FAMILIES)
@@ -110,7 +112,8 @@ def _log_ticks(axis, base: float = 10) -> None:
 
 # The latency rows a chart can show: (row key, what it times). Rows carry both for text files; image rows have
 # no end-to-end latency (None), and reports from before it was measured have no key at all.
-LATENCIES = {"model": ("latency_ms", "model only"), "end-to-end": ("latency_e2e_ms", "end to end")}
+LATENCIES = {scope: (field, {"model": "model only", "end-to-end": "end to end"}[scope])
+             for scope, field in LATENCY_FIELDS.items()}
 _TIMES = {"model": "the ONNX file alone", "end-to-end": "tokenizer + model"}
 _X_FLOOR_MS = 0.1  # static-embedding students run at ~0.05-0.5 ms: the axis always reaches down to here
 _LABEL_PAD_PX = 2.0  # clearance around every label and marker when placing labels (browser fonts differ a little)
@@ -215,13 +218,18 @@ def accuracy_latency_figure(rows: list[dict], tasks: list[dict], percentile: str
         if handles:
             fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3 + 3 * len(panels)),
                        frameon=False, handletextpad=0.3, columnspacing=1.2, scatterpoints=1)
-        # Labels go where the final layout puts the axes: lay out once, freeze it, then place them in pixels.
-        fig.draw_without_rendering()
-        fig.set_layout_engine("none")
-        renderer = fig.canvas.get_renderer()
-        for ax, items, obstacles in labels:
-            _place_labels(ax, items, obstacles, renderer)
+        place_labels(fig, labels)
         return fig
+
+
+def place_labels(fig, labels: list[tuple]) -> None:
+    """Place each panel's labels (`labels`: (axes, items, obstacles) per panel) without overlap. Labels go where
+    the final layout puts the axes: lay out once, freeze it, then place them in pixels."""
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for ax, items, obstacles in labels:
+        _place_labels(ax, items, obstacles, renderer)
 
 
 def _latency(row: dict, kind: str, percentile: str) -> float | None:

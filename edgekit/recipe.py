@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekit.names import IMAGE_ARRAY_SUFFIXES, LOSS_NAMES, METHODS, TEACHER_KINDS
+from edgekit.names import IMAGE_ARRAY_SUFFIXES, LATENCY_FIELDS, LOSS_NAMES, METHODS, TEACHER_KINDS
 from edgekit.tasks import KINDS, TASK_KINDS, kind_of
 
 METRICS = {name: kind.metrics for name, kind in KINDS.items()}  # task kind -> its metrics, the default first
@@ -368,7 +368,7 @@ class Budget(_Strict):
     @property
     def latency_key(self) -> str:
         """The row field holding the latency this budget bounds."""
-        return "latency_ms" if self.scope == "model" else "latency_e2e_ms"
+        return LATENCY_FIELDS[self.scope]
 
     def floor(self, task: str) -> float | None:
         """The least % of the teacher's metric `task` must keep, or None."""

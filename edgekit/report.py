@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.names import LATENCY_FIELDS
 from edgekit.units import count, milliseconds
 
 REPORT_FORMAT = "edgekit.report/2"
@@ -429,8 +430,8 @@ def _distillation(data: dict, tasks: list[str]) -> list[tuple]:
 
 # ---------------------------------------------------------------------------- the first screen
 
-# The row field per latency kind, and how the first screen names it (budget.scope says which one the budget bounds).
-_LATENCY_KEYS = {"model": "latency_ms", "end-to-end": "latency_e2e_ms"}
+# How the first screen names each latency kind (its row field: names.LATENCY_FIELDS; the one the budget
+# bounds: budget.scope).
 _LATENCY_WORDS = {"model": "model only", "end-to-end": "end to end, tokenizer + model"}
 
 
@@ -448,7 +449,7 @@ def _scope(data: dict) -> str:
 def _latency(row: dict | None, kind: str, p: str) -> float | None:
     """A row's latency of `kind` at percentile `p`, or None where it was not measured (image rows have no
     end-to-end latency; older reports no `latency_e2e_ms` at all)."""
-    value = ((row or {}).get(_LATENCY_KEYS[kind]) or {}).get(p)
+    value = ((row or {}).get(LATENCY_FIELDS[kind]) or {}).get(p)
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -489,7 +490,7 @@ def _first_screen(data: dict) -> list[tuple]:
 def _speed_lines(row: dict, teacher: dict | None, p: str, scope: str, images: bool) -> list[str]:
     """'Model only: 4.6x faster than the teacher's fp32 file (p95 3.62 ms vs 16.6 ms).', then end to end."""
     parts = []
-    for kind in (scope, *(k for k in _LATENCY_KEYS if k != scope)):
+    for kind in (scope, *(k for k in LATENCY_FIELDS if k != scope)):
         words = _LATENCY_WORDS[kind]
         mine, theirs = _latency(row, kind, p), _latency(teacher, kind, p)
         bound = " (what the budget bounds)" if kind == scope else ""
@@ -597,7 +598,7 @@ def _run_summary(data: dict) -> tuple:
     own = row is not None and teacher is not None and row["name"] == teacher["name"]
     if own and selected:
         # Nothing to compare with: say what it costs, and that no smaller file ranked above it.
-        timed = [f"{milliseconds(v)} ms {_LATENCY_WORDS[k]}" for k in (scope, *(k for k in _LATENCY_KEYS if k != scope))
+        timed = [f"{milliseconds(v)} ms {_LATENCY_WORDS[k]}" for k in (scope, *(k for k in LATENCY_FIELDS if k != scope))
                  if (v := _latency(row, k, p)) is not None]
         lines.append(f"This is the teacher's own fp32 file ({p} {'; '.join(timed)}): no student or quantized file "
                      "ranked above it (the selection below says why).")
