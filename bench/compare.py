@@ -318,11 +318,11 @@ def shapes(tasks, teacher, seq_len: int, vocab: int, seed: int = 0) -> dict[str,
     chosen_of = {}
     for task in tasks:
         texts = list(dict.fromkeys(t for column in ("text", "text_a", "text_b") for t in task.test.get(column, [])))
-        chosen = chosen_of[task.name] = rng.choice(len(texts), size=min(POOL, len(texts)), replace=False)
-        pools[f"{task.name} lengths"] = [_feed(teacher.tokenizer, texts[i], teacher.max_length) for i in chosen]
+        chosen = chosen_of[task.name] = [texts[i] for i in rng.choice(len(texts), size=min(POOL, len(texts)),
+                                                                       replace=False)]
+        pools[f"{task.name} lengths"] = [_feed(teacher.tokenizer, text, teacher.max_length) for text in chosen]
     for task in tasks:  # after every model-only shape, so the table's columns read model first, then end to end
-        texts = list(dict.fromkeys(t for column in ("text", "text_a", "text_b") for t in task.test.get(column, [])))
-        pools[e2e_shape(task.name)] = [texts[i] for i in chosen_of[task.name]]
+        pools[e2e_shape(task.name)] = chosen_of[task.name]
     return pools
 
 

@@ -10,11 +10,13 @@ import pytest
 
 from bench.compare import (
     FIXED,
+    _feed,
     compare,
     e2e_shape,
     markdown,
     optimum_preset,
     quick_recipe,
+    shapes,
     versus_model2vec,
     write_results,
 )
@@ -99,13 +101,24 @@ def test_latency_is_timed_at_the_fixed_shape_at_every_tasks_lengths_and_end_to_e
     assert quick_bench.results["e2e_shapes"] == {"sentiment": e2e_shape("sentiment"), "lee": e2e_shape("lee")}
 
 
-def test_end_to_end_costs_more_than_the_model_alone_at_the_same_texts(quick_bench):
-    # setup: the same 256-text pool, once as feeds (the model alone), once as text (tokenizer + model + pooling)
-    eager, fp32 = quick_bench.results["entries"][:2]
-    # assert: the tokenizer's work is inside the end-to-end timing (a median over 100 calls each)
-    for entry in (eager, fp32):
-        lat = entry["latency_ms"]
-        assert lat["sentiment end-to-end"]["p50"] > lat["sentiment lengths"]["p50"]
+def test_end_to_end_pools_are_the_texts_whose_feeds_time_the_model_alone(quick_bench, tiny_bert):
+    # setup: the same real test texts, once as feeds (the model alone), once as text (tokenizer inside the call)
+    from types import SimpleNamespace
+
+    from edgekit.loading import load_tasks
+    from edgekit.models import load_tokenizer
+
+    tasks = load_tasks(quick_bench.recipe)
+    teacher = SimpleNamespace(tokenizer=load_tokenizer(str(tiny_bert)), max_length=64)
+    # execute
+    pools = shapes(tasks, teacher, 128, teacher.tokenizer.vocab_size)
+    # assert: an end-to-end call gets a string, and tokenizing it gives the model-only pool's feed
+    for task in tasks:
+        texts, feeds = pools[e2e_shape(task.name)], pools[f"{task.name} lengths"]
+        assert len(texts) == len(feeds) > 0 and all(isinstance(t, str) for t in texts)
+        for text, feed in zip(texts, feeds):
+            again = _feed(teacher.tokenizer, text, teacher.max_length)
+            assert all(np.array_equal(again[k], feed[k]) for k in feed)
 
 
 def test_every_entrys_latency_percentiles_are_positive_and_ordered(quick_bench):
