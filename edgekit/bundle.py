@@ -184,6 +184,18 @@ def _latency_record(run: Path, row: dict) -> dict:
 
 # ---------------------------------------------------------------------------- README
 
+def _session_line(manifest: dict, deploy: str) -> str:
+    """The InferenceSession an app opens: on the provider the file was measured on, with the options it was
+    measured with (TensorRT's cache paths left for the app to choose), the CPU provider after it."""
+    session = manifest["latency"]["session"]
+    provider = session.get("provider", "CPUExecutionProvider")
+    if provider == "CPUExecutionProvider":
+        return f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])'
+    options = {k: v for k, v in (session.get("options") or {}).items() if not k.endswith("_path")}
+    return (f'session = ort.InferenceSession("{deploy}", providers=["{provider}", "CPUExecutionProvider"], '
+            f"provider_options=[{options!r}, {{}}])  # as measured")
+
+
 def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     from edgekit.profiles import elsewhere_note
 
@@ -207,7 +219,7 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     if text_model:
         lines += ["from transformers import AutoTokenizer", "",
                   'tokenizer = AutoTokenizer.from_pretrained(".")  # the tokenizer files of this folder',
-                  f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+                  _session_line(manifest, deploy),
                   'texts = ["an example sentence"]']
         fixed = manifest["fixed_shape"]
         padding = (f'padding="max_length", max_length={fixed["seq_len"]}' if fixed
@@ -222,10 +234,10 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
 
         batch = (manifest["fixed_shape"] or {}).get("batch", 1)  # model.fixed.onnx takes exactly its batch
         lines += ["import json", "",
-                  f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+                  _session_line(manifest, deploy),
                   *usage_lines(manifest["preprocessing"], model["inputs"][0]["name"], batch)]
     else:
-        lines += ["", f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])',
+        lines += ["", _session_line(manifest, deploy),
                   "images = np.zeros(" + str([1, *model["inputs"][0]["shape"][1:]]) + ", dtype=np.float32)"
                   "  # see preprocessing.json",
                   f'feeds = {{"{model["inputs"][0]["name"]}": images}}']

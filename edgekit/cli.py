@@ -109,15 +109,17 @@ def export(model, task, output, opset, static_shapes, batch, seq_len, inputs, te
         click.echo(f"  {name}: max |diff| {diff['max_abs_diff']:.2e}, mean {diff['mean_abs_diff']:.2e}")
 
 
-def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
-    dims = {}
+def _pairs(values: tuple[str, ...], option: str, integer: bool = False) -> dict:
+    """NAME=VALUE options (--dim, --provider-option) as a dict; a malformed one names the form it needs."""
+    pairs = {}
     for item in values:
         name, sep, value = item.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise EdgekitError(f"--dim '{item}' must look like NAME=VALUE with an integer VALUE, "
-                               "e.g. --dim height=224.")
-        dims[name.strip()] = int(value)
-    return dims
+        if not sep or not name.strip() or (integer and not value.strip().isdigit()):
+            example = "--dim height=224" if integer else "--provider-option device_type=GPU"
+            raise EdgekitError(f"{option} '{item}' must look like NAME=VALUE"
+                               f"{' with an integer VALUE' if integer else ''}, e.g. {example}.")
+        pairs[name.strip()] = int(value) if integer else value.strip()
+    return pairs
 
 
 @cli.command()
@@ -125,6 +127,10 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--provider", default="cpu", show_default=True,
               help="Execution provider: cpu, cuda, tensorrt, openvino, coreml, nnapi, xnnpack, ... "
               "Asking for one and getting another is an error.")
+@click.option("--provider-option", "provider_options", multiple=True,
+              help="The provider's own option, KEY=VALUE (repeatable): e.g. device_type=GPU for openvino.")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path),
+              help="TensorRT: keep built engines in this folder; the build is timed apart from latency.")
 @click.option("--threads", default=1, show_default=True, help="Intra-op threads.")
 @click.option("--batch", type=int, help="Batch size for a dynamic batch axis [default: 1].")
 @click.option("--seq-len", type=int, help="Fixed sequence length [default: 128].")
@@ -143,8 +149,8 @@ def _parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--seed", default=0, show_default=True, help="Seed for inputs and the bootstrap.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="JSON result file [default: ./<name>.bench.json, the export folder's name for model.onnx].")
-def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, end_to_end, tokenizer, dims,
-          warmup_runs, min_runs, min_seconds, allow_spinning, seed, output):
+def bench(model, provider, provider_options, engine_cache, threads, batch, seq_len, lengths_from, text_column,
+          end_to_end, tokenizer, dims, warmup_runs, min_runs, min_seconds, allow_spinning, seed, output):
     """Measure the latency distribution of an ONNX file on an ONNX Runtime provider.
 
     MODEL is a .onnx file or an `edgekit export` folder.
@@ -154,8 +160,10 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, e
     if seq_len is not None and lengths_from:
         raise EdgekitError("--seq-len and --lengths-from both set the sequence length: pass only one.")
     config = _validated(BenchConfig, provider=provider, threads=threads, batch=batch, seq_len=seq_len,
+                        provider_options=_pairs(provider_options, "--provider-option"),
+                        engine_cache=str(engine_cache) if engine_cache else None,
                         lengths_from=lengths_from, text_column=text_column, tokenizer=tokenizer,
-                        dims=_parse_dims(dims), warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
+                        dims=_pairs(dims, "--dim", integer=True), warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
                         allow_spinning=allow_spinning, seed=seed, end_to_end=end_to_end)
     result = run_benchmark(model, config)
     path = model.resolve()
@@ -171,7 +179,8 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, e
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--method", required=True, type=click.Choice(QUANT_METHODS),
               help="int8-dynamic: the CPU default, no data needed. int8-static-*: QDQ with calibrated activation "
-              "ranges (NPUs, mobile), needs --calibration. fp16: for GPU providers.")
+              "ranges (NPUs, mobile), needs --calibration. fp16: for GPU providers. int4-weight / int8-weight: "
+              "block-wise weight-only MatMulNBits (OpenVINO, GPUs, LLM runtimes), no data needed.")
 @click.option("--calibration", "calibration", metavar="DATA",
               help="Calibration inputs for int8-static-*: texts (.txt/.csv/.tsv/.jsonl, or a built-in such as "
               "rotten_tomatoes) or images (.npy/.npz, or digits).")
@@ -187,8 +196,15 @@ def bench(model, provider, threads, batch, seq_len, lengths_from, text_column, e
               help="int8: 7-bit weights (on) or full 8 bits (off). auto: on for x86 without VNNI (whose 16-bit "
               "int8 sums can saturate), off with VNNI/AMX and on arm64. Pin it for a file that runs on another "
               "kind of CPU than this one.")
+@click.option("--block-size", default=32, show_default=True,
+              help="int4-weight / int8-weight: weights per scale (16, 32, 64, 128 or 256); smaller blocks keep more "
+              "accuracy, larger ones make a smaller file.")
+@click.option("--accuracy-level", type=click.IntRange(0, 4), default=4, show_default=True,
+              help="int4-weight / int8-weight: what the CPU provider computes in: 4 int8 (fastest there), "
+              "1 float32, 0 leaves the attribute out (for runtimes that reject it). Other providers ignore it.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
-def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, reduce_range, force):
+def quantize(model, method, calibration, samples, tokenizer, max_length, text_column, output, reduce_range,
+             block_size, accuracy_level, force):
     """Write a quantized copy of an ONNX file (MODEL.onnx or an `edgekit export` folder)."""
     from edgekit.errors import ModelNotFound, OutputExists
     from edgekit.quantize import quant_config, quantize_file
@@ -199,7 +215,7 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
     output = output or model.with_name(f"{model.stem}.{method}.onnx")
     if output.exists() and not force:
         raise OutputExists(f"'{output}' already exists. Pass --force to replace it, or choose another file with -o.")
-    config = quant_config(method)
+    config = quant_config(method, block_size=block_size, accuracy_level=accuracy_level)
     feeds = None
     if calibration and not config.needs_calibration:
         click.echo(f"note: {method} needs no calibration; --calibration is ignored.", err=True)
@@ -214,6 +230,12 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
     if record["reduce_range"] is not None:
         facts.append(f"reduce_range {record['reduce_range']} "
                      f"({'auto' if record['reduce_range_setting'] == 'auto' else 'pinned'})")
+    if "block_size" in record:
+        facts[0] += f" in blocks of {record['block_size']}" + ("" if record["symmetric"] else " (asymmetric)")
+        facts += [f"accuracy_level {record['accuracy_level']}",
+                  f"{record['matmuls_quantized']} MatMuls quantized"
+                  + (f", float weights left in {', '.join(f'{n} {op}' for op, n in record['float_weights'].items())}"
+                     if record["float_weights"] else "")]
     if record["calibration"]:
         cal = record["calibration"]
         facts.append(f"calibration {cal['method']}" + (f" {cal['percentile']:g}" if "percentile" in cal else "")
@@ -317,7 +339,7 @@ def schema() -> None:
 @click.argument("file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file)
 def check(file) -> None:
     """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
-    from edgekit.loading import check_recipe, load_recipe, load_tasks, skipped_text
+    from edgekit.loading import available_providers, check_recipe, load_recipe, load_tasks, skipped_text
 
     loaded = load_recipe(file)
     check_recipe(loaded)
@@ -326,10 +348,12 @@ def check(file) -> None:
             click.echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
         for note in task.notes():  # duplicates, conflicting labels, classes without test examples
             click.echo(f"{task.name}: {note}")
+    measured, skipped = available_providers(loaded)
+    for name, why in skipped.items():
+        click.echo(f"budget.providers: {name} will be skipped: {why}")
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
     click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
-               f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on "
-               f"{', '.join(loaded.budget.providers)}.")
+               f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on {', '.join(measured)}.")
 
 
 def _limit_text(budget) -> str:

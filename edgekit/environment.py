@@ -79,15 +79,23 @@ def cpu_slug() -> str:
 
 
 TRACKED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-                    "onnxruntime-gpu", "numpy")
+                    "onnxruntime-gpu", "onnxruntime-openvino", "numpy")
+# Whole onnxruntime builds installed in place of the `onnxruntime` package (the same `onnxruntime` module).
+RUNTIME_BUILDS = ("onnxruntime-gpu", "onnxruntime-openvino")
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that decide export and latency results."""
+    """Installed versions of the packages that decide export and latency results. Where a whole onnxruntime
+    build replaces the `onnxruntime` package, "onnxruntime" names that build ("1.24.1 (onnxruntime-openvino)"):
+    results are cached per runtime, and two builds of one version are two runtimes."""
     found = {}
     for name in TRACKED_PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    if "onnxruntime" not in found:
+        build = next((name for name in RUNTIME_BUILDS if name in found), None)
+        if build:
+            found["onnxruntime"] = f"{found[build]} ({build})"
     return found

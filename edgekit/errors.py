@@ -42,6 +42,10 @@ class InvalidModelFile(EdgekitError):
     """A file that is not a loadable ONNX model (truncated, corrupt, wrong format)."""
 
 
+class UnreadableModel(InvalidModelFile):
+    """An ONNX file stamped with an IR version or opset newer than the installed onnxruntime reads."""
+
+
 class ProviderUnavailable(EdgekitError):
     """An ONNX Runtime execution provider that is not installed or fell back to another."""
 

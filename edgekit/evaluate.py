@@ -77,13 +77,16 @@ def evaluate_task(session, task: TaskData, tokenizer, max_length: int, batch_siz
 
 
 def evaluate_onnx(onnx_path: str | Path, tasks: list[TaskData], tokenizer, max_length: int, provider: str = "cpu",
-                  threads: int | None = None, batch_size: int = 64) -> dict[str, dict]:
+                  threads: int | None = None, batch_size: int = 64,
+                  options: dict[str, str] | None = None) -> dict[str, dict]:
     """Score the ONNX file on every task's test split: {task name: evaluate_task's record}.
 
-    `threads` defaults to every core: this is throughput, not a latency measurement.
+    `threads` defaults to every core: this is throughput, not a latency measurement. `options`: the
+    provider's own ORT options (a recipe's budget.provider_options), as the file is timed with them.
     """
     # No spinning: the workers would compete with tokenization between runs for the same cores.
-    settings = SessionSettings(provider=provider, threads=threads or os.cpu_count() or 1, allow_spinning=False)
+    settings = SessionSettings(provider=provider, threads=threads or os.cpu_count() or 1, allow_spinning=False,
+                               options=tuple(sorted((options or {}).items())))
     session, _ = create_session(onnx_path, settings)
     # Every check before any run: a wrong output name or column should not cost a full pass first.
     check_graph(session, tasks, f"'{onnx_path}'")

@@ -2,8 +2,9 @@
 
 A file meets the budget when its measured latency at the budget's percentile is at most the
 budget less its headroom, its size at most budget.size_mb (if set), and it keeps at least
-budget.min_retention % of the teacher on every task the floor covers (if set). A probe (an
-untrained candidate) has no retention: it is judged on latency and size only.
+budget.min_retention % of the teacher on every task the floor covers (if set), and, with
+budget.require_full_placement, its provider ran every node itself. A probe (an untrained candidate) has
+no retention and no placement record: it is judged on latency and size only.
 """
 
 from __future__ import annotations
@@ -29,9 +30,27 @@ def below_floor(entry: dict, budget: Budget) -> dict[str, float]:
             if value is not None and budget.floor(task) is not None and value < budget.floor(task)}
 
 
+def partly_placed(entry: dict, budget: Budget) -> str | None:
+    """Why a measured file breaks budget.require_full_placement (some nodes fell back to another provider, or
+    its placement is unknown), or None. A probe carries no placement record: it is judged on latency alone."""
+    if not budget.require_full_placement or "placement" not in entry:
+        return None
+    if entry.get("provider", "").lower() in ("cpu", "cpuexecutionprovider"):
+        return None  # the provider every other one falls back to runs every node itself
+    record = entry["placement"] or {}
+    if not record.get("recorded"):
+        return f"its placement is unknown ({record.get('why', 'not recorded')})"
+    if not record["full"]:
+        fell = sum(record["fallback"].values())
+        ops = ", ".join(f"{op} x{n}" for op, n in record["fallback_op_types"].items())
+        return f"{fell} of its {record['nodes']} nodes fell back from {record['provider']} ({ops})"
+    return None
+
+
 def meets_budget(entry: dict, budget: Budget) -> bool:
     size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
-    return latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
+    return (latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
+            and partly_placed(entry, budget) is None)
 
 
 def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:

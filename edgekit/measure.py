@@ -55,6 +55,8 @@ class Row(TypedDict, total=False):
     size_bytes: int
     latency_ms: dict  # model only at the budget's shape: p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
     latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images)
+    placement: dict | None  # where ORT ran the file's nodes: on the provider or fallen back (providers.placement)
+    engine_build_ms: float  # TensorRT: building the file's engine, apart from latency (0 when its cache served)
     meets_budget: bool  # set by select.decide
     pareto: bool  # set by select.decide
 
@@ -80,7 +82,11 @@ class Scoring:
     tokenizer: object | None
     max_length: int
     teacher_digest: str
-    batch: int
+    budget: Budget  # its batch, and each provider's ORT options (provider_options), as the file is timed with them
+
+    @property
+    def batch(self) -> int:
+        return self.budget.batch
 
 
 @dataclass(frozen=True)
@@ -95,26 +101,25 @@ class Timing:
     lengths_file: Path | None
     text: bool
     texts_file: Path | None = None
+    engine_cache: Path | None = None  # TensorRT's engines, in the run's cache folder
 
     def config(self, provider: str, end_to_end: bool = False):
         from edgekit.bench import BenchConfig
 
         budget = self.budget
+        common = {"provider": provider, "provider_options": budget.options_for(provider), "threads": budget.threads,
+                  "batch": budget.batch, "min_runs": budget.min_runs, "min_seconds": budget.min_seconds,
+                  "allow_spinning": False, "tokenizer": self.tokenizer_source, "max_length": self.max_length,
+                  "engine_cache": str(self.engine_cache) if self.engine_cache and is_tensorrt(provider) else None}
         if end_to_end:
-            return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch,
-                               min_runs=budget.min_runs, min_seconds=budget.min_seconds, allow_spinning=False,
-                               lengths_from=str(self.texts_file), tokenizer=self.tokenizer_source,
-                               max_length=self.max_length, end_to_end=True)
-        return BenchConfig(provider=provider, threads=budget.threads, batch=budget.batch, min_runs=budget.min_runs,
-                           min_seconds=budget.min_seconds, allow_spinning=False,
-                           seq_len=budget.seq_len if isinstance(budget.seq_len, int) and self.text else None,
-                           lengths_from=str(self.lengths_file) if self.lengths_file else None,
-                           tokenizer=self.tokenizer_source, max_length=self.max_length)
+            return BenchConfig(**common, lengths_from=str(self.texts_file), end_to_end=True)
+        return BenchConfig(**common, seq_len=budget.seq_len if isinstance(budget.seq_len, int) and self.text else None,
+                           lengths_from=str(self.lengths_file) if self.lengths_file else None)
 
     def key(self, provider: str, end_to_end: bool = False) -> dict:
-        """The settings a timing's cache key holds (a model-only one's as before end-to-end timing existed,
-        so a cache from then still serves)."""
-        return self.config(provider, end_to_end).model_dump(exclude=None if end_to_end else {"end_to_end"})
+        """The settings a timing's cache key holds: not where TensorRT keeps its engines (a place, not a
+        setting), and "placement": timings from before the session recorded its node placement are not reused."""
+        return self.config(provider, end_to_end).model_dump(exclude={"engine_cache"}) | {"placement": 1}
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,18 @@ def made_variants(recipe: Recipe, providers: list[str]) -> tuple[list[str], dict
     return variants, skipped
 
 
+def is_tensorrt(provider: str) -> bool:
+    return provider.lower() in ("tensorrt", "tensorrtexecutionprovider")
+
+
+# Providers that run on the host's CPU cores, for which fp16 files are not made: OpenVINO counts among them, its
+# default device being this CPU.
+_CPU_PROVIDERS = ("cpu", "cpuexecutionprovider", "xnnpack", "xnnpackexecutionprovider", "openvino",
+                  "openvinoexecutionprovider")
+
+
 def is_gpu(provider: str) -> bool:
-    return provider.lower() not in ("cpu", "cpuexecutionprovider", "xnnpack", "xnnpackexecutionprovider")
+    return provider.lower() not in _CPU_PROVIDERS
 
 
 def runs_on(variant: str, provider: str) -> bool:
@@ -165,9 +180,10 @@ def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
         if any(quant_config(v).needs_calibration for v in variants) else None,
         sample_feeds=calibration_feeds(inputs, teacher, SENSITIVITY_SAMPLES, seed)
         if "int8-dynamic" in variants and recipe.quantize.max_drop is not None else None)
-    scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget.batch)
+    scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget)
     timing = Timing(recipe.budget, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
-                    text=not teacher.images, texts_file=None if teacher.images else texts_file(tasks, cache))
+                    text=not teacher.images, texts_file=None if teacher.images else texts_file(tasks, cache),
+                    engine_cache=cache.root / "tensorrt-engines")
     return exporting, scoring, timing
 
 
@@ -317,9 +333,10 @@ def _make_export(model, folder: Path, variants: list[str], exporting: Exporting,
     reduce_range = exporting.quantize.reduce_range  # "auto": decided by this CPU's int8 instructions
     for variant in variants:
         files[variant] = folder / f"model.{variant}.onnx"
-        records[variant] = quantize_file(files["fp32"], files[variant], variant,
-                                         calibration if quant_config(variant).needs_calibration else None,
-                                         reduce_range=reduce_range)
+        config = quant_config(variant, block_size=exporting.quantize.block_size,
+                              accuracy_level=exporting.quantize.accuracy_level)
+        records[variant] = quantize_file(files["fp32"], files[variant], config,
+                                         calibration if config.needs_calibration else None, reduce_range=reduce_range)
     if fit is not None:
         record = fit_allowed_drop(
             files["fp32"], files["int8-dynamic"], exporting.quantize.max_drop,
@@ -348,14 +365,17 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
     from edgekit.evaluate import evaluate_onnx
     from edgekit.provenance import sha256_file
 
+    options = scoring.budget.options_for(provider)
     key = cache_key("scores", __version__, sha256_file(path), provider, scoring.teacher_digest,
                     [task.digest for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
-                    scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"))
+                    scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"),
+                    *([options] if options else []))  # without options, the key of a cache from before them
     results = cache.load_json("scores", key)
     if results is None:
         # As JSON types, fresh or cached alike.
         results = jsonable(evaluate_onnx(path, list(scoring.tasks), scoring.tokenizer, scoring.max_length,
-                                         provider=provider, threads=os.cpu_count() or 1, batch_size=scoring.batch))
+                                         provider=provider, threads=os.cpu_count() or 1, batch_size=scoring.batch,
+                                         options=options))
         cache.save_json("scores", key, results)
     return results
 
@@ -462,6 +482,8 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
         results.sort(key=lambda result: result["latency_ms"][budget.percentile])
         middle = results[len(results) // 2]
         middle["rounds_ms"] = [result["latency_ms"][budget.percentile] for result in results]
+        if middle.get("engine"):  # TensorRT: the build is in the round that built, not always the median one
+            middle["engine"] = max((result["engine"] for result in results), key=lambda e: e["build_ms"])
         middle["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         medians.append(middle)
     for i, middle in zip(todo, medians):
@@ -499,7 +521,9 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
         bench = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
         (run / bench).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         row = row | {"bench": bench, "size_bytes": result["model"]["size_bytes"], "latency_ms": latency_summary(result),
-                     "latency_e2e_ms": None}
+                     "latency_e2e_ms": None, "placement": result["session"].get("placement")}
+        if result.get("engine"):
+            row["engine_build_ms"] = result["engine"]["build_ms"]
         if whole is not None:
             (run / bench).with_suffix("").with_suffix(".e2e.bench.json").write_text(
                 json.dumps(whole, indent=1) + "\n", encoding="utf-8")

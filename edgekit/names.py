@@ -24,7 +24,7 @@ LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")  # edgekit
 
 # Quantized variants a recipe can ask for (edgekit.quantize.CONFIGS holds what each one means).
 METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
-           "int8-static-percentile", "fp16")
+           "int8-static-percentile", "fp16", "int4-weight", "int8-weight")
 STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
 
 # Files that make a folder a tokenizer (any one of them).

@@ -166,7 +166,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             teacher_params=teacher_fp32["params"], probes=list(probes.values()), rows=rows, picks=picks, why=why,
             gap=gap.shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
             sweep=[select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
-            best=best, decision=decision)
+            best=best, decision=decision,
+            agreement=select.provider_agreement(rows, providers, predictions, tasks))
         if best is not None and not sweep:
             data["bundle"] = bundle.ship(run, data, best, recipe.signing.key if recipe.signing else None, echo)
         report.write_report(run, data)

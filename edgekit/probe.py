@@ -43,9 +43,10 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
     # The budget's limits (ms or speedup, size, quality floor, headroom, percentile, sweep) only judge a timing:
     # they are not part of the key, so a sweep over budgets reuses every probe.
     shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "headroom", "percentile", "sweep",
-                                       "providers"})
+                                       "providers", "require_full_placement"})
     key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider,
-                    kinds, recipe.quantize.reduce_range, recipe.export.opset, str(timing.lengths_file),
+                    kinds, recipe.quantize.reduce_range, recipe.quantize.block_size, recipe.quantize.accuracy_level,
+                    recipe.export.opset, str(timing.lengths_file),
                     cpu_fingerprint(), package_versions().get("onnxruntime"))
     entry = cache.load_json("probes", key)
     if entry is None:

@@ -33,6 +33,8 @@ BUILTIN_FOLDER = Path(__file__).resolve().parent / "targets"
 class ProfileBudget(_Strict):
     providers: list[str] | None = Field(None, min_length=1, description="ONNX Runtime providers, target first")
     threads: int | None = Field(None, ge=1, description="intra-op threads the file ships with")
+    provider_options: dict[str, dict[str, str | int | float | bool]] | None = Field(
+        None, description="each provider's own ONNX Runtime options (budget.provider_options)")
 
 
 class ProfileQuantize(_Strict):

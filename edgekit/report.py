@@ -137,6 +137,7 @@ def _blocks(data: dict) -> list[tuple]:
     if data.get("bundle"):
         blocks += _bundle(data["bundle"], data["machine"])
     blocks += _matrix(data, tasks, p)
+    blocks += _providers_compared(data, tasks)
     if data.get("sweep"):
         blocks += _sweep(data, tasks, p)
     blocks += _accuracy_aware(data)
@@ -212,7 +213,9 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
     header = ["file", "provider", "architecture", "params", "size (MB)", f"probe {p}", "p50", "p95", "p99"]
     header += ["end-to-end p50", "end-to-end p95"] if e2e else []
     header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
-    header += ["fits", "Pareto"]
+    placements = len(data["providers"]["measured"]) > 1 or any(
+        (e.get("placement") or {}).get("full") is False for e in data["files"])
+    header += ["fits", "Pareto"] + (["placement"] if placements else [])
     rows = []
     for entry in data["files"]:
         probe = entry.get("probe_latency_ms")
@@ -226,6 +229,7 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
             kept = entry["retention"].get(task)
             cells.append(_metric(entry["metrics"][task]) + (f" ({kept:.1f}%)" if kept is not None else ""))
         cells += ["yes" if entry["meets_budget"] else "no", "yes" if entry.get("pareto") else ""]
+        cells += [_placement_cell(entry.get("placement"))] if placements else []
         rows.append(cells)
     return [("h2", "Evaluation matrix: every file on every provider"),
             ("p", ("Latency in ms measured on the file itself at the budget shape (median of the timing rounds)"
@@ -235,6 +239,41 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
                   "intervals; retention = file / teacher fp32. Pareto: no other file of the same provider is as "
                   f"good on every task, as fast at {p} and as small, and better on one.")),
             ("table", header, rows)]
+
+
+def _placement_cell(record: dict | None) -> str:
+    """'all 186' or '180/186, MatMulNBits 6 on CPU': where the provider ran the file's nodes."""
+    if not record or not record.get("recorded"):
+        return "unknown"
+    if record["full"]:
+        return f"all {record['nodes']}"
+    ops = ", ".join(f"{op} {n}" for op, n in record["fallback_op_types"].items())
+    where = "/".join(ep.removesuffix("ExecutionProvider") for ep in record["fallback"])
+    return f"{record['on_provider']}/{record['nodes']}, {ops} on {where}"
+
+
+def _providers_compared(data: dict, tasks: list[str]) -> list[tuple]:
+    """The same files on each other provider against the target: metric differences and latency ratios."""
+    compared = data.get("provider_agreement") or []
+    if not compared:
+        return []
+    rows = []
+    for c in compared:
+        cells = [c["name"], f"{c['provider']} vs {c['versus']}"]
+        for task in tasks:
+            d = c["tasks"][task]
+            interval = "" if d["ci95"] is None else f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+            cells.append(f"{d['difference']:+.4f}{interval} " + ("within noise" if d["within_noise"] else "differs"))
+        cells += [f"{c['p95_ratio']['latency_ms']:.2f}x" if "latency_ms" in c["p95_ratio"] else "-",
+                  _placement_cell(c["placement"])]
+        rows.append(cells)
+    differ = sum(not c["within_noise"] for c in compared)
+    return [("h2", "The same files on each provider"),
+            ("p", (f"Each file's metric on the other provider minus on {compared[0]['versus']}, on the same test "
+                  "examples (paired bootstrap 95% interval; within noise when it holds zero), and its model-only "
+                  f"p95 there over its p95 on {compared[0]['versus']}. {differ} of {len(compared)} file(s) score "
+                  "differently beyond noise.")),
+            ("table", ["file", "providers", *[f"{t} difference" for t in tasks], "p95 ratio", "placement"], rows)]
 
 
 def _int8_effect(data: dict, tasks: list[str]) -> list[tuple]:
@@ -780,7 +819,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
                  providers: list[str], skipped: dict, variants: list[str], skipped_variants: dict, tasks: list,
                  truncated: dict, teacher, teacher_params: int, probes: list[dict], rows: list[dict], picks: dict,
                  why: dict, gap: dict | None, sweep: list[dict] | None, best: dict | None,
-                 decision: dict | None = None) -> dict:
+                 decision: dict | None = None, agreement: list[dict] | None = None) -> dict:
     """report.json's content (`edgekit.report/2`, documented in the README), without the bundle record:
     the stages' results as measured, plus the machine, versions and provenance they were measured with."""
     import time
@@ -790,6 +829,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
     from edgekit.loading import examples
     from edgekit.measure import jsonable
     from edgekit.provenance import data_provenance, teacher_provenance
+    from edgekit.providers import runtime_limits
 
     return {
         "format": REPORT_FORMAT,
@@ -803,7 +843,8 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
         "machine": cpu_info(),
         "versions": package_versions(),
         "budget": budget_record(budget, teacher_fp32, retimed),
-        "providers": {"measured": providers, "skipped": skipped},
+        "providers": {"measured": providers, "skipped": skipped, "runtime": runtime_limits(),
+                      "options": {p: budget.options_for(p) for p in providers}},
         "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
         "tasks": [task_record(t, examples(t.train), examples(t.test), truncated[t.name]) for t in tasks],
         "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
@@ -820,6 +861,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
         "why": why.get(providers[0]),
         "why_by_provider": why,
         "decision": decision,  # per provider: select.choose's decision (ties within noise), None when nothing fits
+        "provider_agreement": agreement or [],  # select.provider_agreement: each file on another provider vs target
         "gap": gap,
         "int8_on_this_cpu": int8_effect(rows, providers[0]),
         "sweep": sweep,

@@ -31,7 +31,7 @@ pick is always on the frontier.
 
 from __future__ import annotations
 
-from edgekit.fits import below_floor, latency_of, limit_ms, meets_budget, probe_fits
+from edgekit.fits import below_floor, latency_of, limit_ms, meets_budget, partly_placed, probe_fits
 from edgekit.recipe import Budget
 
 RESAMPLES = 1000  # paired bootstrap of each task's difference between two files
@@ -222,6 +222,13 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
                      "unlabeled in-domain text (distill.unlabeled, e.g. the task's own texts split into sentences), "
                      "distill more students (students.max_students) or a larger one (students.layers) if one is "
                      "feasible, loosen the latency budget so a larger student fits, or lower budget.min_retention.")
+    placed = [(e, why) for e in entries if latency_of(e, budget) <= limit_ms(budget) and not below_floor(e, budget)
+              and (why := partly_placed(e, budget))]
+    if placed:
+        lines.append(f"{len(placed)} file(s) meet the latency but not budget.require_full_placement: "
+                     + "; ".join(f"{e['name']}: {why}" for e, why in placed[:3])
+                     + ". To fit: use variants whose operators the provider has kernels for (the matrix's "
+                       "placement column), or set budget.require_full_placement: false.")
     if budget.size_mb is not None:
         smallest = min(entries, key=lambda e: e["size_bytes"])
         if smallest["size_bytes"] / 1e6 > budget.size_mb:
@@ -295,3 +302,38 @@ def nothing_feasible(probes: dict, budget: Budget, int8: bool) -> str:
                for name, p in probes.items() for variant, record in p["variants"].items()]
     return closest_miss(entries, budget, "candidate", int8) + " Nothing was trained or written."
 
+
+
+def provider_agreement(rows: list[dict], providers: list[str], predictions: dict | None = None,
+                       tasks=None) -> list[dict]:
+    """Every file measured on the target provider and on another: per task, its metric there minus on the
+    target with the paired 95% interval over the same test examples, and whether that is within noise (the
+    interval holds zero); its latency there over the target's. The same file can score differently on
+    another provider (other kernels, other int8 arithmetic): this is where the report says by how much."""
+    if len(providers) < 2:
+        return []
+    target = providers[0]
+    on_target = {r["name"]: r for r in rows if r["provider"] == target}
+    golds: dict = {}
+    found = []
+    for row in rows:
+        base = on_target.get(row["name"])
+        if row["provider"] == target or base is None:
+            continue
+        mine, theirs = _outcomes(base, predictions, tasks), _outcomes(row, predictions, tasks)
+        differences = {}
+        for task, metric in row["metrics"].items():
+            if mine is not None and theirs is not None:
+                spec = next(t for t in tasks if t.name == task)
+                d = _difference(spec, theirs[task], mine[task], golds)
+            else:
+                d = {"metric": metric["metric"], "difference": metric["value"] - base["metrics"][task]["value"],
+                     "ci95": None}
+            d["within_noise"] = d["ci95"] is not None and d["ci95"][0] <= 0 <= d["ci95"][1]
+            differences[task] = d
+        ratio = {key: row[key]["p95"] / base[key]["p95"] for key in ("latency_ms", "latency_e2e_ms")
+                 if row.get(key) and base.get(key)}
+        found.append({"name": row["name"], "provider": row["provider"], "versus": target, "tasks": differences,
+                      "within_noise": all(d["within_noise"] for d in differences.values()),
+                      "p95_ratio": ratio, "placement": row.get("placement")})
+    return found

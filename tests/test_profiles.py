@@ -25,10 +25,12 @@ def test_shipped_profiles_validate_and_cover_server_phone_and_gpu():
     names = available_profiles()
     profiles = {name: load_profile(name)[0] for name in names}
     # assert
-    assert {"x86-server", "arm64-phone", "cuda-gpu"} <= set(names)
+    assert {"x86-server", "arm64-phone", "cuda-gpu", "x86-openvino"} <= set(names)
     assert profiles["arm64-phone"].export.shapes == "fixed" and profiles["arm64-phone"].export.mobile_check
     assert profiles["x86-server"].budget.providers == ["cpu"]
     assert profiles["cuda-gpu"].quantize.variants == ["fp16"] and "cuda" in profiles["cuda-gpu"].budget.providers
+    assert profiles["x86-openvino"].budget.providers == ["openvino", "cpu"]
+    assert profiles["x86-openvino"].budget.provider_options == {"openvino": {"device_type": "CPU"}}
 
 
 def test_profile_fills_what_the_recipe_leaves_out_and_the_recipe_wins():
@@ -54,7 +56,7 @@ def test_unknown_target_lists_the_profiles_with_its_line(tmp_path):
     # assert
     message = str(error.value)
     assert f"{path}:12: target: there is no profile 'raspberry'" in message
-    assert "arm64-phone, cuda-gpu, x86-server" in message
+    assert "arm64-phone, cuda-gpu, x86-openvino, x86-server" in message
 
 
 def test_a_profile_beside_the_recipe_is_found_and_its_mistakes_have_lines(tmp_path):
@@ -112,3 +114,19 @@ def test_a_run_on_another_architecture_than_the_profiles_says_so(profile_arch, h
     assert (note is not None) is noted
     assert note is None or f"not on the {profile_arch} device the profile device targets" in note
     assert elsewhere_note(None, {"name": "some CPU", "arch": host_arch}) is None
+
+
+def test_openvino_profile_where_openvino_is_not_installed_measures_on_cpu_and_says_how_to_get_it(run_cli, tmp_path):
+    # setup
+    import onnxruntime as ort
+
+    if "OpenVINOExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this environment has the OpenVINO provider")
+    path = _write(tmp_path / "recipe.yaml", {**MINIMAL, "target": "x86-openvino"})
+    # execute
+    recipe = load_recipe(path)
+    result = run_cli("recipe", "check", path)
+    # assert: cpu is still there to measure on; the skipped openvino names the venv that has it
+    assert recipe.budget.options_for("openvino") == {"device_type": "CPU"}
+    assert result.exit_code == 0, result.output
+    assert "OpenVINOExecutionProvider is not available" in result.output and "make setup-openvino" in result.output

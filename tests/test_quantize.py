@@ -19,6 +19,7 @@ from edgekit.quantize import (
     Int8Dynamic,
     Int8Static,
     QuantConfig,
+    WeightOnly,
     image_calibration,
     quant_config,
     quantize_file,
@@ -223,7 +224,12 @@ def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, token
     assert json.loads(json.dumps(record)) == record
     assert record["method"] == method and record["size_bytes"] == dst.stat().st_size and record["seconds"] >= 0
     static = config.needs_calibration
-    if not config.int8:
+    if isinstance(config, WeightOnly):  # block-wise weights, float activations: reduce_range does not apply
+        assert (record["weight_type"], record["activation_type"], record["calibration"]) == (
+            f"int{config.bits}", "float", None)
+        assert (record["reduce_range"], record["per_channel"], record["op_types"]) == (None, None, ["MatMul"])
+        assert dst.stat().st_size < tiny_bert_onnx.stat().st_size
+    elif not config.int8:
         assert (record["weight_type"], record["activation_type"], record["calibration"]) == ("fp16", "fp16", None)
     else:
         assert record["weight_type"] == "int8" and (record["reduce_range"], record["why"]) == reduce_range_choice()
@@ -240,7 +246,7 @@ def test_every_method_writes_a_loadable_file_close_to_fp32(tiny_bert_onnx, token
     assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3
     assert session.get_outputs()[0].type == "tensor(float)"
     pooled = _mean_pooled(session, tokenizer)
-    if not config.int8:
+    if not config.int8:  # fp16, and weight-only (activations float): only the weights' rounding
         assert np.abs(pooled - fp32_pooled).max() < 1e-2 and _cosine(fp32_pooled, pooled).min() > 0.9999
     else:
         assert _cosine(fp32_pooled, pooled).min() > 0.99
@@ -280,7 +286,9 @@ def test_configs_say_what_each_variant_is():
                      "int8-static-minmax": (True, True, False, "int8-static"),
                      "int8-static-entropy": (True, True, False, "int8-static"),
                      "int8-static-percentile": (True, True, False, "int8-static"),
-                     "fp16": (False, False, True, "fp16")}
+                     "fp16": (False, False, True, "fp16"),
+                     "int4-weight": (False, False, False, "int4-weight"),
+                     "int8-weight": (False, False, False, "int8-weight")}
     # assert: configs are values: built ones equal (and hash like) the table's, and cannot change
     assert Int8Dynamic(per_channel=False) == CONFIGS["int8-dynamic-per-tensor"]
     assert {Int8Static("entropy"): 1}[CONFIGS["int8-static-entropy"]] == 1 and Fp16() == CONFIGS["fp16"]

@@ -26,7 +26,7 @@ from edgekit.errors import DataError, ExportFailed, ExportMismatch
 from edgekit.export.adapters import TASK_NAMES as TASK_NAMES  # re-exported: `from edgekit.export import TASK_NAMES`
 from edgekit.export.adapters import get_task
 from edgekit.models import ModelSource, resolve_model
-from edgekit.providers import SessionSettings, create_session
+from edgekit.providers import SessionSettings, create_session, write_readable
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17
@@ -162,9 +162,11 @@ def check_parity(session, task, torch_model, batches: list[dict], atol: float) -
 
 
 def _checked_session(onnx_path: Path):
-    """onnx.checker, then a CPU session on all cores (for the parity check)."""
+    """The IR version this onnxruntime reads, onnx.checker, then a CPU session on all cores (for the parity
+    check). Every export passes here; the bundle and the app graph keep the IR version of the file they copy."""
     import onnx
 
+    write_readable(onnx_path)
     try:
         onnx.checker.check_model(str(onnx_path))
     except Exception as e:  # noqa: BLE001 - checker raises ValidationError and others
