@@ -163,8 +163,8 @@ def bench(model, provider, provider_options, engine_cache, threads, batch, seq_l
                         provider_options=_pairs(provider_options, "--provider-option"),
                         engine_cache=str(engine_cache) if engine_cache else None,
                         lengths_from=lengths_from, text_column=text_column, tokenizer=tokenizer,
-                        dims=_pairs(dims, "--dim", integer=True), warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
-                        allow_spinning=allow_spinning, seed=seed, end_to_end=end_to_end)
+                        dims=_pairs(dims, "--dim", integer=True), warmup_runs=warmup_runs, min_runs=min_runs,
+                        min_seconds=min_seconds, allow_spinning=allow_spinning, seed=seed, end_to_end=end_to_end)
     result = run_benchmark(model, config)
     path = model.resolve()
     name = path.name if path.is_dir() else path.parent.name if path.stem == "model" else path.stem

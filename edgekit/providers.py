@@ -340,7 +340,8 @@ def placement_text(record: dict | None) -> str:
     ops = ", ".join(f"{op} {n}" for op, n in record["fallback_op_types"].items())
     fell = sum(record["fallback"].values())
     where = ", ".join(ep.removesuffix("ExecutionProvider") for ep in record["fallback"])
-    return f"{record['on_provider']} of {record['nodes']} nodes on {record['provider']} ({fell} fell back to {where}: {ops})"
+    return (f"{record['on_provider']} of {record['nodes']} nodes on {record['provider']} "
+            f"({fell} fell back to {where}: {ops})")
 
 
 _FAILED_HINT = {

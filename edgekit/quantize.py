@@ -48,9 +48,9 @@ from edgekit.providers import SessionSettings, create_session, write_readable
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ACCURACY_LEVELS", "BLOCK_SIZES", "CONFIGS", "METHODS", "PERCENTILE", "STATIC_METHODS", "Fp16", "Int8Dynamic", "Int8Static",
-           "QuantConfig", "WeightOnly", "image_calibration", "quant_config", "quantize_file", "quantized_matmuls", "reduce_range_choice",
-           "resolve_reduce_range", "static_op_types", "text_calibration"]
+__all__ = ["ACCURACY_LEVELS", "BLOCK_SIZES", "CONFIGS", "METHODS", "PERCENTILE", "STATIC_METHODS", "Fp16", "Int8Dynamic",
+           "Int8Static", "QuantConfig", "WeightOnly", "image_calibration", "quant_config", "quantize_file",
+           "quantized_matmuls", "reduce_range_choice", "resolve_reduce_range", "static_op_types", "text_calibration"]
 
 # ORT's own default for percentile calibration, recorded so a report can say what clipped the ranges.
 PERCENTILE = 99.999

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -15,6 +17,15 @@ def tiny_bert(tmp_path_factory):
 def tiny_bert_onnx(tiny_bert, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports") / "tiny-bert-onnx"
     return export_model(str(tiny_bert), out, ExportConfig(task="feature-extraction")).onnx_path
+
+
+@pytest.fixture
+def model_copy(tiny_bert_onnx, tmp_path):
+    """model.onnx alone in a folder: the CLI writes beside it, and it has no tokenizer of its own."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(tiny_bert_onnx, folder / "model.onnx")
+    return folder / "model.onnx"
 
 
 @pytest.fixture

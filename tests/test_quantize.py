@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -389,15 +388,6 @@ def test_calibration_images_from_an_npz(tmp_path):
     assert images.shape == (5, 1, 8, 8) and images.dtype == np.float32
     with pytest.raises(DataError, match="images="):
         load_images(str(tmp_path / "two.npz"))
-
-
-@pytest.fixture
-def model_copy(tiny_bert_onnx, tmp_path):
-    """model.onnx alone in a folder: the CLI writes beside it, and it has no tokenizer of its own."""
-    folder = tmp_path / "m"
-    folder.mkdir()
-    shutil.copy(tiny_bert_onnx, folder / "model.onnx")
-    return folder / "model.onnx"
 
 
 def test_cli_static_quantization_from_a_text_file(run_cli, model_copy, tiny_bert, tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -188,14 +187,6 @@ def test_the_quantizer_leaves_the_processs_logging_alone(tiny_bert_onnx, tmp_pat
     # assert: no handler added to the root logger, its level unchanged, and none of the quantizer's per-node lines
     assert out.stdout.split() == ["0", str(30)]
     assert "matmul_nbits_quantizer" not in out.stderr
-
-
-@pytest.fixture
-def model_copy(tiny_bert_onnx, tmp_path):
-    folder = tmp_path / "m"
-    folder.mkdir()
-    shutil.copy(tiny_bert_onnx, folder / "model.onnx")
-    return folder / "model.onnx"
 
 
 def test_cli_writes_an_int4_file_with_the_asked_block_size(run_cli, model_copy, tmp_path, monkeypatch):
