@@ -30,8 +30,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgekit.errors import ProviderUnavailable
 from edgekit.names import TEXT_INPUTS
-from edgekit.providers import CONTRIB_DOMAIN, EXTENSIONS_FIX
+from edgekit.providers import CONTRIB_DOMAIN, EXTENSIONS_FIX, provider_name
 
 APP_FILE = "model.app.onnx"
 TEXT_INPUT = "text"
@@ -353,11 +354,22 @@ def app_graph_latency(folder: Path, recorded: dict, texts: list[str], max_length
         config = BenchConfig(**{**recorded, "end_to_end": True, "lengths_from": str(source), "text_column": "text",
                                 "tokenizer": str(folder), "max_length": max_length, "batch": batch,
                                 "seq_len": None, "dims": {}})
-        results = {name: run_benchmark(folder / name, config) for name in (APP_FILE, "model.onnx")}
+        moved = why_moved = None
+        try:
+            results = {name: run_benchmark(folder / name, config) for name in (APP_FILE, "model.onnx")}
+        except ProviderUnavailable as e:
+            if provider_name(config.provider) == "CPUExecutionProvider":
+                raise
+            # The extensions' string ops run on the CPU provider alone, and a provider that compiles whole graphs
+            # may refuse the rest (OpenVINO: "Parameter operation with dynamic rank"): both paths on the CPU one.
+            moved = f"{APP_FILE} does not start on {config.provider}, so both paths were timed on cpu"
+            why_moved = str(e)
+            config = config.model_copy(update={"provider": "cpu", "provider_options": {}, "engine_cache": None})
+            results = {name: run_benchmark(folder / name, config) for name in (APP_FILE, "model.onnx")}
     keys = ("p50", "p95", "p99", "mean", "ci95")
     return {"app": {k: results[APP_FILE]["latency_ms"][k] for k in keys},
             "two_step": {k: results["model.onnx"]["latency_ms"][k] for k in keys},
             "two_step_tokenizer": results["model.onnx"]["inputs"]["tokenizer"],
             "provider": results[APP_FILE]["session"]["provider"], "threads": config.threads, "batch": batch,
             "texts": len(texts), "runs": len(results[APP_FILE]["samples_ms"]),
-            "cpu": results[APP_FILE]["cpu"]["name"]}
+            "cpu": results[APP_FILE]["cpu"]["name"], "moved": moved, "why_moved": why_moved}

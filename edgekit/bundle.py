@@ -307,7 +307,8 @@ def _app_readme(app: dict | None) -> list[str]:
                        f"{latency['cpu']}: p50 {latency['app']['p50']:.3f} / p95 {latency['app']['p95']:.3f} ms "
                        f"with the tokenizer inside, p50 {latency['two_step']['p50']:.3f} / p95 "
                        f"{latency['two_step']['p95']:.3f} ms with {latency['two_step_tokenizer']} then "
-                       f"`{app['from']}`, on {latency['texts']} test texts.")]
+                       f"`{app['from']}`, on {latency['texts']} test texts"
+                       + (f" ({latency['moved']})." if latency.get("moved") else "."))]
     return lines + ["", f"{app['ort'][0].upper()}{app['ort'][1:]}.", ""]
 
 

@@ -222,3 +222,21 @@ def test_verify_catches_a_tampered_app_graph(app_bundle, tmp_path):
     lines = str(error.value).splitlines()[1:]
     assert lines and all(line.strip().startswith(f"{APP_FILE}: ") for line in lines)
     assert any("token ids: input_ids differ on '" in line for line in lines)
+
+
+@pytest.mark.openvino
+@pytest.mark.skipif("OpenVINOExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+                    reason="needs the onnxruntime-openvino build (make test-openvino)")
+def test_an_app_graph_the_provider_cannot_start_is_timed_on_cpu_with_both_paths_and_says_so(app_bundle):
+    # setup: the shipped file's timing settings, as if it had been timed on OpenVINO
+    from edgekit.app_graph import app_graph_latency
+    from edgekit.bench import BenchConfig
+
+    recorded = BenchConfig(provider="openvino", min_runs=5, min_seconds=0).model_dump()
+    # execute
+    latency = app_graph_latency(app_bundle, recorded, _real_texts()[:10], max_length=64, batch=1)
+    # assert: OpenVINO refuses the string graph; both paths then ran on the CPU provider, and the record says why
+    assert latency["provider"] == "CPUExecutionProvider"
+    assert latency["moved"] == f"{APP_FILE} does not start on openvino, so both paths were timed on cpu"
+    assert "OpenVINOExecutionProvider failed to start a session" in latency["why_moved"]
+    assert latency["app"]["p50"] > 0 and latency["two_step"]["p50"] > 0
