@@ -263,11 +263,12 @@ def _providers_compared(data: dict, tasks: list[str]) -> list[tuple]:
         for task in tasks:
             d = c["tasks"][task]
             interval = "" if d["ci95"] is None else f" [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-            cells.append(f"{d['difference']:+.4f}{interval} " + ("within noise" if d["within_noise"] else "differs"))
+            verdict = {True: "within noise", False: "differs", None: "(no interval)"}[d["within_noise"]]
+            cells.append(f"{d['difference']:+.4f}{interval} {verdict}")
         cells += [f"{c['p95_ratio']['latency_ms']:.2f}x" if "latency_ms" in c["p95_ratio"] else "-",
                   _placement_cell(c["placement"])]
         rows.append(cells)
-    differ = sum(not c["within_noise"] for c in compared)
+    differ = sum(c["within_noise"] is False for c in compared)
     return [("h2", "The same files on each provider"),
             ("p", (f"Each file's metric on the other provider minus on {compared[0]['versus']}, on the same test "
                   "examples (paired bootstrap 95% interval; within noise when it holds zero), and its model-only "

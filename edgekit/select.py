@@ -303,7 +303,6 @@ def nothing_feasible(probes: dict, budget: Budget, int8: bool) -> str:
     return closest_miss(entries, budget, "candidate", int8) + " Nothing was trained or written."
 
 
-
 def provider_agreement(rows: list[dict], providers: list[str], predictions: dict | None = None,
                        tasks=None) -> list[dict]:
     """Every file measured on the target provider and on another: per task, its metric there minus on the
@@ -329,11 +328,13 @@ def provider_agreement(rows: list[dict], providers: list[str], predictions: dict
             else:
                 d = {"metric": metric["metric"], "difference": metric["value"] - base["metrics"][task]["value"],
                      "ci95": None}
-            d["within_noise"] = d["ci95"] is not None and d["ci95"][0] <= 0 <= d["ci95"][1]
+            # None: no interval (predictions not recorded, an older cache), so neither a tie nor a difference
+            d["within_noise"] = None if d["ci95"] is None else d["ci95"][0] <= 0 <= d["ci95"][1]
             differences[task] = d
         ratio = {key: row[key]["p95"] / base[key]["p95"] for key in ("latency_ms", "latency_e2e_ms")
                  if row.get(key) and base.get(key)}
         found.append({"name": row["name"], "provider": row["provider"], "versus": target, "tasks": differences,
-                      "within_noise": all(d["within_noise"] for d in differences.values()),
+                      "within_noise": None if any(d["within_noise"] is None for d in differences.values())
+                      else all(d["within_noise"] for d in differences.values()),
                       "p95_ratio": ratio, "placement": row.get("placement")})
     return found

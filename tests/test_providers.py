@@ -193,6 +193,10 @@ def test_the_same_file_on_two_providers_is_compared_on_the_same_examples(tiny_be
     assert by_name["B"]["tasks"]["sentiment"]["ci95"][1] < 0
     assert by_name["A"]["p95_ratio"]["latency_ms"] == pytest.approx(0.8)
     assert provider_agreement(rows, ["cpu"], predictions, [task]) == []
+    # without recorded predictions (an older cache): the difference of the metrics, and no verdict either way
+    unpaired = {c["name"]: c for c in provider_agreement(rows, ["cpu", "openvino"], None, [task])}
+    assert unpaired["B"]["tasks"]["sentiment"]["difference"] == pytest.approx(-0.3)
+    assert unpaired["B"]["within_noise"] is None and unpaired["B"]["tasks"]["sentiment"]["ci95"] is None
 
 
 def test_bench_takes_provider_options_and_a_malformed_one_names_the_form(run_cli, tiny_bert_onnx, tmp_path):
