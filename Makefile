@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 # The bench's model2vec row (not an edgekit dependency); installed --no-deps, see below.
 MODEL2VEC := model2vec==0.10.0 skeletoken==0.6.1
 
-.PHONY: setup demo test test-slow test-gpu bench clean setup-openvino test-openvino demo-openvino
+.PHONY: setup demo test test-slow test-ray test-gpu bench clean setup-openvino test-openvino demo-openvino
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# The tests that start a real local Ray cluster (marked `ray`, about 3 min here): edgekit[ray] first.
+test-ray: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pytest -m ray
 
 # The tests that need CUDA and TensorRT (marked `gpu`), in the main venv. A GPU machine needs onnxruntime-gpu in place
 # of onnxruntime there (README, GPU); elsewhere they skip, saying why. No `setup` prerequisite: a stale stamp would

@@ -11,6 +11,7 @@ cold-start costs, peak memory and every raw sample.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -369,6 +370,7 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
         "onnxruntime_version": ort.__version__,
         "versions": package_versions(),
         "cpu": cpu_info(),
+        "host": platform.node(),  # the machine that timed it (a Ray run times on the target's own node)
         "config": config.model_dump(),
         "samples_ms": [round(float(s), 5) for s in samples_ms],
     }

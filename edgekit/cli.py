@@ -371,6 +371,11 @@ _RUN_OPTIONS = [
     click.option("--force", is_flag=True, help="Replace an existing run folder (only once the new one is complete)."),
     click.option("--target", help="Deployment profile in export/ (x86-server, arm64-phone, cuda-gpu) or a YAML "
                                   "path, replacing the recipe's `target:`."),
+    click.option("--executor", type=click.Choice(["in-process", "ray"]),
+                 help="Where the work runs [default: the recipe's executor.kind, in-process]: ray runs it as Ray "
+                      "tasks, timing only on the node with the resource edgekit-target:<target>."),
+    click.option("--address", help="Ray cluster address for --executor ray [default: a Ray instance on this "
+                                   "machine, which times]."),
 ]
 
 
@@ -419,7 +424,7 @@ def _budget(ctx, param, value: str | None) -> str | None:
 @_run_options
 @click.option("--budget", callback=_budget, help="Replace the recipe's budget: x8 (8 times faster than the teacher's "
                                                  "fp32 file, measured in the run) or milliseconds, e.g. 4.5.")
-def distill_and_export(recipe_file, out, cache_dir, force, target, budget) -> None:
+def distill_and_export(recipe_file, out, cache_dir, force, target, executor, address, budget) -> None:
     """Derive students that fit the budget, distill, export, quantize, measure and pick one.
 
     Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
@@ -432,7 +437,8 @@ def distill_and_export(recipe_file, out, cache_dir, force, target, budget) -> No
     recipe = load_recipe(recipe_file, target)
     if budget is not None:
         recipe = recipe.model_copy(update={"budget": recipe.budget.at(budget)})
-    report = run(recipe, out=out, cache_dir=cache_dir, force=force, echo=_echo_err)
+    report = run(recipe, out=out, cache_dir=cache_dir, force=force, echo=_echo_err, executor=executor,
+                 address=address)
     click.echo(f"bundle: {report.path / 'bundle'}")
     click.echo(f"report: {report.path / 'report.html'}")
 
@@ -453,7 +459,7 @@ def _budgets(ctx, param, value: str | None) -> list[str] | None:
 @click.option("--budgets", callback=_budgets, help="Budgets, comma-separated: speed-ups over the teacher's fp32 file "
                                                   "(x4,x8,x16) or milliseconds (2,4,8) [default: the recipe's "
                                                   "budget.sweep].")
-def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
+def sweep(recipe_file, out, cache_dir, force, target, executor, address, budgets) -> None:
     """The pick at each of several latency budgets, in one run.
 
     Teacher outputs, probes, trained students and measurements are shared by every budget
@@ -465,7 +471,7 @@ def sweep(recipe_file, out, cache_dir, force, target, budgets) -> None:
 
     _interruptible()
     report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,
-                 echo=_echo_err)
+                 echo=_echo_err, executor=executor, address=address)
     for point in report.data["sweep"]:
         click.echo(f"{point['budget']:>8} ({point['ms']:.3g} ms): {point['pick'] or 'nothing fits'}")
     click.echo(f"report: {report.path / 'report.html'}")

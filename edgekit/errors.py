@@ -42,6 +42,10 @@ class InvalidModelFile(EdgekitError):
     """A file that is not a loadable ONNX model (truncated, corrupt, wrong format)."""
 
 
+class ExecutorError(EdgekitError):
+    """An executor that cannot run the work: Ray missing, its cluster unreachable, no node to time on."""
+
+
 class UnreadableModel(InvalidModelFile):
     """An ONNX file stamped with an IR version or opset newer than the installed onnxruntime reads."""
 

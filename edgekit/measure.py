@@ -57,6 +57,7 @@ class Row(TypedDict, total=False):
     latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images)
     placement: dict | None  # where ORT ran the file's nodes: on the provider or fallen back (providers.placement)
     engine_build_ms: float  # TensorRT: building the file's engine, apart from latency (0 when its cache served)
+    timed_on: dict  # the machine that timed it: host, cpu, instruction_sets
     meets_budget: bool  # set by select.decide
     pareto: bool  # set by select.decide
 
@@ -521,7 +522,10 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
         bench = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
         (run / bench).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         row = row | {"bench": bench, "size_bytes": result["model"]["size_bytes"], "latency_ms": latency_summary(result),
-                     "latency_e2e_ms": None, "placement": result["session"].get("placement")}
+                     "latency_e2e_ms": None, "placement": result["session"].get("placement"),
+                     "timed_on": {"host": result.get("host"), "cpu": result["cpu"]["name"],
+                                  "instruction_sets": sorted(k for k, v in result["cpu"]["instruction_sets"].items()
+                                                             if v)}}
         if result.get("engine"):
             row["engine_build_ms"] = result["engine"]["build_ms"]
         if whole is not None:

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from edgekit import bundle, gap, loading, measure, probe, report, select, students
@@ -29,6 +30,7 @@ from edgekit.atomic import atomic_dir
 from edgekit.cache import Cache
 from edgekit.distill.stage import distill_student, distillation_set, row_details
 from edgekit.errors import BudgetNotMet
+from edgekit.executor import executor_for
 from edgekit.fits import latency_of
 from edgekit.quantize import quant_config
 from edgekit.recipe import Recipe
@@ -42,17 +44,20 @@ def _echo(message: str) -> None:
 
 def distill_and_export(recipe: Recipe | str | Path, out: str | Path | None = None,
                        cache_dir: str | Path | None = None, force: bool = False,
-                       echo: Callable[[str], None] = _echo) -> RunReport:
+                       echo: Callable[[str], None] = _echo, executor: str | None = None,
+                       address: str | None = None) -> RunReport:
     """Run a recipe end to end; returns the report (also written as report.json/.md/.html).
 
+    `executor` ("in-process" or "ray") and `address` (a Ray cluster's) override the recipe's `executor`.
     Raises BudgetNotMet (after probing, before any training) when no candidate can fit,
     and after writing the run folder when no measured file does."""
-    return _run(recipe, out, cache_dir, force, echo, sweep=None)
+    return _run(recipe, out, cache_dir, force, echo, sweep=None, executor=executor, address=address)
 
 
 def sweep(recipe: Recipe | str | Path, budgets: list[float | str] | None = None, out: str | Path | None = None,
           cache_dir: str | Path | None = None, force: bool = False,
-          echo: Callable[[str], None] = _echo) -> RunReport:
+          echo: Callable[[str], None] = _echo, executor: str | None = None,
+          address: str | None = None) -> RunReport:
     """The pick at each latency budget, in one run: teacher outputs, probes, trained students and
     measurements are shared by every budget (and cached with single runs). Budgets default to
     the recipe's budget.sweep; each is milliseconds (4.5) or a speed-up over the teacher's fp32 file
@@ -60,19 +65,32 @@ def sweep(recipe: Recipe | str | Path, budgets: list[float | str] | None = None,
     if not isinstance(recipe, Recipe):
         recipe = loading.load_recipe(recipe)
     budgets = loading.sweep_budgets(recipe, budgets)
-    return _run(recipe, out, cache_dir, force, echo, sweep=budgets)
+    return _run(recipe, out, cache_dir, force, echo, sweep=budgets, executor=executor, address=address)
 
 
 def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | Path | None, force: bool,
-         echo: Callable[[str], None], sweep: list[float | str] | None) -> RunReport:
-    """The stages shared by a single run (sweep None: one budget, a bundle) and a sweep over budgets."""
-    import torch
-
+         echo: Callable[[str], None], sweep: list[float | str] | None, executor: str | None = None,
+         address: str | None = None) -> RunReport:
+    """The executor for the run (executor.py), then the stages."""
     if not isinstance(recipe, Recipe):
         recipe = loading.load_recipe(recipe)
+    loading.check_recipe(recipe)
+    spec = recipe.executor
+    ex = executor_for(executor or spec.kind, recipe.target, address or spec.address, spec.cpus_per_task)
+    try:
+        return _stages(recipe, out, cache_dir, force, echo, sweep, ex)
+    finally:
+        ex.close()
+
+
+def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None, force: bool,
+            echo: Callable[[str], None], sweep: list[float | str] | None, ex) -> RunReport:
+    """The stages shared by a single run (sweep None: one budget, a bundle) and a sweep over budgets. `ex` runs
+    the units of work (executor.py): timing ones where the target's latency is measured, the rest anywhere."""
+    import torch
+
     out = Path(out) if out is not None else Path("runs") / (recipe.name + ("-sweep" if sweep else ""))
     cache = Cache(cache_dir or os.environ.get("EDGEKIT_CACHE_DIR") or out.parent / ".edgekit-cache", echo)
-    loading.check_recipe(recipe)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     budget = recipe.budget  # resolved (ms set) once the teacher's fp32 file is timed
@@ -111,8 +129,8 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
         bundle.keep_for_bundles(run, examples, teacher)
         inputs, labels, inputs_digest = distillation_set(recipe, tasks, teacher)
         exporting, scoring, timing = measure.specs(recipe, tasks, teacher, inputs, examples, variants, cache)
-        rows = scored(teacher_rows(teacher, recipe, tasks, run, variants, exporting, scoring, timing, providers, cache,
-                                   echo))
+        rows = scored(ex.timing([("teacher files", partial(teacher_rows, teacher, recipe, tasks, run, variants,
+                                                            exporting, scoring, timing, providers, cache, echo))])[0])
         teacher_fp32 = _row(rows, "teacher-fp32", target)
         reference_ms = latency_of(teacher_fp32, budget)
         budget = budget.resolved(reference_ms)
@@ -125,8 +143,9 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
         stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, not teacher.images)}")
         found = students.candidates(recipe, teacher, inputs)  # inputs: a static student's vocabulary
-        probes = {c.name: probe.probe(c, recipe, teacher, tasks, variants, exporting, timing, target, cache, echo,
-                                budget, budgets) for c in found}
+        probed = ex.timing([(f"probe {c.name}", partial(probe.probe, c, recipe, teacher, tasks, variants, exporting,
+                                                         timing, target, cache, echo, budget, budgets)) for c in found])
+        probes = {c.name: entry for c, entry in zip(found, probed)}
         chosen = select.to_train(found, probes, budgets, recipe.students.max_students)
         if not chosen:
             # budgets[-1]: the recipe's budget, or a sweep's largest (a sweep fails only if that fits nothing)
@@ -134,24 +153,28 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
 
         stage(4, "distill", ", ".join(c.name for c in chosen)
               + (" (the largest feasible at each budget)" if sweep else " (largest feasible first)"))
-        teacher_out = teacher.outputs(inputs, inputs_digest, cache)
-        for candidate in chosen:
-            student, history, before = distill_student(candidate, recipe, teacher, tasks, inputs, inputs_digest,
-                                                       labels, teacher_out, exporting, scoring, cache, echo)
-            stage(5, "evaluate", f"exporting, quantizing and scoring {candidate.name}")
-            folder = run / "candidates" / candidate.name
-            files = measure.export_files(student, folder, variants, exporting, cache, echo,
-                                         fit=measure.Fit(scoring, timing, target))
-            (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
-            details = row_details(candidate, student, probes[candidate.name], history, before)
-            rows += scored(measure.score_rows(candidate.name, files, run, scoring, providers, cache, echo,
-                                              teacher_fp32["metrics"], details))
+        teacher_out = ex.compute([("teacher outputs", partial(teacher.outputs, inputs, inputs_digest, cache))])[0]
+        # Data-parallel distillation (distill.workers > 1) starts Ray Train workers of its own: from the driver.
+        distill_on = ex.compute if recipe.distill.workers == 1 else ex.here
+        trained = distill_on([(f"distill {c.name}", partial(distill_student, c, recipe, teacher, tasks, inputs,
+                                                            inputs_digest, labels, teacher_out, exporting, scoring,
+                                                            cache, echo)) for c in chosen])
+        stage(5, "evaluate", "exporting, quantizing and scoring " + ", ".join(c.name for c in chosen))
+        # The accuracy-aware int8 step times the files it tries: then evaluating is timing work.
+        searches = "int8-dynamic" in variants and recipe.quantize.max_drop is not None
+        evaluated = (ex.timing if searches else ex.compute)(
+            [(f"evaluate {c.name}", partial(_evaluate, c, result, probes[c.name], run, variants, exporting, scoring,
+                                            timing, target, providers, cache, echo, teacher_fp32["metrics"]))
+             for c, result in zip(chosen, trained)])
+        for result in evaluated:
+            rows += scored(result)
 
         stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
                          f"{select.shape_text(budget, not teacher.images)}"
                          + ("" if teacher.images else ", then end to end on the tasks' test texts"))
-        timed, retimed = measure.time_rows(rows[first_student:], run, timing, cache, echo, target, budget,
-                                   run / teacher_fp32["onnx"])
+        timed, retimed = ex.timing([("time students", partial(measure.time_rows, rows[first_student:], run, timing,
+                                                               cache, echo, target, budget,
+                                                               run / teacher_fp32["onnx"]))])[0]
         rows = rows[:first_student] + timed
         if warning := measure.drift_warning(retimed, reference_ms, budget, cache):
             echo(warning)
@@ -168,10 +191,25 @@ def _run(recipe: Recipe | str | Path, out: str | Path | None, cache_dir: str | P
             sweep=[select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
             best=best, decision=decision,
             agreement=select.provider_agreement(rows, providers, predictions, tasks))
-        if best is not None and not sweep:
-            data["bundle"] = bundle.ship(run, data, best, recipe.signing.key if recipe.signing else None, echo)
+        if best is not None and not sweep:  # timing work: the bundle times its app graph
+            data["bundle"] = ex.timing([("bundle", partial(bundle.ship, run, data, best,
+                                                           recipe.signing.key if recipe.signing else None, echo))])[0]
+        data["executor"] = ex.record()
         report.write_report(run, data)
     return _finish(RunReport(out, data), best, echo)
+
+
+def _evaluate(candidate, trained: tuple, probed: dict, run: Path, variants: list[str], exporting, scoring, timing,
+              target: str, providers: list[str], cache: Cache, echo: Callable[[str], None],
+              teacher_metrics: dict) -> measure.Scored:
+    """A distilled student's files: exported (parity), quantized, every one scored on every provider."""
+    student, history, before = trained
+    folder = run / "candidates" / candidate.name
+    files = measure.export_files(student, folder, variants, exporting, cache, echo,
+                                 fit=measure.Fit(scoring, timing, target))
+    (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    details = row_details(candidate, student, probed, history, before)
+    return measure.score_rows(candidate.name, files, run, scoring, providers, cache, echo, teacher_metrics, details)
 
 
 def _row(rows: list[dict], name: str, provider: str) -> dict:

@@ -518,6 +518,11 @@ class DistillSpec(_Strict):
     static_epochs: int = Field(6, ge=1, description="static-embedding students: epochs (distill.epochs is the "
                                                     "transformers')")
     static_batch_size: int = Field(64, ge=1, description="static-embedding students: batch size")
+    workers: int = Field(1, ge=1, description="train each student data-parallel (DDP) on this many Ray Train "
+                                              "workers, one CPU each; each takes its slice of every batch "
+                                              "(batch_size stays the global batch). Above 1 needs "
+                                              "`pip install 'edgekit[ray]'` and, on a cluster, the cache on "
+                                              "storage every node sees")
 
 
 class SigningSpec(_Strict):
@@ -526,6 +531,18 @@ class SigningSpec(_Strict):
                                  "bundle/model.sig (`edgekit verify bundle --key public.pem` checks it). A relative "
                                  "path is from the folder edgekit runs in, as data sources are. Needs the "
                                  "`signing` extra: pip install 'edgekit[signing]'")
+
+
+class ExecutorSpec(_Strict):
+    kind: Literal["in-process", "ray"] = Field(
+        "in-process", description="where the run's units of work execute: in this process, or as Ray tasks (teacher "
+                                  "outputs, probes, each student's distillation and evaluation; timing only on the "
+                                  "node carrying the resource edgekit-target:<target>, its CPUs reserved). The CLI's "
+                                  "--executor overrides it")
+    address: str | None = Field(None, description="the Ray cluster's address (ray start --head prints it; --address "
+                                                  "overrides it); null: a Ray instance on this machine, which times")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs each compute task reserves, and torch's threads "
+                                                              "there; null: as many as the timing node has")
 
 
 class Recipe(_Strict):
@@ -541,6 +558,7 @@ class Recipe(_Strict):
     distill: DistillSpec = Field(default_factory=DistillSpec)
     quantize: QuantizeSpec = Field(default_factory=QuantizeSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     signing: SigningSpec | None = Field(None, description="sign the bundle with a private key (authenticity, "
                                                           "not only integrity); default: unsigned")
     _profile_file: str | None = PrivateAttr(None)  # the file `target` resolved to, where the recipe was loaded

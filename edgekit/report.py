@@ -124,7 +124,8 @@ def _blocks(data: dict) -> list[tuple]:
               *_first_screen(data), ("h2", "Budget, machine and data"),
               ("p", (f"Budget: {_budget_text(budget)} at batch {budget['batch']}, {seq}, {budget['threads']} "
                     f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
-                    f"Machine: {data['machine']['name']}. Run took {data['seconds'] / 60:.1f} min."))]
+                    f"Machine: {data['machine']['name']}. {_timed_on(data)}Run took {data['seconds'] / 60:.1f} "
+                    f"min."))]
     skipped = {**providers["skipped"], **data["variants"]["skipped"]}
     rows = [f"Left out of task {t['name']}: " + ", ".join(f"{r['count']} row(s) with {reason} (rows "
                                                           f"{', '.join(map(str, r['rows']))})"
@@ -239,6 +240,21 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
                   "intervals; retention = file / teacher fp32. Pareto: no other file of the same provider is as "
                   f"good on every task, as fast at {p} and as small, and better on one.")),
             ("table", header, rows)]
+
+
+def _timed_on(data: dict) -> str:
+    """'Every file timed on vm (AMD EPYC), by the Ray executor. ': which machines timed the files."""
+    hosts = {}
+    for row in data["files"]:
+        where = row.get("timed_on") or {}
+        hosts.setdefault(f"{where.get('host')} ({where.get('cpu')})", []).append(row["name"])
+    executor = (data.get("executor") or {}).get("name", "in-process")
+    if not hosts:
+        return ""
+    if len(hosts) == 1:
+        return f"Every file timed on {next(iter(hosts))}, {executor}. "
+    return ("Files timed on " + "; ".join(f"{host}: {len(names)} file(s)" for host, names in hosts.items())
+            + f" ({executor}; a cached timing keeps the machine that took it). ")
 
 
 def _placement_cell(record: dict | None) -> str:

@@ -118,7 +118,7 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
         "quantize": {"variants": ["int8-dynamic", "int8-static-minmax"], "calibration_samples": 16},
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     if "speedup" in overrides.get("budget", {}):
         data["budget"].pop("ms")  # a relative budget replaces the milliseconds
     return recipe_from_dict(data)

@@ -6,7 +6,8 @@ resumable loop, then its classification heads are refit on its own embeddings. W
 student scored before training is recorded too: what distillation bought is the difference.
 Static-embedding students train on the same losses with their own settings (distill.static_lr,
 static_epochs, static_batch_size): a table of free rows needs a far higher rate than a pretrained
-transformer.
+transformer. With distill.workers > 1 each student trains data-parallel on that many Ray Train workers
+(ddp.py).
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, expor
 
 
 def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe: Recipe, teacher, inputs,
-            inputs_digest: str, labels: dict, teacher_out: dict, cache: Cache, echo: Callable[[str], None]) -> dict:
+            inputs_digest: str, labels: dict, teacher_out: dict, cache: Cache, echo: Callable[[str], None],
+            stop_after: int | None = None) -> dict:
     """Train the candidate's student in place against the teacher; resumes from the cache's checkpoint.
-    Returns the training history distillation.json keeps."""
+    Returns the training history distillation.json keeps. `stop_after`: see trainer.train (tests interrupt)."""
     import torch
 
     from edgekit.distill.losses import LIVE_TEACHER, total_loss
@@ -127,7 +129,9 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
     if "embedding" in teacher_out:
         cached["embedding"] = torch.from_numpy(teacher_out["embedding"])
     label_tensors = {task: torch.from_numpy(column) for task, column in labels.items()}
-    teacher_model = teacher.model
+    # Only losses on the teacher's internals run it: otherwise the step (pickled to Ray workers when
+    # distill.workers > 1) does not carry it.
+    teacher_model = teacher.model if live else None
 
     def step_loss(model, indices):
         batch = inputs.batch(indices)
@@ -146,7 +150,7 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
     static = is_static(candidate)
     if spec.freeze_embeddings and hasattr(student, "backbone") and not static:  # a static table IS the student
         words = student.backbone.get_input_embeddings()
-        if words.weight.shape == teacher_model.backbone.get_input_embeddings().weight.shape:
+        if words.weight.shape == teacher.model.backbone.get_input_embeddings().weight.shape:
             words.weight.requires_grad_(False)
     if static:
         # No weight decay on the table: AdamW's decay shrinks every row every step, gradient or not, so it
@@ -161,11 +165,24 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
     # refit_heads acts after training: the trained weights do not depend on it. Each kind of student's key holds
     # the settings it trains with only (a transformer's, as before static students existed).
     unused = {"lr", "epochs", "batch_size", "freeze_embeddings"} if static else set(STATIC_SETTINGS)
+    # Workers join the key only above 1: data-parallel weights differ from one process's in the last bits (the
+    # order of float sums, padding per slice, each rank's own dropout masks, per-slice means of token- or
+    # label-weighted losses), and one process keeps the keys every earlier cache entry has.
+    if spec.workers == 1:
+        unused.add("workers")
     key = cache_key("student", teacher.digest, candidate.arch, spec.model_dump(exclude={"refit_heads", *unused}),
                     inputs_digest, init_digest)
     started = time.perf_counter()
-    history = train(student, len(inputs), step_loss, settings, cache.folder("students", key),
-                    f"distilling {candidate.name}", echo, lengths=inputs.lengths())
+    folder, desc = cache.folder("students", key), f"distilling {candidate.name}"
+    if spec.workers > 1:
+        from edgekit.distill.ddp import train_parallel
+
+        # use_gpu False: edgekit trains on CPU (no recipe key asks for CUDA training), so the workers use gloo.
+        history = train_parallel(student, len(inputs), step_loss, settings, folder, desc, spec.workers, echo,
+                                 stop_after=stop_after, lengths=inputs.lengths())
+    else:
+        history = train(student, len(inputs), step_loss, settings, folder, desc, echo, stop_after=stop_after,
+                        lengths=inputs.lengths())
     history["seconds"] = round(time.perf_counter() - started, 1)
     history["initialized_from_teacher"] = {"copied_tensors": init["copied"], "random_tensors": len(init["random"]),
                                            # static students: the share of variance their PCA kept
@@ -200,6 +217,10 @@ def distill_student(candidate: Candidate, recipe: Recipe, teacher, tasks, inputs
     from edgekit.networks import state_digest
     from edgekit.students import build
 
+    if recipe.distill.workers > 1:  # before any work: a missing Ray is the recipe's problem, said at once
+        from edgekit.distill.ddp import require_ray
+
+        require_ray(recipe.distill.workers)
     student, init = build(candidate, recipe, teacher, tasks, inputs, cache)
     init_digest = state_digest(student)  # the untrained student: part of both cache keys
     before = undistilled(student, init_digest, recipe, tasks, teacher, exporting, scoring, cache)

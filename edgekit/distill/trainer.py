@@ -7,6 +7,10 @@ the uninterrupted run would have taken. Checkpoints hold the model, optimizer an
 schedule state; they are written to a temporary name and renamed, with their sha256
 beside them, so a kill during a save leaves the previous checkpoint and a corrupt one
 is detected and never loaded.
+
+Data-parallel (`ranks`, from ddp.py): every rank takes its slice of each global batch (the
+same batches, in the same order, as one process), DDP averages the gradients, and rank 0
+alone reads and writes the checkpoints; what it read is broadcast, so all ranks start alike.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ class TrainSettings:
     no_decay: tuple[str, ...] = ()  # parameter names (or name prefixes) trained without weight decay
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel group whose torch.distributed process group is initialized."""
+
+    rank: int
+    world: int
+
+
+class _Step(torch.nn.Module):
+    """`step_loss(model, indices)` as a module's forward: DDP prepares its gradient all-reduce in forward, and
+    the losses call the model's own methods (`internals`), not its forward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, step_loss, indices):
+        return step_loss(self.model, indices)
+
+
 def _save(obj, path: Path) -> None:
     write_checked(path, lambda tmp: torch.save(obj, tmp))
 
@@ -59,6 +83,36 @@ def _load(path: Path, echo: Callable[[str], None]):
     except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to load
         echo(f"  {path} is unreadable or holds more than tensors ({type(e).__name__}); starting this training over")
         return None
+
+
+def _shared(obj, ranks: Ranks | None):
+    """What rank 0 read (a checkpoint, or None), on every rank."""
+    if ranks is None:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _shard(indices, ranks: Ranks) -> tuple:
+    """(this rank's slice of a global batch, its share of the batch's examples). A batch smaller than the world
+    leaves a rank with nothing: it still runs a step (DDP needs every rank in each all-reduce) on one example,
+    with share 0, so it adds nothing to the gradient."""
+    part = np.array_split(indices, ranks.world)[ranks.rank]
+    if len(part) == 0:
+        return indices[:1], 0.0
+    return part, len(part) / len(indices)
+
+
+def _reseed(seed: int, step: int, rank: int) -> None:
+    """Dropout depends on the step (and rank) only. Rank 0, and a single process, keep the seed they always had
+    (earlier caches resume); other ranks draw their own masks rather than repeat rank 0's."""
+    if rank == 0:
+        torch.manual_seed(seed * 1_000_003 + step)
+    else:
+        torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
 
 
 def _schedule(total_steps: int):
@@ -96,21 +150,38 @@ def _groups(model, settings: TrainSettings) -> list:
     return [{"params": [p for _, p in named if id(p) not in ids]}, {"params": spared, "weight_decay": 0.0}]
 
 
+def _silent(message: str) -> None:
+    pass
+
+
+def _global(loss, parts: dict, share: float) -> tuple[float, dict]:
+    """The global batch's loss and parts, from every rank's own (weighted by its share of the batch's examples)."""
+    import torch.distributed as dist
+
+    values = torch.tensor([float(loss.detach()), *parts.values()], dtype=torch.float64, device=loss.device) * share
+    dist.all_reduce(values)
+    return float(values[0]), dict(zip(parts, values[1:].tolist()))
+
+
 def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, folder: Path, desc: str,
           echo: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-          stop_after: int | None = None, lengths=None) -> dict:
+          stop_after: int | None = None, lengths=None, ranks: Ranks | None = None) -> dict:
     """Train `model` in place on examples 0..n_examples-1.
 
     `step_loss(model, indices)` returns (loss tensor, {part: float}). `folder` holds the
     checkpoint and, once finished, the final weights: a later call with a finished
     folder only loads them. `stop_after` ends the call after that many steps in total
     (tests use it to interrupt a run). `lengths` (per example) turns on length-grouped
-    batches. Parameters with requires_grad False stay frozen. Returns {"steps", "resumed_from", "loss_history"}.
+    batches. Parameters with requires_grad False stay frozen. `ranks`: this process is one rank of a
+    data-parallel group (see the module's docstring); the loss history is the global batch's on every rank.
+    Returns {"steps", "resumed_from", "loss_history"}.
     """
     from tqdm import tqdm
 
+    lead = ranks is None or ranks.rank == 0
+    echo = echo if lead else _silent  # rank 0 speaks for the group
     folder.mkdir(parents=True, exist_ok=True)
-    final = _load(folder / FINAL, echo)
+    final = _shared(_load(folder / FINAL, echo) if lead else None, ranks)
     if final is not None:
         model.load_state_dict(final["model"])
         return {"steps": final["steps"], "resumed_from": final["steps"], "loss_history": final["loss_history"],
@@ -122,7 +193,7 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
     step, history, running = 0, [], None
-    checkpoint = _load(folder / CHECKPOINT, echo)
+    checkpoint = _shared(_load(folder / CHECKPOINT, echo) if lead else None, ranks)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -134,9 +205,16 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     batches, batches_epoch = [], None
     last_line = -10.0
 
+    parallel = None
+    if ranks is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: a loss may leave some of the student out (heads of tasks no loss reads).
+        parallel = DistributedDataParallel(_Step(model), find_unused_parameters=True)
+
     model.train()
     with tqdm(total=total, initial=step, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
-              disable=None) as bar:
+              disable=None if lead else True) as bar:
         while step < total:
             if stop_after is not None and step >= stop_after:
                 break
@@ -145,15 +223,24 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
                 batches, batches_epoch = epoch_batches(n_examples, settings.batch_size, settings.seed, epoch,
                                                        lengths), epoch
             indices = batches[position]
-            torch.manual_seed(settings.seed * 1_000_003 + step)  # dropout depends on the step only
-            loss, parts = step_loss(model, indices)
+            _reseed(settings.seed, step, ranks.rank if ranks else 0)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if parallel is None:
+                loss, parts = step_loss(model, indices)
+                loss.backward()
+                value = float(loss.detach())
+            else:
+                shard, share = _shard(indices, ranks)
+                loss, parts = parallel(step_loss, shard)
+                # DDP averages gradients over ranks: weighting each rank's mean loss by world x its share of the
+                # batch makes the average the gradient of the global batch's mean (exact for per-example means).
+                (loss * (share * ranks.world)).backward()
+                value, parts = _global(loss, parts, share)
+            # After the all-reduce every rank holds the same gradient: clipping and the step stay identical.
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
-            value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
             if step % steps_per_epoch == 0 or step == total:
                 history.append({"step": step, "epoch": epoch + 1, "loss": running, **parts})
@@ -166,12 +253,12 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
                          f"loss {running:.4g}, {spent:.0f} s, ETA {eta:.0f} s")
             bar.set_postfix(loss=f"{running:.4g}", epoch=f"{epoch + 1}/{settings.epochs}")
             bar.update(1)
-            if step % settings.checkpoint_every == 0 and step < total:
+            if lead and step % settings.checkpoint_every == 0 and step < total:
                 _save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "loss_history": history,
                        "running_loss": running}, folder / CHECKPOINT)
     model.eval()
-    if step >= total:
+    if lead and step >= total:
         _save({"model": model.state_dict(), "steps": step, "loss_history": history}, folder / FINAL)
         (folder / CHECKPOINT).unlink(missing_ok=True)
     return {"steps": step, "resumed_from": resumed_from, "loss_history": history, "cached": False}
