@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, ExecutorError
-
-RAY_FIX = "pip install 'edgekit[ray]'"
+from edgekit.executor import RAY_FIX
 
 
 def require_ray(workers: int):
