@@ -122,3 +122,47 @@ def test_executor_mistakes_name_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
     with pytest.raises(ExecutorError, match=r"pip install 'edgekit\[ray\]'"):
         executor_for("ray", None)
+
+
+@pytest.mark.ray
+def test_a_run_whose_worker_is_killed_mid_task_finishes_with_the_same_metrics(runs, tiny_bert, tmp_path):
+    # setup: a watcher that kills the worker process distilling L1 as soon as it appears (once)
+    import signal
+    import threading
+    from pathlib import Path
+
+    from edgekit.pipeline import distill_and_export
+    from edgekit.testing import tiny_recipe
+
+    killed = []
+
+    def worker_of(title: str) -> int | None:
+        """The process Ray titles `ray::<task name>` while it runs that task (its command line, in /proc)."""
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if (proc / "cmdline").read_bytes().startswith(title.encode()):
+                    return int(proc.name)
+            except OSError:
+                continue
+        return None
+
+    def kill_once():
+        for _ in range(2400):  # up to 2 min
+            if (pid := worker_of("ray::distill L1")) is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            threading.Event().wait(0.05)
+
+    watcher = threading.Thread(target=kill_once, daemon=True)
+    watcher.start()
+    recipe = tiny_recipe(tiny_bert, students={"layers": [1], "max_students": 1, "static": [16]})
+    # execute
+    data = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", executor="ray",
+                              echo=lambda message: None).data
+    watcher.join(timeout=1)
+    # assert: the worker died mid-task, Ray ran the task again elsewhere, and nothing changed
+    assert killed, "the distillation's worker was never seen, so nothing was killed"
+    distill = [t for t in data["executor"]["tasks"] if t["what"] == "distill L1"]
+    assert len(distill) == 1 and distill[0]["pid"] != killed[0]
+    assert _metrics(data) == _metrics(runs["in-process"])
