@@ -9,6 +9,7 @@ no retention and no placement record: it is judged on latency and size only.
 
 from __future__ import annotations
 
+from edgekit.providers import provider_name
 from edgekit.recipe import Budget
 
 
@@ -35,7 +36,7 @@ def partly_placed(entry: dict, budget: Budget) -> str | None:
     its placement is unknown), or None. A probe carries no placement record: it is judged on latency alone."""
     if not budget.require_full_placement or "placement" not in entry:
         return None
-    if entry.get("provider", "").lower() in ("cpu", "cpuexecutionprovider"):
+    if provider_name(entry["provider"]) == "CPUExecutionProvider":
         return None  # the provider every other one falls back to runs every node itself
     record = entry["placement"] or {}
     if not record.get("recorded"):

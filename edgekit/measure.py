@@ -26,6 +26,7 @@ from edgekit import __version__
 from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
 from edgekit.fits import latency_of, meets_budget, retention
+from edgekit.providers import provider_name
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, QuantizeSpec, Recipe
 from edgekit.units import milliseconds
@@ -153,17 +154,21 @@ def made_variants(recipe: Recipe, providers: list[str]) -> tuple[list[str], dict
 
 
 def is_tensorrt(provider: str) -> bool:
-    return provider.lower() in ("tensorrt", "tensorrtexecutionprovider")
+    return provider_name(provider) == "TensorrtExecutionProvider"
 
 
 # Providers that run on the host's CPU cores, for which fp16 files are not made: OpenVINO counts among them, its
 # default device being this CPU.
-_CPU_PROVIDERS = ("cpu", "cpuexecutionprovider", "xnnpack", "xnnpackexecutionprovider", "openvino",
-                  "openvinoexecutionprovider")
+_CPU_PROVIDERS = ("CPUExecutionProvider", "XnnpackExecutionProvider", "OpenVINOExecutionProvider")
 
 
 def is_gpu(provider: str) -> bool:
-    return provider.lower() not in _CPU_PROVIDERS
+    return provider_name(provider) not in _CPU_PROVIDERS
+
+
+def searches_int8(variants: list[str], quantize: QuantizeSpec) -> bool:
+    """Whether the accuracy-aware int8-dynamic step (precision.py) runs: it scores and times the files it tries."""
+    return "int8-dynamic" in variants and quantize.max_drop is not None
 
 
 def runs_on(variant: str, provider: str) -> bool:
@@ -180,7 +185,7 @@ def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
         calibration=calibration_feeds(inputs, teacher, recipe.quantize.calibration_samples, seed)
         if any(quant_config(v).needs_calibration for v in variants) else None,
         sample_feeds=calibration_feeds(inputs, teacher, SENSITIVITY_SAMPLES, seed)
-        if "int8-dynamic" in variants and recipe.quantize.max_drop is not None else None)
+        if searches_int8(variants, recipe.quantize) else None)
     scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget)
     timing = Timing(recipe.budget, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
                     text=not teacher.images, texts_file=None if teacher.images else texts_file(tasks, cache),
@@ -263,7 +268,7 @@ def export_files(model, folder: Path, variants: list[str], exporting: Exporting,
     """
     static = any(quant_config(v).needs_calibration for v in variants)
     calibration = (calibration or exporting.calibration) if static else None
-    fit = fit if fit is not None and "int8-dynamic" in variants and exporting.quantize.max_drop is not None else None
+    fit = fit if fit is not None and searches_int8(variants, exporting.quantize) else None
     if not cached:
         files = _make_export(model, folder, variants, exporting, calibration, fit, cache, echo)
     else:

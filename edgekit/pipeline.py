@@ -161,8 +161,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
                                                             cache, echo)) for c in chosen])
         stage(5, "evaluate", "exporting, quantizing and scoring " + ", ".join(c.name for c in chosen))
         # The accuracy-aware int8 step times the files it tries: then evaluating is timing work.
-        searches = "int8-dynamic" in variants and recipe.quantize.max_drop is not None
-        evaluated = (ex.timing if searches else ex.compute)(
+        evaluated = (ex.timing if measure.searches_int8(variants, recipe.quantize) else ex.compute)(
             [(f"evaluate {c.name}", partial(_evaluate, c, result, probes[c.name], run, variants, exporting, scoring,
                                             timing, target, providers, cache, echo, teacher_fp32["metrics"]))
              for c, result in zip(chosen, trained)])

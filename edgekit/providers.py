@@ -157,10 +157,11 @@ def extensions_library() -> str | None:
     return None
 
 
-def _register_custom_ops(options, path: Path) -> None:
-    """Register onnxruntime-extensions' custom-op library when the model uses its domain; a model that
-    needs it and an environment without it is an ExtensionsMissing naming the package."""
-    if path.suffix == ".ort" or CONTRIB_DOMAIN not in opset_domains(path):
+def _register_custom_ops(options, path: Path, domains) -> None:
+    """Register onnxruntime-extensions' custom-op library when the model uses its domain (`domains`: the operator
+    domains it imports); a model that needs it and an environment without it is an ExtensionsMissing naming the
+    package."""
+    if path.suffix == ".ort" or CONTRIB_DOMAIN not in domains:
         return
     library = extensions_library()
     if library is None:
@@ -218,9 +219,9 @@ def runtime_limits() -> dict:
     return {"onnxruntime": ort.__version__, "ir_version": ir_version, "opset": opset}
 
 
-def check_readable(path: Path, provider: str = "CPUExecutionProvider") -> None:
-    """UnreadableModel, before any session, when the file's IR version or opset is newer than this onnxruntime
-    reads (ORT's own refusal comes later and names neither the runtime nor the fix)."""
+def check_readable(path: Path, provider: str = "CPUExecutionProvider") -> dict[str, int]:
+    """The file's {operator domain: opset}, or UnreadableModel, before any session, when its IR version or opset
+    is newer than this onnxruntime reads (ORT's own refusal comes later and names neither the runtime nor the fix)."""
     ir_version, opsets = model_header(path)
     limits = runtime_limits()
     newer = []
@@ -233,6 +234,7 @@ def check_readable(path: Path, provider: str = "CPUExecutionProvider") -> None:
                               f"({limits['onnxruntime']}) cannot read it. Fix: export it again in this environment "
                               "(edgekit writes the IR version its onnxruntime reads; `edgekit export --opset N` for "
                               "the opset), or run it with a newer onnxruntime.")
+    return opsets
 
 
 def write_readable(path: Path) -> int | None:
@@ -365,7 +367,7 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     external_data_inside(path, fix="keep an ONNX file's external data in its own folder (onnx.save_model(..., "
                                    "save_as_external_data=True, location=a file name beside it))")
     wanted = require_provider(settings.provider)
-    check_readable(path, wanted)
+    domains = check_readable(path, wanted)
     available = ort.get_available_providers()
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.threads
@@ -380,7 +382,7 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     if settings.allow_spinning is not None:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # for placement()
-    _register_custom_ops(options, path)
+    _register_custom_ops(options, path, domains)
     ep_options = provider_options(wanted, settings)
     _check_device(wanted, ep_options)
     # Accelerator providers leave unsupported nodes to the CPU provider, as ORT intends; placement() counts them.
