@@ -42,11 +42,10 @@ def test_a_run_on_ray_picks_and_scores_as_the_same_run_in_process(runs):
     # assert: the same files, metrics and pick, whichever executor ran them
     local, distributed = runs["in-process"], runs["ray"]
     assert _metrics(distributed) == _metrics(local)
-    # The pick: the same file, or one tied with it within noise. The tiny teacher scores at chance, so most files
-    # tie and the faster ships; which is faster among near-equal files is latency noise, in any two runs alike.
-    mine, theirs = local["decision"]["cpu"], distributed["decision"]["cpu"]
-    assert distributed["selected"]["name"] in {mine["top"], *mine["tied"]}
-    assert local["selected"]["name"] in {theirs["top"], *theirs["tied"]}
+    # The pick: one that scores the same. The tiny teacher scores at chance, so several files keep the same share
+    # of it on every task, and among those the measured latency decides: timing noise, in any two runs alike.
+    kept = {(f["name"], f["provider"]): f["retention"] for f in local["files"]}
+    assert kept[(distributed["selected"]["name"], "cpu")] == kept[(local["selected"]["name"], "cpu")]
     assert local["executor"]["name"] == "in-process" and distributed["executor"]["name"] == "ray"
 
 
