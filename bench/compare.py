@@ -138,23 +138,19 @@ def optimum_preset(info: dict) -> str:
 
 
 def optimum_baseline(teacher_folder: str, folder: Path, echo) -> tuple[Path, Path, dict]:
-    """(fp32, int8, how they were made): Optimum's export and its documented dynamic int8 config."""
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    """(fp32, int8, how they were made): Optimum's export and its documented dynamic int8 config, made in an
+    environment that has optimum-onnx (bench/optimum_files.py: it caps transformers below 4.58)."""
+    from bench import optimum_files
 
-    fp32_dir, int8_dir = folder / "optimum-fp32", folder / "optimum-int8"
-    echo(f"  Optimum export of {teacher_folder} -> {fp32_dir}")
-    main_export(teacher_folder, fp32_dir, task="feature-extraction")
     preset = optimum_preset(cpu_info())
-    config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
-    ORTQuantizer.from_pretrained(fp32_dir, file_name="model.onnx").quantize(config, int8_dir)
-    how = {"export": "optimum.exporters.onnx.main_export(task='feature-extraction'), library auto-detected",
-           "quantize": f"ORTQuantizer + AutoQuantizationConfig.{preset}(is_static=False, per_channel=False)",
-           "preset": preset,
-           "weights": str(config.weights_dtype), "activations": str(config.activations_dtype),
-           "per_channel": config.per_channel}
-    return fp32_dir / "model.onnx", int8_dir / "model_quantized.onnx", how
+    echo(f"  Optimum export of {teacher_folder} -> {folder} ({optimum_files.optimum_python()})")
+    try:
+        made = optimum_files.run(teacher_folder, folder, preset)
+    except RuntimeError as e:
+        raise EdgekitError(str(e)) from None
+    how = {key: made[key] for key in ("export", "quantize", "preset", "weights", "activations", "per_channel",
+                                      "versions")}
+    return Path(made["fp32"]), Path(made["int8"]), how
 
 
 # ---------------------------------------------------------------------------- runners

@@ -66,8 +66,10 @@ def _validated(config_class, **values):
 def cli(debug: bool) -> None:
     """Distill, export, quantize and measure small models for edge devices."""
     if not debug:
-        # Export prints pages of tracer and deprecation warnings that say nothing to a user.
+        # Export prints pages of tracer and deprecation warnings that say nothing to a user; transformers 5 draws a
+        # progress bar for every model it loads (read when it is imported, so set before any command imports it).
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         warnings.filterwarnings("ignore")
 
 
@@ -76,7 +78,11 @@ def cli(debug: bool) -> None:
 @click.option("--task", required=True, type=click.Choice(TASK_NAMES), help="What the exported graph computes.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="Output folder (model.onnx, tokenizer/config files, export.json).")
-@click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
+@click.option("--opset", type=int, help="ONNX opset [default: 17].")
+@click.option("--exporter", type=click.Choice(["torch", "optimum"]), default="torch", show_default=True,
+              help="torch: torch.onnx (torch.export; TorchScript where it cannot serve). optimum: optimum-onnx's "
+                   "per-architecture exporter for Hugging Face models (pip install 'edgekit[optimum]', "
+                   "transformers 4.x).")
 @click.option("--static-shapes", is_flag=True, help="Fix batch and sequence axes (NNAPI/CoreML/mobile).")
 @click.option("--batch", type=int, help="Batch size of a --static-shapes graph [default: 1].")
 @click.option("--seq-len", type=int, help="Sequence length of a --static-shapes text graph [default: 128].")
@@ -88,7 +94,7 @@ def cli(debug: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--trust-pickle", is_flag=True, help="Load a torch.save'd (pickled) module file although unpickling "
                                                    "runs code from it: only for files you trust.")
-def export(model, task, output, opset, static_shapes, batch, seq_len, inputs, text_column, samples,
+def export(model, task, output, opset, exporter, static_shapes, batch, seq_len, inputs, text_column, samples,
            atol, force, trust_pickle):
     """Export MODEL to ONNX and check it against PyTorch on real inputs.
 
@@ -100,10 +106,10 @@ def export(model, task, output, opset, static_shapes, batch, seq_len, inputs, te
 
     config = _validated(ExportConfig, task=task, opset=opset, static_shapes=static_shapes, batch=batch,
                         seq_len=seq_len, inputs=inputs, text_column=text_column, samples=samples, atol=atol,
-                        force=force, trust_pickle=trust_pickle)
+                        force=force, trust_pickle=trust_pickle, exporter=exporter)
     result = export_model(model, output, config)
     parity = result.info["parity"]
-    click.echo(f"wrote {result.onnx_path} (opset {result.info['opset']})")
+    click.echo(f"wrote {result.onnx_path} (opset {result.info['opset']}, exporter {result.info['exporter']})")
     click.echo(f"parity vs PyTorch on {parity['samples']} real inputs from {parity['data']} (atol {atol:g}):")
     for name, diff in parity["outputs"].items():
         click.echo(f"  {name}: max |diff| {diff['max_abs_diff']:.2e}, mean {diff['mean_abs_diff']:.2e}")

@@ -78,8 +78,9 @@ def cpu_slug() -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in slug)
 
 
-TRACKED_PACKAGES = ("edgekit", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-                    "onnxruntime-gpu", "onnxruntime-openvino", "numpy")
+TRACKED_PACKAGES = ("edgekit", "torch", "transformers", "sentence-transformers", "huggingface-hub", "optimum",
+                    "optimum-onnx", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                    "numpy")
 # Whole onnxruntime builds installed in place of the `onnxruntime` package (the same `onnxruntime` module).
 RUNTIME_BUILDS = ("onnxruntime-gpu", "onnxruntime-openvino")
 

@@ -1,8 +1,10 @@
 """The architectures edgekit derives students from, read from a teacher's config alone.
 
-A text teacher must be one of TEXT_FAMILIES (encoders whose config and weight names edgekit knows), a
-Hugging Face image teacher one of IMAGE_FAMILIES; any torch module image teacher gets edgekit CNN
-students. `family_problem` runs in the recipe check, before any work; edgekit.students builds them.
+Layer-dropped (and narrowed) text students need a teacher of TEXT_FAMILIES (encoders whose config and weight
+names edgekit knows); static-embedding students need only the teacher's outputs, so any model that turns text
+into an embedding serves them (decoder embedders such as Qwen3 or Gemma3 included). A Hugging Face image
+teacher must be one of IMAGE_FAMILIES; any torch module image teacher gets edgekit CNN students.
+`family_problem` runs in the recipe check, before any work; edgekit.students builds them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ class TextFamily:
     label: str
     ffn: str = "intermediate_size"
     follow_hidden: tuple[str, ...] = ()
+    # Narrower students copy each weight's leading slice; a fused weight (ModernBERT's Wqkv holds Q, K and V,
+    # its Wi the GLU's two halves) would get the wrong rows, so such a family keeps the teacher's widths.
+    narrow: bool = True
 
 
-# config.model_type -> family. Each one keeps its layers at `.layer.<i>.` (TEXT_LAYER), takes
+# config.model_type -> family. Each one keeps its layers at `layer.<i>.` or `layers.<i>.` (students.TEXT_LAYER), takes
 # attention_mask, and is tested in tests/test_families.py (build, copy, forward, ONNX parity).
 # Relative position tables (MPNet's relative_attention_bias (buckets, heads), DeBERTa's rel_embeddings
 # (2 * buckets, hidden)) live outside the layers and are sliced like any other tensor.
@@ -41,6 +46,8 @@ TEXT_FAMILIES = {
     "electra": TextFamily("ELECTRA", follow_hidden=("embedding_size",)),
     "deberta": TextFamily("DeBERTa", follow_hidden=("pooler_hidden_size", "embedding_size")),
     "deberta-v2": TextFamily("DeBERTa-v2/v3", follow_hidden=("pooler_hidden_size", "embedding_size")),
+    # Per-layer settings (layer_types: global or sliding-window attention) follow the kept layers (students.py).
+    "modernbert": TextFamily("ModernBERT", narrow=False),
 }
 
 
@@ -56,9 +63,20 @@ def _supported() -> str:
 
 def _unsupported(model_type: str | None, where: str) -> str:
     what = f"a '{model_type}' model" if model_type else "a model whose config.json names no model_type"
-    return (f"edgekit cannot derive students from {where}: it is {what}, and students are derived from the "
-            f"encoder families {_supported()}. Fix: pick a teacher of one of these families (any "
-            "sentence-transformers or text-classification model built on them).")
+    return (f"edgekit cannot derive layer-dropped students (students.layers) from {where}: it is {what}, and "
+            f"those are derived from the encoder families {_supported()}. Fix: distill static-embedding students "
+            "only (students: {static: [256], layers: []}: they need only the teacher's outputs, any embedder "
+            "serves), or pick a teacher of one of these families (any sentence-transformers or "
+            "text-classification model built on them).")
+
+
+def wants_layer_students(students) -> bool:
+    """Whether the recipe asks for layer-dropped students: students.layers given, or left at its default while
+    no static students are named (a recipe naming only static students by width wants those alone, whatever
+    the teacher's architecture)."""
+    if students is None:
+        return True
+    return bool(students.layers) and ("layers" in students.model_fields_set or not students.static)
 
 
 def text_family(teacher_config) -> TextFamily:
@@ -70,10 +88,10 @@ def text_family(teacher_config) -> TextFamily:
     return family
 
 
-def family_problem(spec) -> str | None:
-    """Why students cannot be derived from the recipe's text teacher, read from a local folder's
-    config.json alone (so `check_recipe` finds it before any work), or None. Hub ids are checked
-    when their config is loaded (text_candidates); image teachers are not text encoders."""
+def family_problem(spec, students=None) -> str | None:
+    """Why the recipe's students (a StudentSpace; None: layer-dropped ones) cannot be derived from its teacher,
+    read from a local folder's config.json alone (so `check_recipe` finds it before any work), or None. Hub ids
+    are checked when their config is loaded (text_candidates); image teachers are not text encoders."""
     from edgekit.errors import EdgekitError
     from edgekit.models import read_config, resolve_model
 
@@ -91,7 +109,7 @@ def family_problem(spec) -> str | None:
     where = f"'{spec.model}'" + (f" ({architecture})" if architecture else "")
     if spec.images:
         return None if model_type in IMAGE_FAMILIES else image_family_problem(model_type, where)
-    if model_type in TEXT_FAMILIES:
+    if model_type in TEXT_FAMILIES or not wants_layer_students(students):
         return None
     return _unsupported(model_type, where)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgekit.errors import DataError, EdgekitError, RecipeError
-from edgekit.recipe import DataSpec, Recipe, TeacherSpec, _line_of, _locate, validation_problems
+from edgekit.models import resolve_teacher
+from edgekit.recipe import DataSpec, Recipe, StudentSpace, TeacherSpec, _line_of, _locate, validation_problems
 from edgekit.tasks import TASK_KINDS
 
 
@@ -31,14 +32,16 @@ def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folde
         data, profile = apply_profile(data, data["target"], folder, f"{where}:{line}" if line else where)
     try:
         recipe = Recipe.model_validate(data)
-        recipe._profile_file = str(profile) if profile else None
-        recipe._source = (where, text)
-        return recipe
     except ValidationError as e:
         # The parts that validate on their own are checked as a valid recipe's are, so one round of fixes is enough.
         problems = validation_problems(e, where, text) + [
             f"  {_locate(where, text, key)}: {key}: {message}" for key, message in _part_problems(data)]
         raise RecipeError(f"{where} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+    # What the recipe leaves out of the teacher's settings comes from its sentence-transformers folder.
+    recipe = recipe.model_copy(update={"teacher": resolve_teacher(recipe.teacher)})
+    recipe._profile_file = str(profile) if profile else None
+    recipe._source = (where, text)
+    return recipe
 
 
 def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
@@ -63,7 +66,8 @@ def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
     return recipe_from_dict(data, str(path), text, path.parent)
 
 
-def _problems(sources: list[tuple[str, str | None, DataSpec]], teacher: TeacherSpec | None) -> list[tuple[str, str]]:
+def _problems(sources: list[tuple[str, str | None, DataSpec]], teacher: TeacherSpec | None,
+              students: StudentSpace | None = None) -> list[tuple[str, str]]:
     """(key path, message) for every data source (key, task kind or None for unlabeled text, spec) and the
     teacher's files and family: the one preflight, run on a valid recipe and on the valid parts of an invalid one."""
     from edgekit.data.tasks import spec_problems
@@ -73,7 +77,7 @@ def _problems(sources: list[tuple[str, str | None, DataSpec]], teacher: TeacherS
     found = []
     for key, kind, spec in sources:
         found += [problem.partition(": ")[::2] for problem in spec_problems(spec, kind, key)]
-    problem = teacher and (teacher_problem(teacher) or family_problem(teacher))  # students need a known family
+    problem = teacher and (teacher_problem(teacher) or family_problem(teacher, students))  # layer students: a family
     if problem:
         found.append(("teacher.model", problem))
     return found
@@ -97,7 +101,8 @@ def _part_problems(data: dict) -> list[tuple[str, str]]:
     for j, value in enumerate(unlabeled):
         if (spec := valid(DataSpec, value)) is not None:
             sources.append((f"distill.unlabeled.{j}", None, spec))
-    return _problems(sources, valid(TeacherSpec, data.get("teacher")))
+    students = data.get("students") if isinstance(data.get("students"), dict) else {}
+    return _problems(sources, valid(TeacherSpec, data.get("teacher")), valid(StudentSpace, students))
 
 
 def available_providers(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
@@ -122,7 +127,7 @@ def check_recipe(recipe: Recipe) -> None:
 
     sources = [(f"tasks[{i}].data", task.kind, task.data) for i, task in enumerate(recipe.tasks)]
     sources += [(f"distill.unlabeled[{j}]", None, spec) for j, spec in enumerate(recipe.distill.unlabeled)]
-    problems = _problems(sources, recipe.teacher)
+    problems = _problems(sources, recipe.teacher, recipe.students)
     whole = [p for i, task in enumerate(recipe.tasks) for p in test_file_problems(task, f"tasks[{i}].split")]
     problems += [problem.partition(": ")[::2] for problem in whole + eval_only_problems(recipe)]
     known = []

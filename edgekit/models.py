@@ -12,13 +12,13 @@ A model is named by one of:
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError, InvalidModelFile, ModelNotFound
 from edgekit.names import TOKENIZER_FILES
+from edgekit.sentence_config import SentenceConfig, read_json, read_sentence_config
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
@@ -28,6 +28,7 @@ class ModelSource:
     kind: str  # "hf" (transformers) or "torch-file"
     location: str  # folder, hub id or file path handed to the loader
     local: bool
+    folder: str | None = None  # the folder (or hub id) named: a sentence-transformers model's root, above location
 
     @property
     def name(self) -> str:
@@ -47,12 +48,8 @@ def _offline() -> bool:
 def _transformer_subfolder(folder: Path) -> Path:
     """The folder holding config.json: sentence-transformers keeps it in the
     Transformer module's path (usually the root, sometimes `0_Transformer/`)."""
-    modules = folder / "modules.json"
-    if modules.is_file():
-        for module in json.loads(modules.read_text(encoding="utf-8")):
-            if module.get("type", "").endswith("models.Transformer") and module.get("path"):
-                return folder / module["path"]
-    return folder
+    config = read_sentence_config(folder)
+    return folder / config.transformer if config is not None else folder
 
 
 def _package_folder(spec: str) -> Path | None:
@@ -91,13 +88,13 @@ def _resolve_model(spec: str) -> ModelSource:
             raise ModelNotFound(f"model '{spec}' does not exist. Pass an existing folder or file, "
                                 "or a Hugging Face hub id such as 'owner/name'.")
         else:
-            return ModelSource("hf", spec, local=False)
+            return ModelSource("hf", spec, local=False, folder=spec)
     if path.is_dir():
         folder = _transformer_subfolder(path)
         if not (folder / "config.json").is_file():
             raise ModelNotFound(f"folder '{path}' has no config.json, so it is not a Hugging Face "
                                 "model folder. Point to the folder that holds config.json and the weights.")
-        return ModelSource("hf", str(folder), local=True)
+        return ModelSource("hf", str(folder), local=True, folder=str(path))
     if path.suffix == ".onnx":
         raise ModelNotFound(f"'{path}' is already an ONNX file: benchmark it with `edgekit bench {path}`, "
                             "or export from the PyTorch model it came from.")
@@ -144,7 +141,7 @@ def load_tokenizer(location: str):
 def read_config(folder: str | Path) -> dict:
     """The HF config.json in a folder (exports leave one beside model.onnx), or {}."""
     config = Path(folder) / "config.json"
-    return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    return read_json(config) if config.is_file() else {}
 
 
 def max_text_length(tokenizer, folder: str | Path) -> int:
@@ -223,13 +220,82 @@ def teacher_source(spec):
     return source
 
 
+def sentence_config(source: ModelSource) -> SentenceConfig | None:
+    """What the model's sentence-transformers folder (local, or a hub repository's files) says, or None for a
+    plain Hugging Face model."""
+    if source.kind != "hf":
+        return None
+    if source.local:
+        return read_sentence_config(Path(source.folder or source.location))
+
+    def fetch(relative: str) -> Path | None:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(source.location, relative, local_files_only=_offline()))
+        except Exception:  # noqa: BLE001 - no such file in the repository (or not cached offline)
+            return None
+
+    return read_sentence_config(Path(source.location), fetch)
+
+
+# What a recipe's teacher settings are when neither the recipe nor a sentence-transformers folder gives them.
+TEACHER_DEFAULTS = {"pooling": "mean", "normalize": True, "max_length": 128}
+
+
+def resolve_teacher(spec):
+    """The recipe's TeacherSpec with the pooling, normalization and token limit it leaves out (None) taken from
+    the teacher's sentence-transformers folder, or TEACHER_DEFAULTS for a plain Hugging Face model (and for a
+    teacher that cannot be read: the recipe check says why)."""
+    unset = [name for name in TEACHER_DEFAULTS if getattr(spec, name) is None]
+    if not unset:
+        return spec
+    found = {}
+    if not spec.images:
+        try:
+            config = sentence_config(resolve_model(spec.model))
+        except EdgekitError:
+            config = None
+        if config is not None:
+            found = {"pooling": config.pooling, "normalize": config.normalize, "max_length": config.max_length}
+    return spec.model_copy(update={name: TEACHER_DEFAULTS[name] if found.get(name) is None else found[name]
+                                   for name in unset})
+
+
+def token_limit(source: ModelSource) -> int | None:
+    """The most tokens a local Hugging Face model takes, from its files: the tokenizer's model_max_length, capped
+    by the position table (less the offset RoBERTa-like models start positions at), or None when neither says."""
+    folder = Path(source.location)
+    limits = []
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        value = read_json(tokenizer_config).get("model_max_length")
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            limits.append(value)
+    config = read_config(folder)
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and positions > 0 and config.get("position_embedding_type", "absolute") == "absolute":
+        offset = config.get("pad_token_id", 0) + 1 if config.get("model_type") in _POSITIONS_AFTER_PAD else 0
+        limits.append(positions - (offset or 0))
+    return min(limits) if limits else None
+
+
+# Families whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids).
+_POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer")
+
+
 def teacher_problem(spec) -> str | None:
     """Why the recipe's teacher cannot be loaded, from its files alone, or None (hub ids are checked
     when loaded: that needs the network)."""
     if spec.model == "edgekit:cnn":
         return None
     try:
-        teacher_source(spec)
+        source = teacher_source(spec)
+        limit = token_limit(source) if source.local and not spec.images and spec.max_length is not None else None
     except EdgekitError as e:
         return str(e)
+    if limit is not None and spec.max_length > limit:
+        return (f"teacher.max_length {spec.max_length} is more than the {limit} tokens teacher '{spec.model}' takes "
+                "(its tokenizer's model_max_length and position table): set teacher.max_length to at most "
+                f"{limit}, or leave it out to use the teacher's own limit.")
     return None

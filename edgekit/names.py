@@ -20,6 +20,8 @@ def logits_name(task_name: str) -> str:
 
 # Recipe vocabulary (task kinds: edgekit.tasks.KINDS).
 TEACHER_KINDS = ("sentence-encoder", "sequence-classifier", "image-classifier")
+# How a sentence encoder's token vectors become one: sentence-transformers' Pooling modes (networks.pool_tokens).
+POOLING_MODES = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")
 LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")  # edgekit.distill.losses.LOSSES
 
 # Quantized variants a recipe can ask for (edgekit.quantize.CONFIGS holds what each one means).

@@ -20,16 +20,18 @@ from edgekit.names import EMBEDDING, logits_name
 class TextModel(nn.Module):
     """A Hugging Face encoder with pooling and task heads, or a sequence classifier.
 
-    kind "sentence-encoder": backbone is an AutoModel; the embedding is the pooled last
-    hidden state (mean over real tokens or [CLS]), optionally projected to `embedding_dim`
-    (a narrower student keeps the teacher's embedding space) and L2-normalized; each
-    classification task has a linear head on it, exported as `<task>_logits`.
+    kind "sentence-encoder": backbone is an AutoModel; the embedding is the pooled last hidden state
+    (`pooling`: one of names.POOLING_MODES, as sentence-transformers pools), optionally projected to the
+    teacher's width (a narrower student keeps the teacher's embedding space), passed through the teacher's
+    sentence-transformers Dense layers (`dense`) and L2-normalized; each classification task has a linear head on
+    it, exported as `<task>_logits`.
     kind "sequence-classifier": backbone is an AutoModelForSequenceClassification whose
     logits are the one task's `<task>_logits`.
     """
 
     def __init__(self, backbone, kind: str, heads: dict[str, nn.Linear] | None = None, pooling: str = "mean",
-                 normalize: bool = True, classifier_task: str | None = None, projection: nn.Linear | None = None):
+                 normalize: bool = True, classifier_task: str | None = None, projection: nn.Linear | None = None,
+                 dense: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.kind = kind
@@ -38,6 +40,7 @@ class TextModel(nn.Module):
         self.normalize = normalize
         self.classifier_task = classifier_task
         self.projection = projection
+        self.dense = dense
         # A family without token-type embeddings (DistilBERT, MPNet: not in forward; DeBERTa-v3:
         # type_vocab_size 0, so forward ignores them) has no such graph input: ONNX drops unused inputs.
         self.uses_token_type_ids = ("token_type_ids" in inspect.signature(backbone.forward).parameters
@@ -54,13 +57,11 @@ class TextModel(nn.Module):
         return ["input_ids", "attention_mask", *(["token_type_ids"] if self.uses_token_type_ids else [])]
 
     def _pool(self, last_hidden, mask):
-        if self.pooling == "cls":
-            pooled = last_hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(last_hidden.dtype)  # (batch, seq, 1)
-            pooled = (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        pooled = pool_tokens(last_hidden, mask, self.pooling)  # (batch, hidden)
         if self.projection is not None:
             pooled = self.projection(pooled)
+        if self.dense is not None:
+            pooled = self.dense(pooled)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def internals(self, input_ids, attention_mask, token_type_ids=None, hidden: bool = False,
@@ -88,6 +89,30 @@ class TextModel(nn.Module):
         if self.kind == "sequence-classifier":
             return (out["logits"][self.classifier_task],)
         return (out["embedding"], *(out["logits"][name] for name in self.heads))
+
+
+def pool_tokens(hidden, mask, mode: str):
+    """(batch, seq, hidden) token vectors -> (batch, hidden), over the positions `mask` (batch, seq) marks, as
+    sentence-transformers' Pooling computes each mode (names.POOLING_MODES); `cls` and `lasttoken`
+    find the first and last real token whichever side the tokenizer pads."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        count = weights.sum(1).clamp(min=1e-9)
+        return (hidden * weights).sum(1) / (count if mode == "mean" else count.sqrt())
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, float("-inf")).max(1).values
+    if mode == "weightedmean":  # position 1, 2, ... of the real tokens, counted from the first of them
+        positions = torch.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype, device=hidden.device).view(1, -1, 1)
+        weighted = weights * (positions - mask.to(torch.int32).argmax(1).view(-1, 1, 1).to(hidden.dtype))
+        return (hidden * weighted).sum(1) / weighted.sum(1).clamp(min=1e-9)
+    length = hidden.shape[1]
+    if mode == "cls":
+        index = mask.to(torch.int32).argmax(1)  # (batch,) the first real token
+    elif mode == "lasttoken":
+        index = length - 1 - mask.to(torch.int32).flip(1).argmax(1)  # the last real token
+    else:
+        raise ValueError(f"unknown pooling mode {mode!r}")
+    return torch.gather(hidden, 1, index.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1]).long()).squeeze(1)
 
 
 class StaticConfig:
@@ -124,7 +149,10 @@ class StaticEmbedding(nn.Module):
         return self.table
 
     def forward(self, input_ids):
-        return self.table(self.remap[input_ids])  # (batch, seq, dim)
+        # An embedding lookup of the (vocab_size, 1) remap rather than `remap[input_ids]`: torch.export writes
+        # indexing as Unsqueeze + GatherND, a lookup as one Gather (as the TorchScript exporter wrote both).
+        rows = nn.functional.embedding(input_ids, self.remap.unsqueeze(-1)).squeeze(-1)  # (batch, seq)
+        return self.table(rows)  # (batch, seq, dim)
 
 
 class StaticModel(nn.Module):
@@ -140,12 +168,13 @@ class StaticModel(nn.Module):
     pooling = "mean"  # of the token rows, whatever the teacher's pooling (the table was made with it)
 
     def __init__(self, remap: torch.Tensor, rows: int, dim: int, width: int, heads: dict[str, nn.Linear] | None = None,
-                 normalize: bool = True):
+                 normalize: bool = True, dense: nn.Module | None = None):
         super().__init__()
         self.backbone = StaticEmbedding(remap, rows, dim, width)
         self.projection = nn.Linear(dim, width)
         self.heads = nn.ModuleDict(heads or {})
         self.normalize = normalize
+        self.dense = dense  # the teacher's sentence-transformers Dense layers, after the projection
 
     @property
     def output_names(self) -> list[str]:
@@ -165,6 +194,8 @@ class StaticModel(nn.Module):
         weights = attention_mask.unsqueeze(-1).to(vectors.dtype)  # (batch, seq, 1)
         pooled = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (batch, dim)
         embedding = self.projection(pooled)  # (batch, width)
+        if self.dense is not None:
+            embedding = self.dense(embedding)
         if self.normalize:
             embedding = nn.functional.normalize(embedding, dim=-1)
         return {"embedding": embedding, "logits": {name: head(embedding) for name, head in self.heads.items()},

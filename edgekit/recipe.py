@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekit.names import IMAGE_ARRAY_SUFFIXES, LATENCY_FIELDS, LOSS_NAMES, METHODS, TEACHER_KINDS
+from edgekit.names import IMAGE_ARRAY_SUFFIXES, LATENCY_FIELDS, LOSS_NAMES, METHODS, POOLING_MODES, TEACHER_KINDS
 from edgekit.tasks import KINDS, TASK_KINDS, kind_of
 
 METRICS = {name: kind.metrics for name, kind in KINDS.items()}  # task kind -> its metrics, the default first
@@ -51,9 +51,15 @@ class TeacherSpec(_Strict):
         "none", description="`linear`: fit a linear head per classification task on frozen teacher embeddings "
                             "(sentence-encoder); `finetune`: train the whole teacher with its head on the "
                             "classification task (sequence-classifier, image-classifier); `none`: use as is")
-    pooling: Literal["mean", "cls"] = Field("mean", description="sentence-encoder: how token vectors become one")
-    normalize: bool = Field(True, description="sentence-encoder: L2-normalize the embedding")
-    max_length: int = Field(128, ge=8, description="tokens per text (longer texts are truncated)")
+    pooling: Literal[POOLING_MODES] | None = Field(
+        None, description="sentence-encoder: how token vectors become one (default: the teacher's "
+                          "sentence-transformers Pooling module; mean for a plain Hugging Face model)")
+    normalize: bool | None = Field(None, description="sentence-encoder: L2-normalize the embedding (default: whether "
+                                                     "the teacher's sentence-transformers folder has a Normalize "
+                                                     "module; true for a plain Hugging Face model)")
+    max_length: int | None = Field(None, ge=8, description="tokens per text, longer texts truncated (default: the "
+                                                           "teacher's sentence-transformers max_seq_length or "
+                                                           "tokenizer limit; 128 for a plain Hugging Face model)")
     epochs: int = Field(2, ge=1, description="head=finetune: training epochs (edgekit:cnn: 10 by default)")
     lr: float = Field(3e-5, gt=0, description="head=finetune: learning rate (edgekit:cnn: 3e-3 by default)")
     batch_size: int = Field(32, ge=1, description="head=finetune: batch size")

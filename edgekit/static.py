@@ -4,7 +4,7 @@ A static student's embedding of a text is the masked mean of one table row per t
 the teacher's width (networks.StaticModel). Its table starts where model2vec 0.10 starts
 (model2vec.distill.distill_from_model):
   1. every kept token run through the teacher on its own, `[CLS] token [SEP]` (the tokenizer's own
-     special tokens), mean-pooled over those positions (the first position for a cls-pooling teacher);
+     special tokens), pooled over those positions as the teacher pools (mean, cls, lasttoken, ...);
   2. PCA of those vectors to `dim` dimensions (covariance eigenvectors, signs fixed as model2vec does);
   3. each row scaled by its SIF weight, sif / (sif + p(token)), so frequent tokens count for less, with
      model2vec's p: Zipf's law over the vocabulary order (token ids).
@@ -124,11 +124,15 @@ def pca(vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _template(tokenizer) -> tuple[list[int], list[int]]:
-    """The special ids a single-text input puts before and after its tokens ([CLS] ... [SEP] for BERT)."""
-    marker = -7
-    ids = list(tokenizer.build_inputs_with_special_tokens([marker]))
-    at = ids.index(marker)
-    return ids[:at], ids[at + 1:]
+    """The special ids a single-text input puts before and after its tokens ([CLS] ... [SEP] for BERT; none, or
+    an end token, for many decoders): read off a tokenized text's special-tokens mask, which every tokenizer
+    gives (transformers 5 dropped build_inputs_with_special_tokens)."""
+    encoded = tokenizer("a", return_special_tokens_mask=True)
+    ids, special = list(encoded["input_ids"]), list(encoded["special_tokens_mask"])
+    words = [i for i, flag in enumerate(special) if not flag]
+    if not words:
+        return [], []
+    return ids[:words[0]], ids[words[-1] + 1:]
 
 
 def token_vectors(teacher_model, tokenizer, ids: np.ndarray, encoder_digest: str, cache: Cache | None) -> np.ndarray:
@@ -137,6 +141,8 @@ def token_vectors(teacher_model, tokenizer, ids: np.ndarray, encoder_digest: str
     Memoized per token under the encoder's weights when `cache` is given."""
     import numpy as np
     import torch
+
+    from edgekit.networks import pool_tokens
 
     prefix, suffix = _template(tokenizer)
     pooling = getattr(teacher_model, "pooling", "mean")
@@ -151,8 +157,9 @@ def token_vectors(teacher_model, tokenizer, ids: np.ndarray, encoder_digest: str
         with torch.inference_mode():
             for start in range(0, len(sequences), TOKEN_BATCH):
                 chunk = sequences[start:start + TOKEN_BATCH]
-                hidden = backbone(input_ids=chunk, attention_mask=torch.ones_like(chunk)).last_hidden_state
-                parts.append((hidden[:, 0] if pooling == "cls" else hidden.mean(1)).float().numpy())
+                mask = torch.ones_like(chunk)
+                hidden = backbone(input_ids=chunk, attention_mask=mask).last_hidden_state
+                parts.append(pool_tokens(hidden, mask, pooling).float().numpy())
         computed = np.nan_to_num(np.concatenate(parts))
         stored = {"ids": missing, "vectors": computed} if not stored else {
             "ids": np.concatenate([stored["ids"], missing]), "vectors": np.concatenate([stored["vectors"], computed])}

@@ -22,12 +22,13 @@ import re
 from dataclasses import dataclass
 
 from edgekit.errors import RecipeError
-from edgekit.families import is_hf_image, text_family
+from edgekit.families import is_hf_image, text_family, wants_layer_students
 from edgekit.recipe import StudentSpace
 
 # Where the layer index sits in a parameter name: every family in TEXT_FAMILIES (`encoder.layer.3.`,
-# DistilBERT's `transformer.layer.3.`) and edgekit's ConvNet.
-TEXT_LAYER = re.compile(r"\.layer\.(\d+)\.")
+# DistilBERT's `transformer.layer.3.`, ModernBERT's `layers.3.`) and ViTs (transformers 4.x: `vit.encoder.layer.3.`,
+# 5.x: `vit.layers.3.`); edgekit's ConvNet has its own.
+TEXT_LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 CONV_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
@@ -48,7 +49,15 @@ def kept_layers(total: int, k: int, choice: str) -> list[int]:
 
 
 def text_candidates(teacher_config, space: StudentSpace) -> list[Candidate]:
+    """Layer-dropped students of a text teacher: none when the recipe names static students alone
+    (families.wants_layer_students), whatever the teacher's architecture."""
+    if not wants_layer_students(space):
+        return []
     family = text_family(teacher_config)  # before anything is built: an unknown family fails here
+    if not family.narrow and any(value is not None for value in (*space.hidden, *space.heads, *space.ffn)):
+        raise RecipeError(f"students: {family.label} students keep the teacher's widths (its fused attention and "
+                          "feed-forward weights cannot be sliced): remove students.hidden, heads and ffn, and "
+                          "choose students.layers.")
     return _layer_candidates(teacher_config, space, family.ffn)
 
 
@@ -142,6 +151,9 @@ def build_text_student(teacher_model, candidate: Candidate, attention_outputs: b
     # pick sdpa where the family has it (BERT, DistilBERT, RoBERTa) and eager where it does not (MPNet,
     # DeBERTa, ELECTRA reject an explicit sdpa), whatever the teacher was loaded with.
     implementation = "eager" if attention_outputs else None
+    for name, value in vars(teacher_config).items():  # per-layer settings (ModernBERT's layer_types) follow the layers
+        if "layer" in name and isinstance(value, list) and len(value) == teacher_config.num_hidden_layers:
+            setattr(config, name, [value[k] for k in arch["keep"]])
     auto = AutoModelForSequenceClassification if teacher_model.kind == "sequence-classifier" else AutoModel
     torch.manual_seed(0)
     backbone = auto.from_config(config, attn_implementation=implementation)
@@ -156,7 +168,7 @@ def build_text_student(teacher_model, candidate: Candidate, attention_outputs: b
             projection.bias.zero_()
     heads = {name: copy.deepcopy(head) for name, head in teacher_model.heads.items()}
     student = TextModel(backbone, teacher_model.kind, heads, teacher_model.pooling, teacher_model.normalize,
-                        teacher_model.classifier_task, projection)
+                        teacher_model.classifier_task, projection, copy.deepcopy(teacher_model.dense))
     init = init_from_teacher(student.backbone, teacher_model.backbone, dict(enumerate(arch["keep"])))
     return student.eval(), init
 
@@ -287,7 +299,8 @@ def build_static_student(teacher, candidate: Candidate, vocab=None, cache=None):
     remap = torch.from_numpy(vocab.remap) if vocab is not None else torch.arange(size) % arch["vocab"]
     heads = {name: copy.deepcopy(head) for name, head in teacher_model.heads.items()}
     torch.manual_seed(0)
-    student = StaticModel(remap, arch["vocab"], arch["static"], arch["projection"], heads, teacher_model.normalize)
+    student = StaticModel(remap, arch["vocab"], arch["static"], arch["projection"], heads, teacher_model.normalize,
+                          copy.deepcopy(teacher_model.dense))
     names = [name for name, _ in student.state_dict().items()]
     if vocab is None:
         return student.eval(), {"copied": 0, "random": names}
@@ -299,7 +312,7 @@ def build_static_student(teacher, candidate: Candidate, vocab=None, cache=None):
         student.projection.weight.copy_(torch.from_numpy(start["projection"]))
         student.projection.bias.zero_()
     made = ["backbone.table.weight", "projection.weight", "projection.bias", "backbone.remap"]
-    made += [name for name in names if name.startswith("heads.")]  # the teacher's, copied
+    made += [name for name in names if name.startswith(("heads.", "dense."))]  # the teacher's, copied
     return student.eval(), {"copied": len(made), "random": [name for name in names if name not in made],
                             "explained_variance": start["explained"]}
 

@@ -166,7 +166,8 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
     extra = {"attn_implementation": "eager"} if attention else {}
     prepared: dict = {}
     if spec.kind == "sentence-encoder":
-        model = TextModel(load_hf(source, "AutoModel", **extra), spec.kind, {}, spec.pooling, spec.normalize)
+        model = TextModel(load_hf(source, "AutoModel", **extra), spec.kind, {}, spec.pooling, spec.normalize,
+                          dense=_dense_layers(source))
         teacher = Teacher(model, tokenizer, source.location, "", spec.max_length, prepared,
                           encoder_digest=state_digest(model))
         heads = {}
@@ -187,6 +188,19 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
         prepared[task.name] = {"head": "finetune", **_finetune(model, inputs, task.train["label"], recipe, task,
                                                                cache, state_digest(model), echo)}
     return Teacher(model.eval(), tokenizer, source.location, state_digest(model), spec.max_length, prepared)
+
+
+def _dense_layers(source):
+    """The teacher's sentence-transformers Dense modules, in order (None when it has none)."""
+    import torch
+
+    from edgekit.models import sentence_config
+    from edgekit.sentence_config import load_dense
+
+    config = sentence_config(source)
+    if config is None or not config.dense:
+        return None
+    return torch.nn.Sequential(*(load_dense(dense) for dense in config.dense))
 
 
 def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, attention: bool) -> Teacher:

@@ -20,6 +20,17 @@ _VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_low
           + [f"##{c}" for c in string.ascii_lowercase + string.digits] + list(string.punctuation) + _WORDS)
 
 
+def wordpiece_tokenizer(tokenizer_class, vocab_file: Path, **kwargs):
+    """A word-piece tokenizer (BertTokenizerFast, MPNetTokenizerFast) over the tokens of `vocab_file`, one per line:
+    transformers 5 takes the vocabulary itself (`vocab`), 4.x the file (`vocab_file`, which 5 ignores)."""
+    import inspect
+
+    if "vocab" in inspect.signature(tokenizer_class.__init__).parameters:
+        tokens = Path(vocab_file).read_text(encoding="utf-8").splitlines()
+        return tokenizer_class(vocab={token: i for i, token in enumerate(tokens)}, **kwargs)
+    return tokenizer_class(vocab_file=str(vocab_file), **kwargs)
+
+
 def tiny_text_model(folder: str | Path, task: str = "feature-extraction", seed: int = 0) -> Path:
     """A 2-layer, 32-wide BERT with its own word-piece tokenizer, saved as a HF folder."""
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
@@ -28,7 +39,7 @@ def tiny_text_model(folder: str | Path, task: str = "feature-extraction", seed: 
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(dict.fromkeys(_VOCAB)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    tokenizer = wordpiece_tokenizer(BertTokenizerFast, vocab_file, do_lower_case=True, model_max_length=128)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128,
                         id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1})
@@ -145,6 +156,8 @@ _FAMILY_CONFIGS = {
                                        "max_relative_positions": -1, "pos_att_type": ["p2c", "c2p"],
                                        "position_biased_input": False, "norm_rel_ebd": "layer_norm",
                                        "share_att_key": True, "type_vocab_size": 0}),
+    # Alternating global and sliding-window attention (a window of 8 tokens), as ModernBERT's every third layer.
+    "modernbert": ("ModernBertConfig", {"global_attn_every_n_layers": 2, "local_attention": 8}),
 }
 TINY_FAMILIES = tuple(_FAMILY_CONFIGS)
 
@@ -173,7 +186,7 @@ def tiny_family_model(folder: str | Path, family: str, task: str = "feature-extr
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(dict.fromkeys(specials + _VOCAB[5:])) + "\n", encoding="utf-8")
     tokenizer_class = transformers.MPNetTokenizerFast if family == "mpnet" else transformers.BertTokenizerFast
-    tokenizer = tokenizer_class(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    tokenizer = wordpiece_tokenizer(tokenizer_class, vocab_file, do_lower_case=True, model_max_length=128)
     config_class, extra = _FAMILY_CONFIGS[family]
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id,
            "eos_token_id": tokenizer.sep_token_id}
@@ -194,4 +207,78 @@ def tiny_family_model(folder: str | Path, family: str, task: str = "feature-extr
         (folder / "1_Pooling").mkdir(exist_ok=True)
         (folder / "1_Pooling" / "config.json").write_text(
             json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}), encoding="utf-8")
+    return folder
+
+
+# Decoder-based embedders (Qwen3-Embedding, EmbeddingGemma): tiny configs of their own config classes. Students of
+# such teachers are static-embedding ones (families.py): layer-dropping is for the encoder families.
+_DECODER_CONFIGS = {
+    "qwen3": ("Qwen3Config", {"num_key_value_heads": 1, "head_dim": 16}, "lasttoken"),
+    # EmbeddingGemma: bidirectional attention, mean pooling, then two Dense layers (here 32 -> 48 -> 32)
+    "gemma3_text": ("Gemma3TextConfig", {"num_key_value_heads": 1, "head_dim": 16, "sliding_window": 8,
+                                         "use_bidirectional_attention": True}, "mean"),
+}
+TINY_DECODERS = tuple(_DECODER_CONFIGS)
+
+
+def tiny_decoder_embedder(folder: str | Path, model_type: str, seed: int = 0) -> Path:
+    """A tiny random decoder-based sentence embedder of `model_type` (TINY_DECODERS), saved as a
+    sentence-transformers 6 folder (modules.json, Pooling, Dense for Gemma3, Normalize) with a word-piece tokenizer
+    padding on the left, as Qwen3-Embedding's does: built locally, nothing downloaded."""
+    import json
+
+    import transformers
+
+    folder = Path(tiny_text_model(folder, seed=seed))  # for its tokenizer files; the model is replaced below
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    config_class, extra, pooling = _DECODER_CONFIGS[model_type]
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id, **extra)
+    torch.manual_seed(seed)
+    for stale in folder.glob("*.safetensors"):
+        stale.unlink()
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    dense = [(32, 48), (48, 32)] if model_type == "gemma3_text" else []
+    write_sentence_folder(folder, pooling, dense=dense, normalize=True)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"model_type": "SentenceTransformer"}))
+    return folder
+
+
+def write_sentence_folder(folder: Path, pooling: str, dense: list[tuple[int, int]] = (), normalize: bool = True,
+                          activation: str = "torch.nn.modules.linear.Identity", seed: int = 0) -> Path:
+    """Make `folder` (a Hugging Face model folder) a sentence-transformers 6 folder: modules.json naming the
+    Transformer, a Pooling module of `pooling`, random Dense layers of the given (in, out) sizes and a Normalize
+    module, in the format sentence-transformers 6.2 saves (module types, `pooling_mode`)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    width = json.loads((folder / "config.json").read_text())["hidden_size"]
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"}]
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": width, "pooling_mode": pooling, "include_prompt": True}))
+    torch.manual_seed(seed)
+    for size_in, size_out in dense:
+        path = f"{len(modules)}_Dense"
+        (folder / path).mkdir(exist_ok=True)
+        (folder / path / "config.json").write_text(json.dumps(
+            {"in_features": size_in, "out_features": size_out, "bias": True, "activation_function": activation}))
+        linear = nn.Linear(size_in, size_out)
+        save_file({f"linear.{name}": value.contiguous() for name, value in linear.state_dict().items()},
+                  str(folder / path / "model.safetensors"))
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path,
+                        "type": "sentence_transformers.base.modules.dense.Dense"})
+    if normalize:
+        path = f"{len(modules)}_Normalize"
+        (folder / path).mkdir(exist_ok=True)
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path,
+                        "type": "sentence_transformers.base.modules.normalize.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     return folder

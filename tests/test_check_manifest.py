@@ -66,7 +66,7 @@ def test_a_changed_file_is_a_mismatch_and_exits_1(tiny_bundle, tmp_path, capsys)
     assert checks["files: labels.json sha256"]["ok"] is False
     size = checks["files: labels.json bytes"]
     assert size["ok"] is False and size["recomputed"] == size["manifest"] + 1
-    assert checks["files: vocab.txt sha256"]["ok"] is True and checks["manifest_sha256"]["ok"] is True
+    assert checks["files: tokenizer.json sha256"]["ok"] is True and checks["manifest_sha256"]["ok"] is True
     assert code == 1 and "MISMATCH  files: labels.json sha256" in capsys.readouterr().out
     written = json.loads((tmp_path / "checks.json").read_text())
     assert any(c["check"] == "files: labels.json sha256" and c["ok"] is False for c in written["checks"])

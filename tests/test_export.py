@@ -84,6 +84,9 @@ def test_torch_module_exports_and_matches_on_digits(tmp_path, run_cli, kind):
     result = run_cli("export", module, "--task", "image-classification", "-o", tmp_path / "out", *trust)
     assert result.exit_code == 0, result.output
     assert "from digits" in result.output
+    # a TorchScript archive has no Python code for torch.export to trace: the TorchScript exporter takes it
+    exporter = json.loads((tmp_path / "out" / "export.json").read_text())["exporter"]
+    assert exporter == ("torchscript" if kind == "torchscript" else "torch.export")
     session = _session(tmp_path / "out" / "model.onnx")
     assert session.get_inputs()[0].shape[0] == "batch_size"
     images = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32)
@@ -94,7 +97,8 @@ def test_torch_module_exports_and_matches_on_digits(tmp_path, run_cli, kind):
 
 def test_hf_image_classifier_exports_on_resized_digits(tmp_path):
     result = export_model(str(tiny_vit(tmp_path / "vit")), tmp_path / "out", ExportConfig(task="image-classification"))
-    assert _session(result.onnx_path).get_inputs()[0].shape == ["batch_size", "num_channels", "height", "width"]
+    # a ViT takes the image size its position embeddings were made for: only the batch is dynamic
+    assert _session(result.onnx_path).get_inputs()[0].shape == ["batch_size", 3, 16, 16]
     assert result.info["parity"]["outputs"]["logits"]["max_abs_diff"] < 1e-4
 
 
@@ -205,3 +209,88 @@ def test_opset_is_honoured_and_recorded(tiny_bert, tmp_path):
     graph = onnx.load(str(result.onnx_path))
     assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [14]
     assert result.info["opset"] == 14
+
+
+def test_the_exported_graph_is_the_one_onnxruntime_runs_fastest(tiny_bert_onnx, tmp_path):
+    # setup: the session onnxruntime makes of it, as an app's would
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tiny_bert_onnx), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tiny_bert_onnx)).graph
+    fused = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    info = json.loads((tiny_bert_onnx.parent / "export.json").read_text())
+    # assert: torch.export's file, without the intermediate shapes that make onnxruntime fuse the slower
+    # SkipLayerNormalization; GELU in the order it fuses into BiasGelu; nodes named after their modules
+    assert info["exporter"] == "torch.export" and len(graph.value_info) == 0
+    assert "SkipLayerNormalization" not in fused and fused.count("BiasGelu") == 2  # one per layer
+    assert any(n.name.endswith("/layer/1/output/dense/MatMul") for n in graph.node if n.op_type == "MatMul")
+    # the default opset 17 is written by the version converter without the attributes opset 18 added
+    assert info["opset"] == 17
+    assert not any(a.name == "noop_with_empty_axes" for n in graph.node if n.op_type != "ReduceSum"
+                   for a in n.attribute)
+
+
+@pytest.mark.parametrize("exporter", ["torch", "optimum"])
+@pytest.mark.parametrize("task, output", [("feature-extraction", "last_hidden_state"),
+                                          ("text-classification", "logits")])
+def test_both_exporters_match_pytorch_where_installed(exporter, task, output, tmp_path):
+    # setup: optimum-onnx only where it installs (transformers < 4.58: make test-oldest)
+    if exporter == "optimum":
+        pytest.importorskip("optimum.exporters.onnx")
+    model = tiny_text_model(tmp_path / "model", task=task)
+    # execute
+    result = export_model(str(model), tmp_path / "out", ExportConfig(task=task, exporter=exporter))
+    # assert: the same parity check passes, the same output name, an app's files beside the graph
+    assert result.info["exporter"] == ("optimum" if exporter == "optimum" else "torch.export")
+    assert result.info["parity"]["outputs"][output]["max_abs_diff"] < 1e-4
+    assert [o.name for o in _session(result.onnx_path).get_outputs()] == [output]
+    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_the_optimum_exporter_without_its_extra_names_the_install(tiny_bert, tmp_path, run_cli):
+    # setup: the current stack, where optimum-onnx cannot install (it caps transformers below 4.58)
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is not None:
+        pytest.skip("optimum is installed here (the oldest stack)")
+    # execute
+    result = run_cli("export", tiny_bert, "--task", "feature-extraction", "--exporter", "optimum", "-o", tmp_path / "o")
+    # assert
+    assert result.exit_code == 1 and "edgekit[optimum]" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent control flow: torch.export cannot trace it, TorchScript tracing follows the branch taken."""
+
+    def forward(self, pixel_values):
+        if pixel_values.sum() > 0:
+            return pixel_values.mean((2, 3)) * 2
+        return pixel_values.mean((2, 3))
+
+
+class _Noisy(torch.nn.Module):
+    """A different output on every call: no exporter can match it."""
+
+    def forward(self, pixel_values):
+        return pixel_values.mean((2, 3)) + torch.rand(1)
+
+
+def test_parity_decides_between_the_exporters(tmp_path):
+    # setup
+    task = get_task("image-classification")
+    batches = [{"pixel_values": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)}]
+    from edgekit.export import _export_checked
+
+    def exported(module, name):
+        return _export_checked(module, batches[0], task.inputs, ["logits"], tmp_path / name, None,
+                               lambda session: check_parity(session, task, module, batches, atol=1e-4))
+
+    # execute / assert: torch.export fails on the branch, the TorchScript trace matches on these inputs
+    _, exporter, _ = exported(_Branchy(), "branchy.onnx")
+    assert exporter == "torchscript"
+    # neither matches: one error naming what each exporter did
+    with pytest.raises(ExportMismatch) as neither:
+        exported(_Noisy(), "noisy.onnx")
+    assert "torch.export:" in str(neither.value) and "torchscript:" in str(neither.value)
+    assert set(neither.value.mismatches) == {"logits"}

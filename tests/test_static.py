@@ -19,7 +19,7 @@ from edgekit.select import to_train
 from edgekit.static import pca, sif_weights, token_vectors, vocabulary, zipf_probability
 from edgekit.students import Candidate, build_static_student, candidates, static_candidates
 from edgekit.teacher import Teacher
-from edgekit.testing import tiny_recipe
+from edgekit.testing import tiny_recipe, wordpiece_tokenizer
 
 TEXTS = ["a good film", "the worst movie of the year", "funny and great", "a dull story, too long"]
 
@@ -105,7 +105,7 @@ def test_full_vocabulary_keeps_every_token_but_berts_unused_placeholders(tmp_pat
     # setup
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused1]", "good", "film"]
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    tokenizer = wordpiece_tokenizer(BertTokenizerFast, tmp_path / "vocab.txt")
     # execute
     vocab = vocabulary(tokenizer, len(words), "full")
     # assert
@@ -250,8 +250,9 @@ def test_the_static_file_gathers_rows_its_table_trained_and_int8_quantizes_the_t
     int8 = onnx.load(str(folder / "model.int8-dynamic.onnx")).graph
     # assert: two Gathers (the remap, then the table) over the tokenizer's ids; the table trained although
     # freeze_embeddings is on (it is a transformer's word embeddings that stay frozen)
-    assert [n.op_type for n in graph.node][:2] == ["Gather", "Gather"]
-    assert weights["backbone.remap"].dtype == np.int32 and len(weights["backbone.remap"]) == len(teacher.tokenizer)
+    remap, lookup = [n for n in graph.node if n.op_type == "Gather"][:2]
+    assert remap.input[1] == "input_ids" and lookup.input[0] == "backbone.table.weight"
+    assert weights[remap.input[0]].dtype == np.int32 and len(weights[remap.input[0]]) == len(teacher.tokenizer)
     assert json.loads((folder / "config.json").read_text())["vocab_size"] == len(teacher.tokenizer)
     table = weights["backbone.table.weight"]
     assert recipe.distill.freeze_embeddings and table.shape == (row["architecture"]["vocab"], 16)

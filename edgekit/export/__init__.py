@@ -1,10 +1,10 @@
 """ONNX export with a parity check on real task inputs.
 
-Hugging Face models go through optimum-onnx's exporter; plain torch modules
-(TorchScript or pickled) through `torch.onnx.export`. Either way the file is
-checked with `onnx.checker` and compared with PyTorch on real inputs (a spread
-of the task's data, or the user's own file) before it is moved into place; a
-mismatch raises one error listing every output that differs.
+Every model, Hugging Face or plain torch module, goes through torch.onnx (torch.export first, TorchScript
+tracing where it cannot serve: torch_onnx.py); `edgekit export --exporter optimum` uses optimum-onnx's
+per-architecture configs instead (an extra, for transformers 4.x). Either way the file is checked with
+`onnx.checker` and compared with PyTorch on real inputs (a spread of the task's data, or the user's own file)
+before it is moved into place; a mismatch raises one error listing every output that differs.
 
 The tasks `edgekit export --task` takes live beside this: adapters.py (TASK_NAMES, get_task),
 text.py (Hugging Face text encoders and classifiers) and image.py (image classifiers).
@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,7 +26,8 @@ from edgekit.environment import package_versions
 from edgekit.errors import DataError, ExportFailed, ExportMismatch
 from edgekit.export.adapters import TASK_NAMES as TASK_NAMES  # re-exported: `from edgekit.export import TASK_NAMES`
 from edgekit.export.adapters import get_task
-from edgekit.models import ModelSource, resolve_model
+from edgekit.export.torch_onnx import exporters_for, export_torch
+from edgekit.models import ModelSource, load_tokenizer, resolve_model
 from edgekit.providers import SessionSettings, create_session, write_readable
 
 ONNX_NAME = "model.onnx"
@@ -36,7 +38,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(description="feature-extraction, text-classification or image-classification")
-    opset: int | None = Field(None, ge=11, description="ONNX opset; None lets the exporter choose")
+    opset: int | None = Field(None, ge=11, description=f"ONNX opset (None: {DEFAULT_OPSET})")
     static_shapes: bool = Field(False, description="fix batch and sequence axes (mobile providers)")
     batch: int | None = Field(None, ge=1, description="batch size of a static-shape graph (default 1)")
     seq_len: int | None = Field(None, ge=1, description="sequence length of a static-shape text graph (default 128)")
@@ -46,6 +48,9 @@ class ExportConfig(BaseModel):
     atol: float = Field(1e-4, gt=0, description="max absolute difference allowed per output value")
     force: bool = Field(False, description="replace an existing output folder")
     trust_pickle: bool = Field(False, description="load a torch.save'd module file (unpickling runs its code)")
+    exporter: Literal["torch", "optimum"] = Field(
+        "torch", description="torch: torch.onnx (torch.export, TorchScript where it cannot serve); optimum: "
+                             "optimum-onnx's exporter for Hugging Face models (the `optimum` extra, transformers 4.x)")
 
     @model_validator(mode="after")
     def _shapes_only_when_static(self):
@@ -67,9 +72,13 @@ class ExportResult:
     info: dict = field(default_factory=dict)  # what export.json holds
 
 
-def _export_hf(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
-    from optimum.exporters.onnx import main_export
-
+def _export_optimum(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError:
+        raise ExportFailed("--exporter optimum needs optimum-onnx, which is not installed: pip install "
+                           "'edgekit[optimum]' (it requires transformers < 4.58), or use the default --exporter "
+                           "torch.") from None
     static = config.static_shape
     shapes = {"batch_size": static[0], "sequence_length": static[1]} if static else {}
     try:
@@ -84,21 +93,31 @@ def _export_hf(source: ModelSource, tmp: Path, config: ExportConfig) -> None:
                            "or try another --opset.") from None
 
 
-def _export_torch(module, example: dict, input_axes: dict, output_names: list[str], path: Path,
-                  opset: int | None) -> None:
-    """torch.onnx.export with `input_axes` ({name: {axis: label}}; {} = static shapes);
-    every output's first axis follows the batch when there are dynamic axes."""
-    import torch
-
-    axes = {**input_axes, **{name: {0: "batch_size"} for name in output_names}} if input_axes else {}
-    try:
-        torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), str(path),
-                          input_names=list(example), output_names=output_names, dynamic_axes=axes,
-                          opset_version=opset or DEFAULT_OPSET, do_constant_folding=True,
-                          dynamo=False)  # the dynamo path needs onnxscript and gives slower graphs (FIELD-NOTES)
-    except Exception as e:  # noqa: BLE001
-        raise ExportFailed(f"torch.onnx.export failed: {type(e).__name__}: {e}. Try another --opset, "
-                           "or script the model with torch.jit.script first.") from None
+def _export_checked(module, example: dict, input_axes: dict, output_names: list[str], path: Path,
+                    opset: int | None, parity) -> tuple[dict, str, object]:
+    """Export `module` with each exporter it can take (torch_onnx.exporters_for) until one writes a file that
+    passes onnx.checker and `parity` (a session -> parity record; raises ExportMismatch): (record, exporter,
+    session).
+    When none does, one error names what each exporter did, every mismatching output included."""
+    failures: dict[str, Exception] = {}
+    for exporter in exporters_for(module):
+        for reuse in (True, False):  # a trace reused from a module of the same structure, else this one's own
+            reused = False
+            try:
+                reused = export_torch(module, example, input_axes, output_names, path, opset or DEFAULT_OPSET,
+                                      exporter, reuse)
+                session = _checked_session(path)
+                return parity(session), exporter, session
+            except (ExportFailed, ExportMismatch) as e:
+                failures[exporter] = e
+                if not reused:
+                    break
+    mismatches = {name: diff for e in failures.values() for name, diff in getattr(e, "mismatches", {}).items()}
+    listing = " | ".join(f"{exporter}: {e}" for exporter, e in failures.items())
+    if mismatches:
+        raise ExportMismatch(f"no exporter wrote a file that matches PyTorch. {listing}", mismatches)
+    raise ExportFailed(f"torch.onnx could not export the model. {listing}. Try another --opset; for a plain torch "
+                       "module, script it with torch.jit.script first.")
 
 
 def _count(batches: list[dict]) -> int:
@@ -200,10 +219,33 @@ def export_network(model, path: Path, batches: list[dict], atol: float = 1e-4, o
     axes = {name: ({0: "batch_size", 1: "sequence_length"} if text else {0: "batch_size"})
             for name in model.input_names}
     example = {name: batches[0][name] for name in model.input_names}
-    _export_torch(model.eval(), example, axes, model.output_names, path, opset)
-    session = _checked_session(path)
-    parity = check_parity(session, _NetworkOutputs(), model, batches, atol)
-    return {"atol": atol, "samples": _count(batches), "batches": len(batches), "outputs": parity}
+    parity, exporter, _ = _export_checked(model.eval(), example, axes, model.output_names, path, opset,
+                                       lambda session: check_parity(session, _NetworkOutputs(), model, batches, atol))
+    return {"atol": atol, "samples": _count(batches), "batches": len(batches), "exporter": exporter,
+            "outputs": parity}
+
+
+def _module_outputs(task, module, batches: list[dict]) -> list[str]:
+    """The output names of a plain torch module: what it returns on the first parity batch."""
+    try:
+        return list(task.torch_outputs(module, batches[0]))
+    except Exception as e:  # noqa: BLE001 - the module rejected our real inputs
+        shape = list(batches[0]["pixel_values"].shape)
+        raise DataError(f"the module does not accept the parity inputs of shape {shape} "
+                        f"({type(e).__name__}: {e}). Pass --inputs images.npy with real inputs "
+                        "of the shape it expects, (N, C, H, W).") from None
+
+
+def _save_preprocessing(source: ModelSource, model, folder: Path, images: bool) -> None:
+    """What an app needs beside a Hugging Face model's file: its config, and its tokenizer or image processor
+    settings (the files optimum's exporter writes too)."""
+    import shutil
+
+    model.config.save_pretrained(folder)
+    if source.local and (Path(source.location) / "preprocessor_config.json").is_file():
+        shutil.copyfile(Path(source.location) / "preprocessor_config.json", folder / "preprocessor_config.json")
+    elif not images:
+        load_tokenizer(source.location).save_pretrained(folder)
 
 
 def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportResult:
@@ -219,20 +261,26 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
         batches = task.parity_batches(source, config.inputs, config.samples, config.static_shape, config.text_column)
         torch_model = task.load_torch(source, trust_pickle=config.trust_pickle)
         onnx_path = tmp / ONNX_NAME
-        if source.kind == "hf":
-            _export_hf(source, tmp, config)
+
+        def parity_of(session):
+            return check_parity(session, task, torch_model, batches, config.atol)
+
+        if config.exporter == "optimum":
+            if source.kind != "hf":
+                raise ExportFailed(f"--exporter optimum exports Hugging Face models, and '{model}' is a torch module "
+                                   "file: use the default --exporter torch.")
+            _export_optimum(source, tmp, config)
+            session = _checked_session(onnx_path)
+            parity, exporter = parity_of(session), "optimum"
         else:
-            try:
-                output_names = list(task.torch_outputs(torch_model, batches[0]))
-            except Exception as e:  # noqa: BLE001 - the module rejected our real inputs
-                shape = list(batches[0]["pixel_values"].shape)
-                raise DataError(f"the module does not accept the parity inputs of shape {shape} "
-                                f"({type(e).__name__}: {e}). Pass --inputs images.npy with real inputs "
-                                "of the shape it expects, (N, C, H, W).") from None
-            _export_torch(torch_model, batches[0], {} if config.static_shapes else task.inputs, output_names,
-                          onnx_path, config.opset)
-        session = _checked_session(onnx_path)
-        parity = check_parity(session, task, torch_model, batches, config.atol)
+            module = task.export_module(torch_model)
+            example = {name: batches[0][name] for name in getattr(module, "input_names", batches[0])}
+            output_names = list(getattr(module, "output_names", None) or _module_outputs(task, torch_model, batches))
+            axes = {} if config.static_shapes else task.input_axes(example)
+            parity, exporter, session = _export_checked(module, example, axes, output_names, onnx_path,
+                                                        config.opset, parity_of)
+            if source.kind == "hf":
+                _save_preprocessing(source, torch_model, tmp, images=task.name == "image-classification")
         graph = onnx.load(str(onnx_path), load_external_data=False)
         info = {
             "edgekit_version": __version__,
@@ -242,6 +290,7 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
             "static_shape": config.static_shape,  # (batch, seq_len), or null for dynamic axes
             "inputs": _signature(session.get_inputs()),
             "outputs": _signature(session.get_outputs()),
+            "exporter": exporter,
             "parity": {"data": config.inputs or task.default_data, "atol": config.atol,
                        "samples": _count(batches), "batches": len(batches), "outputs": parity},
             "versions": package_versions(),

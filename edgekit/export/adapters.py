@@ -3,9 +3,8 @@ export is checked on, and which output values must match.
 
 A task checks that a model source can serve it, loads the PyTorch model, builds
 parity batches from real data, runs PyTorch on a batch and says which output
-positions are real (not padding). Hugging Face models take their ONNX inputs and
-dynamic axes from optimum's OnnxConfig; plain torch modules from the task's
-`inputs` (`{name: {axis: "batch_size"}}`, as optimum declares them).
+positions are real (not padding), and gives the exporter the model with its ONNX inputs
+and dynamic axes (`{name: {axis: "batch_size"}}`, as optimum declares them).
 
 These are export tasks (named as optimum names them), not a recipe's task kinds (edgekit.tasks).
 """
@@ -24,8 +23,8 @@ def get_task(name: str):
     from edgekit.export.text import TextTask
 
     tasks = {
-        "feature-extraction": TextTask("feature-extraction", "AutoModel"),
-        "text-classification": TextTask("text-classification", "AutoModelForSequenceClassification"),
+        "feature-extraction": TextTask("feature-extraction", "AutoModel", "last_hidden_state"),
+        "text-classification": TextTask("text-classification", "AutoModelForSequenceClassification", "logits"),
         "image-classification": ImageClassification(),
     }
     if name not in tasks:

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from edgekit.data import load_images
 from edgekit.errors import DataError
+from edgekit.export.wrappers import hf_module
 from edgekit.feeds import batched
 from edgekit.models import ModelSource, load_hf, load_torch_module
 
@@ -64,6 +65,16 @@ class ImageClassification:
         if len(images) < batch_size:
             raise DataError(f"only {len(images)} images for a batch of {batch_size}: give more images.")
         return [{"pixel_values": chunk} for chunk in batched(images, batch_size, exact=bool(static_shape))]
+
+    def input_axes(self, names) -> dict:
+        return dict(self.inputs)
+
+    def export_module(self, model):
+        """A Hugging Face classifier as the exporter takes it (pixel_values in, logits out); a torch module as
+        it is (its outputs named by torch_outputs)."""
+        if hasattr(getattr(model, "config", None), "model_type"):
+            return hf_module(model, "logits", ("pixel_values",))
+        return model
 
     def real_positions(self, feed: dict, output):
         return None  # every value of an image model's output is meaningful

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from edgekit.data import load_texts
 from edgekit.errors import DataError, UnknownTask
+from edgekit.export.wrappers import hf_module
 from edgekit.feeds import batched, spread_sample
 from edgekit.models import ModelSource, load_hf, load_tokenizer, max_text_length
 
@@ -16,6 +17,7 @@ PARITY_BATCH = 8
 class TextTask:
     name: str
     auto_class: str  # the transformers Auto class that loads the PyTorch model
+    output: str  # the model output the file gives (optimum's name for the task)
     default_data: str = "rotten_tomatoes"
 
     def check_source(self, source: ModelSource) -> None:
@@ -46,6 +48,14 @@ class TextTask:
             batch_size, kwargs = PARITY_BATCH, {"padding": "longest", "max_length": max_length}
         return [dict(tokenizer(chunk, truncation=True, return_tensors="np", **kwargs))
                 for chunk in batched(texts, batch_size, exact=bool(static_shape))]
+
+    def input_axes(self, names) -> dict:
+        return {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+
+    def export_module(self, model):
+        """The model as the exporter takes it: the tokenizer's inputs by name (those the model's forward takes),
+        the task's output alone."""
+        return hf_module(model, self.output, ("input_ids", "attention_mask", "token_type_ids"))
 
     def real_positions(self, feed: dict, output):
         """Token-level outputs (batch, seq, ...) are compared on real tokens only: padded
