@@ -9,7 +9,7 @@ import torch
 from edgekit.data import digits
 from edgekit.errors import DataError, ExportMismatch, ModelNotFound, UnknownTask
 from edgekit.export import ExportConfig, check_parity, export_model, get_task
-from edgekit.models import load_torch_module, resolve_model
+from edgekit.models import load_hf, load_tokenizer, load_torch_module, resolve_model
 from edgekit.providers import create_session
 from edgekit.testing import tiny_cnn, tiny_text_model, tiny_vit
 
@@ -294,3 +294,38 @@ def test_parity_decides_between_the_exporters(tmp_path):
         exported(_Noisy(), "noisy.onnx")
     assert "torch.export:" in str(neither.value) and "torchscript:" in str(neither.value)
     assert set(neither.value.mismatches) == {"logits"}
+
+
+def test_a_trace_is_reused_for_the_same_structure_with_the_modules_own_weights(tiny_bert, tmp_path):
+    # setup: the tiny BERT as a sentence encoder; a second one with other weights; a third that normalizes
+    # differently (a plain attribute, not a weight)
+    from edgekit.export.torch_onnx import DYNAMO, export_torch
+    from edgekit.networks import TextModel
+    from edgekit.testing import tiny_text_model
+
+    def encoder(folder, normalize=True):
+        return TextModel(load_hf(resolve_model(str(folder)), "AutoModel"), "sentence-encoder", {},
+                         normalize=normalize).eval()
+
+    feed = dict(load_tokenizer(str(tiny_bert))(["a good film", "dull and far too long, the story"], padding=True,
+                                                return_tensors="np"))
+    first, other = encoder(tiny_bert), encoder(tiny_text_model(tmp_path / "other", seed=1))
+    unnormalized = encoder(tiny_bert, normalize=False)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in first.input_names}
+
+    def exported(module, name):
+        reused = export_torch(module, {n: feed[n] for n in module.input_names}, axes, module.output_names,
+                              tmp_path / name, 17, DYNAMO)
+        out = _session(tmp_path / name).run(None, {n: feed[n] for n in module.input_names})[0]
+        with torch.inference_mode():
+            ref = module(**{n: torch.from_numpy(feed[n]) for n in module.input_names})[0].numpy()
+        return reused, np.abs(out - ref).max()
+
+    # execute
+    exported(first, "first.onnx")
+    reused_other, diff_other = exported(other, "other.onnx")
+    reused_unnormalized, diff_unnormalized = exported(unnormalized, "unnormalized.onnx")
+    # assert: the second module's file is the first one's trace with its own weights, and matches it; the third
+    # has another structure and is traced anew
+    assert reused_other and diff_other < 1e-5
+    assert not reused_unnormalized and diff_unnormalized < 1e-5

@@ -86,6 +86,7 @@ def _torch_export(module, inputs: dict, input_axes: dict, output_names: list[str
     """torch.export's file of `module`; True when it came from a graph traced earlier in this process for a module
     of the same structure (see _traced), with this module's weights."""
     import onnx
+    import onnx_ir as ir
     from onnxscript import optimizer
 
     model, reused = _traced(module, inputs, input_axes, opset, reuse)
@@ -101,8 +102,6 @@ def _torch_export(module, inputs: dict, input_axes: dict, output_names: list[str
             value.name = f"{value.name}_inner"
     for value, name in zip(graph.outputs, output_names):
         value.name = name
-    import onnx_ir as ir
-
     proto = ir.to_proto(model)
     if opset < TORCH_EXPORT_MIN_OPSET:
         proto = _older_opset(proto, opset)
@@ -114,9 +113,10 @@ def _torch_export(module, inputs: dict, input_axes: dict, output_names: list[str
 # torch.export's graphs before optimization, by module structure (_structure_key), newest last: tracing takes
 # seconds (3-4 s for a 2-layer BERT, most of it torch.onnx's decompositions), rebinding weights milliseconds, and a
 # run exports each student's structure several times (the untrained probe, the undistilled reference, the trained
-# student). Bounded: each holds a copy of its model's weights.
+# student). Bounded in count and bytes: each holds a copy of its model's weights.
 _TRACED: dict[str, bytes] = {}
 MAX_TRACED = 4
+MAX_TRACED_BYTES = 1 << 30
 
 
 def _traced(module, inputs: dict, input_axes: dict, opset: int, reuse: bool):
@@ -137,8 +137,8 @@ def _traced(module, inputs: dict, input_axes: dict, opset: int, reuse: bool):
     model = _trace(module, inputs, input_axes, opset)
     _TRACED.pop(key, None)
     _TRACED[key] = ir.to_proto(model).SerializeToString()
-    while len(_TRACED) > MAX_TRACED:
-        _TRACED.pop(next(iter(_TRACED)))
+    while _TRACED and (len(_TRACED) > MAX_TRACED or sum(map(len, _TRACED.values())) > MAX_TRACED_BYTES):
+        _TRACED.pop(next(iter(_TRACED)))  # the oldest
     return model, False
 
 
@@ -150,6 +150,10 @@ def _proto_of(data: bytes):
     return proto
 
 
+# Hugging Face model attributes and config entries that say where a model came from, not what it computes.
+_NOT_STRUCTURE = ("name_or_path", "_name_or_path", "_commit_hash", "transformers_version")
+
+
 def _structure_key(module, inputs: dict, input_axes: dict, opset: int) -> str:
     """Everything a trace depends on but the weights' values: the module tree (classes, the plain attributes of
     every submodule, Hugging Face configs), every parameter's and buffer's name, shape and dtype, the inputs' names,
@@ -159,10 +163,12 @@ def _structure_key(module, inputs: dict, input_axes: dict, opset: int) -> str:
 
     parts = []
     for name, sub in module.named_modules():
-        plain = {k: repr(v) for k, v in vars(sub).items() if isinstance(v, (str, int, float, bool, tuple, type(None)))}
+        plain = {k: repr(v) for k, v in vars(sub).items()
+                 if isinstance(v, (str, int, float, bool, tuple, type(None))) and k not in _NOT_STRUCTURE}
         config = getattr(sub, "config", None)
-        parts.append([name, type(sub).__qualname__, plain,
-                      config.to_json_string() if hasattr(config, "to_json_string") else repr(config)])
+        if hasattr(config, "to_dict"):  # a Hugging Face config, less where it was loaded from
+            config = {k: v for k, v in config.to_dict().items() if k not in _NOT_STRUCTURE}
+        parts.append([name, type(sub).__qualname__, plain, config])
     weights = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     parts.append({name: [list(value.shape), str(value.dtype)] for name, value in weights.items()})
     parts.append({name: [str(value.dtype), value.ndim] for name, value in inputs.items()})
