@@ -67,6 +67,82 @@ CPU_FLAGS = {
 }
 
 
+# A manifest or report is read whole: never larger than this, never nested deeper than that (edgekit's limits).
+MAX_JSON_BYTES = 64 << 20
+MAX_DEPTH = 100
+
+
+def _shown(value) -> str:
+    """`value` as text safe to print: control characters (terminal escapes, newlines in a name) as escapes."""
+    text = str(value)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _special(path: Path) -> str | None:
+    """What `path` is when it exists and is not a regular file (a FIFO blocks a read forever), else None."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
+def _depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _read_json(path: Path):
+    """A JSON file, or ValueError saying why not: not a regular file, too large, malformed, nested too deep."""
+    kind = _special(path)
+    if kind:
+        raise ValueError(f"{_shown(path.name)} is {kind}, not a regular file")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{_shown(path.name)} is {path.stat().st_size:,} bytes, more than {MAX_JSON_BYTES:,}")
+    try:
+        value = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ValueError(f"{_shown(path.name)} nests more than {MAX_DEPTH} deep") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{_shown(path.name)} is not valid JSON ({_shown(e)})") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{_shown(path.name)} nests more than {MAX_DEPTH} deep")
+    return value
+
+
+def _npz_checked(path: Path) -> None:
+    """ValueError, before numpy allocates anything, when an array of the .npz declares more bytes than its member
+    holds (a forged header would make np.load allocate it) or holds Python objects."""
+    import math
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as stream:
+                version = npy.read_magic(stream)
+                read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _, dtype = read(stream)
+                offset = stream.tell()
+            if dtype.hasobject:
+                raise ValueError(f"{_shown(path.name)}: array {_shown(info.filename)} holds Python objects")
+            if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize > info.file_size - offset:
+                raise ValueError(f"{_shown(path.name)}: array {_shown(info.filename)} declares shape {shape} of "
+                                 f"{dtype}, more than its {info.file_size:,} bytes hold")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -157,7 +233,7 @@ def _bundle_names(bundle: Path, manifest: dict) -> list:
 def _run_names(run: Path, manifest: dict) -> tuple[list, list]:
     """(every name of a run file the checks read, the ONNX files among them) for the bundle's row."""
     model = manifest.get("model") or {}
-    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    report = _read_json(run / "report.json")
     rows = [r for r in report.get("files", []) if r.get("name") == model.get("name")
             and r.get("provider") == manifest.get("provider")]
     sources = [(model.get("source") or {}).get("path"), *(r.get("onnx") for r in rows)]
@@ -184,7 +260,37 @@ def check_paths(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
         external = [why for name in inside for why in _external_outside(folder / name)]
         checks.append(_check(f"paths: every file the {place} names, and its external data, is inside it", [],
                              outside + external, not outside and not external))
+        if outside or external:
+            continue
+        # A FIFO, device or socket in a file's place: reading it would block forever or never end.
+        locations = [Path(name).parent / location for name in inside
+                     for location in _external_locations(folder / name)]
+        entries = [p.relative_to(folder).as_posix() for p in _walk(folder)] if place == "bundle" else []
+        named = [name for name in names if isinstance(name, str) and name] + [str(p) for p in locations] + entries
+        special = list(dict.fromkeys(f"{_shown(name)}: is {kind}" for name in named
+                                     for kind in [_special(folder / name)] if kind and kind != "a folder"))
+        checks.append(_check(f"paths: every file the {place} holds or names is a regular file", [], special,
+                             not special))
     return checks
+
+
+def _walk(folder: Path, limit: int = 10_000) -> list[Path]:
+    """Every entry under `folder` (symlinked folders not entered), at most `limit`."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        found += [Path(root) / name for name in dirs + files]
+        if len(found) > limit:
+            break
+    return found[:limit]
+
+
+def _external_locations(path: Path) -> list[str]:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unparsable file is the other sections' finding
+        return []
+    return [entry.value for tensor in _graph_tensors(model.graph) for entry in tensor.external_data
+            if entry.key == "location"]
 
 
 # ---------------------------------------------------------------------------- the bundle's own files
@@ -444,6 +550,7 @@ def check_reference(bundle: Path, manifest: dict) -> list[dict]:
     reference = manifest["reference"]
     tolerance = reference["tolerance"]
     checks, outputs = [], {}
+    _npz_checked(bundle / reference["file"])  # a forged header is refused before np.load allocates from it
     with np.load(bundle / reference["file"], allow_pickle=False) as arrays:
         roles = {key.split("/")[1] for key in arrays.files if key.startswith("in/")}
         files = {key.split("/")[1] for key in arrays.files if key.startswith("out/")}
@@ -580,7 +687,7 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
     if run is None:
         return [_check("run: report.json beside the bundle", "metrics, budget, recipe...",
                        "no report.json in the bundle's parent: the run-level claims are not recomputable", None)]
-    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    report = _read_json(run / "report.json")
     model = manifest["model"]
     rows = [r for r in report["files"] if r["name"] == model["name"] and r["provider"] == manifest["provider"]]
     if len(rows) != 1:
@@ -594,7 +701,7 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
     checks.append(_equal("run: latency summary", manifest["latency"]["summary"], row["latency_ms"]))
     bench = run / row["bench"]  # the raw timing the report names for this row
     if bench.is_file():
-        samples = json.loads(bench.read_text(encoding="utf-8"))["samples_ms"]
+        samples = _read_json(bench)["samples_ms"]
         checks.append(_equal(f"run: latency samples_ms = {bench.relative_to(run).as_posix()}",
                              manifest["latency"]["samples_ms"], samples))
     checks += [_equal(f"run: {key}", manifest[key], report[key]) for key in ("budget", "recipe", "versions",
@@ -612,7 +719,7 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
     labels = {t["name"]: t["labels"] for t in report["tasks"] if t.get("labels")}
     if (bundle / "labels.json").is_file():
         try:
-            bundled = json.loads((bundle / "labels.json").read_text(encoding="utf-8"))
+            bundled = _read_json(bundle / "labels.json")
         except ValueError as e:  # a damaged file is this check's finding, not the end of the run checks
             bundled = f"not JSON: {e}"
         checks.append(_equal("run: labels.json = the report's task labels", bundled, labels))
@@ -653,8 +760,13 @@ def check_manifest(bundle: Path) -> list[dict]:
     """Every claim of `bundle`/manifest.json against its recomputation: [{check, manifest, recomputed, ok}],
     ok None where a claim cannot be recomputed from files (the reason in 'recomputed')."""
     bundle = Path(bundle)
+    try:  # someone else's file: a FIFO, gigabytes, truncated or nested JSON is a finding, not a hang or a crash
+        manifest = _read_json(bundle / MANIFEST)
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{MANIFEST} holds a JSON {type(manifest).__name__}, not an object")  # noqa: TRY004 - read as unreadable below
+    except (OSError, ValueError) as e:
+        return [_check(f"{MANIFEST}: readable (a regular JSON file)", "an edgekit manifest", _shown(e), False)]
     raw = (bundle / MANIFEST).read_bytes()
-    manifest = json.loads(raw)
     run = _find_run(bundle)
     checks = [_equal("format", manifest.get("format"), FORMAT)] + check_self_digest(raw)
     # A name that leads outside the bundle or the run (.., an absolute path, a symlink out) stops the
@@ -708,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{status:8}  {c['check']:<{width}}"
         if c["ok"] is not True:  # what differs, or why it is not recomputable
             line += f"  manifest: {_short(c['manifest'])}  recomputed: {_short(c['recomputed'])}"
-        print(line.rstrip())
+        print(_shown(line.rstrip()))  # names come from the bundle: a terminal escape in one is printed escaped
     failed = sum(c["ok"] is False for c in checks)
     skipped = sum(c["ok"] is None for c in checks)
     print(f"{len(checks)} checks: {len(checks) - failed - skipped} ok, {failed} mismatch, {skipped} n/a")

@@ -61,7 +61,8 @@ def make(kind: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if kind == "optimum":
-        from bench.optimum_files import _folder, make as optimum_make
+        from bench.optimum_files import _folder
+        from bench.optimum_files import make as optimum_make
 
         made = optimum_make(_folder(TEACHER), out, None, export_only=True)
         (out / "model.onnx").write_bytes(Path(made["fp32"]).read_bytes())

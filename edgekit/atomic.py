@@ -5,6 +5,10 @@ half-written one. One writer at a time: a second run on the same output folder f
 once with the first one's pid, instead of both building and one silently replacing the
 other. The lock is an OS file lock, so a killed run (even SIGKILL) releases it, and the
 next run clears what the killed one left beside the folder.
+
+--force replaces only a folder edgekit wrote: `--out ~/project --force` must never delete a user's own files.
+Each kind of output knows its own entries (a run's report.json and stage folders, an export's export.json and
+the files it lists, a bundle's manifest), so an existing folder holding anything else is refused, naming it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgekit.errors import OutputExists, OutputLocked
+from edgekit.reading import shown
 
 
 def _lock_path(out: Path) -> Path:
@@ -66,19 +72,40 @@ def _clear_leftovers(out: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _refuse_foreign(out: Path, foreign: Callable[[Path], list[str]]) -> None:
+    """OutputExists unless `out` is a folder of edgekit's own: `foreign(out)` lists the entries it did not write."""
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExists(f"'{shown(out)}' is {'a link' if out.is_symlink() else 'a file'}, not a folder edgekit "
+                           "wrote, and --force replaces only those: choose another output folder.")
+    entries = foreign(out)
+    if entries:
+        listed = ", ".join(shown(name) for name in sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputExists(f"'{shown(out)}' holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} edgekit "
+                           f"did not write ({listed}), and --force replaces only a folder edgekit wrote, so that "
+                           "nothing of yours is lost: move them out, or choose another output folder.")
+
+
+def unexpected_entries(folder: Path, expected) -> list[str]:
+    """The names in `folder` that are not among `expected` (an output kind's own entries)."""
+    return [entry.name for entry in folder.iterdir() if entry.name not in expected]
+
+
 @contextmanager
-def atomic_dir(out: str | Path, replace: bool = False):
+def atomic_dir(out: str | Path, foreign: Callable[[Path], list[str]], replace: bool = False):
     """Yield a fresh temporary folder beside `out`; on success it becomes `out`.
 
-    An existing non-empty `out` is refused unless `replace`, and is then swapped
-    out only after the new folder is complete.
+    An existing non-empty `out` is refused unless `replace`, and then only replaced when `foreign(out)` (the
+    entries of `out` this kind of output does not write) is empty; it is swapped out only after the new folder
+    is complete.
     """
     out = Path(out)
     with output_lock(out):
         # Checked under the lock: a run that finished meanwhile is not replaced without --force.
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not replace:
-            raise OutputExists(f"'{out}' already exists and is not empty. Pass --force to replace it, "
-                               "or choose another output folder.")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not replace:
+                raise OutputExists(f"'{shown(out)}' already exists and is not empty. Pass --force to replace it, "
+                                   "or choose another output folder.")
+            _refuse_foreign(out, foreign)
         _clear_leftovers(out)
         # Same parent, so the final rename stays on one file system and is atomic.
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -97,3 +124,14 @@ def atomic_dir(out: str | Path, replace: bool = False):
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a whole text file or none: a temporary beside it, moved into place once complete, removed when the
+    write fails (a full disk), so no half-written file is left where a reader would take it for the real one."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

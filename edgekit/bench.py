@@ -10,6 +10,7 @@ cold-start costs, peak memory and every raw sample.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sys
@@ -309,6 +310,7 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
     settings = SessionSettings(provider=config.provider, threads=config.threads, allow_spinning=config.allow_spinning,
                                options=tuple(sorted(config.provider_options.items())), engine_cache=engine_cache)
     engines_before = _engines(engine_cache)
+    gc.collect()  # garbage freed while the session is made would otherwise count against its memory
     rss_start = _rss_mb()
     start = time.perf_counter()
     session, session_record = create_session(onnx_path, settings)

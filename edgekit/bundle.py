@@ -28,9 +28,10 @@ import time
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import BundleError
+from edgekit.errors import BundleError, OutsideFolder
 from edgekit.paths import external_data_inside, inside
 from edgekit.provenance import sha256_file
+from edgekit.reading import read_json, regular_file, shown
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "edgekit.manifest/1"
@@ -42,6 +43,11 @@ SELF_DIGEST_PLACEHOLDER = "0" * 64
 # What a name that leads out of the run folder gets told: report.json was edited, or files were linked in.
 RUN_FIX = ("a run names only its own files, and a bundle copies only those: rerun `edgekit distill-and-export` "
            "(the cache makes it quick) rather than editing report.json or linking files in")
+# What a run folder whose files are damaged, edited or not edgekit's gets told.
+REPORT_FIX = ("rerun `edgekit distill-and-export` into a new folder (the cache makes it quick): report.json and the "
+              "files beside it are edgekit's record of the run, not files to edit")
+
+
 # How far a rerun may drift from the recorded outputs: fp32 differs across CPUs and ORT builds only by
 # summation order; int8 kernels differ more across instruction sets (u8s8 vs VNNI, saturation).
 TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "rtol": 2e-2}}
@@ -84,13 +90,42 @@ def _reference_examples(run: Path, batch: int, probe: list[str] | None = None) -
     then `probe` as one more batch (the app graph's probe texts, edgekit/app_graph.py)."""
     import numpy as np
 
-    texts = run / "reference" / "texts.json"
-    examples = (json.loads(texts.read_text(encoding="utf-8")) if texts.is_file()
-                else np.load(run / "reference" / "images.npy"))
+    examples = reference_inputs(run)
     repeat = -(-batch // len(examples))
     examples = examples * repeat if isinstance(examples, list) else np.concatenate([examples] * repeat)
     examples = examples[:len(examples) - len(examples) % batch]
     return [examples[start:start + batch] for start in range(0, len(examples), batch)] + ([probe] if probe else [])
+
+
+def _present(path: Path) -> bool:
+    """Whether anything is at `path` (a FIFO or a dangling symlink too: the read refuses it, naming it)."""
+    return path.exists() or path.is_symlink()
+
+
+def reference_inputs(run: Path):
+    """The run's reference/texts.json (a list of texts) or reference/images.npy (an array of images, numbers),
+    read defensively: BundleError naming the file when it is not a regular file, too large, malformed, empty, or
+    (images) an object array or one whose header declares more than the file holds."""
+    from edgekit.arrays import load_npy
+
+    texts, images = run / "reference" / "texts.json", run / "reference" / "images.npy"
+    if _present(texts):
+        examples = read_json(texts, list, fix=REPORT_FIX, error=BundleError)
+        bad = next((i for i, t in enumerate(examples) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise BundleError(f"{shown(texts)}: item {bad} is a JSON {type(examples[bad]).__name__}, not a text; "
+                              f"{REPORT_FIX}.")
+    elif _present(images):
+        examples = load_npy(images, fix=REPORT_FIX, error=BundleError)
+        if examples.ndim < 1 or examples.dtype.kind not in "uif":
+            raise BundleError(f"{shown(images)}: holds a {shown(examples.dtype)} array of shape {examples.shape}, "
+                              f"not images (an array of numbers, one image per row); {REPORT_FIX}.")
+    else:
+        raise BundleError(f"{shown(run / 'reference')}: holds neither texts.json nor images.npy, the real inputs a "
+                          f"bundle's reference outputs are computed on; {REPORT_FIX}.")
+    if len(examples) == 0:
+        raise BundleError(f"{shown(texts if _present(texts) else images)}: holds no examples; {REPORT_FIX}.")
+    return examples
 
 
 def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple[int, int] | None,
@@ -100,13 +135,11 @@ def _reference_feeds(run: Path, folder: Path, recipe, inputs: list, shape: tuple
     `probe` (dynamic shapes only) as a last batch."""
     names = [i.name for i in inputs]
     batches = _reference_examples(run, shape[0] if shape else REFERENCE_BATCH, probe)
-    if not (run / "reference" / "texts.json").is_file():
+    if not _present(run / "reference" / "texts.json"):
         return [{names[0]: images} for images in batches]
-    from transformers import AutoTokenizer
-
     from edgekit.feeds import text_feeds
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder, run / "tokenizer")
     return [text_feeds(tokenizer, texts, shape[1] if shape else recipe.teacher.max_length,
                        padding="max_length" if shape else "longest", names=tuple(names))
             for texts in batches]
@@ -120,15 +153,33 @@ def _score(run: Path, recipe, path: Path) -> dict:
     from edgekit.data.tasks import load_task_data
     from edgekit.evaluate import evaluate_onnx
 
-    tokenizer = None
-    if (run / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+    tokenizer = load_tokenizer(run / "tokenizer") if (run / "tokenizer").is_dir() else None
     tasks = [load_task_data(spec) for spec in recipe.tasks]
     results = evaluate_onnx(path, tasks, tokenizer, recipe.teacher.max_length, threads=os.cpu_count() or 1,
                             batch_size=recipe.budget.batch)
     return {task: {k: v for k, v in r.items() if k != "predictions"} for task, r in results.items()}
+
+
+def check_tokenizer(folder: Path) -> None:
+    """The run's tokenizer/ folder holds only regular files, and its JSON files parse within edgekit's size and
+    depth limits: BundleError naming the file otherwise (before transformers or tokenizers read them)."""
+    for file in sorted(folder.iterdir()):
+        regular_file(file, "the run's tokenizer file", REPORT_FIX, BundleError)
+        if file.suffix == ".json":
+            read_json(file, None, fix=REPORT_FIX, error=BundleError)
+
+
+def load_tokenizer(folder: Path, origin: Path | None = None):
+    """AutoTokenizer of `folder` (the run's tokenizer/, or the bundle its files were copied to); BundleError
+    naming `origin` (default: `folder`) when its files do not make a tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - transformers and tokenizers fail on damaged files in assorted ways
+        lines = str(e).splitlines()
+        raise BundleError(f"{shown(origin or folder)}: its files do not load as a tokenizer ({type(e).__name__}: "
+                          f"{shown(lines[0][:200]) if lines else ''}); {REPORT_FIX}.") from None
 
 
 def reference_session(path: Path):
@@ -149,14 +200,24 @@ def compare(expected: list[dict], actual: list[dict], tolerance: dict) -> list[s
     import numpy as np
 
     problems = []
+    if len(expected) != len(actual):  # a reference that lost (or gained) batches checks nothing of them
+        problems.append(f"{len(actual)} batch(es) ran, the reference records outputs of {len(expected)}")
     for i, (want, got) in enumerate(zip(expected, actual)):
         for name, value in want.items():
             other = got.get(name)
-            if other is None or other.shape != value.shape:
-                problems.append(f"output '{name}' of batch {i}: shape {None if other is None else other.shape} "
-                                f"instead of {value.shape}")
-            elif not np.allclose(other, value, atol=tolerance["atol"], rtol=tolerance["rtol"]):
-                problems.append(f"output '{name}' of batch {i}: max |diff| {float(np.abs(other - value).max()):.3g}"
+            if other is None or getattr(other, "shape", None) != value.shape:
+                problems.append(f"output '{shown(name)}' of batch {i}: shape "
+                                f"{None if other is None else getattr(other, 'shape', None)} instead of {value.shape}")
+                continue
+            try:
+                close = np.allclose(other, value, atol=tolerance["atol"], rtol=tolerance["rtol"])
+                diff = None if close else float(np.abs(other - value).max())
+            except (TypeError, ValueError):  # a recorded array of strings or another kind than the output's
+                problems.append(f"output '{shown(name)}' of batch {i}: recorded as {shown(value.dtype)}, which cannot "
+                                f"be compared with the {shown(getattr(other, 'dtype', type(other).__name__))} output")
+                continue
+            if not close:
+                problems.append(f"output '{shown(name)}' of batch {i}: max |diff| {diff:.3g}"
                                 f" > atol {tolerance['atol']:g} + rtol {tolerance['rtol']:g}")
     return problems
 
@@ -175,9 +236,22 @@ def _signature(path: Path) -> dict:
     return {"opset": opset, "inputs": values(model.graph.input), "outputs": values(model.graph.output)}
 
 
+def timing_record(run: Path, row: dict) -> dict:
+    """The row's timing record (candidates/.../bench*.json), read defensively and checked to hold what a bundle
+    copies from it: BundleError naming the file otherwise."""
+    path = run / row["bench"]
+    result = read_json(path, dict, what="timing record", fix=REPORT_FIX, error=BundleError)
+    wanted = {"session": dict, "config": dict, "inputs": (dict, list), "samples_ms": list}
+    wrong = [key for key, kind in wanted.items() if not isinstance(result.get(key), kind)]
+    if wrong:
+        raise BundleError(f"timing record {shown(path)}: field(s) {', '.join(wrong)} missing or of another type than "
+                          f"edgekit writes; {REPORT_FIX}.")
+    return result
+
+
 def _latency_record(run: Path, row: dict) -> dict:
     """The row's timing as measured: summary, raw samples of the round that counts, session record."""
-    result = json.loads((run / row["bench"]).read_text(encoding="utf-8"))
+    result = timing_record(run, row)
     return {"summary": row["latency_ms"], "session": result["session"], "config": result["config"],
             "inputs": result["inputs"], "samples_ms": result["samples_ms"]}
 
@@ -339,7 +413,103 @@ def find_row(data: dict, name: str, provider: str | None = None) -> dict:
         if row["name"] == name and row["provider"] == provider:
             return row
     names = sorted({r["name"] for r in data["files"] if r["provider"] == provider})
-    raise BundleError(f"the run has no file '{name}' measured on {provider}; choose one of: {', '.join(names)}.")
+    raise BundleError(f"the run has no file '{shown(name)}' measured on {shown(provider)}; choose one of: "
+                      f"{shown(', '.join(names))}.")
+
+
+def _is_number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _field_problems(value, fields: dict, where: str) -> list[str]:
+    """`fields` maps a key of the mapping `value` to (check, what edgekit writes there); a line per key that is
+    missing or fails its check."""
+    problems = []
+    for key, (ok, expected) in fields.items():
+        item = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, dict) or key not in value:
+            problems.append(f"{where}{key} is missing (edgekit writes {expected} there)")
+        elif not ok(item):
+            kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(item), "a number")
+            problems.append(f"{where}{key} is {kind}, not {expected}")
+    return problems
+
+
+def _is_dict(v) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def report_problems(data: dict) -> list[str]:
+    """What a bundle reads from report.json, beyond the file's row (row_problems), that is missing or of another
+    type than edgekit writes: one line per field."""
+    problems = _field_problems(data, {
+        "providers": (_is_dict, "an object {measured: [provider, ...]}"),
+        "files": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "an array of file rows"),
+        "recipe": (_is_dict, "the recipe (an object)"),
+        "tasks": (lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v), "an array of tasks"),
+        "budget": (_is_dict, "an object {percentile, ms, ...}"),
+        "provenance": (_is_dict, "an object {teacher, data}"),
+        "versions": (_is_dict, "an object of package versions"),
+        "machine": (_is_dict, "an object {name, ...}"),
+    }, "")
+    if problems:
+        return problems
+    problems += _field_problems(data["providers"], {"measured": (
+        lambda v: isinstance(v, list) and v and all(_is_text(p) for p in v), "a non-empty array of provider names")},
+        "providers.")
+    for i, row in enumerate(data["files"]):
+        problems += _field_problems(row, {"name": (lambda v: isinstance(v, str), "the file's name"),
+                                          "provider": (lambda v: isinstance(v, str), "a provider name")},
+                                    f"files[{i}].")
+    for i, task in enumerate(data["tasks"]):
+        problems += _field_problems(task, {key: (_is_text, "a name") for key in ("name", "kind", "metric", "output")},
+                                    f"tasks[{i}].")
+        if task.get("labels") is not None and not isinstance(task.get("labels"), list):
+            problems.append(f"tasks[{i}].labels is not an array of class names")
+    problems += _field_problems(data["budget"], {"percentile": (_is_text, "a percentile (p50, p95, p99)"),
+                                                 "ms": (_is_number, "a number of milliseconds")}, "budget.")
+    if data["budget"].get("speedup") and not _is_number((data["budget"].get("teacher") or {}).get("ms")):
+        problems.append("budget.teacher.ms is not a number of milliseconds (a speedup budget needs it)")
+    problems += _field_problems(data["provenance"], {"teacher": (lambda v: True, "the teacher's provenance"),
+                                                     "data": (lambda v: True, "the data's provenance")},
+                                "provenance.")
+    problems += _field_problems(data["machine"], {"name": (lambda v: isinstance(v, str), "the CPU's name")},
+                                "machine.")
+    if data.get("target") is not None and not isinstance(data.get("target"), dict):
+        problems.append("target is neither null nor an object")
+    return problems
+
+
+def row_problems(row: dict) -> list[str]:
+    """What a bundle reads from the file's row of report.json that is missing or of another type."""
+    where = f"the row of {shown(row.get('name'))} on {shown(row.get('provider'))}: "
+    problems = _field_problems(row, {
+        "onnx": (_is_text, "the ONNX file's path in the run"),
+        "bench": (_is_text, "the timing record's path in the run"),
+        "variant": (_is_text, "a variant name (fp32, int8-dynamic, ...)"),
+        "student": (lambda v: True, "the student's name"),
+        "metrics": (lambda v: isinstance(v, dict) and all(
+            isinstance(m, dict) and isinstance(m.get("metric"), str) and _is_number(m.get("value"))
+            for m in v.values()), "an object of {task: {metric, value}}"),
+        "retention": (lambda v: isinstance(v, dict) and all(r is None or _is_number(r) for r in v.values()),
+                      "an object of {task: percent}"),
+        "latency_ms": (lambda v: isinstance(v, dict) and all(_is_number(v.get(p)) for p in ("p50", "p95", "p99")),
+                       "an object {p50, p95, p99} of milliseconds"),
+    }, where)
+    return problems
+
+
+def _refuse_report(report: Path, problems: list[str]) -> None:
+    if problems:
+        raise BundleError(f"{shown(report)}: not a report a bundle can be made from ({len(problems)} problem(s)):\n"
+                          + "\n".join(f"  {shown(p)}" for p in problems) + f"\nFix: {REPORT_FIX}.")
 
 
 def _checked_source(run: Path, row: dict) -> Path:
@@ -348,15 +518,45 @@ def _checked_source(run: Path, row: dict) -> Path:
     reference/ (whose files are copied or read whatever they are named: a symlink to elsewhere is refused)."""
     what = f"report.json's row {row['name']} on {row['provider']} names"
     source = inside(run, row["onnx"], f"{what} the ONNX file", RUN_FIX)
-    external_data_inside(source, f"{row['onnx']} (named by report.json)", RUN_FIX)
+    try:
+        external_data_inside(source, f"{row['onnx']} (named by report.json)", RUN_FIX)
+    except OutsideFolder as e:
+        raise OutsideFolder(shown(str(e))) from None
     inside(run, row["bench"], f"{what} the timing record", RUN_FIX)
     if (source.parent / "config.json").exists() or (source.parent / "config.json").is_symlink():
         inside(source.parent, "config.json", "the run holds", RUN_FIX)
+        regular_file(source.parent / "config.json", "the student's", REPORT_FIX, BundleError)
     for sub in ("tokenizer", "reference"):
         if (run / sub).is_dir():
             for file in sorted((run / sub).iterdir()):
                 inside(run, f"{sub}/{file.name}", "the run holds", RUN_FIX)
+                regular_file(file, "the run's", REPORT_FIX, BundleError)  # copied or read: a FIFO would block
+    # What is read before anything is written: none of it a FIFO (which would block onnx's read forever)
+    regular_file(source, "the ONNX file", REPORT_FIX, BundleError)
+    for location in _external_locations(source):
+        regular_file(source.parent / location, f"the external data of {shown(row['onnx'])}:", REPORT_FIX,
+                     BundleError)
+    if (run / "tokenizer").is_dir():
+        check_tokenizer(run / "tokenizer")
+    timing_record(run, row)
+    reference_inputs(run)
     return source
+
+
+def _external_locations(path: Path) -> list[str]:
+    """The files the ONNX file `path` keeps tensors in (external data), from its graph alone."""
+    import onnx
+
+    from edgekit.paths import _tensors
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        lines = str(e).splitlines()
+        raise BundleError(f"{shown(path)}: not an ONNX file onnx can read ({type(e).__name__}: "
+                          f"{shown(lines[0][:200]) if lines else ''}); {REPORT_FIX}.") from None
+    return list(dict.fromkeys(entry.value for tensor in _tensors(model.graph) for entry in tensor.external_data
+                              if entry.key == "location"))
 
 
 def keep_for_bundles(run: Path, examples, teacher) -> None:
@@ -395,7 +595,12 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     from edgekit.recipe import Recipe
 
     source = _checked_source(run, row)  # before anything is read from the run
-    recipe = Recipe.model_validate(data["recipe"])
+    try:
+        recipe = Recipe.model_validate(data["recipe"])
+    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError, or a recipe check of the recipe module
+        lines = str(e).splitlines()
+        raise BundleError(f"{shown(run / 'report.json')}: its recipe does not validate ({type(e).__name__}: "
+                          f"{shown(' '.join(lines[:3])[:300]) if lines else ''}); {REPORT_FIX}.") from None
     spec = recipe.export
     props = metadata_props(data, row, recipe)
     _write_with_metadata(source, folder / "model.onnx", props)
@@ -486,21 +691,42 @@ def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out
 
     run = Path(run)
     report = run / "report.json"
-    if not report.is_file():
-        raise BundleError(f"'{run}' has no report.json: pass the folder a finished `edgekit distill-and-export` "
+    if not _present(report):
+        raise BundleError(f"'{shown(run)}' has no report.json: pass the folder a finished `edgekit distill-and-export` "
                           "or `edgekit sweep` wrote.")
-    data = json.loads(report.read_text(encoding="utf-8"))
+    # someone else's file: a FIFO, gigabytes, JSON cut in half or nested a million deep are refused, named
+    data = read_json(report, dict, fix=REPORT_FIX, error=BundleError)
+    _refuse_report(report, report_problems(data))
     row = find_row(data, name, provider)
+    _refuse_report(report, row_problems(row))
     if not (run / "reference").is_dir():
-        raise BundleError(f"'{run}' was written by an edgekit without bundles of any candidate (no reference/ "
+        raise BundleError(f"'{shown(run)}' was written by an edgekit without bundles of any candidate (no reference/ "
                           "folder): rerun it (the cache makes that quick) to bundle from it.")
     suffix = "" if row["provider"] == data["providers"]["measured"][0] else f"-{row['provider']}"
     if out is None:  # the name is also report.json's: the default folder must stay under RUN/bundles
         inside(run / "bundles", f"{name}{suffix}", "report.json's file name", RUN_FIX)
     out = Path(out) if out else run / "bundles" / f"{name}{suffix}"
-    with atomic_dir(out, replace=force) as folder:
+    with atomic_dir(out, foreign_bundle_entries, replace=force) as folder:
         summary = write_bundle(run, data, row, folder)
     return out, summary
+
+
+def foreign_bundle_entries(folder: Path) -> list[str]:
+    """The entries of an existing output folder that no edgekit bundle holds (all of them, unless its manifest.json
+    is an intact edgekit manifest; else the files it does not list): what keeps --force from replacing it."""
+    from edgekit.atomic import unexpected_entries
+    from edgekit.reading import parse_json, read_bytes
+    from edgekit.signing import SIGNATURE
+
+    try:
+        raw = read_bytes(folder / MANIFEST, error=BundleError)
+        manifest = parse_json(raw, MANIFEST, "", BundleError, dict)
+    except BundleError:
+        manifest = {}
+    files = manifest.get("files")
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or not manifest_digest_ok(raw):
+        return [entry.name for entry in folder.iterdir()]
+    return unexpected_entries(folder, {MANIFEST, SIGNATURE, *files})
 
 
 def _file_records(folder: Path) -> dict:
@@ -605,7 +831,7 @@ def _app_latency(run: Path, folder: Path, recipe, row: dict) -> dict | None:
     from edgekit.app_graph import app_graph_latency
     from edgekit.data.tasks import load_task_data
 
-    recorded = json.loads((run / row["bench"]).read_text(encoding="utf-8"))["config"]
+    recorded = timing_record(run, row)["config"]
     texts = [t for spec in recipe.tasks for t in load_task_data(spec).texts("test")]
     if not texts:
         return None

@@ -6,6 +6,7 @@ torch, transformers and onnxruntime are imported inside commands only, so
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -17,6 +18,43 @@ from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.names import EXPORT_TASKS as TASK_NAMES  # not edgekit.export: --help stays fast
 from edgekit.names import METHODS as QUANT_METHODS  # not edgekit.quantize: --help stays fast
+from edgekit.reading import shown
+
+
+def echo(message="", err: bool = False) -> None:
+    """click.echo with control characters escaped: messages carry names from files edgekit was handed (a file
+    name holding terminal escape sequences would otherwise clear or recolor the user's screen)."""
+    click.echo("\n".join(shown(line) for line in str(message).split("\n")), err=err)
+
+
+# What the file system's refusals look like once a library has wrapped them: torch.save's zip writer reports a
+# full disk as a RuntimeError of its own.
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "No space left on device", "file write failed")
+
+
+def _file_system_failure(error: BaseException) -> OSError | None:
+    """The OSError behind `error` (itself, or its cause or context), or one made from a library's message that
+    says a write failed; None for anything else (a bug, which keeps its traceback)."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if any(marker in str(error) for marker in _WRITE_FAILURES):
+        return OSError(errno.ENOSPC if "space" in str(error) else errno.EIO, "a write failed (the disk may be full)")
+    return None
+
+
+def _file_system_message(error: OSError) -> str:
+    where = f" (writing or reading {shown(error.filename)})" if error.filename else ""
+    what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted"}.get(error.errno, error.strerror or str(error))
+    fix = ("free disk space (`df -h` shows which file system is full)" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+           or error.errno == errno.EIO else "fix the folder's permissions or choose a writable --out / --cache-dir"
+           if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "fix the path")
+    return (f"{what}{where}. Nothing was replaced: {fix} and rerun; the previous results and the cache are intact "
+            "(a rerun resumes from the cache).")
 
 
 class _Group(click.Group):
@@ -28,20 +66,20 @@ class _Group(click.Group):
         except EdgekitError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
-        except OSError as e:  # the file system said no: disk full, permission denied, read-only, name too long
-            if ctx.params.get("debug"):
-                raise
-            click.echo(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}. Free disk space, fix the "
-                       "permissions or the path, and rerun: the previous results and the cache are intact.", err=True)
-            ctx.exit(1)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (see _interruptible)
             if ctx.params.get("debug"):
                 raise
-            click.echo("interrupted: the half-built folder was removed; the previous results and the cache are "
-                       "intact, and rerunning the same command resumes from the cache.", err=True)
+            echo("interrupted: the half-built folder was removed; the previous results and the cache are "
+                 "intact, and rerunning the same command resumes from the cache.", err=True)
             ctx.exit(128 + getattr(e, "signum", 2))
+        except Exception as e:  # the file system said no (disk full, read-only, permissions), however wrapped
+            failure = _file_system_failure(e)
+            if failure is None or ctx.params.get("debug"):
+                raise
+            echo(f"error: {_file_system_message(failure)}", err=True)
+            ctx.exit(1)
 
 
 def _validated(config_class, **values):
@@ -109,10 +147,10 @@ def export(model, task, output, opset, exporter, static_shapes, batch, seq_len, 
                         force=force, trust_pickle=trust_pickle, exporter=exporter)
     result = export_model(model, output, config)
     parity = result.info["parity"]
-    click.echo(f"wrote {result.onnx_path} (opset {result.info['opset']}, exporter {result.info['exporter']})")
-    click.echo(f"parity vs PyTorch on {parity['samples']} real inputs from {parity['data']} (atol {atol:g}):")
+    echo(f"wrote {result.onnx_path} (opset {result.info['opset']}, exporter {result.info['exporter']})")
+    echo(f"parity vs PyTorch on {parity['samples']} real inputs from {parity['data']} (atol {atol:g}):")
     for name, diff in parity["outputs"].items():
-        click.echo(f"  {name}: max |diff| {diff['max_abs_diff']:.2e}, mean {diff['mean_abs_diff']:.2e}")
+        echo(f"  {name}: max |diff| {diff['max_abs_diff']:.2e}, mean {diff['mean_abs_diff']:.2e}")
 
 
 def _pairs(values: tuple[str, ...], option: str, integer: bool = False) -> dict:
@@ -161,6 +199,7 @@ def bench(model, provider, provider_options, engine_cache, threads, batch, seq_l
 
     MODEL is a .onnx file or an `edgekit export` folder.
     """
+    from edgekit.atomic import write_text_atomic
     from edgekit.bench import BenchConfig, run_benchmark, summary
 
     if seq_len is not None and lengths_from:
@@ -176,9 +215,9 @@ def bench(model, provider, provider_options, engine_cache, threads, batch, seq_l
     name = path.name if path.is_dir() else path.parent.name if path.stem == "model" else path.stem
     output = output or Path(f"{name}.bench.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    click.echo(summary(result))
-    click.echo(f"wrote {output}")
+    write_text_atomic(output, json.dumps(result, indent=1) + "\n")
+    echo(summary(result))
+    echo(f"wrote {output}")
 
 
 @cli.command()
@@ -224,7 +263,7 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
     config = quant_config(method, block_size=block_size, accuracy_level=accuracy_level)
     feeds = None
     if calibration and not config.needs_calibration:
-        click.echo(f"note: {method} needs no calibration; --calibration is ignored.", err=True)
+        echo(f"note: {method} needs no calibration; --calibration is ignored.", err=True)
     elif calibration:
         feeds = _calibration_feeds(model, calibration, samples, tokenizer, max_length, text_column)
     before = model.stat().st_size
@@ -246,7 +285,7 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
         cal = record["calibration"]
         facts.append(f"calibration {cal['method']}" + (f" {cal['percentile']:g}" if "percentile" in cal else "")
                      + f" on {cal['batches']} samples")
-    click.echo(f"wrote {output}: {before / 1e6:.1f} MB -> {record['size_bytes'] / 1e6:.1f} MB "
+    echo(f"wrote {output}: {before / 1e6:.1f} MB -> {record['size_bytes'] / 1e6:.1f} MB "
                f"({record['size_bytes'] / before:.2f}x), {method}: {', '.join(facts)}; {record['seconds']:.1f} s")
 
 
@@ -295,8 +334,8 @@ def list_recipes() -> None:
     shipped = shipped_recipes()
     width = max(map(len, shipped), default=0)
     for name, path in shipped.items():
-        click.echo(f"{name:<{width}}  {summary(path)}")
-    click.echo(f"\nThe files are in {RECIPES_FOLDER}: copy one to change it, or write a new one with "
+        echo(f"{name:<{width}}  {summary(path)}")
+    echo(f"\nThe files are in {RECIPES_FOLDER}: copy one to change it, or write a new one with "
                "`edgekit recipe init`.")
 
 
@@ -327,10 +366,10 @@ def init(teacher, data, kind, text_columns, label_column, output, force) -> None
     name, text = starter_recipe(teacher, data, kind, text_columns, label_column)
     output = output or Path(f"{name}.yaml")
     write_starter(output, text, force)
-    click.echo(f"wrote {output}: a {kind} task on {data}, teacher {teacher}, budget 4x the teacher's speed.")
-    click.echo("next:")
-    click.echo(f"  edgekit recipe check {output}           # the teacher's files, every data row, the providers")
-    click.echo(f"  edgekit distill-and-export {output}     # distill, export, quantize, measure, pick")
+    echo(f"wrote {output}: a {kind} task on {data}, teacher {teacher}, budget 4x the teacher's speed.")
+    echo("next:")
+    echo(f"  edgekit recipe check {output}           # the teacher's files, every data row, the providers")
+    echo(f"  edgekit distill-and-export {output}     # distill, export, quantize, measure, pick")
 
 
 @recipe.command()
@@ -338,7 +377,7 @@ def schema() -> None:
     """Print the recipe's JSON schema (every key, its type, default and meaning)."""
     from edgekit.recipe import Recipe
 
-    click.echo(json.dumps(Recipe.model_json_schema(), indent=1))
+    echo(json.dumps(Recipe.model_json_schema(), indent=1))
 
 
 @recipe.command()
@@ -351,14 +390,14 @@ def check(file) -> None:
     check_recipe(loaded)
     for task in load_tasks(loaded):
         if task.skipped:
-            click.echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
+            echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
         for note in task.notes():  # duplicates, conflicting labels, classes without test examples
-            click.echo(f"{task.name}: {note}")
+            echo(f"{task.name}: {note}")
     measured, skipped = available_providers(loaded)
     for name, why in skipped.items():
-        click.echo(f"budget.providers: {name} will be skipped: {why}")
+        echo(f"budget.providers: {name} will be skipped: {why}")
     tasks = ", ".join(f"{t.name} ({t.kind}, {t.metric})" for t in loaded.tasks)
-    click.echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
+    echo(f"{file}: ok. Teacher {loaded.teacher.model} ({loaded.teacher.kind}); tasks {tasks}; "
                f"budget {loaded.budget.percentile} <= {_limit_text(loaded.budget)} on {', '.join(measured)}.")
 
 
@@ -412,7 +451,7 @@ def _interruptible() -> None:
 
 
 def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    echo(message, err=True)
 
 
 def _budget(ctx, param, value: str | None) -> str | None:
@@ -445,8 +484,8 @@ def distill_and_export(recipe_file, out, cache_dir, force, target, executor, add
         recipe = recipe.model_copy(update={"budget": recipe.budget.at(budget)})
     report = run(recipe, out=out, cache_dir=cache_dir, force=force, echo=_echo_err, executor=executor,
                  address=address)
-    click.echo(f"bundle: {report.path / 'bundle'}")
-    click.echo(f"report: {report.path / 'report.html'}")
+    echo(f"bundle: {report.path / 'bundle'}")
+    echo(f"report: {report.path / 'report.html'}")
 
 
 def _budgets(ctx, param, value: str | None) -> list[str] | None:
@@ -479,8 +518,8 @@ def sweep(recipe_file, out, cache_dir, force, target, executor, address, budgets
     report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,
                  echo=_echo_err, executor=executor, address=address)
     for point in report.data["sweep"]:
-        click.echo(f"{point['budget']:>8} ({point['ms']:.3g} ms): {point['pick'] or 'nothing fits'}")
-    click.echo(f"report: {report.path / 'report.html'}")
+        echo(f"{point['budget']:>8} ({point['ms']:.3g} ms): {point['pick'] or 'nothing fits'}")
+    echo(f"report: {report.path / 'report.html'}")
 
 
 @cli.command()
@@ -500,15 +539,15 @@ def verify(bundle, retime, key, signature) -> None:
     from edgekit.verify import verify_bundle
 
     result = verify_bundle(bundle, time=retime, key=key, signature=signature)
-    click.echo(f"{bundle}: ok. {result['files']} files match manifest.json; "
+    echo(f"{bundle}: ok. {result['files']} files match manifest.json; "
                f"{', '.join(result['models'])} reproduce the reference outputs.")
     if key is not None:
-        click.echo(f"signature: ok, every file is as signed by the holder of {key}'s private key.")
+        echo(f"signature: ok, every file is as signed by the holder of {key}'s private key.")
     elif (bundle / "model.sig").is_file():
-        click.echo("note: the bundle is signed (model.sig); pass --key PUBLIC.pem to check who signed it.")
+        echo("note: the bundle is signed (model.sig); pass --key PUBLIC.pem to check who signed it.")
     timing = result["timing"]
     if timing:
-        click.echo(f"{timing['file']}: {timing['percentile']} {timing['ms']:.2f} ms on {timing['cpu']} "
+        echo(f"{timing['file']}: {timing['percentile']} {timing['ms']:.2f} ms on {timing['cpu']} "
                    f"({timing['ratio']:.2f}x the recorded {timing['recorded_ms']:.2f} ms; budget "
                    f"{timing['budget_ms']:g} ms).")
 
@@ -533,7 +572,7 @@ def sign(bundle, key, signature) -> None:
     verify_bundle(bundle)
     path = sign_bundle(bundle, key, signature)
     where = f" --signature {path}" if signature else ""
-    click.echo(f"signed {bundle}: wrote {path}. Verify with `edgekit verify {bundle} --key PUBLIC.pem{where}`.")
+    echo(f"signed {bundle}: wrote {path}. Verify with `edgekit verify {bundle} --key PUBLIC.pem{where}`.")
 
 
 @cli.command()
@@ -544,7 +583,7 @@ def keygen(out, force) -> None:
     from edgekit.signing import generate_keys
 
     private, public = generate_keys(out, force)
-    click.echo(f"wrote {private} (owner-only; `edgekit sign BUNDLE --key {private}`) and {public} "
+    echo(f"wrote {private} (owner-only; `edgekit sign BUNDLE --key {private}`) and {public} "
                f"(give it to whoever verifies: `edgekit verify BUNDLE --key {public}`).")
 
 
@@ -562,7 +601,7 @@ def bundle_command(run, name, provider, out, force) -> None:
     from edgekit.bundle import bundle_from_run
 
     folder, summary = bundle_from_run(run, name, provider, out, force)
-    click.echo(f"bundle: {folder} ({len(summary['files']) + 1} files, deploy {summary['deploy']})")
+    echo(f"bundle: {folder} ({len(summary['files']) + 1} files, deploy {summary['deploy']})")
 
 
 def main() -> None:

@@ -105,7 +105,10 @@ def family_problem(spec, students=None) -> str | None:
         return None
     config = read_config(source.location)
     model_type = config.get("model_type")
-    architecture = ", ".join(config.get("architectures") or []) or model_type
+    model_type = model_type if isinstance(model_type, str) else None  # a file's value: maybe any JSON type
+    architectures = config.get("architectures")
+    architecture = (", ".join(a for a in architectures if isinstance(a, str))
+                    if isinstance(architectures, list) else "") or model_type
     where = f"'{spec.model}'" + (f" ({architecture})" if architecture else "")
     if spec.images:
         return None if model_type in IMAGE_FAMILIES else image_family_problem(model_type, where)

@@ -46,24 +46,24 @@ def recipe_from_dict(data, where: str = "recipe", text: str | None = None, folde
 
 def load_recipe(path: str | Path, target: str | None = None) -> Recipe:
     """Read and validate a YAML recipe file; `target` replaces its deployment profile (`--target`)."""
-    import yaml
+    from edgekit.reading import shown
+    from edgekit.recipe import load_yaml, read_config_text
 
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe '{path}' does not exist; pass the path of a YAML recipe "
-                          "(see recipes/ for examples).")
+    fix = "pass the path of a YAML recipe (see recipes/ for examples)"
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not UTF-8 text ({e}); re-save it as UTF-8.") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"{at}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there.") from None
+        exists = path.exists()
+    except OSError:  # a name the file system refuses (too long): read_config_text says so
+        exists = True
+    if not exists:
+        raise RecipeError(f"recipe '{shown(path)}' does not exist; {fix}.")
+    # Not a regular file (a FIFO, /dev/zero), too large, not UTF-8: refused before (or instead of) parsing.
+    text = read_config_text(path, "recipe", fix)
+    # Nested too deep, an alias bomb, python-object tags, bad syntax: refused with the line.
+    data = load_yaml(text, shown(path), "recipe")
     if target is not None and isinstance(data, dict):
         data = {**data, "target": target}
-    return recipe_from_dict(data, str(path), text, path.parent)
+    return recipe_from_dict(data, shown(path), text, path.parent)
 
 
 def _problems(sources: list[tuple[str, str | None, DataSpec]], teacher: TeacherSpec | None,

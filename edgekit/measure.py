@@ -293,20 +293,77 @@ def _cached_export(model, folder: Path, variants: list[str], exporting: Exportin
                     [[t.digest for t in fit.scoring.tasks], digest_feeds(exporting.sample_feeds), fit.scoring.batch,
                      fit.provider] if fit else None,
                     cpu_fingerprint(), [versions.get(name) for name in ("torch", "onnx", "onnxruntime")])
-    entry = cache.load_json("exports", key)
+    made = {"fp32": folder / "model.onnx", **{v: folder / f"model.{v}.onnx" for v in variants}}
+    needed = [path.name for path in made.values()] + (["quantization.json"] if fit is not None else [])
+    entry = cache.load_json("exports", key, lambda value: _listing_problem(value, needed))
     stored = cache.folder("exports", key)
-    if entry is not None and all(file_problem(stored / name) is None for name in entry["files"]):
+    opened = _open_listed(stored, entry["files"], fit is not None, cache) if entry is not None else None
+    if opened is not None:
+        # Copied from the descriptors that were verified: a plain name from a checked listing, into this folder.
         folder.mkdir(parents=True, exist_ok=True)
-        for name in entry["files"]:
-            shutil.copyfile(stored / name, folder / name)
+        for name, f in opened.items():
+            with f, open(folder / name, "wb") as out:
+                shutil.copyfileobj(f, out)
         echo(f"  {folder.name}: exported and quantized files from the cache")
-        return {"fp32": folder / "model.onnx", **{v: folder / f"model.{v}.onnx" for v in variants}}
+        return made
     files = _make_export(model, folder, variants, exporting, calibration, fit, cache, echo)
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
     for name in names:
         write_checked(stored / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
     cache.save_json("exports", key, {"files": names})
     return files
+
+
+def _listing_problem(entry: dict, needed: list[str]) -> str | None:
+    """What is wrong with an exports entry's listing (entry.json `files`), or None. Every name must be one plain
+    file name in the entry's folder: the files are read from there and written into the run's folder under the
+    same names, so '../x' or '/x' would read and write outside both."""
+    from edgekit.cache import name_problem
+
+    files = entry.get("files")
+    if not isinstance(files, list):
+        return "has no list of files"
+    for name in files:
+        if problem := name_problem(name):
+            return problem
+    if missing := [name for name in needed if name not in files]:
+        return f"lacks {', '.join(missing)}"
+    return None
+
+
+def _open_listed(stored: Path, names: list[str], fit: bool, cache: Cache) -> dict | None:
+    """{name: the entry's file, open and verified against its sha256}, or None (the problem reported through the
+    cache's echo, every file closed) when one is absent, corrupt or not a file, or (`fit`) its quantization.json
+    does not hold the accuracy-aware search export_files reads."""
+    from edgekit.cache import open_checked
+    from edgekit.errors import EdgekitError
+    from edgekit.reading import parse_json, shown
+
+    opened = {}
+    for name in dict.fromkeys(names):
+        f, problem = open_checked(stored / name)
+        if f is None:
+            cache.echo(f"  cache entry {shown(stored / name)} {'is missing' if problem == 'absent' else problem}: "
+                       "recomputing it")
+            break
+        opened[name] = f
+    else:
+        if not fit:
+            return opened
+        f = opened["quantization.json"]
+        try:
+            records = parse_json(f.read(64 << 20), shown(stored / "quantization.json"), "edgekit recomputes it",
+                                 EdgekitError, dict)
+            if not isinstance(records.get("int8-dynamic"), dict) or "accuracy_aware" not in records["int8-dynamic"]:
+                raise EdgekitError(f"{shown(stored / 'quantization.json')} holds no int8-dynamic accuracy_aware "
+                                   "search; edgekit recomputes it.")
+            f.seek(0)
+            return opened
+        except EdgekitError as e:
+            cache.echo(f"  corrupt cache entry: {e}")
+    for f in opened.values():
+        f.close()
+    return None
 
 
 def _structure(model) -> dict:
@@ -376,7 +433,7 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
                     [task.digest for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
                     scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"),
                     *([options] if options else []))  # without options, the key of a cache from before them
-    results = cache.load_json("scores", key)
+    results = cache.load_json("scores", key, _scores_problem)
     if results is None:
         # As JSON types, fresh or cached alike.
         results = jsonable(evaluate_onnx(path, list(scoring.tasks), scoring.tokenizer, scoring.max_length,
@@ -384,6 +441,28 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
                                          options=options))
         cache.save_json("scores", key, results)
     return results
+
+
+def _scores_problem(results: dict) -> str | None:
+    """What a cached scores entry lacks that its readers take ({task: {"metric", "value", ...}}), or None."""
+    for result in results.values():
+        if not isinstance(result, dict) or not isinstance(result.get("metric"), str) or "value" not in result:
+            return "does not hold a metric and value for each task"
+    return None
+
+
+def _timing_problem(result: dict) -> str | None:
+    """What a cached timing lacks that time_files and time_rows read from it, or None."""
+    latency, cpu = result.get("latency_ms"), result.get("cpu")
+    if not (isinstance(result.get("model"), dict) and isinstance(result["model"].get("size_bytes"), int)
+            and isinstance(latency, dict) and isinstance(result.get("session"), dict)
+            and isinstance(cpu, dict) and isinstance(cpu.get("instruction_sets"), dict)
+            and isinstance(result.get("rounds_ms"), list) and "runs" in result and "name" in cpu):
+        return "is not a timing (it lacks the model, latency_ms, session, cpu, runs or rounds_ms edgekit records)"
+    if not all(isinstance(latency.get(q), (int, float)) and not isinstance(latency.get(q), bool)
+               for q in ("p50", "p95", "p99", "mean")) or "ci95" not in latency:
+        return "holds no p50, p95, p99 and mean latency in milliseconds"
+    return None
 
 
 def without_predictions(results: dict) -> dict:
@@ -472,7 +551,7 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
     keys = [cache_key("timing", __version__, sha256_file(path), timing.key(provider, end_to_end), budget.rounds,
                       budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"))
             for path, provider in files]
-    chosen = [cache.load_json("timings", key) for key in keys]
+    chosen = [cache.load_json("timings", key, _timing_problem) for key in keys]
     for result, (path, _) in zip(chosen, files):
         if result is not None:
             result["cached"] = True

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, InvalidModelFile, ModelNotFound
 from edgekit.names import TOKENIZER_FILES
+from edgekit.paths import inside
+from edgekit.reading import shown
 from edgekit.sentence_config import SentenceConfig, read_json, read_sentence_config
+from edgekit.teacher_files import check_config_fits, check_folder
 
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
 
@@ -49,7 +52,12 @@ def _transformer_subfolder(folder: Path) -> Path:
     """The folder holding config.json: sentence-transformers keeps it in the
     Transformer module's path (usually the root, sometimes `0_Transformer/`)."""
     config = read_sentence_config(folder)
-    return folder / config.transformer if config is not None else folder
+    if config is None or not config.transformer:
+        return folder
+    # modules.json names it inside the folder; a symlinked subfolder must not lead out of it either.
+    inside(folder, config.transformer, f"{shown(folder / 'modules.json')}: the Transformer module's path",
+           "copy the model into the folder instead of linking to it")
+    return folder / config.transformer
 
 
 def _package_folder(spec: str) -> Path | None:
@@ -91,9 +99,12 @@ def _resolve_model(spec: str) -> ModelSource:
             return ModelSource("hf", spec, local=False, folder=spec)
     if path.is_dir():
         folder = _transformer_subfolder(path)
-        if not (folder / "config.json").is_file():
+        if not os.path.lexists(folder / "config.json"):
             raise ModelNotFound(f"folder '{path}' has no config.json, so it is not a Hugging Face "
                                 "model folder. Point to the folder that holds config.json and the weights.")
+        # Every file a loader may read, checked before any loader runs (teacher_files.py).
+        for checked in dict.fromkeys((path, folder)):
+            check_folder(checked)
         return ModelSource("hf", str(folder), local=True, folder=str(path))
     if path.suffix == ".onnx":
         raise ModelNotFound(f"'{path}' is already an ONNX file: benchmark it with `edgekit bench {path}`, "
@@ -112,43 +123,88 @@ def _fix_for(location: str) -> str:
 
 def load_hf(source: ModelSource, auto_class_name: str, **kwargs):
     """Load a transformers model in eval mode with the given Auto class name
-    (`kwargs` go to from_pretrained, e.g. num_labels, attn_implementation)."""
+    (`kwargs` go to from_pretrained, e.g. num_labels, attn_implementation).
+
+    A local folder's files are checked first (teacher_files.py: nothing malformed, outside the folder or
+    larger than its weights back); custom code is never run (trust_remote_code=False: never a question to the
+    user either); whatever the loaders still raise is an EdgekitError naming the folder."""
     import transformers
 
+    if source.local:
+        check_config_fits(source.location, "AutoModel")
     auto_class = getattr(transformers, auto_class_name)
     try:
-        model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only, **kwargs)
+        model = auto_class.from_pretrained(source.location, local_files_only=source.local_files_only,
+                                           trust_remote_code=False, **kwargs)
+    except EdgekitError:
+        raise
     except OSError as e:
-        raise ModelNotFound(f"cannot load '{source.location}' as {auto_class_name}: {e}. "
+        raise ModelNotFound(f"cannot load '{shown(source.location)}' as {auto_class_name}: {_said(e)}. "
                             f"Fix: {_fix_for(source.location)}.") from None
     except ValueError as e:  # e.g. a config whose architecture the Auto class cannot serve
-        raise ModelNotFound(f"'{source.location}' cannot be loaded as {auto_class_name}: {e}. "
+        if "trust_remote_code" in str(e):  # a hub model that needs its own code (local folders are checked first)
+            raise ModelNotFound(f"'{shown(source.location)}' needs custom code from its repository to load, and "
+                                "custom code is never run; use a teacher whose architecture transformers ships.") \
+                from None
+        raise ModelNotFound(f"'{shown(source.location)}' cannot be loaded as {auto_class_name}: {_said(e)}. "
                             "Choose a --task this model supports.") from None
+    except Exception as e:  # noqa: BLE001 - transformers, safetensors and torch raise many types for bad files
+        raise InvalidModelFile(f"'{shown(source.location)}' cannot be loaded as {auto_class_name} "
+                               f"({type(e).__name__}: {_said(e)}); {_fix_for(source.location)}.") from None
     return model.eval()
 
 
+def _said(error: Exception) -> str:
+    """A loader's message, on one line and shortened: it may quote a whole file."""
+    return shown(" ".join(str(error).split())[:300])
+
+
 def load_tokenizer(location: str):
-    """The tokenizer in a local folder, or of a hub id (online)."""
+    """The tokenizer in a local folder (its files checked first), or of a hub id (online); never custom code."""
     from transformers import AutoTokenizer
 
+    local = Path(location).is_dir()
+    if local:
+        check_folder(location)
     try:
-        return AutoTokenizer.from_pretrained(location, local_files_only=Path(location).is_dir() or _offline())
-    except (OSError, ValueError) as e:
-        raise ModelNotFound(f"no tokenizer can be loaded from '{location}' ({e}). "
-                            f"Fix: {_fix_for(location)}.") from None
+        return AutoTokenizer.from_pretrained(location, local_files_only=local or _offline(), trust_remote_code=False)
+    except EdgekitError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers and tokenizers raise many types for bad files
+        raise ModelNotFound(f"no tokenizer can be loaded from '{shown(location)}' ({type(e).__name__}: "
+                            f"{_said(e)}). Fix: {_fix_for(location)}.") from None
+
+
+def load_config(source: ModelSource):
+    """The transformers config of a model (a local folder's files checked first); never custom code."""
+    from transformers import AutoConfig
+
+    if source.local:
+        check_config_fits(source.location)  # its sizes (image_size, ...) are what the caller allocates by
+    try:
+        return AutoConfig.from_pretrained(source.location, local_files_only=source.local_files_only,
+                                          trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for bad configs
+        raise ModelNotFound(f"no config can be loaded from '{shown(source.location)}' ({type(e).__name__}: "
+                            f"{_said(e)}). Fix: {_fix_for(source.location)}.") from None
 
 
 def read_config(folder: str | Path) -> dict:
     """The HF config.json in a folder (exports leave one beside model.onnx), or {}."""
     config = Path(folder) / "config.json"
-    return read_json(config) if config.is_file() else {}
+    return read_json(config) if os.path.lexists(config) else {}  # a FIFO or a dangling link: read_json says so
 
 
 def max_text_length(tokenizer, folder: str | Path) -> int:
     """The longest input the model takes: the tokenizer's limit (512 where it sets none),
     capped by the position table in config.json when the folder has one."""
-    limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else 512
-    return min(limit, read_config(folder).get("max_position_embeddings", limit))
+    limit = _positive(tokenizer.model_max_length, 100_000) or 512
+    return min(limit, _positive(read_config(folder).get("max_position_embeddings"), limit + 1) or limit)
+
+
+def _positive(value, below: int) -> int | None:
+    """`value` when a file gave a positive integer under `below` (not a string, a float or a sentinel)."""
+    return value if type(value) is int and 0 < value < below else None
 
 
 PICKLE_FIX = ("save it as TorchScript (torch.jit.save(torch.jit.script(model), path)), which loads without "
@@ -268,14 +324,15 @@ def token_limit(source: ModelSource) -> int | None:
     folder = Path(source.location)
     limits = []
     tokenizer_config = folder / "tokenizer_config.json"
-    if tokenizer_config.is_file():
+    if os.path.lexists(tokenizer_config):
         value = read_json(tokenizer_config).get("model_max_length")
         if isinstance(value, int) and 0 < value < 1_000_000:
             limits.append(value)
     config = read_config(folder)
     positions = config.get("max_position_embeddings")
     if isinstance(positions, int) and positions > 0 and config.get("position_embedding_type", "absolute") == "absolute":
-        offset = config.get("pad_token_id", 0) + 1 if config.get("model_type") in _POSITIONS_AFTER_PAD else 0
+        pad = config.get("pad_token_id")
+        offset = (pad if type(pad) is int else 0) + 1 if config.get("model_type") in _POSITIONS_AFTER_PAD else 0
         limits.append(positions - (offset or 0))
     return min(limits) if limits else None
 
@@ -291,6 +348,8 @@ def teacher_problem(spec) -> str | None:
         return None
     try:
         source = teacher_source(spec)
+        if source.kind == "hf" and source.local:
+            check_config_fits(source.location)  # a config its weights cannot back, before any work
         limit = token_limit(source) if source.local and not spec.images and spec.max_length is not None else None
     except EdgekitError as e:
         return str(e)

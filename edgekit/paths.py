@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from edgekit.errors import OutsideFolder
+from edgekit.reading import shown
 
 GENERIC_FIX = "edgekit reads only files inside the folder it is given"
 
@@ -25,22 +26,24 @@ def inside(folder: str | Path, name, what: str, fix: str = GENERIC_FIX) -> Path:
     `what` says who names it, e.g. "manifest.json lists files:"."""
     root = Path(folder).resolve()
     if not isinstance(name, str) or not name or "\0" in name:
-        raise OutsideFolder(f"{what} {name!r}, which is not a file name inside {root}: {fix}.")
+        raise OutsideFolder(f"{what} {shown(repr(name))}, which is not a file name inside {shown(root)}: {fix}.")
+    shown_name, shown_root = shown(name), shown(root)  # names read from files: escaped before they are printed
     try:
         target = (root / name).resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13), a name too long
-        raise OutsideFolder(f"{what} '{name}', which does not resolve inside {root} ({e}): {fix}.") from None
+        raise OutsideFolder(f"{what} '{shown_name}', which does not resolve inside {shown_root} ({shown(e)}): "
+                            f"{fix}.") from None
     if target == root:
-        raise OutsideFolder(f"{what} '{name}', which is {root} itself, not a file inside it: {fix}.")
+        raise OutsideFolder(f"{what} '{shown_name}', which is {shown_root} itself, not a file inside it: {fix}.")
     if target.is_relative_to(root):
         return target
     if Path(name).is_absolute():
         why = "an absolute path"
     elif os.path.normpath(name).split(os.sep)[0] == os.pardir:
-        why = f"it climbs out with '..' to {target}"
+        why = f"it climbs out with '..' to {shown(target)}"
     else:
-        why = f"through a symlink it is {target}"
-    raise OutsideFolder(f"{what} '{name}', which is outside {root} ({why}): {fix}.")
+        why = f"through a symlink it is {shown(target)}"
+    raise OutsideFolder(f"{what} '{shown_name}', which is outside {shown_root} ({why}): {fix}.")
 
 
 def _tensors(graph):
@@ -67,21 +70,22 @@ def _attribute_tensors(node):
             yield from _tensors(graph)
 
 
-def external_data_inside(path: str | Path, what: str | None = None, fix: str = GENERIC_FIX) -> None:
+def external_data_inside(path: str | Path, what: str | None = None, fix: str = GENERIC_FIX):
     """Refuse an ONNX file whose tensors keep their data in a file outside the ONNX file's own folder,
     before onnx or ONNX Runtime would read it: OutsideFolder names the tensor and its location.
 
-    Reads the graph only (load_external_data=False). A file that does not parse (or an .ort flatbuffer)
-    is left to the loader, which reports it with its own message."""
+    Reads the graph only (load_external_data=False) and returns it, for further checks without a second
+    parse. A file that does not parse (or an .ort flatbuffer) is left to the loader, which reports it with
+    its own message (None is returned)."""
     import onnx
 
     path = Path(path)
     if path.suffix == ".ort" or not path.is_file():
-        return
+        return None
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - not an ONNX protobuf: ORT's error says so better
-        return
+        return None
     who = what or f"'{path.name}'"
     tensors = list(_tensors(model.graph))
     tensors += [t for function in model.functions for node in function.node for t in _attribute_tensors(node)]
@@ -89,3 +93,4 @@ def external_data_inside(path: str | Path, what: str | None = None, fix: str = G
         for entry in tensor.external_data:
             if entry.key == "location":
                 inside(path.parent, entry.value, f"{who} keeps tensor '{tensor.name}' in", fix)
+    return model

@@ -26,16 +26,33 @@ from functools import partial
 from pathlib import Path
 
 from edgekit import bundle, gap, loading, measure, probe, report, select, students
-from edgekit.atomic import atomic_dir
+from edgekit.atomic import atomic_dir, unexpected_entries
 from edgekit.cache import Cache
 from edgekit.distill.stage import distill_student, distillation_set, row_details
-from edgekit.errors import BudgetNotMet
+from edgekit.errors import BudgetNotMet, EdgekitError
 from edgekit.executor import executor_for
 from edgekit.fits import latency_of
 from edgekit.quantize import quant_config
+from edgekit.reading import read_json
 from edgekit.recipe import Recipe
 from edgekit.report import RunReport
 from edgekit.teacher import prepare_teacher, teacher_rows
+
+# What a run folder holds, all of it written by edgekit (bundles/: `edgekit bundle RUN NAME`'s default folders).
+RUN_ENTRIES = ("report.json", "report.md", "report.html", "bundle", "bundles", "candidates", "reference", "teacher",
+               "tokenizer", "preprocessing.json")
+
+
+def foreign_run_entries(folder: Path) -> list[str]:
+    """The entries of an existing output folder that no edgekit run wrote (all of them, unless its report.json
+    is an edgekit report): what keeps --force from replacing it."""
+    try:
+        report = read_json(folder / "report.json", dict, error=EdgekitError)
+    except EdgekitError:
+        report = {}
+    if not str(report.get("format", "")).startswith("edgekit.report/"):
+        return [entry.name for entry in folder.iterdir()]
+    return unexpected_entries(folder, RUN_ENTRIES)
 
 
 def _echo(message: str) -> None:
@@ -116,7 +133,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         failures.update(result.failures)
         return result.rows
 
-    with atomic_dir(out, replace=force) as run:
+    with atomic_dir(out, foreign_run_entries, replace=force) as run:
         stage(1, "data", ", ".join(t.name for t in recipe.tasks))
         tasks = loading.load_tasks(recipe)
         loading.describe_tasks(tasks, run, echo)

@@ -188,8 +188,14 @@ def bundle_record(run_record: Path, graph_input: dict) -> dict:
     recorded none keeps the description of those days."""
     base = {"input": graph_input["name"], "layout": "NCHW", "dtype": graph_input["dtype"],
             "shape": graph_input["shape"]}
-    if not Path(run_record).is_file():
+    if not (Path(run_record).exists() or Path(run_record).is_symlink()):
         return {**base, "values": "as the task's data: the digits built-in is pixel / 16 in [0, 1]; .npy/.npz "
                                   "images are fed as stored"}
-    record = json.loads(Path(run_record).read_text(encoding="utf-8"))
+    from edgekit.errors import BundleError
+    from edgekit.reading import read_json
+
+    # the run's record, someone else's file by now: a FIFO, gigabytes or malformed JSON is refused, named
+    record = read_json(run_record, dict, what="the run's preprocessing record",
+                       fix="rerun `edgekit distill-and-export` into a new folder (the cache makes it quick) rather "
+                           "than editing preprocessing.json", error=BundleError)
     return {**base, **{key: value for key, value in record.items() if key not in base}}

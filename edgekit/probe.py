@@ -24,6 +24,21 @@ from edgekit.units import count, milliseconds
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
 
+
+def _probe_problem(entry: dict) -> str | None:
+    """What a cached probe lacks that judging it reads (its name, size, provider, and each variant's size and
+    latency percentiles), or None."""
+    def latency(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(value.get(p), (int, float)) for p in ("p50", "p95", "p99"))
+
+    variants = entry.get("variants")
+    if not (isinstance(entry.get("name"), str) and isinstance(entry.get("params"), int)
+            and isinstance(entry.get("provider"), str) and isinstance(variants, dict) and variants
+            and all(isinstance(v, dict) and latency(v.get("latency_ms")) and isinstance(v.get("size_bytes"), int)
+                    and (v.get("latency_e2e_ms") is None or latency(v["latency_e2e_ms"])) for v in variants.values())):
+        return "is not a probe (it lacks the name, params, provider, or a variant's latency or size)"
+    return None
+
 def probe_class(variant: str) -> str:
     """Variants that differ only in calibration ranges run the same graph, so one probe times them all."""
     return variant if variant == "fp32" else quant_config(variant).graph
@@ -48,7 +63,7 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
                     kinds, recipe.quantize.reduce_range, recipe.quantize.block_size, recipe.quantize.accuracy_level,
                     recipe.export.opset, str(timing.lengths_file),
                     cpu_fingerprint(), package_versions().get("onnxruntime"))
-    entry = cache.load_json("probes", key)
+    entry = cache.load_json("probes", key, _probe_problem)
     if entry is None:
         model, _ = build(candidate, recipe, teacher, tasks)
         timed_variants = {}

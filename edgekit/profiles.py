@@ -81,7 +81,7 @@ def find_profile(target: str, near: Path | None = None) -> Path:
     if target.endswith((".yaml", ".yml")) or os.sep in target or "/" in target:
         path = Path(target).expanduser()
         path = path if path.is_absolute() or near is None else near / path
-        if path.is_file():
+        if path.exists():  # a folder, FIFO or device is refused by load_profile, before it is opened
             return path
         raise RecipeError(f"target: profile file '{path}' does not exist; name a profile in export/ "
                           f"({', '.join(available_profiles(near)) or 'none found'}) or fix the path.")
@@ -94,16 +94,15 @@ def find_profile(target: str, near: Path | None = None) -> Path:
 
 
 def load_profile(target: str, near: Path | None = None) -> tuple[Profile, Path]:
-    import yaml
+    from edgekit.reading import shown
+    from edgekit.recipe import load_yaml, read_config_text
 
     path = find_profile(target, near)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise RecipeError(f"{path}:{mark.line + 1 if mark else ''}: profile is not valid YAML "
-                          f"({getattr(e, 'problem', e)}); fix the syntax there.") from None
+    # A profile of one's own (target: PATH) is read as defensively as a recipe: only a regular file, of a
+    # bounded size, UTF-8, without deep nesting, alias bombs or python-object tags.
+    text = read_config_text(path, "profile", "give target: the path of a profile YAML, or the name of one in "
+                                             f"export/ ({', '.join(available_profiles(near)) or 'none found'})")
+    data = load_yaml(text, shown(path), "profile")
     try:
         return Profile.model_validate(data if isinstance(data, dict) else {}), path
     except ValidationError as e:

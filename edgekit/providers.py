@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgekit.errors import ExtensionsMissing, InvalidModelFile, ModelNotFound, ProviderUnavailable, UnreadableModel
 from edgekit.paths import external_data_inside
+from edgekit.reading import check_allocation, gigabytes, machine_memory, regular_file, shown
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -259,6 +260,85 @@ def write_readable(path: Path) -> int | None:
 
 # ---------------------------------------------------------------------------- sessions
 
+# Nodes whose output size comes from the values of an input (not from its shape): a graph that feeds them a
+# constant asks for that much memory when it runs. {op type: (the input holding the output's shape or repeats)}.
+_SIZED_BY_VALUE = {"ConstantOfShape": 0, "Expand": 1, "Tile": 1}
+
+
+def refuse_huge_tensors(model, path: Path) -> None:
+    """InvalidModelFile, before a session exists, when a node would make a tensor larger than the machine's
+    memory from constant inputs (a ConstantOfShape fed [1e6, 1e6]: ORT would try to allocate terabytes when it
+    runs, or be killed for it). Sizes fed at run time are unknown here; ORT's own failure covers those."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer if _small(t)}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if _small(tensor):
+                constants[node.output[0]] = tensor
+    for node in model.graph.node:
+        index = _SIZED_BY_VALUE.get(node.op_type)
+        if index is None or len(node.input) <= index or node.input[index] not in constants:
+            continue
+        values = numpy_helper.to_array(constants[node.input[index]]).astype(np.float64).ravel()
+        elements = float(np.prod(np.abs(values))) if values.size else 1.0
+        what = f"node '{shown(node.name)}', a {node.op_type}" if node.name else f"a {node.op_type} node"
+        check_allocation(elements, f"'{shown(path)}': {what} of {[int(v) for v in values[:8]]}",
+                         "the file is malformed or hostile: re-export it with `edgekit export`", InvalidModelFile)
+
+
+class RunChecked:
+    """An InferenceSession whose run() failures are InvalidModelFile naming the file: a graph that asks for more
+    memory than there is at run time (sizes computed from the inputs), or whose kernels reject what its own
+    nodes compute, fails inside ONNX Runtime with a message that names neither the file nor a fix."""
+
+    def __init__(self, session, path: Path):
+        import onnxruntime as ort
+
+        self._session, self._path = session, path
+        self._quiet = ort.RunOptions()
+        self._quiet.log_severity_level = 4  # a failure reaches the user as one line (below), not ORT's log as well
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def run(self, output_names, input_feed, run_options=None):
+        try:
+            return self._session.run(output_names, input_feed, run_options or self._quiet)
+        except Exception as e:
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            raise InvalidModelFile(_run_failure(self._path, e)) from None
+
+
+def _run_failure(path: Path, error: Exception) -> str:
+    """ONNX Runtime's run-time failure as one line naming the file and the fix (its own text names a source file
+    of ORT's and a status code)."""
+    message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    node = re.search(r"running (\w+) node", message)
+    where = f" (a {node.group(1)} node)" if node else ""
+    size = re.search(r"buffer of size (\d+)", message)
+    if size:
+        memory = machine_memory()
+        has = f" ({gigabytes(memory)})" if memory else ""
+        return (f"'{shown(path)}' asks ONNX Runtime for {gigabytes(int(size.group(1)))} of memory at run time"
+                f"{where}, more than this machine{has} can give: the file is malformed or hostile, or the inputs "
+                "are too large for it; re-export it with `edgekit export`.")
+    detail = message.split("Status Message: ")[-1].split("] : ")[-1]
+    return (f"'{shown(path)}' failed in ONNX Runtime{where}: {shown(detail[:300])}. The file is malformed, or does "
+            "not take these inputs: re-export it with `edgekit export`, or check its inputs with `edgekit bench`.")
+
+
+def _small(tensor) -> bool:
+    """A tensor small enough to read as a shape (a handful of int64s), with its data in the file."""
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count <= 16 and not tensor.external_data
+
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -361,11 +441,16 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     import onnxruntime as ort
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelNotFound(f"ONNX file '{path}' does not exist. Export one with `edgekit export`.")
+    if not path.exists():
+        raise ModelNotFound(f"ONNX file '{shown(path)}' does not exist. Export one with `edgekit export`.")
+    regular_file(path, "ONNX file", "pass the .onnx file itself", InvalidModelFile)  # a FIFO would hang the load
+    check_allocation(path.stat().st_size * 2, f"loading '{shown(path)}' ({gigabytes(path.stat().st_size)})",
+                     "run it on a machine with more memory", InvalidModelFile)
     # Weights kept as external data may sit beside the file, never elsewhere: refused before ORT reads them.
-    external_data_inside(path, fix="keep an ONNX file's external data in its own folder (onnx.save_model(..., "
-                                   "save_as_external_data=True, location=a file name beside it))")
+    graph = external_data_inside(path, fix="keep an ONNX file's external data in its own folder (onnx.save_model("
+                                           "..., save_as_external_data=True, location=a file name beside it))")
+    if graph is not None:
+        refuse_huge_tensors(graph, path)
     wanted = require_provider(settings.provider)
     domains = check_readable(path, wanted)
     available = ort.get_available_providers()
@@ -402,6 +487,7 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
                                       f"Fix: {hint}.") from None
         raise InvalidModelFile(f"'{path}' is not a loadable ONNX model: {message}. The file may be truncated "
                                "or corrupt: re-export it with `edgekit export`.") from None
+    session = RunChecked(session, path)
     used = session.get_providers()
     if wanted not in used:
         raise ProviderUnavailable(f"asked for {wanted} but ONNX Runtime fell back to {', '.join(used)} "

@@ -287,7 +287,8 @@ def _scratch_dir(beside: Path):
     file system, the result can be moved into place atomically. Changing the cwd
     is process-wide: do not quantize from several threads at once.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.quant-", dir=beside.parent))
+    _clear_dead_scratch(beside)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.quant-{os.getpid()}-", dir=beside.parent))
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
@@ -295,6 +296,25 @@ def _scratch_dir(beside: Path):
     finally:
         os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _clear_dead_scratch(beside: Path) -> None:
+    """Scratch folders a killed quantization (SIGKILL, power loss) left in `beside`'s folder, of any output file:
+    those whose process is gone. A live one belongs to a quantization running now and is left to it."""
+    for leftover in beside.parent.glob(".*.quant-*"):
+        pid = leftover.name.rpartition(".quant-")[2].split("-")[0]
+        if leftover.is_dir() and (not pid.isdigit() or not _alive(int(pid))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------- calibration feeds

@@ -9,6 +9,7 @@ is what `edgekit recipe schema` prints. Recipes can also be built in code:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -659,13 +660,115 @@ class Recipe(_Strict):
         return self.sha256()[:16]
 
 
+# A recipe or target profile is a page of settings; these limits are far above any real one and far below what
+# would take a parser, pydantic or a cache key minutes or gigabytes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, each alias counted as the values it repeats
+MAX_YAML_DEPTH = 100  # lists and mappings inside each other (edgekit.reading.MAX_DEPTH)
+
+
+def read_config_text(path: Path, what: str, fix: str, error: type | None = None) -> str:
+    """The UTF-8 text of a recipe or profile file, refused before it is read when it is not a regular file
+    (a FIFO would block the read forever, /dev/zero never end) or larger than MAX_YAML_BYTES."""
+    from edgekit.errors import RecipeError
+    from edgekit.reading import read_text
+
+    return read_text(path, MAX_YAML_BYTES, what, fix, error or RecipeError)
+
+
+def yaml_shape_problem(text: str) -> str | None:
+    """Why the YAML `text` must not be built into Python values, or None: nested more than MAX_YAML_DEPTH deep
+    (the constructor and everything after it recurse), an alias inside its own anchor (a value containing
+    itself), or more than MAX_YAML_VALUES values once aliases are expanded ("billion laughs": PyYAML builds the
+    shared references cheaply, but validation, json.dumps and the cache key walk every repetition).
+    Walks the parser's events only, without recursion; a syntax error is raised as the YAMLError it is."""
+    import yaml
+
+    count, depth = 0, 0
+    frames = []  # open lists/mappings: [anchor, values before it, its depth, the deepest depth inside it]
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (values it holds, depth it adds)
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                if any(frame[0] == event.anchor for frame in frames):
+                    return f"line {event.start_mark.line + 1}: holds alias *{event.anchor} inside its own " \
+                           "anchor, a value that contains itself"
+                continue  # an undefined alias: loading says so, at its line
+            values, adds = anchors[event.anchor]
+            count += values
+            if frames:
+                frames[-1][3] = max(frames[-1][3], depth + adds)
+            if depth + adds > MAX_YAML_DEPTH:
+                return f"line {event.start_mark.line + 1}: nests lists or mappings more than " \
+                       f"{MAX_YAML_DEPTH} deep through alias *{event.anchor}"
+        elif isinstance(event, yaml.ScalarEvent):
+            count += 1
+            if event.anchor is not None:
+                anchors[event.anchor] = (1, 0)
+        elif isinstance(event, yaml.CollectionStartEvent):
+            count += 1
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return f"line {event.start_mark.line + 1}: nests lists or mappings more than {MAX_YAML_DEPTH} deep"
+            frames.append([event.anchor, count - 1, depth, depth])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before, level, deepest = frames.pop()
+            depth -= 1
+            if frames:
+                frames[-1][3] = max(frames[-1][3], deepest)
+            if anchor is not None:
+                anchors[anchor] = (count - before, deepest - level + 1)
+        if count > MAX_YAML_VALUES:
+            return (f"line {event.start_mark.line + 1}: expands to more than {MAX_YAML_VALUES:,} values through "
+                    "its aliases (*name), an alias bomb" if anchors else f"holds more than {MAX_YAML_VALUES:,} values")
+    return None
+
+
+def load_yaml(text: str, where: str, what: str, error: type | None = None):
+    """The YAML `text` (of the file `where`) as Python values (safe_load: plain types only), or `error`:
+    "where[:line]: what is wrong; fix"."""
+    import yaml
+
+    from edgekit.errors import RecipeError
+
+    error = error or RecipeError
+    try:
+        problem = yaml_shape_problem(text)
+        if problem:
+            line, _, why = problem.partition(": ") if problem.startswith("line ") else ("", "", problem)
+            at = f"{where}:{line.removeprefix('line ')}" if line else where
+            raise error(f"{at}: the {what} {why}; no {what} needs that: write its values out plainly.")
+        return yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:  # a control character: binary data, or UTF-16 text
+        raise error(f"{where}: holds the control character U+{e.character:04X} (character {e.position}), which "
+                    f"YAML text cannot; it is not a text file: re-save the {what} as UTF-8 text.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        problem = str(getattr(e, "problem", None) or e)
+        if isinstance(e, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+            raise error(f"{at}: not valid YAML ({problem}): a {what} holds plain values only, and edgekit never "
+                        "builds Python objects from a file; remove the tag.") from None
+        raise error(f"{at}: not valid YAML ({problem}); fix the syntax there.") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _composed(text: str):
+    """The YAML node tree of `text` (once per text: a recipe with many problems locates each in it), or None."""
+    import yaml
+
+    try:
+        return yaml.compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
 def _line_of(text: str, location: tuple) -> int | None:
     """The YAML line (1-based) of the key at `location` (a pydantic error path), when found."""
     import yaml
 
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
+    node = _composed(text)
+    if node is None:
         return None
     line = None
     for key in location:

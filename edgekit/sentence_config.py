@@ -15,13 +15,15 @@ the file and the fix.
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit import reading
 from edgekit.errors import InvalidModelFile
 from edgekit.names import POOLING_MODES
+
 _LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
                    "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
@@ -98,7 +100,10 @@ def _local(folder: Path) -> Callable[[str], Path | None]:
         if not path.is_relative_to(root):  # a symlink leading out of the folder
             raise InvalidModelFile(f"'{folder / relative}' leads outside the model folder '{folder}' (to '{path}'); "
                                    "copy the file into the folder instead of linking to it.")
-        return path if path.is_file() else None
+        if not os.path.lexists(path):
+            return None
+        # A FIFO or device in a config's place would block the read: refused, not taken for a missing file.
+        return reading.regular_file(path, "model file", "replace it with the model's real file", InvalidModelFile)
 
     return fetch
 
@@ -114,20 +119,9 @@ def _inside(relative: str, named_in: Path) -> str:
 
 
 def read_json(path: Path, kind: type = dict):
-    """A model's JSON config file as `kind`, or InvalidModelFile naming it and the fix (too large, malformed,
-    nested past Python's recursion limit, or of another JSON type)."""
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise InvalidModelFile(f"{path} is {path.stat().st_size:,} bytes, too large for a config file; "
-                               "replace it with the model's real file.")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError, UnicodeDecodeError) as e:
-        raise InvalidModelFile(f"{path} is not valid JSON ({type(e).__name__}: {str(e)[:120]}); restore it from "
-                               "the model's original files.") from None
-    if not isinstance(value, kind):
-        raise InvalidModelFile(f"{path} holds a {type(value).__name__}, not a JSON {kind.__name__}; restore it "
-                               "from the model's original files.")
-    return value
+    """A model's JSON config file as `kind`, or InvalidModelFile naming it and the fix (not a regular file, too
+    large, malformed, nested too deep, or of another JSON type)."""
+    return reading.read_json(path, kind, fix="restore it from the model's original files", limit=MAX_CONFIG_BYTES)
 
 
 def _joined(module: str, name: str) -> str:
@@ -183,9 +177,16 @@ def load_dense(dense: Dense):
     weights-only unpickler for pytorch_model.bin) and its activation."""
     import torch
 
+    # The shapes config.json declares, compared with the file's before anything of that size is made.
+    expected = {"weight": (dense.out_features, dense.in_features), **({"bias": (dense.out_features,)}
+                                                                       if dense.bias else {})}
     if dense.weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        from edgekit.teacher_files import check_safetensors
+
+        _check_shapes(dense.weights, {name: tuple(shape) for name, shape in check_safetensors(dense.weights).items()},
+                      expected)
         load = load_file
     else:
         def load(path):
@@ -195,11 +196,18 @@ def load_dense(dense: Dense):
     except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for damaged files
         raise InvalidModelFile(f"{dense.weights} cannot be read ({type(e).__name__}: {str(e)[:120]}); restore "
                                "it from the model's files.") from None
-    linear = torch.nn.Linear(dense.in_features, dense.out_features, bias=dense.bias)
-    expected = {name: tuple(value.shape) for name, value in linear.state_dict().items()}
-    found = {name.removeprefix("linear."): tuple(getattr(value, "shape", ())) for name, value in state.items()}
-    if found != expected:
-        raise InvalidModelFile(f"{dense.weights} holds {found}, not the {expected} its config.json declares; "
-                               "restore the Dense module's files.")
+    if not isinstance(state, dict):
+        raise InvalidModelFile(f"{dense.weights} holds a {type(state).__name__}, not a state dict; restore the "
+                               "Dense module's files.")
+    _check_shapes(dense.weights, {name: tuple(getattr(value, "shape", ())) for name, value in state.items()},
+                  expected)
+    linear = torch.nn.Linear(dense.in_features, dense.out_features, bias=dense.bias)  # sizes checked above
     linear.load_state_dict({name.removeprefix("linear."): value for name, value in state.items()})
     return torch.nn.Sequential(linear, getattr(torch.nn, dense.activation)())
+
+
+def _check_shapes(weights: Path, found: dict, expected: dict) -> None:
+    found = {str(name).removeprefix("linear."): shape for name, shape in found.items()}
+    if found != expected:
+        raise InvalidModelFile(f"{weights} holds {found}, not the {expected} its config.json declares; "
+                               "restore the Dense module's files.")

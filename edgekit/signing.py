@@ -23,12 +23,16 @@ import re
 from pathlib import Path
 
 from edgekit.errors import SigningError
+from edgekit.reading import not_regular, read_bytes, shown
 
 # Inside the bundle, so it travels with the folder; model-signing is told to leave it out of the
 # files it signs, and `edgekit verify` does not take it for a file added after the bundle was written.
 SIGNATURE = "model.sig"
 PRIVATE_KEY, PUBLIC_KEY = "private.pem", "public.pem"
 INSTALL = "pip install 'edgekit[signing]'"
+# A PEM key is a few hundred bytes; a signature (a Sigstore bundle listing every file's digest) a few kilobytes.
+MAX_KEY_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 16 << 20
 # The curves model-signing accepts (Sigstore's key specs); keygen makes P-256.
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
@@ -56,10 +60,12 @@ def _model_signing():
 # ---------------------------------------------------------------------------- keys
 
 def _key_text(path: Path, role: str) -> bytes:
-    if not path.is_file():
-        raise SigningError(f"{role} key file '{path}' does not exist (looked in {Path.cwd()}); fix the path, "
-                           "or make a key pair with `edgekit keygen --out DIR`.")
-    return path.read_bytes()
+    if not (path.exists() or path.is_symlink()):
+        raise SigningError(f"{role} key file '{shown(path)}' does not exist (looked in {shown(Path.cwd())}); fix the "
+                           "path, or make a key pair with `edgekit keygen --out DIR`.")
+    # a FIFO or a device in the key's place is refused unread; no PEM key is anywhere near this size
+    return read_bytes(path, MAX_KEY_BYTES, f"{role} key file", "pass the PEM key file itself, or make a key pair "
+                      "with `edgekit keygen --out DIR`", SigningError)
 
 
 def _check_curve(key, path: Path, role: str) -> None:
@@ -177,6 +183,10 @@ def sign_bundle(folder: str | Path, key: str | Path, signature: str | Path | Non
     if not folder.is_dir():
         raise SigningError(f"'{folder}' is not a folder: pass the bundle folder a run wrote (RUN/bundle).")
     path = _signature_path(folder, signature)
+    special = special_entries(folder)
+    if special:
+        raise SigningError(f"{shown(folder)}/{shown(special[0][0])} is {special[0][1]}, not a regular file or folder; "
+                           "a signature covers only regular files: remove it, then sign again.")
     ms = _model_signing()
     ms.signing.Config().use_elliptic_key_signer(private_key=Path(key)).set_hashing_config(
         _hashing(folder, path)).sign(folder, path)
@@ -210,17 +220,47 @@ def signature_problems(folder: str | Path, key: str | Path, signature: str | Pat
     folder = Path(folder)
     load_public_key(key)
     path = _signature_path(folder, signature)
-    shown = path.name if path.parent == folder else str(path)
-    resign = (f"get the bundle again from whoever holds the private key of {key}, or, for a bundle you built "
-              f"yourself, re-sign it with the key you trust (`edgekit sign {folder} --key PRIVATE.pem`)")
-    if not path.is_file():
+    name = shown(path.name if path.parent == folder else str(path))
+    resign = (f"get the bundle again from whoever holds the private key of {shown(key)}, or, for a bundle you built "
+              f"yourself, re-sign it with the key you trust (`edgekit sign {shown(folder)} --key PRIVATE.pem`)")
+    special = special_entries(folder)
+    kind = not_regular(path)
+    if special:  # model-signing reads every entry of the folder: a FIFO would block it; say which, read nothing
+        files = [f"{shown(entry)}: is {what}, not a regular file or folder; a signature covers only regular "
+                 "files: remove it" for entry, what in special]
+        why = "not checked: the bundle holds entries a signature cannot cover (above)"
+    elif kind is not None:
+        files, why = [], f"is {kind}, not a regular file; not read"
+    elif not path.exists():
         files, why = [], "missing: the bundle was never signed, or its signature was left behind when it was copied"
+    elif path.stat().st_size > MAX_SIGNATURE_BYTES:
+        files, why = [], (f"{path.stat().st_size:,} bytes, more than the {MAX_SIGNATURE_BYTES:,} a signature can be; "
+                          "not read")
     else:
         problems = _verify(folder, key, path)
         if problems is None:
             return []
         files, why = problems
-    return files + [f"{shown}: {why}; {resign}."]
+    return files + [f"{name}: {why}; {resign}."]
+
+
+# How many entries of a bundle folder are looked at for special files before giving up (a bundle has a dozen).
+MAX_ENTRIES = 10_000
+
+
+def special_entries(folder: Path) -> list[tuple[str, str]]:
+    """(relative name, what it is) of every entry under `folder` that is neither a regular file nor a folder (a
+    FIFO, device or socket, symlinks followed), without opening any: model-signing would block reading a FIFO."""
+    found, seen = [], 0
+    for root, dirs, files in os.walk(folder):
+        for entry in dirs + files:
+            seen += 1
+            if seen > MAX_ENTRIES:
+                return found + [(".", f"a folder of more than {MAX_ENTRIES:,} entries")]
+            kind = not_regular(Path(root) / entry)
+            if kind not in ("a folder", None):
+                found.append(((Path(root) / entry).relative_to(folder).as_posix(), kind))
+    return found
 
 
 def _verify(folder: Path, key: str | Path, path: Path) -> tuple[list[str], str] | None:

@@ -9,7 +9,6 @@ but "4x faster than the teacher, measured in the same run" means the same everyw
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -156,10 +155,10 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
 
 def write_starter(path: Path, text: str, force: bool = False) -> None:
     """Write the recipe file, never over an existing one unless `force` (a recipe is hand-edited work)."""
+    from edgekit.atomic import write_text_atomic
     from edgekit.errors import OutputExists
+
     if path.exists() and not force:
         raise OutputExists(f"'{path}' already exists. Pass --force to replace it, or choose another file with -o.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)  # a full recipe or none, even when the disk fills up half way
+    write_text_atomic(path, text)  # a full recipe or none, even when the disk fills up half way

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from edgekit.cache import Cache, cache_key
+from edgekit.cache import Cache, cache_key, rows_problem
 from edgekit.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def token_vectors(teacher_model, tokenizer, ids: np.ndarray, encoder_digest: str
     prefix, suffix = _template(tokenizer)
     pooling = getattr(teacher_model, "pooling", "mean")
     key = cache_key("static-tokens", encoder_digest, prefix, suffix, pooling)
-    stored = cache.load_arrays("static-tokens", key) if cache is not None else None
+    stored = cache.load_arrays("static-tokens", key, partial(rows_problem, "ids", "vectors")) if cache else None
     known = {int(i): row for row, i in enumerate(stored["ids"])} if stored else {}
     missing = np.array([i for i in ids.tolist() if i not in known], dtype=np.int64)
     if len(missing):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from edgekit.cache import Cache, cache_key, digest_texts
+from edgekit.cache import Cache, cache_key, digest_texts, rows_problem
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError, ModelNotFound, TeacherError
 from edgekit.recipe import Recipe
@@ -45,7 +46,7 @@ class Teacher:
         if getattr(self.model, "kind", None) == "sentence-encoder":
             return self._encoder_outputs(inputs, cache)
         key = cache_key("teacher-outputs", self.digest, inputs_digest, self.max_length)
-        stored = cache.load_arrays("teacher-outputs", key)
+        stored = cache.load_arrays("teacher-outputs", key, partial(_logits_problem, len(inputs)))
         if stored is None:
             stored = {f"logits/{task}": value for task, value in run_model(self.model, inputs)["logits"].items()}
             for value in stored.values():
@@ -63,7 +64,7 @@ class Teacher:
         from edgekit.inputs import run_model
 
         key = cache_key("teacher-embeddings", self.encoder_digest, self.max_length)
-        stored = cache.load_arrays("teacher-embeddings", key)
+        stored = cache.load_arrays("teacher-embeddings", key, partial(rows_problem, "keys", "embedding"))
         keys = [digest_texts([text])[:24] for text in inputs.texts]
         row = {k: i for i, k in enumerate(stored["keys"].tolist())} if stored else {}
         first = {}
@@ -83,6 +84,14 @@ class Teacher:
         with torch.no_grad():
             logits = {name: head(torch.from_numpy(embedding)).numpy() for name, head in self.model.heads.items()}
         return {"embedding": embedding, "logits": logits}
+
+
+def _logits_problem(count: int, arrays: dict) -> str | None:
+    """What a cached teacher-outputs entry lacks (one float logits/<task> array of `count` rows per task), or None."""
+    for name, value in arrays.items():
+        if not name.startswith("logits/") or value.dtype.kind != "f" or value.ndim != 2 or len(value) != count:
+            return f"does not hold {count} rows of float logits per task"
+    return None if arrays else "holds no logits"
 
 
 def _check_finite(values, inputs, rows: list[int] | None = None) -> None:

@@ -230,7 +230,7 @@ def tiny_decoder_embedder(folder: str | Path, model_type: str, seed: int = 0) ->
     import transformers
 
     folder = Path(tiny_text_model(folder, seed=seed))  # for its tokenizer files; the model is replaced below
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     tokenizer.padding_side = "left"
     config_class, extra, pooling = _DECODER_CONFIGS[model_type]
     config = getattr(transformers, config_class)(

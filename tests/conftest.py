@@ -48,3 +48,26 @@ def phone_run(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("phone")
     return distill_and_export(tiny_recipe(tiny_bert, target="arm64-phone"), out=root / "run",
                               cache_dir=root / "cache", echo=print)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_bert, tmp_path_factory):
+    """A finished tiny text run: ROOT/run (report.json, candidates/, tokenizer/, reference/, bundle/) and its
+    ROOT/cache. Tests read it, or change a copy (`bundle`, `run_copy`)."""
+    from edgekit.pipeline import distill_and_export
+    from edgekit.testing import tiny_recipe
+
+    root = tmp_path_factory.mktemp("finished")
+    distill_and_export(tiny_recipe(tiny_bert), out=root / "run", cache_dir=root / "cache", echo=print)
+    return root
+
+
+@pytest.fixture
+def bundle(finished_run, tmp_path):
+    """A copy of the finished run's bundle at tmp_path/bundle; tmp_path itself is 'outside'."""
+    return shutil.copytree(finished_run / "run" / "bundle", tmp_path / "bundle", symlinks=True)
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    return shutil.copytree(finished_run / "run", tmp_path / "run", symlinks=True)

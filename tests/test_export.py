@@ -155,14 +155,16 @@ def test_parity_inputs_from_a_csv_column(tiny_bert, tmp_path):
 
 
 def test_existing_output_is_kept_unless_forced(tiny_bert, tmp_path, run_cli):
+    # setup: an earlier export in the folder
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous run")
+    assert run_cli("export", tiny_bert, "--task", "feature-extraction", "-o", out).exit_code == 0
+    before = out.stat().st_ino
+    # execute / assert: kept without --force, replaced (a new folder moved into place) with it
     refused = run_cli("export", tiny_bert, "--task", "feature-extraction", "-o", out)
     assert refused.exit_code == 1 and "--force" in refused.output
-    assert (out / "keep.txt").read_text() == "previous run"
+    assert out.stat().st_ino == before
     forced = run_cli("export", tiny_bert, "--task", "feature-extraction", "-o", out, "--force")
-    assert forced.exit_code == 0 and (out / "model.onnx").is_file() and not (out / "keep.txt").exists()
+    assert forced.exit_code == 0 and (out / "model.onnx").is_file() and out.stat().st_ino != before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
 
@@ -184,6 +186,7 @@ def test_failed_export_leaves_the_previous_folder_intact(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.onnx").write_bytes(b"previous")
+    (out / "export.json").write_text(json.dumps({"edgekit_version": "0.1.0", "files": ["export.json", "model.onnx"]}))
     # execute: a forced re-export that fails half-way (the module rejects the parity inputs)
     with pytest.raises(DataError):
         export_model(str(module), out, ExportConfig(task="image-classification", force=True))

@@ -21,27 +21,6 @@ from edgekit.errors import OutsideFolder
 from edgekit.paths import external_data_inside, inside
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_bert, tmp_path_factory):
-    """A finished tiny run (report.json, candidates/, tokenizer/, reference/, bundle/) that tests copy."""
-    from edgekit.pipeline import distill_and_export
-    from edgekit.testing import tiny_recipe
-
-    root = tmp_path_factory.mktemp("paths")
-    return distill_and_export(tiny_recipe(tiny_bert), out=root / "run", cache_dir=root / "cache", echo=print).path
-
-
-@pytest.fixture
-def bundle(tiny_run, tmp_path):
-    """A copy of the run's bundle at tmp_path/bundle; tmp_path itself is 'outside'."""
-    return shutil.copytree(tiny_run / "bundle", tmp_path / "bundle", symlinks=True)
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    return shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
-
-
 def _record(path):
     return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
 

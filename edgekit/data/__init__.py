@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.data.builtin import BUILTIN_NAMES, UNLABELED_TEXTS, digits
-from edgekit.data.files import open_npz, read_lines, read_table
+from edgekit.data.files import NPZ_FIX, not_a_file_problem, read_lines, read_table
 from edgekit.errors import DataError
 from edgekit.names import IMAGE_ARRAY_SUFFIXES
 
@@ -33,9 +33,28 @@ def _read_column(path: Path, column: str) -> list[str]:
     return [str(value or "") for value in data.get(column, [])]
 
 
+def _starts_zip(path: Path) -> bool:
+    from edgekit.data.files import _open_binary
+
+    with _open_binary(path) as f:  # a FIFO or device refused, unopened
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _refuse_non_files(path: Path) -> None:
+    """A DataError for a path that exists but is no file (a FIFO, a device): before anything opens it, and
+    instead of "neither a file nor a built-in"."""
+    try:
+        exists = path.exists() and not path.is_dir()
+    except OSError:  # a name the file system refuses: the caller's own messages say so
+        return
+    if exists and (problem := not_a_file_problem(path)):
+        raise DataError(f"{problem}.")
+
+
 def load_texts(source: str, column: str = "text") -> list[str]:
     """Non-empty texts from a file or built-in data set (file order, no shuffling)."""
     path = Path(source)
+    _refuse_non_files(path)
     if path.is_file():
         if path.suffix not in TEXT_SUFFIXES:
             raise DataError(f"{path}: unsupported text file type '{path.suffix}'; "
@@ -63,28 +82,29 @@ def load_images(source: str):
     (edgekit.data.tasks), these are fed to the file as they are."""
     import numpy as np
 
+    from edgekit.arrays import load_npy, load_npz
     from edgekit.data.files import DEFAULT_ARRAYS, IMAGE_KINDS
     from edgekit.preprocessing import channels_first, check_finite, layout_of
 
     path = Path(source)
+    _refuse_non_files(path)
     if path.is_file():
         if path.suffix not in IMAGE_ARRAY_SUFFIXES:
             raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), (N, H, W, C) or (N, H, W), "
                             "or an .npz archive with an 'images' array.")
+        # edgekit.arrays: headers checked before anything is allocated (a 100-byte file declaring 784 GB is
+        # refused, not allocated), object arrays (pickles) refused, every failure a DataError naming the file.
         if path.suffix == ".npz":
-            with open_npz(path) as arrays:
-                name = next((n for n in DEFAULT_ARRAYS["image"] if n in arrays.files), None)
-                if name is None:
-                    raise DataError(f"{path}: no array 'images' (it has: {', '.join(arrays.files) or 'none'}); "
-                                    "save the images as numpy.savez(path, images=...).")
-                images = arrays[name]
+            arrays = load_npz(path, "", NPZ_FIX, DataError)
+            name = next((n for n in DEFAULT_ARRAYS["image"] if n in arrays), None)
+            if name is None:
+                raise DataError(f"{path}: no array 'images' (it has: {', '.join(arrays) or 'none'}); "
+                                "save the images as numpy.savez(path, images=...).")
+            images = arrays[name]
         else:
-            try:
-                images = np.load(path, allow_pickle=False)
-            except ValueError as e:
-                raise DataError(f"{path}: not a numpy array file ({e}).") from None
-            if not isinstance(images, np.ndarray):  # numpy.savez's archive under a .npy name
+            if _starts_zip(path):  # numpy.savez's archive under a .npy name
                 raise DataError(f"{path}: is an .npz archive, not one array; rename it to .npz.")
+            images = load_npy(path, "", "save the images with numpy.save(path, images)", DataError)
         if images.dtype.kind not in IMAGE_KINDS:
             raise DataError(f"{path}: the images are {images.dtype} values; save them as uint8 or float numbers.")
         layout, problem = layout_of(images.shape)

@@ -28,7 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data import builtin
-from edgekit.data.files import PYARROW_MISSING, image_file_problem, read_header, read_lines, read_npz_images, read_table
+from edgekit.data.files import (
+    PYARROW_MISSING,
+    image_file_problem,
+    not_a_file_problem,
+    read_header,
+    read_lines,
+    read_npz_images,
+    read_table,
+)
 from edgekit.errors import DataError
 from edgekit.feeds import token_lengths
 from edgekit.names import IMAGE_TASK_SUFFIXES
@@ -310,8 +318,10 @@ def _source_problem(source: str, kind: str | None) -> str | None:
                     f"{', '.join(builtin.BUILTIN_NAMES)}, hf:NAME[:CONFIG] or the path of a file")
         return (f"file '{source}' does not exist (looked in {Path.cwd()}); fix the path, or use a built-in "
                 f"({', '.join(builtin.BUILTIN_NAMES)})")
-    if not path.is_file():
+    if path.is_dir():
         return f"'{source}' is a folder; point to a {'/'.join(_suffixes(kind))} file in it"
+    if problem := not_a_file_problem(path):  # a FIFO or a device: refused before anything opens it
+        return problem
     if path.suffix.lower() not in _suffixes(kind):
         what = "unlabeled text" if kind is None else f"{kind} data"
         return (f"file '{source}': '{path.suffix or '(no suffix)'}' files cannot hold {what}; "

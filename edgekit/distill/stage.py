@@ -100,7 +100,10 @@ def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, expor
 
     key = cache_key("undistilled", init_digest, [t.digest for t in tasks], teacher.max_length,
                     recipe.distill.refit_heads)
-    metrics = cache.load_json("undistilled", key)
+    # The report reads each task's metric and value: an entry without them is recomputed, not a traceback later.
+    metrics = cache.load_json("undistilled", key, lambda found: None if all(
+        isinstance(m, dict) and "metric" in m and isinstance(m.get("value"), (int, float, type(None)))
+        for m in found.values()) else "does not hold a metric and value for each task")
     if metrics is None:
         student = copy.deepcopy(student)
         refit_heads(student, recipe, tasks, teacher)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.cache import file_problem, write_checked
+from edgekit.cache import open_checked, write_checked
+from edgekit.reading import shown
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
@@ -69,20 +70,57 @@ def _save(obj, path: Path) -> None:
 
 def _load(path: Path, echo: Callable[[str], None]):
     """A checkpoint, or None when it is missing, fails its sha256 or cannot be read (then training restarts)."""
-    problem = file_problem(path)
+    # Hashed and loaded through one descriptor: a FIFO, device or symlink in the checkpoint's place is refused
+    # unopened, and a checkpoint another run replaces meanwhile cannot slip in unverified.
+    f, problem = open_checked(path)
     if problem == "absent":
         return None
     if problem:
-        echo(f"  {path} {problem}; starting this training over")
+        echo(f"  {shown(path)} {problem}; starting this training over")
         return None
     # weights_only: tensors and plain containers only. A checkpoint holds nothing else, and the sha256
     # beside it is written by whoever writes the cache: on shared storage, a file that needs the full
     # unpickler could run code in every later run. Such a file is treated as corrupt.
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to load
-        echo(f"  {path} is unreadable or holds more than tensors ({type(e).__name__}); starting this training over")
+    with f:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a file that passed its hash but still fails to load
+            echo(f"  {shown(path)} is unreadable or holds more than tensors ({type(e).__name__}); starting this "
+                 "training over")
+            return None
+    if not isinstance(state, dict):  # a checkpoint is a dict; anything else would fail later, as a traceback
+        echo(f"  {shown(path)} holds a {type(state).__name__}, not a checkpoint; starting this training over")
         return None
+    return state
+
+
+FINAL_KEYS = {"model": dict, "steps": int, "loss_history": list}
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "step": int, "loss_history": list,
+                   "running_loss": (float, type(None))}
+
+
+def _usable(state, model, path: Path, echo: Callable[[str], None], keys: dict, total: int | None = None):
+    """`state` (a loaded FINAL or CHECKPOINT) when it holds `keys` of their types and weights of `model`'s
+    names and shapes, else None (said through `echo`): a file that passed its hash can still be another
+    network's, or hand-made, and would otherwise fail mid-load, as a traceback, with the model half-loaded."""
+    if state is None:
+        return None
+    wrong = [key for key, kind in keys.items() if not isinstance(state.get(key), kind)
+             or (kind is int and isinstance(state.get(key), bool))]
+    problem = f"lacks {', '.join(wrong)} (or holds another type there)" if wrong else None
+    if problem is None:
+        own, weights = model.state_dict(), state["model"]
+        if set(weights) != set(own) or any(isinstance(value, torch.Tensor) and (
+                not isinstance(weights[name], torch.Tensor) or weights[name].shape != value.shape)
+                for name, value in own.items()):
+            problem = "holds the weights of another network"
+    step = state.get("step", state.get("steps"))
+    if problem is None and not 0 <= step <= (total if total is not None else step):
+        problem = f"stops at step {step}, outside this training's 0 to {total}"
+    if problem:
+        echo(f"  {shown(path)} {problem}; starting this training over")
+        return None
+    return state
 
 
 def _shared(obj, ranks: Ranks | None):
@@ -181,7 +219,8 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     lead = ranks is None or ranks.rank == 0
     echo = echo if lead else _silent  # rank 0 speaks for the group
     folder.mkdir(parents=True, exist_ok=True)
-    final = _shared(_load(folder / FINAL, echo) if lead else None, ranks)
+    final = _shared(_usable(_load(folder / FINAL, echo), model, folder / FINAL, echo, FINAL_KEYS) if lead
+                    else None, ranks)
     if final is not None:
         model.load_state_dict(final["model"])
         return {"steps": final["steps"], "resumed_from": final["steps"], "loss_history": final["loss_history"],
@@ -193,13 +232,25 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
     step, history, running = 0, [], None
-    checkpoint = _shared(_load(folder / CHECKPOINT, echo) if lead else None, ranks)
+    checkpoint = _shared(_usable(_load(folder / CHECKPOINT, echo), model, folder / CHECKPOINT, echo,
+                                 CHECKPOINT_KEYS, total) if lead else None, ranks)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        step, history, running = checkpoint["step"], checkpoint["loss_history"], checkpoint["running_loss"]
-        echo(f"  resuming {desc} at step {step}/{total}")
+        initial = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            step, history, running = checkpoint["step"], checkpoint["loss_history"], checkpoint["running_loss"]
+            echo(f"  resuming {desc} at step {step}/{total}")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            # Every rank read the same checkpoint, so every rank fails alike and starts over alike.
+            echo(f"  {shown(folder / CHECKPOINT)} does not fit this training ({type(e).__name__}); starting this "
+                 "training over")
+            model.load_state_dict(initial)
+            optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr,
+                                          weight_decay=settings.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
+            step, history, running = 0, [], None
     resumed_from = step
     began = time.perf_counter()
     batches, batches_epoch = [], None

@@ -21,14 +21,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekit import __version__
-from edgekit.atomic import atomic_dir
+from edgekit.atomic import atomic_dir, unexpected_entries
 from edgekit.environment import package_versions
 from edgekit.errors import DataError, ExportFailed, ExportMismatch
 from edgekit.export.adapters import TASK_NAMES as TASK_NAMES  # re-exported: `from edgekit.export import TASK_NAMES`
 from edgekit.export.adapters import get_task
-from edgekit.export.torch_onnx import exporters_for, export_torch
+from edgekit.export.torch_onnx import export_torch, exporters_for
 from edgekit.models import ModelSource, load_tokenizer, resolve_model
 from edgekit.providers import SessionSettings, create_session, write_readable
+from edgekit.reading import read_json
 
 ONNX_NAME = "model.onnx"
 DEFAULT_OPSET = 17
@@ -86,7 +87,7 @@ def _export_optimum(source: ModelSource, tmp: Path, config: ExportConfig) -> Non
         # exported with pooling inside and without token_type_ids (FIELD-NOTES).
         main_export(source.location, tmp, task=config.task, opset=config.opset, library_name="transformers",
                     do_validation=False, no_dynamic_axes=config.static_shapes,
-                    local_files_only=source.local_files_only, **shapes)
+                    local_files_only=source.local_files_only, trust_remote_code=False, **shapes)
     except Exception as e:  # noqa: BLE001 - optimum raises many types; all mean "export failed"
         raise ExportFailed(f"optimum could not export '{source.location}' for {config.task}: "
                            f"{type(e).__name__}: {e}. Check that the model supports this task, "
@@ -248,6 +249,27 @@ def _save_preprocessing(source: ModelSource, model, folder: Path, images: bool) 
         load_tokenizer(source.location).save_pretrained(folder)
 
 
+EXPORT_RECORD = "export.json"
+# What an export folder written before export.json listed its files may hold: the model and what
+# save_pretrained writes beside it.
+_EXPORT_FILES = ("model.onnx", "model.onnx.data", "config.json", "preprocessor_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                 "added_tokens.json", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja")
+
+
+def foreign_export_entries(folder: Path) -> list[str]:
+    """The entries of an existing output folder that `edgekit export` did not write (all of them, unless its
+    export.json is edgekit's): what keeps --force from replacing it."""
+    try:
+        info = read_json(folder / EXPORT_RECORD, dict, error=ExportFailed)
+    except ExportFailed:
+        info = {}
+    if "edgekit_version" not in info:
+        return [entry.name for entry in folder.iterdir()]
+    files = info.get("files")
+    return unexpected_entries(folder, {EXPORT_RECORD, *(files if isinstance(files, list) else _EXPORT_FILES)})
+
+
 def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportResult:
     """Export `model` for `config.task` into the folder `out` (model.onnx + tokenizer/config + export.json)."""
     import onnx
@@ -256,7 +278,7 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
     source = resolve_model(model)
     task.check_source(source)
     out = Path(out)
-    with atomic_dir(out, replace=config.force) as tmp:
+    with atomic_dir(out, foreign_export_entries, replace=config.force) as tmp:
         # Data first: a wrong path or column is the commonest mistake and the cheapest to find.
         batches = task.parity_batches(source, config.inputs, config.samples, config.static_shape, config.text_column)
         torch_model = task.load_torch(source, trust_pickle=config.trust_pickle)
@@ -294,6 +316,7 @@ def export_model(model: str, out: str | Path, config: ExportConfig) -> ExportRes
             "parity": {"data": config.inputs or task.default_data, "atol": config.atol,
                        "samples": _count(batches), "batches": len(batches), "outputs": parity},
             "versions": package_versions(),
+            "files": sorted([entry.name for entry in tmp.iterdir()] + [EXPORT_RECORD]),  # what --force may replace
         }
-        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        (tmp / EXPORT_RECORD).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return ExportResult(out / ONNX_NAME, info)

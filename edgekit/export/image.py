@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -11,7 +10,8 @@ from edgekit.data import load_images
 from edgekit.errors import DataError
 from edgekit.export.wrappers import hf_module
 from edgekit.feeds import batched
-from edgekit.models import ModelSource, load_hf, load_torch_module
+from edgekit.models import ModelSource, load_config, load_hf, load_torch_module
+from edgekit.sentence_config import read_json
 
 PARITY_BATCH = 16
 
@@ -30,7 +30,7 @@ def _hf_pixel_values(images, source: ModelSource, config):
     mean, std = [0.5] * channels, [0.5] * channels
     processor_file = Path(source.location) / "preprocessor_config.json"
     if source.local and processor_file.is_file():
-        processor = json.loads(processor_file.read_text(encoding="utf-8"))
+        processor = read_json(processor_file)  # size and depth limited, errors name the file
         mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     return x.numpy().astype(np.float32)
@@ -57,10 +57,7 @@ class ImageClassification:
         images = load_images(data or self.default_data)
         images = images[:: max(1, len(images) // samples)][:samples]
         if source.kind == "hf":
-            from transformers import AutoConfig
-
-            images = _hf_pixel_values(images, source, AutoConfig.from_pretrained(
-                source.location, local_files_only=source.local_files_only))
+            images = _hf_pixel_values(images, source, load_config(source))
         batch_size = static_shape[0] if static_shape else PARITY_BATCH
         if len(images) < batch_size:
             raise DataError(f"only {len(images)} images for a batch of {batch_size}: give more images.")
