@@ -102,8 +102,8 @@ def read_bytes(path: str | Path, limit: int = MAX_JSON_BYTES, what: str = "",
     with open_regular(path, what, fix, error) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise error(f"{f'{what} ' if what else ''}{shown(path)} is {size:,} bytes, more than the {limit:,} such "
-                        f"a file can be; {fix}.")
+            raise error(f"{f'{what} ' if what else ''}{shown(path)} is {size:,} bytes, more than the {limit:,} "
+                        f"{f'a {what}' if what else 'such a file'} can be; {fix}.")
         data = f.read(limit + 1)  # the file may have grown since the stat
     if len(data) > limit:
         raise error(f"{shown(path)} grew past {limit:,} bytes while being read; {fix}.")

@@ -395,14 +395,9 @@ def test_an_object_array_image_file_is_refused_without_unpickling(suffix, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_bert, tmp_path_factory):
-    """A tiny run and its cache: tests damage a copy of the cache and run again."""
-    from edgekit.pipeline import distill_and_export
-
-    root = tmp_path_factory.mktemp("finished")
-    recipe = tiny_recipe(tiny_bert)
-    distill_and_export(recipe, out=root / "run", cache_dir=root / "cache", echo=lambda message: None)
-    return recipe, root / "cache"
+def finished(finished_run, tiny_bert):
+    """The shared tiny run's recipe and cache: tests damage a copy of the cache and run again."""
+    return tiny_recipe(tiny_bert), finished_run / "cache"
 
 
 def test_an_exports_entry_listing_a_path_outside_the_cache_reads_and_writes_nothing_there(finished, tmp_path):
