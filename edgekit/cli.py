@@ -28,18 +28,20 @@ def echo(message="", err: bool = False) -> None:
 
 
 # What the file system's refusals look like once a library has wrapped them: torch.save's zip writer reports a
-# full disk as a RuntimeError of its own.
-_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "No space left on device", "file write failed")
+# full disk as a RuntimeError of its own ("PytorchStreamWriter failed writing file", or "unexpected pos").
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "unexpected pos", "No space left on device", "file write failed")
 
 
 def _file_system_failure(error: BaseException) -> OSError | None:
-    """The OSError behind `error` (itself, or its cause or context), or one made from a library's message that
-    says a write failed; None for anything else (a bug, which keeps its traceback)."""
-    seen = error
+    """The OSError that is `error` or that it was raised from, or one made from a library's message that says a
+    write failed; None for anything else (a bug, which keeps its traceback)."""
+    if isinstance(error, OSError):
+        return error
+    seen = error.__cause__
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
             return seen
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     if any(marker in str(error) for marker in _WRITE_FAILURES):
         return OSError(errno.ENOSPC if "space" in str(error) else errno.EIO, "a write failed (the disk may be full)")
     return None
@@ -50,8 +52,9 @@ def _file_system_message(error: OSError) -> str:
     what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
             errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
             errno.EPERM: "operation not permitted"}.get(error.errno, error.strerror or str(error))
-    fix = ("free disk space (`df -h` shows which file system is full)" if error.errno in (errno.ENOSPC, errno.EDQUOT)
-           or error.errno == errno.EIO else "fix the folder's permissions or choose a writable --out / --cache-dir"
+    fix = ("free disk space (`df -h` shows which file system is full)"
+           if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+           else "fix the folder's permissions or choose a writable --out / --cache-dir"
            if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "fix the path")
     return (f"{what}{where}. Nothing was replaced: {fix} and rerun; the previous results and the cache are intact "
             "(a rerun resumes from the cache).")
