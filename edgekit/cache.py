@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from edgekit.reading import MAX_JSON_BYTES, kind_of, parse_json, shown
+from edgekit.reading import MAX_JSON_BYTES, kind_of, open_file, parse_json, shown
 
 CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -81,29 +81,12 @@ def name_problem(name) -> str | None:
 
 def _open_file(path: Path):
     """(the regular file `path` open for binary reading, None) or (None, why not: "absent" or a phrase).
-    A symlink, FIFO or device is refused before it is opened, and again on the open descriptor (opened
-    non-blocking and without following a symlink, so one swapped in between cannot block or lead outside)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return None, "absent"
-    except OSError as e:
-        return None, f"cannot be read ({e.strerror})"
-    if not stat.S_ISREG(mode):
-        return None, f"is {kind_of(mode)}, not a file the cache wrote"
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:  # replaced since the lstat
-        return None, "absent"
-    except OSError as e:
-        return None, f"cannot be opened ({e.strerror})"
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        return None, f"is {kind_of(mode)}, not a file the cache wrote"
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb"), None
+    A symlink, FIFO or device is refused before it is opened, and again on the open descriptor (reading.open_file:
+    non-blocking, not through a symlink, so one swapped in between cannot block or lead outside)."""
+    f, why = open_file(path, follow_symlinks=False)
+    if why is not None and why.startswith("is "):
+        why += ", not a file the cache wrote"
+    return f, why
 
 
 def _sha256_of(f) -> str:

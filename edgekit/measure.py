@@ -451,6 +451,12 @@ def _scores_problem(results: dict) -> str | None:
     return None
 
 
+def holds_latency(value, quantiles=("p50", "p95", "p99")) -> bool:
+    """Whether a cached latency summary holds each of `quantiles` as a number of milliseconds."""
+    return isinstance(value, dict) and all(isinstance(value.get(q), (int, float)) and not isinstance(value.get(q), bool)
+                                           for q in quantiles)
+
+
 def _timing_problem(result: dict) -> str | None:
     """What a cached timing lacks that time_files and time_rows read from it, or None."""
     latency, cpu = result.get("latency_ms"), result.get("cpu")
@@ -459,8 +465,7 @@ def _timing_problem(result: dict) -> str | None:
             and isinstance(cpu, dict) and isinstance(cpu.get("instruction_sets"), dict)
             and isinstance(result.get("rounds_ms"), list) and "runs" in result and "name" in cpu):
         return "is not a timing (it lacks the model, latency_ms, session, cpu, runs or rounds_ms edgekit records)"
-    if not all(isinstance(latency.get(q), (int, float)) and not isinstance(latency.get(q), bool)
-               for q in ("p50", "p95", "p99", "mean")) or "ci95" not in latency:
+    if not holds_latency(latency, ("p50", "p95", "p99", "mean")) or "ci95" not in latency:
         return "holds no p50, p95, p99 and mean latency in milliseconds"
     return None
 

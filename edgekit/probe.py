@@ -15,7 +15,7 @@ from pathlib import Path
 from edgekit import __version__
 from edgekit.cache import Cache, cache_key
 from edgekit.fits import latency_of, meets_budget, probe_fits
-from edgekit.measure import Exporting, Timing, export_files, latency_summary, runs_on, time_files
+from edgekit.measure import Exporting, Timing, export_files, holds_latency, latency_summary, runs_on, time_files
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, Recipe
 from edgekit.students import Candidate, build
@@ -24,20 +24,18 @@ from edgekit.units import count, milliseconds
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
 
-
 def _probe_problem(entry: dict) -> str | None:
     """What a cached probe lacks that judging it reads (its name, size, provider, and each variant's size and
     latency percentiles), or None."""
-    def latency(value) -> bool:
-        return isinstance(value, dict) and all(isinstance(value.get(p), (int, float)) for p in ("p50", "p95", "p99"))
-
     variants = entry.get("variants")
     if not (isinstance(entry.get("name"), str) and isinstance(entry.get("params"), int)
             and isinstance(entry.get("provider"), str) and isinstance(variants, dict) and variants
-            and all(isinstance(v, dict) and latency(v.get("latency_ms")) and isinstance(v.get("size_bytes"), int)
-                    and (v.get("latency_e2e_ms") is None or latency(v["latency_e2e_ms"])) for v in variants.values())):
+            and all(isinstance(v, dict) and holds_latency(v.get("latency_ms")) and isinstance(v.get("size_bytes"), int)
+                    and (v.get("latency_e2e_ms") is None or holds_latency(v["latency_e2e_ms"]))
+                    for v in variants.values())):
         return "is not a probe (it lacks the name, params, provider, or a variant's latency or size)"
     return None
+
 
 def probe_class(variant: str) -> str:
     """Variants that differ only in calibration ranges run the same graph, so one probe times them all."""

@@ -70,30 +70,46 @@ def regular_file(path: str | Path, what: str = "", fix: str = "", error: type[Ed
     return path
 
 
-def open_regular(path: str | Path, what: str = "", fix: str = "", error: type[EdgekitError] = EdgekitError,
-                 follow_symlinks: bool = True):
-    """`path` open for binary reading, refused unless it is a regular file: by name first (regular_file), then on
-    the open descriptor, opened non-blocking (and, unless `follow_symlinks`, not through a symlink) so that a FIFO
-    or link swapped in between can neither block the open nor lead elsewhere."""
-    path = Path(path)
-    label = f"{what} {shown(path)}".strip()
-    if follow_symlinks:
-        regular_file(path, what, fix, error)
+def open_file(path: str | Path, follow_symlinks: bool = True):
+    """(`path` open for binary reading, None), or (None, why not: "absent", "is <what it is>" for anything but a
+    regular file, "cannot be read|opened (<reason>)"). Checked by name first, then on the open descriptor, opened
+    non-blocking (and, unless `follow_symlinks`, not through a symlink), so that a FIFO or link swapped in between
+    can neither block the open nor lead elsewhere."""
+    try:
+        mode = (os.stat if follow_symlinks else os.lstat)(path).st_mode
+    except FileNotFoundError:
+        return None, "absent"
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(mode):
+        return None, f"is {kind_of(mode)}"
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise error(f"{label} does not exist{f'; {fix}' if fix else ''}.") from None
+    except FileNotFoundError:  # replaced since the stat
+        return None, "absent"
     except OSError as e:
-        raise error(f"{label} cannot be opened ({e.strerror}){f'; {fix}' if fix else ''}.") from None
+        return None, f"cannot be opened ({e.strerror})"
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{label} is {kind_of(mode)}, not a regular file; edgekit reads only regular files"
-                    f"{f': {fix}' if fix else ''}.")
+        return None, f"is {kind_of(mode)}"
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    return os.fdopen(fd, "rb"), None
+
+
+def open_regular(path: str | Path, what: str = "", fix: str = "", error: type[EdgekitError] = EdgekitError,
+                 follow_symlinks: bool = True):
+    """`path` open for binary reading (open_file), or `error` naming it, what it is and `fix`."""
+    f, why = open_file(path, follow_symlinks)
+    if f is None:
+        label = f"{what} {shown(path)}".strip()
+        why = ("does not exist" if why == "absent" else
+               f"{why}, not a regular file; edgekit reads only regular files" if why.startswith("is ") else why)
+        separator = ":" if why.endswith("regular files") else ";"
+        raise error(f"{label} {why}{f'{separator} {fix}' if fix else ''}.")
+    return f
 
 
 def read_bytes(path: str | Path, limit: int = MAX_JSON_BYTES, what: str = "",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import stat
 from pathlib import Path
 
 from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, reference_session, run_reference
@@ -188,7 +187,7 @@ def _refuse_outside(folder: Path, manifest: dict) -> None:
     for field, name in _named_files(manifest):
         try:
             path = inside(folder, name, f"manifest.json lists {field}:", OUTSIDE_FIX)
-            if name not in seen and name.endswith(".onnx") and _regular(path):
+            if name not in seen and name.endswith(".onnx"):
                 external_data_inside(path, f"{name} (listed in manifest.json)", OUTSIDE_FIX)
         except OutsideFolder as e:
             problems.append(shown(str(e)))
@@ -196,14 +195,6 @@ def _refuse_outside(folder: Path, manifest: dict) -> None:
     if problems:
         raise BundleMismatch(f"bundle {shown(folder)} does not verify ({len(problems)} problem(s); nothing it names "
                              "was read):\n" + "\n".join(f"  {p}" for p in dict.fromkeys(problems)))
-
-
-def _regular(path: Path) -> bool:
-    """Whether `path` is a regular file (symlinks followed), without opening it."""
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        return False
 
 
 def _file_problems(folder: Path, manifest: dict) -> list[str]:
