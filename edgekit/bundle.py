@@ -32,6 +32,7 @@ from edgekit.errors import BundleError, OutsideFolder
 from edgekit.paths import external_data_inside, inside
 from edgekit.provenance import sha256_file
 from edgekit.reading import read_json, regular_file, shown
+from edgekit.units import class_list, timed_shape
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "edgekit.manifest/1"
@@ -57,7 +58,7 @@ TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "
 
 def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
     """What every bundled ONNX file carries in its metadata_props (ORT: session.get_modelmeta())."""
-    return {
+    props = {
         "edgekit.version": __version__,
         "edgekit.recipe": recipe.name,
         "edgekit.recipe_sha256": recipe.sha256(),
@@ -70,6 +71,12 @@ def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
                                                                           for k in ("p50", "p95", "p99")}},
                                          sort_keys=True),
     }
+    from edgekit import score_scale  # numpy: not at import (verify's --help stays fast)
+
+    # The file states its own cosine thresholds matched to the teacher's: an app reading only the model sees them.
+    thresholds = score_scale.metadata_thresholds(score_scale.bundle_record(data.get("score_scale"), row["name"],
+                                                                           row["provider"]))
+    return props | ({"edgekit.cosine_thresholds": thresholds} if thresholds else {})
 
 
 def _write_with_metadata(src: Path, dst: Path, props: dict[str, str]) -> None:
@@ -288,7 +295,8 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     outputs = {task: spec["output"] for task, spec in manifest["tasks"].items()}
     lines += ["", "Outputs per task: " + ", ".join(f"{task} -> `{name}`" for task, name in outputs.items()) + "."]
     if labels:
-        lines += ["Class names (index i is label i) are in `labels.json`."]
+        lines += ["Class names (index i is label i) are in `labels.json`: "
+                  + "; ".join(f"{task}: {class_list(names)}" for task, names in labels.items()) + "."]
     lines += ["", "## Use it from Python", "", "```python", "import numpy as np", "import onnxruntime as ort"]
     if text_model:
         lines += ["from transformers import AutoTokenizer", "",
@@ -330,12 +338,13 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
         lines.append(f"| {task} | {metric['metric']} | {metric['value']:.4f} | "
                      + (f"{kept:.1f}%" if kept is not None else "n/a") + " |"
                      + (f" {fixed['metrics'][task]['value']:.4f} |" if fixed else ""))
-    if fixed:
+    if fixed and fixed.get("seq_len") is not None:  # (an image has no length to pad)
         lines += ["", (f"model.fixed.onnx sees every input padded to {fixed['seq_len']} tokens; an int8-dynamic file "
                       "quantizes the padding too, which is why it can score differently.")]
     lat, budget = manifest["latency"]["summary"], manifest["budget"]
     lines += ["", (f"Latency on {manifest['provider']} ({manifest['machine']['name']}, {budget['threads']} thread(s), "
-                  f"batch {budget['batch']}, seq {budget['seq_len']}): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
+                  f"{timed_shape(budget['batch'], budget.get('seq_len'), budget.get('image_shape'), not text_model)}"
+                  f"): p50 {lat['p50']:.2f} / p95 {lat['p95']:.2f} / "
                   f"p99 {lat['p99']:.2f} ms, against a budget of {budget['percentile']} <= {budget['ms']:.3g} ms"
                   + (f" (x{budget['speedup']:g}: the teacher's fp32 file took {budget['teacher']['ms']:.3g} ms there)"
                      if budget.get("speedup") else "") + ". "
@@ -343,10 +352,44 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     note = elsewhere_note(manifest["target"], manifest["machine"])
     if note:
         lines += ["", f"**{note}**"]
+    lines += _scale_readme(manifest.get("score_scale"), manifest.get("scale_measured_for"))
     if mobile_text:
         lines += ["", "## NNAPI / CoreML (ONNX Runtime's usability check)", "",
                   *[f"- {line}" for line in mobile_text.splitlines()]]
     return "\n".join(lines) + "\n"
+
+
+def _scale_readme(scale: dict | None, measured_for: str | None) -> list[str]:
+    """The README's section on the cosine thresholds matched to the teacher's (edgekit.score_scale), or the line
+    saying the run matched them for another file."""
+    if not scale:
+        return ["", (f"Cosine thresholds matched to the teacher's were measured for {measured_for}, the file the run "
+                     "shipped, not for this one: compare its cosines with the teacher's on your own pairs before "
+                     "reusing a threshold.")] if measured_for else []
+    lines = ["", "## Cosine thresholds", "",
+             ("A student's cosine need not sit where the teacher's did, though it ranks pairs alike. Where an app "
+              "thresholds the teacher's cosine (\"alike when >= 0.5\"), use this file's matched threshold: the same "
+              "share of pairs lies above it (matched on pairs that are not test pairs; agreement measured on the "
+              "test pairs)."), "",
+             ("| task | teacher's threshold | this file's | test pairs decided as the teacher: same threshold "
+              "| matched |"),
+             "|---|---:|---:|---:|---:|"]
+    for task, entry in scale["tasks"].items():
+        lines += [f"| {task} | {t['teacher']:g} | " + ("-" if t["file"] is None else f"{t['file']:.4f}")
+                  + f" | {t['agree_raw']:.0%} | " + ("-" if t["agree_matched"] is None else f"{t['agree_matched']:.0%}")
+                  + " |" for t in entry["thresholds"]]
+    lines.append("")
+    for task, entry in scale["tasks"].items():
+        line = entry.get("linear") or {}
+        fit = (f" Matched on {entry['fitted_on']}." if entry.get("fitted_on") else
+               f" No threshold matched: {entry.get('why_not_fitted')}.")
+        lines.append(f"- {task}: {entry['statement']}.{fit}"
+                     + (f" Line: teacher cosine ~ {line['slope']:.4f} x cosine {line['intercept']:+.4f}."
+                        if line.get("slope") is not None else ""))
+    lines += ["", ("Any cosine on the teacher's scale: `np.interp(cosine, knots[\"file\"], knots[\"teacher\"])` with "
+                   "`score_scale.tasks.<task>.knots` of manifest.json. The model file states the matched thresholds "
+                   "too (metadata_props `edgekit.cosine_thresholds`: {task: {teacher's: this file's}}).")]
+    return lines
 
 
 def _app_readme(app: dict | None) -> list[str]:
@@ -484,7 +527,9 @@ def report_problems(data: dict) -> list[str]:
                                 "machine.")
     if data.get("target") is not None and not isinstance(data.get("target"), dict):
         problems.append("target is neither null nor an object")
-    return problems
+    from edgekit.score_scale import scale_problems
+
+    return problems + scale_problems(data.get("score_scale"))
 
 
 def row_problems(row: dict) -> list[str]:
@@ -591,6 +636,7 @@ def ship(run: Path, data: dict, row: dict, signing_key: str | None, echo) -> dic
 def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     """Write the bundle of `row` (a row of data['files']) from the run folder `run` into the empty
     `folder`; returns the summary report.json keeps under 'bundle'."""
+    from edgekit import score_scale
     from edgekit.mobile import fix_shapes, mobile_usability, to_ort, usability_text
     from edgekit.recipe import Recipe
 
@@ -671,8 +717,11 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "ort": ort,
         "mobile": mobile,
         "app": app,
+        # edgekit.score_scale: this file's cosine thresholds matched to the teacher's (None: not measured for it)
+        "score_scale": score_scale.bundle_record(data.get("score_scale"), row["name"], row["provider"]),
     }
-    readme = _readme(manifest | {"files": _file_records(folder), "preprocessing": preprocessing}, labels,
+    readme = _readme(manifest | {"files": _file_records(folder), "preprocessing": preprocessing,
+                                 "scale_measured_for": (data.get("score_scale") or {}).get("file")}, labels,
                      usability_text(mobile) if mobile else None)
     (folder / "README.md").write_text(readme, encoding="utf-8")
     manifest["files"] = _file_records(folder)

@@ -387,11 +387,10 @@ def schema() -> None:
 @click.argument("file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file)
 def check(file) -> None:
     """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
-    from edgekit.loading import available_providers, check_recipe, load_recipe, load_tasks, skipped_text
+    from edgekit.loading import available_providers, check_data, load_recipe, skipped_text
 
     loaded = load_recipe(file)
-    check_recipe(loaded)
-    for task in load_tasks(loaded):
+    for task in check_data(loaded):  # every problem of the recipe, its files and its rows, together
         if task.skipped:
             echo(f"{task.name}: {skipped_text(task.skipped)} will be left out (data.bad_rows: skip)")
         for note in task.notes():  # duplicates, conflicting labels, classes without test examples

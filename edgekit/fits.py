@@ -1,10 +1,10 @@
 """Whether a measurement fits a budget: the arithmetic every stage that judges a timing shares.
 
 A file meets the budget when its measured latency at the budget's percentile is at most the
-budget less its headroom, its size at most budget.size_mb (if set), and it keeps at least
-budget.min_retention % of the teacher on every task the floor covers (if set), and, with
-budget.require_full_placement, its provider ran every node itself. A probe (an untrained candidate) has
-no retention and no placement record: it is judged on latency and size only.
+budget less its headroom, its size at most budget.size_mb (if set), it keeps at least budget.min_retention %
+of the teacher on every task the floor covers, it is better than the trivial answer on every task
+(edgekit.baselines), and, with budget.require_full_placement, its provider ran every node itself. A probe (an
+untrained candidate) has no metrics and no placement record: it is judged on latency and size only.
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ def latency_of(entry: dict, budget: Budget) -> float:
     return entry[budget.latency_key][budget.percentile]
 
 
+def app_latency(entry: dict, budget: Budget) -> float:
+    """The latency an app pays for a request at the budget's percentile: end to end (text in to outputs out) where
+    it was measured, else the budget's own (model only for images)."""
+    end_to_end = entry.get("latency_e2e_ms")
+    return end_to_end[budget.percentile] if end_to_end else latency_of(entry, budget)
+
+
 def limit_ms(budget: Budget) -> float:
     """The latency a file must measure to count as fitting."""
     return budget.ms * (1 - budget.headroom)
@@ -29,6 +36,12 @@ def below_floor(entry: dict, budget: Budget) -> dict[str, float]:
     kept = entry.get("retention") or {}
     return {task: value for task, value in kept.items()
             if value is not None and budget.floor(task) is not None and value < budget.floor(task)}
+
+
+def below_trivial(entry: dict) -> dict[str, str]:
+    """{task: why} of the tasks where a measured file is no better than the trivial answer (edgekit.baselines):
+    such a file never ships. A probe has no metrics: it is judged on latency and size only."""
+    return {task: record["why"] for task, record in (entry.get("trivial") or {}).items() if not record["ships"]}
 
 
 def partly_placed(entry: dict, budget: Budget) -> str | None:
@@ -51,7 +64,7 @@ def partly_placed(entry: dict, budget: Budget) -> str | None:
 def meets_budget(entry: dict, budget: Budget) -> bool:
     size_ok = budget.size_mb is None or entry["size_bytes"] / 1e6 <= budget.size_mb
     return (latency_of(entry, budget) <= limit_ms(budget) and size_ok and not below_floor(entry, budget)
-            and partly_placed(entry, budget) is None)
+            and not below_trivial(entry) and partly_placed(entry, budget) is None)
 
 
 def retention(metrics: dict, teacher_metrics: dict) -> dict[str, float | None]:

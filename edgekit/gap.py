@@ -100,8 +100,12 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
                     **({"student_fp32": overall["student_fp32"]} if quantized is not None else {})},
         "agreement": _agreement(kind, models),
         "slices": slices,
+        # Slices (and the hardest cases) are scored by the kind's slice metric; where the task's metric is
+        # another (macro F1, Pearson, recall@k), the note says why, and the report names both.
+        "slice_metric": kind.slice_metric,
+        "slice_metric_note": None if metric == kind.slice_metric else kind.slice_metric_why,
         "hardest": {"rule": _hardest_rule(kind, len(hardest), n),
-                    **{k: hardest_slice[k] for k in ("n", "teacher", "student", "change", "change_ci95")},
+                    **{k: hardest_slice[k] for k in ("metric", "n", "teacher", "student", "change", "change_ci95")},
                     "examples": [_hardest_example(task, gold, models, hardness, int(i))
                                  for i in hardest[:max_examples]]},
         "flips": {"distillation": _flips(task, gold, models["teacher"], fp32, "teacher", "student fp32",
@@ -390,7 +394,11 @@ def _hardest_example(task: TaskData, gold, models: dict, hardness: np.ndarray, i
 
 
 def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, max_examples: int) -> dict:
-    """Examples whose outcome changes from model a to model b, losses (a right, b wrong) listed first."""
+    """Examples whose outcome changes from model a to model b, losses (a right, b wrong) listed first.
+
+    A correlation kind's example is never right or wrong: its flips are the large rank moves, counted as
+    `further_from_gold` (b's rank ends further from the gold score's rank than a's) and `closer_to_gold`, not as
+    a_right_b_wrong / b_right_a_wrong (reports before this used those keys for the same counts)."""
     kind, n = kind_of(task.spec.kind), len(a)
     extra: dict[int, dict] = {}
     if kind.correlation:
@@ -400,8 +408,9 @@ def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name
         closer_a, closer_b = np.abs(rank_a - rank_gold), np.abs(rank_b - rank_gold)
         a_only, b_only = flipped & (closer_a < closer_b), flipped & (closer_b < closer_a)
         order = np.flatnonzero(flipped)[np.argsort(-move[flipped], kind="stable")]  # largest moves first
-        rule = (f"the pair's rank among all {n} pairs moves by more than {FLIP_MOVE:.0%} of n; 'right' is the "
-                "model whose rank is closer to the gold score's rank")
+        rule = (f"the {kind.what[0]}'s rank among all {n} moves by more than {FLIP_MOVE:.0%} of n "
+                f"({FLIP_MOVE * n:.3g} places) from {name_a} to {name_b}; further from or closer to the gold: "
+                f"whether {name_b}'s rank ends further from or closer to the gold score's rank than {name_a}'s")
         extra = {int(i): {"before_rank": float(rank_a[i]), "after_rank": float(rank_b[i]),
                           "gold_rank": float(rank_gold[i])} for i in order[:max_examples]}
     else:
@@ -414,8 +423,9 @@ def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name
     examples = [{"index": int(i), "text": _text(task, int(i)), "gold": _gold_value(task, gold, int(i)),
                  "before": _value(task, a, int(i)), "after": _value(task, b, int(i)), **extra.get(int(i), {})}
                 for i in order[:max_examples]]
-    return {"a": name_a, "b": name_b, "rule": rule, "count": int(flipped.sum()),
-            "a_right_b_wrong": int(a_only.sum()), "b_right_a_wrong": int(b_only.sum()), "examples": examples}
+    counts = ({"further_from_gold": int(a_only.sum()), "closer_to_gold": int(b_only.sum())} if kind.correlation
+              else {"a_right_b_wrong": int(a_only.sum()), "b_right_a_wrong": int(b_only.sum())})
+    return {"a": name_a, "b": name_b, "rule": rule, "count": int(flipped.sum()), **counts, "examples": examples}
 
 
 def _calibration(gold, models: dict, teacher: dict, student: dict, quantized: dict | None) -> dict:
@@ -502,7 +512,7 @@ def _statement(name: str, metric: str, result: dict, quantized: bool, fraction: 
     worst = result["worst_slice"]
     # The worst slice is often the rarest class again, under its "class" row: the same numbers twice say nothing.
     if worst is not None and worst["change"] < 0 and _numbers(worst) not in mentioned:
-        parts.append(f"the largest drop is on {_slice_name(worst)} (n={worst['n']}): "
+        parts.append(f"the largest drop is on {_slice_name(worst)} (n={worst['n']}): {worst['metric']} "
                      f"{_fmt(worst['teacher'])} to {_fmt(worst['student'])} ({_change_text(worst)})")
     elif worst is None or worst["change"] >= 0:
         parts.append(f"no slice of at least {MIN_SLICE} examples scores lower for the student than for the teacher"

@@ -25,7 +25,7 @@ from typing import TypedDict
 from edgekit import __version__
 from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable
-from edgekit.fits import latency_of, meets_budget, retention
+from edgekit.fits import latency_of, limit_ms, retention
 from edgekit.providers import provider_name
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, QuantizeSpec, Recipe
@@ -46,6 +46,7 @@ class Row(TypedDict, total=False):
     onnx: str  # the file, relative to the run folder
     metrics: dict[str, dict]  # task -> {"metric", "value", "ci95", ...}
     retention: dict[str, float | None]  # task -> % of the teacher's fp32 file
+    trivial: dict[str, dict]  # task -> how the file stands against the trivial answer (baselines.against_trivial)
     accuracy_aware: dict  # int8-dynamic files made with quantize.max_drop: the search (precision.py)
     architecture: dict | None
     params: int
@@ -290,8 +291,8 @@ def _cached_export(model, folder: Path, variants: list[str], exporting: Exportin
     key = cache_key("export", __version__, state_digest(model), _structure(model), exporting.opset, variants,
                     digest_feeds(calibration), digest_feeds(exporting.parity), exporting.quantize.model_dump(),
                     # the accuracy-aware step scores on the tasks and compares on the sensitivity inputs
-                    [[t.digest for t in fit.scoring.tasks], digest_feeds(exporting.sample_feeds), fit.scoring.batch,
-                     fit.provider] if fit else None,
+                    [[(t.name, t.digest) for t in fit.scoring.tasks], digest_feeds(exporting.sample_feeds),
+                     fit.scoring.batch, fit.provider] if fit else None,
                     cpu_fingerprint(), [versions.get(name) for name in ("torch", "onnx", "onnxruntime")])
     made = {"fp32": folder / "model.onnx", **{v: folder / f"model.{v}.onnx" for v in variants}}
     needed = [path.name for path in made.values()] + (["quantization.json"] if fit is not None else [])
@@ -430,7 +431,8 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
 
     options = scoring.budget.options_for(provider)
     key = cache_key("scores", __version__, sha256_file(path), provider, scoring.teacher_digest,
-                    [task.digest for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
+                    # the names too: results are keyed by them, and a renamed task has the same examples
+                    [(task.name, task.digest) for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
                     scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"),
                     *([options] if options else []))  # without options, the key of a cache from before them
     results = cache.load_json("scores", key, _scores_problem)
@@ -501,7 +503,10 @@ def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, pr
     """One row of the evaluation matrix per file x provider, with every task's metric measured on
     the file itself (latency comes later, from time_rows). `details(variant)`: what the row says about
     the model (architecture, params, distillation); teacher_metrics None: the rows are the reference."""
+    from edgekit.baselines import against_trivial, floors
+
     rows, predictions, failures = [], {}, {}
+    trivial = floors(scoring.tasks)
     for variant, path in exported.files.items():
         for provider in providers:
             if not runs_on(variant, provider):
@@ -521,7 +526,8 @@ def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, pr
             metrics = without_predictions(results)
             row = Row(name=name, student=student, variant=variant, provider=provider,
                       onnx=str(path.relative_to(run)), metrics=metrics,
-                      retention=retention(metrics, teacher_metrics or metrics))
+                      retention=retention(metrics, teacher_metrics or metrics),
+                      trivial=against_trivial(metrics, teacher_metrics or metrics, trivial))
             if str(path) in exported.accuracy_aware:
                 row["accuracy_aware"] = exported.accuracy_aware[str(path)]
             rows.append(row | details(variant))
@@ -622,7 +628,9 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
                 json.dumps(whole, indent=1) + "\n", encoding="utf-8")
             row["latency_e2e_ms"] = latency_summary(whole)
         timed.append(row)
-        over = budget is not None and not meets_budget(row, budget)
+        # the timing alone: a file that lost too much accuracy is not "over budget" (the selection says why it
+        # does not fit)
+        over = budget is not None and latency_of(row, budget) > limit_ms(budget)
         echo(f"  {row['name']:<32} {row['provider']:<5} {_latency_text(row['latency_ms'])}"
              + (f"  end to end {_latency_text(row['latency_e2e_ms'])}" if whole is not None else "")
              + _cached_text(row) + ("  over budget" if over else ""))

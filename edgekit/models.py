@@ -198,8 +198,37 @@ def read_config(folder: str | Path) -> dict:
 def max_text_length(tokenizer, folder: str | Path) -> int:
     """The longest input the model takes: the tokenizer's limit (512 where it sets none),
     capped by the position table in config.json when the folder has one."""
-    limit = _positive(tokenizer.model_max_length, 100_000) or 512
-    return min(limit, _positive(read_config(folder).get("max_position_embeddings"), limit + 1) or limit)
+    limit = _positive(tokenizer.model_max_length, _NO_LIMIT) or 512
+    return min(limit, position_limit(read_config(folder)) or limit)
+
+
+# A tokenizer's model_max_length at or above this is transformers' "no limit" sentinel (VERY_LARGE_INTEGER).
+_NO_LIMIT = 1_000_000
+# Families whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids), so
+# their tables hold padding_idx + 1 rows more than the tokens they take (RoBERTa-base: 514 rows, 512 tokens).
+_POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "longformer",
+                        "data2vec-text", "ibert", "roberta-prelayernorm", "xmod", "luke")
+
+
+def position_limit(config: dict) -> int | None:
+    """The most tokens a model's position table numbers (config.json's max_position_embeddings, less the rows
+    RoBERTa-like families skip), or None when it has none. Relative positions (BERT's relative_key) index a table
+    of the same length; DeBERTa with position_biased_input false adds no absolute positions and buckets the
+    relative ones, so it takes longer inputs."""
+    positions = _positive(config.get("max_position_embeddings"), _NO_LIMIT)
+    if positions is None or config.get("position_biased_input") is False:
+        return None
+    pad = config.get("pad_token_id")
+    after_pad = config.get("model_type") in _POSITIONS_AFTER_PAD
+    offset = (pad if type(pad) is int and pad >= 0 else 0) + 1 if after_pad else 0
+    return positions - offset if positions > offset else None
+
+
+def limit_of(model_max_length, config: dict) -> int | None:
+    """The most tokens a model takes: its tokenizer's model_max_length (unless the no-limit sentinel), capped by its
+    position table; None when neither says."""
+    limits = [n for n in (_positive(model_max_length, _NO_LIMIT), position_limit(config)) if n]
+    return min(limits) if limits else None
 
 
 def _positive(value, below: int) -> int | None:
@@ -302,43 +331,98 @@ TEACHER_DEFAULTS = {"pooling": "mean", "normalize": True, "max_length": 128}
 def resolve_teacher(spec):
     """The recipe's TeacherSpec with the pooling, normalization and token limit it leaves out (None) taken from
     the teacher's sentence-transformers folder, or TEACHER_DEFAULTS for a plain Hugging Face model (and for a
-    teacher that cannot be read: the recipe check says why)."""
+    teacher that cannot be read: the recipe check says why). A token limit the recipe leaves out is never more
+    than the teacher takes (token_limit): a folder's max_seq_length, or the default, past its position table would
+    fail the run."""
     unset = [name for name in TEACHER_DEFAULTS if getattr(spec, name) is None]
     if not unset:
         return spec
-    found = {}
+    found, limit = {}, None
     if not spec.images:
         try:
-            config = sentence_config(resolve_model(spec.model))
+            source = resolve_model(spec.model)
+            config = sentence_config(source)
         except EdgekitError:
-            config = None
+            source, config = None, None
+        try:
+            limit = token_limit(source) if source else None
+        except EdgekitError:  # a malformed config: the recipe check says so
+            limit = None
         if config is not None:
             found = {"pooling": config.pooling, "normalize": config.normalize, "max_length": config.max_length}
-    return spec.model_copy(update={name: TEACHER_DEFAULTS[name] if found.get(name) is None else found[name]
-                                   for name in unset})
+    resolved = {name: TEACHER_DEFAULTS[name] if found.get(name) is None else found[name] for name in unset}
+    if "max_length" in resolved and limit is not None:
+        resolved["max_length"] = min(resolved["max_length"], limit)
+    return spec.model_copy(update=resolved)
 
 
 def token_limit(source: ModelSource) -> int | None:
-    """The most tokens a local Hugging Face model takes, from its files: the tokenizer's model_max_length, capped
-    by the position table (less the offset RoBERTa-like models start positions at), or None when neither says."""
+    """The most tokens a local Hugging Face model takes, from its files (limit_of its tokenizer_config.json and
+    config.json), or None when they do not say (or the model is a hub id: known once loaded)."""
+    if source.kind != "hf" or not source.local:
+        return None
     folder = Path(source.location)
-    limits = []
     tokenizer_config = folder / "tokenizer_config.json"
-    if os.path.lexists(tokenizer_config):
-        value = read_json(tokenizer_config).get("model_max_length")
-        if isinstance(value, int) and 0 < value < 1_000_000:
-            limits.append(value)
-    config = read_config(folder)
-    positions = config.get("max_position_embeddings")
-    if isinstance(positions, int) and positions > 0 and config.get("position_embedding_type", "absolute") == "absolute":
-        pad = config.get("pad_token_id")
-        offset = (pad if type(pad) is int else 0) + 1 if config.get("model_type") in _POSITIONS_AFTER_PAD else 0
-        limits.append(positions - (offset or 0))
-    return min(limits) if limits else None
+    said = read_json(tokenizer_config).get("model_max_length") if os.path.lexists(tokenizer_config) else None
+    return limit_of(said, read_config(folder))
 
 
-# Families whose position ids start after the padding index (RoBERTa's create_position_ids_from_input_ids).
-_POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer")
+def too_long(max_length: int, limit: int | None, model: str) -> str | None:
+    """Why teacher.max_length is more than the teacher takes (and the fix), or None: the recipe check's message and
+    the teacher stage's, for a teacher whose limit is only known once loaded."""
+    if limit is None or max_length <= limit:
+        return None
+    return (f"teacher.max_length {max_length} is more than the {limit} tokens teacher '{model}' takes (its "
+            f"tokenizer's model_max_length and position table): set teacher.max_length to at most {limit}.")
+
+
+def length_problem(spec) -> str | None:
+    """Why the recipe's teacher.max_length is more than its teacher takes, from a local folder's files alone, or
+    None (a hub id's limit is checked once it is loaded; teacher_problem reports a teacher that cannot be read)."""
+    if spec.images or spec.max_length is None:
+        return None
+    try:
+        limit = token_limit(resolve_model(spec.model))
+    except EdgekitError:
+        return None
+    return too_long(spec.max_length, limit, spec.model)
+
+
+def image_input(config) -> tuple[int, int, int] | None:
+    """(C, H, W) a Hugging Face image classifier takes, from its config (a loaded one, or config.json's mapping):
+    num_channels and image_size (one side, or height and width); None when it does not say."""
+    def get(key):
+        return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+
+    channels, size = get("num_channels"), get("image_size")
+    size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if not all(type(n) is int for n in (channels, *size)) or len(size) != 2:
+        return None
+    return (channels, *size)
+
+
+def teacher_image_input(spec) -> tuple[int, int, int] | None:
+    """image_input of the recipe's image teacher, read from a local Hugging Face folder's config.json, or None:
+    edgekit:cnn takes any size, and a torch module file's or a hub id's input is known only once loaded (and
+    teacher_problem reports a teacher that cannot be read)."""
+    if not spec.images or spec.model == "edgekit:cnn":
+        return None
+    try:
+        source = resolve_model(spec.model)
+        return image_input(read_config(source.location)) if source.kind == "hf" and source.local else None
+    except EdgekitError:
+        return None
+
+
+def image_input_problem(task: str, shape: tuple | None, model: str, expected: tuple | None) -> str | None:
+    """Why task `task`'s images, (C, H, W) = `shape`, cannot feed image teacher `model`, which takes `expected`, or
+    None (also when either is unknown): the recipe check's message and the teacher stage's."""
+    if shape is None or expected is None or tuple(shape) == tuple(expected):
+        return None
+    channels, height, width = expected
+    return (f"task '{task}' has images of shape (C, H, W) = {tuple(shape)} but teacher '{model}' takes "
+            f"{tuple(expected)} (config.num_channels, config.image_size). Fix: resize the task's images to "
+            f"{height}x{width} with {channels} channel(s) before saving them, or pick a teacher built for this size.")
 
 
 def teacher_problem(spec) -> str | None:
@@ -350,11 +434,6 @@ def teacher_problem(spec) -> str | None:
         source = teacher_source(spec)
         if source.kind == "hf" and source.local:
             check_config_fits(source.location)  # a config its weights cannot back, before any work
-        limit = token_limit(source) if source.local and not spec.images and spec.max_length is not None else None
     except EdgekitError as e:
         return str(e)
-    if limit is not None and spec.max_length > limit:
-        return (f"teacher.max_length {spec.max_length} is more than the {limit} tokens teacher '{spec.model}' takes "
-                "(its tokenizer's model_max_length and position table): set teacher.max_length to at most "
-                f"{limit}, or leave it out to use the teacher's own limit.")
     return None

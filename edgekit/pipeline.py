@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from edgekit import bundle, gap, loading, measure, probe, report, select, students
+from edgekit import bundle, gap, loading, measure, probe, report, score_scale, select, students
 from edgekit.atomic import atomic_dir, unexpected_entries
 from edgekit.cache import Cache
 from edgekit.distill.stage import distill_student, distillation_set, row_details
@@ -36,6 +36,7 @@ from edgekit.quantize import quant_config
 from edgekit.reading import read_json
 from edgekit.recipe import Recipe
 from edgekit.report import RunReport
+from edgekit.tasks import image_shape
 from edgekit.teacher import prepare_teacher, teacher_rows
 
 # What a run folder holds, all of it written by edgekit (bundles/: `edgekit bundle RUN NAME`'s default folders).
@@ -158,7 +159,8 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
                  + ", ".join(f"x{b.speedup:g} -> {b.ms:.3g} ms" for b in budgets if b.speedup is not None))
         first_student = len(rows)  # the students' rows follow
 
-        stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, not teacher.images)}")
+        shape = image_shape(tasks)  # an image run times batches of (C, H, W) images, not token sequences
+        stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, shape)}")
         found = students.candidates(recipe, teacher, inputs)  # inputs: a static student's vocabulary
         probed = ex.timing([(f"probe {c.name}", partial(probe.probe, c, recipe, teacher, tasks, variants, exporting,
                                                          timing, target, cache, echo, budget, budgets)) for c in found])
@@ -166,7 +168,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         chosen = select.to_train(found, probes, budgets, recipe.students.max_students)
         if not chosen:
             # budgets[-1]: the recipe's budget, or a sweep's largest (a sweep fails only if that fits nothing)
-            raise BudgetNotMet(select.nothing_feasible(probes, budgets[-1], int8))
+            raise BudgetNotMet(select.nothing_feasible(probes, budgets[-1], int8, shape))
 
         stage(4, "distill", ", ".join(c.name for c in chosen)
               + (" (the largest feasible at each budget)" if sweep else " (largest feasible first)"))
@@ -186,7 +188,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
             rows += scored(result)
 
         stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
-                         f"{select.shape_text(budget, not teacher.images)}"
+                         f"{select.shape_text(budget, shape)}"
                          + ("" if teacher.images else ", then end to end on the tasks' test texts"))
         timed, retimed = ex.timing([("time students", partial(measure.time_rows, rows[first_student:], run, timing,
                                                                cache, echo, target, budget,
@@ -207,6 +209,9 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
             sweep=[select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
             best=best, decision=decision,
             agreement=select.provider_agreement(rows, providers, predictions, tasks))
+        if best is not None:  # what the pick's cosine means against the teacher's (the bundle states its thresholds)
+            data["score_scale"] = ex.compute([("score scale", partial(
+                score_scale.shipped_scale, best, rows, predictions, tasks, inputs, run, scoring, cache))])[0]
         if best is not None and not sweep:  # timing work: the bundle times its app graph
             data["bundle"] = ex.timing([("bundle", partial(bundle.ship, run, data, best,
                                                            recipe.signing.key if recipe.signing else None, echo))])[0]

@@ -174,7 +174,7 @@ def accuracy_latency_svg(rows: list[dict], tasks: list[dict], percentile: str, l
 def accuracy_latency_figure(rows: list[dict], tasks: list[dict], percentile: str, limit_ms: float | None,
                             picked: str | None, *, scope: str = "model", teacher: str | None = None):
     """One panel per task and latency kind: the task's metric (95% CI as an error bar) against latency at
-    `percentile` on a log axis from 0.1 ms (or lower) to past the teacher.
+    `percentile` on a log axis from 0.1 ms (or lower) to past the teacher (latency_axes).
 
     A row of panels per latency the rows carry: model only (`latency_ms`) and end to end (`latency_e2e_ms`,
     when any row has one); the one the budget bounds (`scope`) comes first and alone carries the budget line
@@ -194,10 +194,9 @@ def accuracy_latency_figure(rows: list[dict], tasks: list[dict], percentile: str
         teacher = next((str(r.get("name")) for r in rows if r.get("student") == "teacher"
                         and _family(r.get("variant")) == "fp32"), None)
     colours = _student_colours(rows)
-    limit = _finite(limit_ms)
-    limit = limit if limit is not None and limit > 0 else None
-    kinds = [scope] + [k for k in LATENCIES if k != scope]
-    kinds = [k for k in kinds if k == scope or any(_latency(r, k, percentile) is not None for r in rows)]
+    limit = _budget_limit(limit_ms)
+    ranges = latency_axes(rows, percentile, limit_ms, scope)  # the caption states the same ranges
+    kinds = list(ranges)
     sizes = [mb for mb in (_mb(r) for r in rows) if mb is not None]
     largest = max(sizes, default=0.0)
     panels = tasks or [{"name": None, "metric": None}]
@@ -210,16 +209,47 @@ def accuracy_latency_figure(rows: list[dict], tasks: list[dict], percentile: str
         for kind, axes in zip(kinds, grid):
             what = LATENCIES[kind][1]
             placed = [(row, x) for row in rows if (x := _latency(row, kind, percentile)) is not None]
-            xs = [x for _, x in placed] + ([limit] if limit is not None and kind == scope else [])
             for ax, task in zip(axes, panels):
                 labels.append(_panel(ax, task, kind, what, placed, percentile, colours, largest, picked, teacher,
-                                     limit if kind == scope else None, xs))
+                                     limit if kind == scope else None, ranges[kind]))
         handles = _legend_handles(rows, colours, sizes, largest, picked, limit is not None, Line2D)
         if handles:
             fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3 + 3 * len(panels)),
                        frameon=False, handletextpad=0.3, columnspacing=1.2, scatterpoints=1)
         place_labels(fig, labels)
         return fig
+
+
+def _budget_limit(limit_ms) -> float | None:
+    """The budget line's x (ms), or None where there is none to draw (a sweep, a missing or non-positive limit)."""
+    limit = _finite(limit_ms)
+    return limit if limit is not None and limit > 0 else None
+
+
+def latency_axes(rows: list[dict], percentile: str, limit_ms: float | None,
+                 scope: str = "model") -> dict[str, tuple[float, float]]:
+    """{latency kind: (low, high) ms of its row of panels' log x axis}, in the figure's row order: the kind the
+    budget bounds (`scope`), then each other kind some row was timed at. From 0.1 ms, lower when a file is
+    faster, to past the slowest file (the teacher) and the budget line: static students, transformer students
+    and the teacher all on one axis. accuracy_latency_figure sets these limits and the report's caption states
+    them (latency_axes_text), so the caption cannot say another range than the chart shows."""
+    limit = _budget_limit(limit_ms)
+    axes = {}
+    for kind in [scope] + [k for k in LATENCIES if k != scope]:
+        xs = [x for row in rows if (x := _latency(row, kind, percentile)) is not None]
+        if kind != scope and not xs:
+            continue  # no file was timed this way: no row of panels
+        xs += [limit] if limit is not None and kind == scope else []
+        axes[kind] = (min(_X_FLOOR_MS, min(xs)) / 1.25, max(xs) * 1.6) if xs else (_X_FLOOR_MS / 1.25, 100.0)
+    return axes
+
+
+def latency_axes_text(rows: list[dict], percentile: str, limit_ms: float | None, scope: str = "model") -> str:
+    """'0.08 to 48 ms (model only), 0.4 to 96 ms (end to end)': latency_axes in words, for a caption."""
+    from edgekit.units import milliseconds  # never an exponent: 1440, not 1.44e+03
+
+    return ", ".join(f"{milliseconds(low)} to {milliseconds(high)} ms ({LATENCIES[kind][1]})"
+                     for kind, (low, high) in latency_axes(rows, percentile, limit_ms, scope).items())
 
 
 def place_labels(fig, labels: list[tuple]) -> None:
@@ -238,8 +268,9 @@ def _latency(row: dict, kind: str, percentile: str) -> float | None:
 
 
 def _panel(ax, task: dict, kind: str, what: str, placed: list, percentile: str, colours: dict, largest: float,
-           picked: str | None, teacher: str | None, limit: float | None, xs: list[float]) -> tuple:
-    """Draw one task x latency-kind panel; return what its labels need once the layout is fixed."""
+           picked: str | None, teacher: str | None, limit: float | None, xlim: tuple[float, float]) -> tuple:
+    """Draw one task x latency-kind panel on the x range `xlim` (latency_axes); return what its labels need once
+    the layout is fixed."""
     name, metric = task.get("name"), task.get("metric") or "metric"
     ax.grid(True, which="major", color="#e5e5e5", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -294,12 +325,7 @@ def _panel(ax, task: dict, kind: str, what: str, placed: list, percentile: str, 
         budget.set_in_layout(False)
     ax.set_xscale("log")
     _log_ticks(ax.xaxis)
-    if xs:
-        # From 0.1 ms (lower when a file is faster) to past the slowest file (the teacher) and the budget line:
-        # static students, transformer students and the teacher all on one axis.
-        ax.set_xlim(min(_X_FLOOR_MS, min(xs)) / 1.25, max(xs) * 1.6)
-    else:
-        ax.set_xlim(_X_FLOOR_MS / 1.25, 100)
+    ax.set_xlim(*xlim)
     if ys:
         lo, hi = min(ys), max(ys)
         span = (hi - lo) or max(abs(hi) * 0.1, 0.05)

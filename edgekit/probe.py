@@ -55,8 +55,8 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
     kinds = list(dict.fromkeys(probe_class(v) for v in variants if runs_on(v, provider)))
     # The budget's limits (ms or speedup, size, quality floor, headroom, percentile, sweep) only judge a timing:
     # they are not part of the key, so a sweep over budgets reuses every probe.
-    shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "headroom", "percentile", "sweep",
-                                       "providers", "require_full_placement"})
+    shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "tie_margin", "headroom",
+                                       "percentile", "sweep", "providers", "require_full_placement"})
     key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider,
                     kinds, recipe.quantize.reduce_range, recipe.quantize.block_size, recipe.quantize.accuracy_level,
                     recipe.export.opset, str(timing.lengths_file),

@@ -67,7 +67,8 @@ class TeacherSpec(_Strict):
     allow_weak: bool = Field(False, description="distill even when the teacher is no better than a trivial predictor "
                                                 "(the most frequent class, chance, no correlation) on some task; by "
                                                 "default the run stops before training: a smoke test on a random "
-                                                "model sets this")
+                                                "model sets this. No file that is no better than that predictor "
+                                                "ships either way")
     trust_pickle: bool = Field(False, description="a torch.save'd (pickled) module file: load it although unpickling "
                                                   "runs code from the file. Only for files you trust; TorchScript "
                                                   "archives and Hugging Face folders need no such permission")
@@ -123,7 +124,9 @@ class DataSpec(_Strict):
                           "own that expects [0, 1] pixels)")
     labels: list[str] | None = Field(None, min_length=2, description="classification: the class names, in "
                                      "order (label i is labels[i]); a row with any other label is a bad row. "
-                                     "Default: every label in the data, sorted")
+                                     "image-classification: the name of each class number of the label array, "
+                                     "one per class (class i is labels[i]; 10 classes 0..9 take 10 names). "
+                                     "Default: every label in the data, sorted (image classes named by number)")
     bad_rows: Literal["skip", "error"] = Field(
         "skip", description="rows with an empty text, no label, an unknown label, a score that is not a "
                             "number or bytes that are not UTF-8: `skip` leaves them out and the run summary "
@@ -296,6 +299,11 @@ def budget_token(value) -> tuple[str, float]:
     return kind, amount
 
 
+# Every recipe's quality floor unless it sets its own (`recipe init` writes it out): a file that keeps less of
+# the teacher than this on some task does not ship, however fast it is.
+DEFAULT_RETENTION = 95.0
+
+
 class Budget(_Strict):
     percentile: Literal["p50", "p95", "p99"] = Field("p95", description="latency percentile the budget bounds")
     scope: Literal["model", "end-to-end"] = Field(
@@ -334,9 +342,16 @@ class Budget(_Strict):
     min_runs: int = Field(300, ge=20, description="timed runs per round (hundreds for a stable p95)")
     min_seconds: float = Field(1.0, ge=0, description="timed wall time per round")
     min_retention: float | dict[str, float] | None = Field(
-        None, description="quality floor: a file fits only if it keeps at least this % of the teacher's fp32 metric "
-                          "on every task (a number), or on the tasks named ({task: %}); null = no floor. A pick that "
-                          "fits the latency but lost too much is not shipped: the run says what would close the gap")
+        DEFAULT_RETENTION, description=f"quality floor: a file fits only if it keeps at least this % of the teacher's "
+                                       f"fp32 metric on every task (a number; {DEFAULT_RETENTION:g} unless the recipe "
+                                       "says), or on the tasks named ({task: %}, the others without a floor); null = "
+                                       "no floor. A pick that fits the latency but lost too much is not shipped: the "
+                                       "run says what would close the gap")
+    tie_margin: float = Field(
+        2.0, ge=0, le=100, description="equivalence margin of a tie, in % of the top-ranked file's metric: a faster file "
+                                      "is tied with it (and ships instead) only when, on every task, the lower end "
+                                      "of the paired 95% interval of their difference lies within this margin below "
+                                      "zero; 0 = only files shown at least as good")
     rounds: int = Field(3, ge=1, description="timing rounds per file (fresh session each); the round with the "
                                              "median percentile counts, so one burst of host noise does not")
     sweep: list[float | str] = Field([], description="budgets for `edgekit sweep` (its --budgets overrides them): "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.names import LATENCY_FIELDS
-from edgekit.units import count, milliseconds
+from edgekit.units import class_list, count, milliseconds, timed_shape
 
 REPORT_FORMAT = "edgekit.report/2"
 
@@ -64,8 +64,13 @@ def task_record(task, train_examples: int, test_examples: int, truncated: dict |
     """report.json's `tasks[]` entry of one loaded task (edgekit.data.tasks.TaskData): what it is, how many
     examples each side holds and where the test side came from, and everything loading left out or changed
     (bad rows, duplicates, conflicting labels, training rows also in the test split), the classes without
-    test examples and, for text tasks, how many examples the teacher's max_length cuts (`truncated`)."""
+    test examples and, for text tasks, how many examples the teacher's max_length cuts (`truncated`), and what the
+    trivial answer scores on the test split (edgekit.baselines: every file is compared with it)."""
+    from edgekit.baselines import trivial_baseline
+
+    trivial, who = trivial_baseline(task)
     return {"name": task.name, "kind": task.spec.kind, "metric": task.spec.metric, "output": task.output,
+            "trivial": {"value": trivial, "who": who},
             "labels": task.labels, "train_examples": train_examples, "test_examples": test_examples,
             "test_from": task.test_from,
             "skipped_rows": {reason: {"count": len(numbers), "rows": numbers[:20]}
@@ -78,9 +83,12 @@ def task_record(task, train_examples: int, test_examples: int, truncated: dict |
 
 
 def _data_notes(task: dict) -> list[str]:
-    """report.md's lines on what loading did to one task's data (report.json `tasks[]`; older reports lack the
+    """report.md's lines on what loading did to one task's data: its class names in the logits' order (the
+    bundle's labels.json order), then what it left out or changed (report.json `tasks[]`; older reports lack the
     fields, and get no lines)."""
     name, lines = task["name"], []
+    if task.get("labels"):
+        lines.append(f"Task {name}: classes, as the logits' columns: {class_list(task['labels'])}")
     if task.get("test_from"):
         lines.append(f"Task {name}: {task['train_examples']} train / {task['test_examples']} test examples (test: "
                      f"{task['test_from']})")
@@ -115,14 +123,13 @@ def _blocks(data: dict) -> list[tuple]:
     """The report as ("h1"|"h2"|"h3"|"p"|"strong"|"list"|"table"|"figure"|"summary", ...) blocks."""
     budget, tasks = data["budget"], [t["name"] for t in data["tasks"]]
     p = budget["percentile"]
-    seq = "task lengths" if budget["seq_len"] == "task" else f"seq {budget['seq_len']}"
     size = f", size <= {budget['size_mb']} MB" if budget["size_mb"] else ""
     fits = (f" A file fits at <= {budget['limit_ms']:.3g} ms measured ({budget['headroom']:.0%} headroom for "
             "re-timing drift)." if budget["headroom"] else "")
     providers = data["providers"]
     blocks = [("h1", f"edgekit {'sweep' if data.get('sweep') else 'run'}: {data['recipe']['name']}"),
               *_first_screen(data), ("h2", "Budget, machine and data"),
-              ("p", (f"Budget: {_budget_text(budget)} at batch {budget['batch']}, {seq}, {budget['threads']} "
+              ("p", (f"Budget: {_budget_text(budget)} at {_timed_shape(data)}, {budget['threads']} "
                     f"thread(s){size}.{fits} Providers measured: {', '.join(providers['measured'])}. "
                     f"Machine: {data['machine']['name']}. {_timed_on(data)}Run took {data['seconds'] / 60:.1f} "
                     f"min."))]
@@ -146,6 +153,8 @@ def _blocks(data: dict) -> list[tuple]:
     blocks += _probes(data, p)
     if data.get("gap"):
         blocks += _gap(data)
+    if data.get("score_scale"):
+        blocks += _score_scale(data["score_scale"])
     blocks += _distillation(data, tasks)
     return blocks
 
@@ -178,8 +187,13 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
     fixed = bundle["fixed_shape"]
     if fixed:
         scores = ", ".join(f"{task} {m['value']:.4f}" for task, m in fixed["metrics"].items())
-        parts.append(f"its shapes are fixed at batch {fixed['batch']}, seq {fixed['seq_len']} (every input padded to "
-                     f"that length: it scores {scores} measured as it ships)")
+        if fixed.get("seq_len") is None:  # an image model: no length to pad to, its inputs are fixed whole
+            inputs = ", ".join(f"{name} {'x'.join(map(str, dims))}" for name, dims in (fixed.get("inputs") or {}).items())
+            parts.append(f"its shapes are fixed at batch {fixed['batch']} ({inputs or 'every input'}: it scores "
+                         f"{scores} measured as it ships)")
+        else:
+            parts.append(f"its shapes are fixed at batch {fixed['batch']}, seq {fixed['seq_len']} (every input padded "
+                         f"to that length: it scores {scores} measured as it ships)")
     if bundle["ort"]:
         parts.append(f"model.ort ({bundle['ort']['platform']}) is made from it for ONNX Runtime Mobile, with the "
                      f"operators a reduced build needs in {bundle['ort']['required_operators']}")
@@ -213,7 +227,8 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
     e2e = any(_latency(entry, "end-to-end", p) is not None for entry in data["files"])
     header = ["file", "provider", "architecture", "params", "size (MB)", f"probe {p}", "p50", "p95", "p99"]
     header += ["end-to-end p50", "end-to-end p95"] if e2e else []
-    header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" for i, t in enumerate(tasks)]
+    header += [f"{t} {data['tasks'][i]['metric']} [95% CI] (retention)" + _trivial_note(data['tasks'][i])
+               for i, t in enumerate(tasks)]
     placements = len(data["providers"]["measured"]) > 1 or any(
         (e.get("placement") or {}).get("full") is False for e in data["files"])
     header += ["fits", "Pareto"] + (["placement"] if placements else [])
@@ -228,7 +243,8 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
                       for q in ("p50", "p95")]
         for task in tasks:
             kept = entry["retention"].get(task)
-            cells.append(_metric(entry["metrics"][task]) + (f" ({kept:.1f}%)" if kept is not None else ""))
+            cells.append(_metric(entry["metrics"][task]) + (f" ({kept:.1f}%)" if kept is not None else "")
+                         + _no_better(entry, task))
         cells += ["yes" if entry["meets_budget"] else "no", "yes" if entry.get("pareto") else ""]
         cells += [_placement_cell(entry.get("placement"))] if placements else []
         rows.append(cells)
@@ -237,9 +253,37 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
                    + ("; end to end: text in to outputs out with the bundle's tokenizer, on the tasks' test texts"
                       if e2e else "") + "; "
                   "metrics measured on the ONNX file, per task, on the full evaluation split, with bootstrap 95% "
-                  "intervals; retention = file / teacher fp32. Pareto: no other file of the same provider is as "
+                  "intervals; retention = file / teacher fp32; trivial: what a model that learnt nothing scores "
+                  "(the most frequent class, chance, a constant score), and a file marked 'no better than trivial' "
+                  "never fits. Pareto: no other file of the same provider is as "
                   f"good on every task, as fast at {p} and as small, and better on one.")),
             ("table", header, rows)]
+
+
+def _trivial_note(task: dict) -> str:
+    """'; trivial 0.654' for a column header (runs before the trivial baseline was recorded: nothing)."""
+    trivial = task.get("trivial")
+    return f"; trivial {trivial['value']:.3f}" if trivial else ""
+
+
+def _no_better(entry: dict, task: str) -> str:
+    """' - no better than trivial' where the file does not clear the trivial answer on `task` (it never fits)."""
+    record = (entry.get("trivial") or {}).get(task)
+    return " - no better than trivial" if record and not record["ships"] else ""
+
+
+def _reads_images(data: dict) -> bool:
+    """Whether the run's tasks read images (report.json tasks[].kind is the task kind's name)."""
+    from edgekit.tasks import KINDS
+
+    return any(getattr(KINDS.get(t.get("kind")), "images", False) for t in data["tasks"])
+
+
+def _timed_shape(data: dict) -> str:
+    """'batch 1, seq 128', or for an image run 'batch 1, images 1x8x8 (C x H x W)' (edgekit.units.timed_shape);
+    an image run's report from before budget.image_shape says 'the task's images', never its unused seq_len."""
+    budget = data["budget"]
+    return timed_shape(budget["batch"], budget.get("seq_len"), budget.get("image_shape"), _reads_images(data))
 
 
 def _timed_on(data: dict) -> str:
@@ -375,9 +419,14 @@ def _gap(data: dict) -> list[tuple]:
         agreement = gap["agreement"]
         blocks.append(("p", f"{line}. Agreement with the teacher: {agreement['value']:.3f} ({agreement['what']})."))
         blocks.append(("strong", gap["statement"]))
+        scored_by = _slice_metric(gap)  # the slices' metric, named in every figure: it need not be the task's
+        if scored_by != gap["metric"]:
+            why = gap.get("slice_metric_note")
+            blocks.append(("p", f"Slices and hardest cases are scored by {scored_by}, not the task's "
+                                f"{gap['metric']}" + (f": {why}." if why else ".")))
         if gap["slices"]:
-            blocks.append(("table", ["slice", "group", "n", "teacher [95% CI]", "shipped [95% CI]",
-                                     "change [95% CI]"],
+            blocks.append(("table", ["slice", "group", "n", f"teacher {scored_by} [95% CI]",
+                                     f"shipped {scored_by} [95% CI]", f"change in {scored_by} [95% CI]"],
                            [[s["slice"], s["group"], str(s["n"]), _with_ci(s["teacher"], s.get("teacher_ci95")),
                              _with_ci(s["student"], s.get("student_ci95")),
                              _with_ci(s["change"], s.get("change_ci95"), sign=True)] for s in gap["slices"]]))
@@ -391,18 +440,89 @@ def _gap(data: dict) -> list[tuple]:
                 f"{who.replace('_', ' ')} {calibration[who]:.3f}" for who in ("teacher", "student", "student_fp32")
                 if calibration.get(who) is not None) + "."))
         hardest = gap["hardest"]
-        blocks.append(("p", (f"Hardest cases ({hardest['rule']}; n={hardest['n']}): "
-                            f"teacher {_number(hardest['teacher'])}, shipped {_number(hardest['student'])}.")))
+        blocks.append(("p", (f"Hardest cases ({hardest['rule']}; n={hardest['n']}), "
+                             f"{hardest.get('metric') or scored_by}: teacher {_number(hardest['teacher'])}, "
+                             f"shipped {_number(hardest['student'])}.")))
         blocks.append(_examples(hardest["examples"]))
         for cause, flips in gap["flips"].items():
             if flips is None:
                 blocks.append(("p", f"Flipped by {cause}: not applicable (the shipped file is fp32)."))
                 continue
-            blocks.append(("p", (f"Flipped by {cause}: {flips['count']} examples ({flips['a_right_b_wrong']} "
-                                f"right before and wrong after, {flips['b_right_a_wrong']} the other way).")))
+            blocks.append(("p", _flips_text(cause, flips, gap.get("kind"))))
             if flips["examples"]:
                 blocks.append(_examples(flips["examples"]))
     return blocks
+
+
+def _scale_lines(scale: dict | None) -> list[str]:
+    """A line per task whose cosine an app would threshold: how the shipped file's sits against the teacher's."""
+    if not scale:
+        return []
+    return [f"Cosine scale on {task}: {entry['statement']}." for task, entry in scale["tasks"].items()]
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _score_scale(scale: dict) -> list[tuple]:
+    """The shipped file's cosine against the teacher's per pair task (edgekit.score_scale): the shift, and at each
+    teacher threshold the matched file threshold and how often the file decides a test pair as the teacher does."""
+    blocks = [("h2", f"What a cosine means: {scale['file']} against {scale['teacher']} on {scale['provider']}"),
+              ("p", ("A rank metric does not see a cosine's scale: a student can keep the teacher's order of pairs and "
+                     "still move every cosine, and an app that thresholds the teacher's cosine then decides "
+                     "differently. Matched threshold: the file's cosine with the same share of the fit pairs (never "
+                     "test pairs) above it as above the teacher's; agreement: the share of test pairs both call alike "
+                     "or both call apart. bundle/manifest.json and bundle/README.md state the matched thresholds."))]
+    for task, entry in scale["tasks"].items():
+        blocks += [("h3", f"{task} ({entry['kind']})"), ("strong", entry["statement"] + "."),
+                   ("table", ["cosine on test pairs", "mean", "std", "p10", "p50", "p90", "at or above 0.5"],
+                    [[who, *(f"{entry['shift'][key][q]:.3f}" for q in ("mean", "std", "p10", "p50", "p90")),
+                      _share(entry["shift"][key]["above_0.5"])]
+                     for who, key in (("teacher", "teacher"), (scale["file"], "file"))])]
+        if entry.get("fitted_on") is None:
+            blocks.append(("p", f"No threshold matched: {entry.get('why_not_fitted')}."))
+        else:
+            line = entry["linear"]
+            blocks.append(("p", f"Fitted on {entry['fitted_on']}: teacher cosine ~ "
+                                + (f"{line['slope']:.3f} x file cosine {line['intercept']:+.3f} (r2 {line['r2']:.3f})"
+                                   if line["slope"] is not None and line["r2"] is not None else "(no line: the file's "
+                                   "cosine is constant)") + "."))
+        blocks.append(("table", ["teacher's threshold", "file's matched threshold", "line's threshold",
+                                 "test pairs above: teacher / file / file matched",
+                                 "decided as the teacher: same threshold", "matched", "line"],
+                       [[f"{t['teacher']:g}", _short(t["file"]), _short(t.get("file_linear")),
+                         " / ".join(_share(t[k]) for k in ("teacher_above", "file_above", "file_above_matched")),
+                         _share(t["agree_raw"]), _share(t["agree_matched"]), _share(t["agree_linear"])]
+                        for t in entry["thresholds"]]))
+        if len(entry.get("files") or []) > 2:  # more than the teacher and the pick: every file, unmatched
+            threshold = entry["files"][0]["threshold"]
+            blocks.append(("table", ["file", "mean cosine", "at or above 0.5",
+                                     f"decided as the teacher at the teacher's {threshold:g}"],
+                           [[f["file"], f"{f['mean']:.3f}", _share(f["above_0.5"]), _share(f["agree_raw"])]
+                            for f in entry["files"]]))
+    return blocks
+
+
+def _slice_metric(gap: dict) -> str:
+    """The metric a task's gap slices are scored by (reports before `slice_metric`: the slices' own)."""
+    return gap.get("slice_metric") or next((s["metric"] for s in gap["slices"] if s.get("metric")), gap["metric"])
+
+
+def _flips_text(cause: str, flips: dict, kind: str | None) -> str:
+    """'Flipped by quantization: 4 examples (3 right before and wrong after, 1 the other way).'; for a rank
+    correlation kind (similarity), where no example is right or wrong, the large rank moves and which way they
+    went (older reports held the same counts under a_right_b_wrong / b_right_a_wrong)."""
+    from edgekit.tasks import KINDS
+
+    found = KINDS.get(kind)
+    if getattr(found, "correlation", False):
+        further = flips.get("further_from_gold", flips.get("a_right_b_wrong"))
+        closer = flips.get("closer_to_gold", flips.get("b_right_a_wrong"))
+        return (f"Rank moves by {cause}: {flips['count']} {found.what[0]}s ({flips['rule']}): {further} moved "
+                f"further from the gold rank, {closer} closer to it.")
+    return (f"Flipped by {cause}: {flips['count']} examples ({flips['a_right_b_wrong']} right before and wrong "
+            f"after, {flips['b_right_a_wrong']} the other way).")
 
 
 def _with_ci(value, interval, sign: bool = False) -> str:
@@ -536,9 +656,16 @@ def _first_screen(data: dict) -> list[tuple]:
     """What a reader needs before scrolling: the file to ship (or why nothing fits and the closest miss), how
     much faster than the teacher's fp32 file it is model only and end to end, what it keeps per task with its
     95% interval, and its largest slice drop. Then the charts."""
-    caption = ("Each task's metric (95% interval as a bar) against latency, log scale from 0.1 ms to past the "
-               "teacher; marker area is the file size. The step line is the frontier: no faster file scores "
-               "higher. Only the frontier, the pick and the teacher are named; every file is in the matrix below.")
+    from edgekit.plot import latency_axes_text
+
+    chart = chart_inputs(data)
+    # The axes' range from the function the chart sets them with: it starts below 0.1 ms when a file is faster.
+    span = latency_axes_text(chart["rows"], chart["percentile"], chart["limit_ms"], chart["scope"])
+    line = " and the budget line" if chart["limit_ms"] is not None else ""  # a sweep draws none
+    caption = (f"Each task's metric (95% interval as a bar) against latency on a log axis spanning every file"
+               f"{line}: {span}. Marker area is the file size. The step line is the frontier: no "
+               "faster file scores higher. Only the frontier, the pick and the teacher are named; every file is in "
+               "the matrix below.")
     summary = _sweep_summary(data) if data.get("sweep") else _run_summary(data)
     return [summary, ("figure", "accuracy-latency", caption)]
 
@@ -599,22 +726,25 @@ def _worst_slice(gap: dict | None) -> str:
         f"{'rarest class' if worst['group'] == 'rarest' else worst['group']} {worst['slice']}")
     interval = worst.get("change_ci95")
     change = f"{worst['change']:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
-    return f"{where} (n={worst['n']}): {worst['teacher']:.3f} -> {worst['student']:.3f}, {change}"
+    metric = worst.get("metric") or _slice_metric(gap)  # a slice's metric need not be the task's (macro F1)
+    return f"{where} (n={worst['n']}): {metric} {worst['teacher']:.3f} -> {worst['student']:.3f}, {change}"
 
 
 def _task_table(data: dict, row: dict, teacher: dict | None, who: str) -> tuple:
     """Per task: the metric, the file's value and the teacher's with 95% intervals, % kept, largest slice drop."""
-    header = ["task", "metric", f"{who} [95% CI]", "teacher fp32 [95% CI]", "kept of teacher"]
+    header = ["task", "metric", f"{who} [95% CI]", "teacher fp32 [95% CI]", "kept of teacher", "trivial answer"]
     gaps = data.get("gap") if data.get("selected") and data["selected"]["name"] == row["name"] else None
     if gaps:
-        header.append("where it loses most (slice: teacher -> shipped, change [95% CI])")
+        header.append("where it loses most (slice: its metric teacher -> shipped, change [95% CI])")
     cells = []
     for task in data["tasks"]:
         name = task["name"]
         mine, theirs = row["metrics"].get(name), (teacher or {}).get("metrics", {}).get(name)
         kept = (row.get("retention") or {}).get(name)
-        line = [name, task["metric"], _metric_or_dash(mine), _metric_or_dash(theirs),
-                f"{kept:.1f}%" if kept is not None else "- (teacher <= 0)"]
+        trivial = task.get("trivial")
+        line = [name, task["metric"], _metric_or_dash(mine) + _no_better(row, name), _metric_or_dash(theirs),
+                f"{kept:.1f}%" if kept is not None else "- (teacher <= 0)",
+                f"{trivial['value']:.3f}: {trivial['who']}" if trivial else "-"]
         if gaps:
             line.append(_worst_slice(gaps.get(name)))
         cells.append(line)
@@ -634,7 +764,7 @@ def _run_summary(data: dict) -> tuple:
     provider = (selected or {}).get("provider") or data["providers"]["measured"][0]
     mine = [r for r in data["files"] if r["provider"] == provider]
     teacher = _teacher_row(data, provider)
-    images = any(t.get("kind") == "image" for t in data["tasks"])
+    images = _reads_images(data)
     lines = []
     if selected:
         row = next((r for r in mine if r["name"] == selected["name"]), None) or {
@@ -665,11 +795,35 @@ def _run_summary(data: dict) -> tuple:
             lines.append(f"Size: {_mb(row['size_bytes'])} against the teacher's fp32 {_mb(teacher['size_bytes'])} "
                          + (f"({_times(ratio)} smaller)." if ratio >= 1 else f"({_times(1 / ratio)} larger)."))
     lines.append(_budget_line(budget, row if selected else None, scope))
+    lines += _teacher_against_trivial(data, teacher)
     tie = _tie_sentence(data, provider)
     if selected and tie:
         lines.append(tie)
+    if selected:
+        lines += _scale_lines(data.get("score_scale"))
     table = _task_table(data, row, teacher, who) if row is not None else None
     return ("summary", tone, headline, lines, table)
+
+
+def _teacher_against_trivial(data: dict, teacher: dict | None) -> list[str]:
+    """A line per task where the teacher itself does not clearly beat the trivial answer (edgekit.baselines)."""
+    from edgekit.baselines import LEAD_SHARE
+
+    lines = []
+    for task in data["tasks"]:
+        record = ((teacher or {}).get("trivial") or {}).get(task["name"])
+        if not record or record["standing"] == "clear":
+            continue
+        metric = teacher["metrics"][task["name"]]
+        said = (f"Teacher on {task['name']}: {_metric_or_dash(metric)} against {record['baseline']:.3f} for "
+                f"{task['trivial']['who']}, on {task['test_examples']} test examples: ")
+        if record["standing"] == "unproven":
+            said += ("above it, but its 95% interval reaches it, so this test set cannot tell that lead from chance; "
+                     f"a file ships on this task only if it keeps at least {LEAD_SHARE:.0%} of the lead.")
+        else:
+            said += "no better than it (teacher.allow_weak): no file ships unless it clears that score."
+        lines.append(said)
+    return lines
 
 
 def _tie_sentence(data: dict, provider: str) -> str | None:
@@ -847,6 +1001,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
     from edgekit.measure import jsonable
     from edgekit.provenance import data_provenance, teacher_provenance
     from edgekit.providers import runtime_limits
+    from edgekit.tasks import image_shape
 
     return {
         "format": REPORT_FORMAT,
@@ -859,7 +1014,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
         "stages_started_s": stages,
         "machine": cpu_info(),
         "versions": package_versions(),
-        "budget": budget_record(budget, teacher_fp32, retimed),
+        "budget": budget_record(budget, teacher_fp32, retimed, image_shape(tasks)),
         "providers": {"measured": providers, "skipped": skipped, "runtime": runtime_limits(),
                       "options": {p: budget.options_for(p) for p in providers}},
         "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
@@ -880,6 +1035,7 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
         "decision": decision,  # per provider: select.choose's decision (ties within noise), None when nothing fits
         "provider_agreement": agreement or [],  # select.provider_agreement: each file on another provider vs target
         "gap": gap,
+        "score_scale": None,  # edgekit.score_scale.shipped_scale: the pick's cosine against the teacher's (pipeline)
         "int8_on_this_cpu": int8_effect(rows, providers[0]),
         "sweep": sweep,
         "bundle": None,
@@ -924,17 +1080,22 @@ def int8_effect(rows: list[dict], provider: str) -> list[dict]:
     return effect
 
 
-def budget_record(budget, teacher_fp32: dict, retimed: dict | None) -> dict:
+def budget_record(budget, teacher_fp32: dict, retimed: dict | None, image_shape: tuple | None = None) -> dict:
     """report.json's budget: how it was asked for (ms or speedup), the teacher latency a speedup divided,
-    the resulting limit, and how far the teacher's fp32 file moved when re-timed among the students."""
+    the resulting limit, and how far the teacher's fp32 file moved when re-timed among the students.
+    `image_shape`: an image run's (C, H, W), what each timed input is; its seq_len is null (an image has none,
+    and the recipe's default 128 would read as if it were timed)."""
     from edgekit.fits import latency_of, limit_ms
 
     p = budget.percentile
     record = {"percentile": p, "scope": budget.scope, "ms": budget.ms, "speedup": budget.speedup,
               "label": budget.label(),
-              "batch": budget.batch, "seq_len": budget.seq_len, "threads": budget.threads,
+              "batch": budget.batch, "seq_len": None if image_shape else budget.seq_len,
+              "image_shape": list(image_shape) if image_shape else None, "threads": budget.threads,
               "size_mb": budget.size_mb, "headroom": budget.headroom, "limit_ms": limit_ms(budget),
               "min_retention": budget.min_retention,
+              "min_retention_from": "recipe" if "min_retention" in budget.model_fields_set else "default",
+              "tie_margin": budget.tie_margin,
               "teacher": {"file": teacher_fp32["onnx"], "provider": teacher_fp32["provider"],
                           "ms": latency_of(teacher_fp32, budget), "measured_at": teacher_fp32["latency_ms"]["measured_at"],
                           "cached": teacher_fp32["latency_ms"]["cached"],

@@ -13,15 +13,18 @@ That rank reads differences that are noise as leads. Two files scored on the sam
 examples differ by a few examples as often as by a real margin: L1-int8-static-percentile ranked
 first on sentiment 0.7322 against L1-int8-dynamic's 0.7310, 3 texts of 2,550, and shipped though it
 ran 6.26 ms p95 against 5.89. So the top-ranked file T is then compared with every fitting frontier
-file F that is faster (fits.latency_of), task by task, by a paired bootstrap of metric(F) - metric(T)
-on the same resampled test examples (edgekit.metrics.paired_difference, RESAMPLES resamples, seed
-SEED). F is tied with T when on every task that interval reaches zero or above: T's lead is within
-noise, or F is the better one. Among T and its ties the fastest ships, then the smaller: when the data
-cannot tell their accuracy apart, the measured latency is the one difference left that the budget
-counts (and a faster file has more headroom against the device's re-timing drift), then the bytes
-the device must hold. Ties are judged against T alone, so a chain of small losses cannot add up to a
-large one. Files whose per-example predictions were not recorded (an older cache) are not compared:
-the rank alone places them, and the decision says so.
+file F that costs the app less time (fits.app_latency: end to end where measured, since that is what a
+request pays; a model-only lead of 0.07 ms means nothing when the tokenizer is 95% of the request), task
+by task, by a paired bootstrap of metric(F) - metric(T) on the same resampled test examples
+(edgekit.metrics.paired_difference, RESAMPLES resamples, seed SEED). F is tied with T when on every task
+the lower end of that interval lies within an equivalence margin below zero: budget.tie_margin % of T's
+metric. "The interval touches zero" alone is not a tie: on 200 pairs a file 9 points behind had
+[-0.128, +0.022], a loss the data cannot rule out. Among T and its ties, those within LATENCY_NOISE of
+the fastest count as equally fast (re-timing moves a p95 by ~7% on a shared host); of those the one
+keeping the most of the teacher on its worst task ships, then on average, then the smaller. Ties are
+judged against T alone, so a chain of small losses cannot add up to a large one. Files whose
+per-example predictions were not recorded (an older cache) are not compared: the rank alone places
+them, and the decision says so.
 
 The Pareto frontier is taken over every task's metric (higher is better), the latency
 at the budget's percentile and the size (lower is better): a file is on it when no other
@@ -31,20 +34,42 @@ pick is always on the frontier.
 
 from __future__ import annotations
 
-from edgekit.fits import below_floor, latency_of, limit_ms, meets_budget, partly_placed, probe_fits
+from edgekit.fits import (
+    app_latency,
+    below_floor,
+    below_trivial,
+    latency_of,
+    limit_ms,
+    meets_budget,
+    partly_placed,
+    probe_fits,
+)
 from edgekit.recipe import Budget
+from edgekit.tasks import image_shape as images_of
+from edgekit.units import timed_shape
 
 RESAMPLES = 1000  # paired bootstrap of each task's difference between two files
 SEED = 0  # the same resamples every run: a pick does not change between reruns of the same measurements
-TIE_RULE = (f"a faster fitting frontier file is tied with the top-ranked one when, on every task, the paired "
-            f"bootstrap 95% interval ({RESAMPLES} resamples of the test examples, the same for both files) of its "
-            "metric minus the top file's reaches zero or above; among the top file and its ties the fastest ships, "
-            "then the smaller")
+LATENCY_NOISE = 0.05  # latencies this close to the fastest of a tie count as equal: the tie goes to retention
+
+
+def tie_rule(budget: Budget) -> str:
+    return (f"a fitting frontier file faster for the app (end to end where measured) is tied with the top-ranked "
+            f"one when, on every task, the paired bootstrap 95% interval ({RESAMPLES} resamples of the test "
+            "examples, the same for both files) of its metric minus the top file's lies above minus "
+            f"{budget.tie_margin:g}% of the top file's metric (budget.tie_margin); among the top file and its ties, "
+            f"those within {LATENCY_NOISE:.0%} of the fastest count as equally fast, and of those the one keeping "
+            "the most of the teacher on its worst task ships, then on average, then the smaller")
+
+
+def _kept(entry: dict) -> tuple[float, float]:
+    """(worst-task retention, mean retention)."""
+    kept = [v for v in entry["retention"].values() if v is not None] or [0.0]
+    return min(kept), sum(kept) / len(kept)
 
 
 def _rank(entry: dict, budget: Budget) -> tuple:
-    kept = [v for v in entry["retention"].values() if v is not None] or [0.0]
-    return (min(kept), sum(kept) / len(kept), -latency_of(entry, budget), -entry["size_bytes"])
+    return (*_kept(entry), -latency_of(entry, budget), -entry["size_bytes"])
 
 
 def pick(entries: list[dict], budget: Budget, predictions: dict | None = None, tasks=None) -> dict | None:
@@ -67,8 +92,8 @@ def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
     if not feasible:
         return None, None
     top = max(feasible, key=lambda e: _rank(e, budget))
-    faster = sorted((e for e in feasible if latency_of(e, budget) < latency_of(top, budget)),
-                    key=lambda e: (latency_of(e, budget), e["size_bytes"]))
+    faster = sorted((e for e in feasible if app_latency(e, budget) < app_latency(top, budget)),
+                    key=lambda e: (app_latency(e, budget), e["size_bytes"]))
     golds: dict = {}
     mine = _outcomes(top, predictions, tasks)
     compared, unpaired = [], []
@@ -77,18 +102,34 @@ def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
         if theirs is None:
             unpaired.append(entry["name"])
             continue
-        differences = {task.name: _difference(task, theirs[task.name], mine[task.name], golds) for task in tasks}
-        compared.append({"name": entry["name"], "latency_ms": latency_of(entry, budget),
+        differences = {}
+        for task in tasks:
+            d = _difference(task, theirs[task.name], mine[task.name], golds)
+            d["margin"] = budget.tie_margin / 100 * abs(top["metrics"][task.name]["value"])
+            differences[task.name] = d
+        compared.append({"name": entry["name"], "latency_ms": app_latency(entry, budget),
                          "size_bytes": entry["size_bytes"], "tasks": differences,
                          # an interval that cannot be computed (every resample undefined) shows no tie
-                         "tied": all(d["ci95"] is not None and d["ci95"][1] >= 0 for d in differences.values())})
+                         "tied": all(d["ci95"] is not None and d["ci95"][0] >= -d["margin"]
+                                     for d in differences.values())})
     tied = [next(e for e in faster if e["name"] == c["name"]) for c in compared if c["tied"]]
-    best = min([top, *tied], key=lambda e: (latency_of(e, budget), e["size_bytes"]))
-    decision = {"top": top["name"], "ships": best["name"], "rule": TIE_RULE, "top_latency_ms": latency_of(top, budget),
-                "compared": compared, "tied": [e["name"] for e in tied], "unpaired": unpaired,
-                "by_rank_alone": mine is None}
+    pool = [top, *tied]
+    fastest = min(app_latency(e, budget) for e in pool)
+    near = [e for e in pool if app_latency(e, budget) <= fastest * (1 + LATENCY_NOISE)]
+    best = max(near, key=lambda e: (*_kept(e), -e["size_bytes"]))
+    decision = {"top": top["name"], "ships": best["name"], "rule": tie_rule(budget),
+                "latency": _paid_words(top, budget), "top_latency_ms": app_latency(top, budget),
+                "tie_margin": budget.tie_margin, "compared": compared, "tied": [e["name"] for e in tied],
+                "equally_fast": [e["name"] for e in near], "unpaired": unpaired, "by_rank_alone": mine is None,
+                # files left out because they are no better than the trivial answer (edgekit.baselines)
+                "trivial": {e["name"]: below_trivial(e) for e in entries if below_trivial(e)}}
     decision["statement"] = _decision_text(decision, best, budget)
     return best, decision
+
+
+def _paid_words(entry: dict, budget: Budget) -> str:
+    """What app_latency measured for `entry`: 'ms p95 end to end' or 'ms p95 model only'."""
+    return f"ms {budget.percentile} " + ("end to end" if entry.get("latency_e2e_ms") else "model only")
 
 
 def _outcomes(entry: dict, predictions: dict | None, tasks) -> dict | None:
@@ -132,28 +173,42 @@ def _differences_text(differences: dict) -> str:
 
 def _decision_text(decision: dict, best: dict, budget: Budget) -> str:
     """One sentence: why the shipped file ships rather than the top-ranked one, or why the top one does."""
-    unit = f"ms {budget.percentile}" + (" end to end" if budget.scope == "end-to-end" else "")
+    unit = decision["latency"]
     top = decision["top"]
+    margin = f"within the {decision['tie_margin']:g}% margin"
     if decision["by_rank_alone"]:
         text = (f"{top}: picked by rank alone (worst-task retention, then mean retention, latency, size): its "
                 "per-example predictions were not recorded (an older cache), so no faster file was checked for "
                 "a tie within noise.")
-        return text
-    if best["name"] != top:
+    elif best["name"] != top:
         shipped = next(c for c in decision["compared"] if c["name"] == best["name"])
-        text = (f"{best['name']}: tied within noise with {top} on {_differences_text(shipped['tasks'])} and faster "
-                f"({shipped['latency_ms']:.3g} vs {decision['top_latency_ms']:.3g} {unit}): the faster file ships.")
-        others = [name for name in decision["tied"] if name != best["name"]]
+        text = (f"{best['name']}: tied within noise with {top} ({margin}) on {_differences_text(shipped['tasks'])} "
+                f"and faster ({shipped['latency_ms']:.3g} vs {decision['top_latency_ms']:.3g} {unit})")
+        rivals = [name for name in decision["equally_fast"] if name != best["name"]]
+        text += (f"; as fast within {LATENCY_NOISE:.0%} as {', '.join(rivals)}, it keeps more of the teacher: it "
+                 "ships." if rivals else ": the faster file ships.")
+        others = [name for name in decision["tied"] if name not in (best["name"], *rivals)]
         if others:
             text += f" Also tied with {top}, but slower or larger: {', '.join(others)}."
     elif decision["compared"]:
-        # the task each faster file trails on by the most, beyond noise
-        trails = [f"{c['name']} on {_differences_text({_worst(c): c['tasks'][_worst(c)]})}" for c in decision["compared"]]
-        text = (f"{top}: ranked first, and every faster fitting file trails it beyond noise on at least one task: "
-                + "; ".join(trails) + ".")
+        # the task each faster file trails on by the most, beyond the margin
+        trails = [f"{c['name']} on {_differences_text({_worst(c): c['tasks'][_worst(c)]})}"
+                  for c in decision["compared"] if not c["tied"]]
+        equal = [c["name"] for c in decision["compared"] if c["tied"]]
+        text = f"{top}: ranked first"
+        if trails:
+            text += (f", and {'every' if not equal else 'each other'} faster fitting file may lose more than the "
+                     f"{decision['tie_margin']:g}% margin on at least one task: " + "; ".join(trails))
+        if equal:
+            text += (f"; tied with it but within {LATENCY_NOISE:.0%} of its latency, and keeping less of the teacher: "
+                     + ", ".join(equal))
+        text += "."
     else:
         text = f"{top}: ranked first, and no fitting frontier file is faster."
-    if decision["unpaired"]:
+    if decision["trivial"]:
+        text += (" Never considered, no better than the trivial answer: "
+                 + "; ".join(f"{name} ({', '.join(why)})" for name, why in decision["trivial"].items()) + ".")
+    if decision["unpaired"] and not decision["by_rank_alone"]:
         text += (f" Not compared within noise (their per-example predictions were not recorded): "
                  f"{', '.join(decision['unpaired'])}.")
     return text
@@ -161,7 +216,8 @@ def _decision_text(decision: dict, best: dict, budget: Budget) -> str:
 
 def _worst(compared: dict) -> str:
     """The task on which a compared file's interval lies lowest (its clearest loss)."""
-    return min(compared["tasks"], key=lambda t: (compared["tasks"][t]["ci95"] or [float("inf")] * 2)[1])
+    return min(compared["tasks"], key=lambda t: (compared["tasks"][t]["ci95"] or [float("inf")] * 2)[0]
+               + compared["tasks"][t].get("margin", 0.0))
 
 
 def _objectives(entry: dict, budget: Budget) -> tuple:
@@ -176,16 +232,20 @@ def pareto_front(entries: list[dict], budget: Budget) -> set[str]:
             if not any(all(o >= m for o, m in zip(other, mine)) and other != mine for _, other in scored)}
 
 
-def shape_text(budget: Budget, text: bool = True, provider: str | None = None) -> str:
-    seq = ("the task's own text lengths, " if budget.seq_len == "task" else f"seq {budget.seq_len}, ") if text else ""
+def shape_text(budget: Budget, image_shape: tuple | None = None, provider: str | None = None,
+               images: bool = False) -> str:
+    """'batch 1, seq 128, on cpu with 4 thread(s)'; an image model's batch is of images (C x H x W, see
+    edgekit.tasks.image_shape; `images` without the shape: an image model whose shape is not known here)."""
+    shape = timed_shape(budget.batch, budget.seq_len, image_shape, images)
     if budget.scope == "end-to-end":
-        seq = "text in to outputs out (tokenizer included) on the tasks' test texts, "
-    return f"batch {budget.batch}, {seq}on {provider or budget.providers[0]} with {budget.threads} thread(s)"
+        shape = f"batch {budget.batch}, text in to outputs out (tokenizer included) on the tasks' test texts"
+    return f"{shape}, on {provider or budget.providers[0]} with {budget.threads} thread(s)"
 
 
-def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, provider: str | None = None) -> str:
+def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, provider: str | None = None,
+                 image_shape: tuple | None = None) -> str:
     """Why nothing fits, naming the fastest of `entries` and the changes that would fit it
-    (`int8`: whether int8 variants were already among them)."""
+    (`int8`: whether int8 variants were already among them; `image_shape`: an image run's (C, H, W))."""
     fastest = min(entries, key=lambda e: latency_of(e, budget))
     latency = latency_of(fastest, budget)
     ms = f"{budget.percentile} <= {budget.ms:g} ms"
@@ -194,8 +254,10 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
               f"{budget.teacher_ms:.3g} ms here)")
     if budget.headroom:
         ms += f" with {budget.headroom:.0%} headroom (<= {limit_ms(budget):.3g} ms measured)"
-    image = "width" in (fastest.get("architecture") or {})  # the teacher's files have none
-    lines = [f"no {what} meets {ms} at {shape_text(budget, not image, provider)}."]
+    # Without the shape (a caller that has no tasks), a CNN's architecture still tells an image run; a ViT's or
+    # the teacher's files do not.
+    image = image_shape is not None or "width" in (fastest.get("architecture") or {})
+    lines = [f"no {what} meets {ms} at {shape_text(budget, image_shape, provider, image)}."]
     if latency > limit_ms(budget):
         lines.append(f"The fastest, {fastest['name']}, measures {budget.percentile} {latency:.3g} ms.")
         if budget.speedup is None:
@@ -205,7 +267,7 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
         if isinstance(budget.seq_len, int) and not image and budget.scope == "model":
             # Transformer latency grows about linearly with tokens at these lengths (FIELD-NOTES).
             fixes.append(f"shorten budget.seq_len to about {int(budget.seq_len * limit_ms(budget) / latency)} tokens")
-        if image:
+        if any("width" in (e.get("architecture") or {}) for e in entries):  # CNN students (a ViT's are layered)
             fixes.append("add narrower or shallower students (students.widths / students.depths)")
         else:
             fixes.append("add narrower students (students.hidden, e.g. [192]) or fewer layers (students.layers)")
@@ -214,6 +276,19 @@ def closest_miss(entries: list[dict], budget: Budget, what: str, int8: bool, pro
         fixes.append("or raise budget.threads if the device has the cores")
         lines.append("To fit: " + "; ".join(fixes) + ".")
     fast = [e for e in entries if latency_of(e, budget) <= limit_ms(budget) and "retention" in e]
+    trivial = [e for e in fast if below_trivial(e)]
+    if trivial:
+        shown = "; ".join(f"{e['name']}: " + ", ".join(f"{task} {why}" for task, why in below_trivial(e).items())
+                          for e in trivial[:3])
+        lines.append(f"{len(trivial)} file(s) meet the latency but are no better than the trivial answer on some task, "
+                     f"and such a file never ships: {shown}. "
+                     + ("The teacher's own files are among them: it knows no more than that answer (teacher.allow_weak "
+                        "ran it anyway); train it or pick one that knows the task."
+                        if any(e.get("student") == "teacher" for e in trivial) else
+                        "Such a student lost what the teacher knows beyond that answer: train longer "
+                        "(distill.epochs), add the task's own texts as unlabeled text (distill.unlabeled), or distill "
+                        "a larger student; with a small test set, a larger test split narrows the intervals."))
+    fast = [e for e in fast if not below_trivial(e)]
     if fast and all(below_floor(e, budget) for e in fast):
         best = max(fast, key=lambda e: min(v for v in e["retention"].values() if v is not None))
         lost = ", ".join(f"{task} {kept:.1f}% < {budget.floor(task):g}%" for task, kept in below_floor(best, budget).items())
@@ -259,7 +334,8 @@ def pick_on(rows: list[dict], budget: Budget, provider: str, int8: bool, predict
     """(the pick among `provider`'s rows, None, the decision) or (None, why nothing fits, None)."""
     mine = [r for r in rows if r["provider"] == provider]
     best, decision = choose(mine, budget, predictions, tasks)
-    return best, None if best or not mine else closest_miss(mine, budget, "file", int8, provider), decision
+    why = None if best or not mine else closest_miss(mine, budget, "file", int8, provider, images_of(tasks))
+    return best, why, decision
 
 
 def decide(rows: list[dict], budget: Budget, providers: list[str], int8: bool, predictions: dict | None = None,
@@ -296,11 +372,12 @@ def sweep_point(rows: list[dict], budget: Budget, provider: str, int8: bool, pre
             "why": why, "decision": decision}
 
 
-def nothing_feasible(probes: dict, budget: Budget, int8: bool) -> str:
-    """Why no candidate is worth training: the closest miss among every probed variant, and what would fit."""
+def nothing_feasible(probes: dict, budget: Budget, int8: bool, shape: tuple | None = None) -> str:
+    """Why no candidate is worth training: the closest miss among every probed variant, and what would fit
+    (`shape`: an image run's (C, H, W), edgekit.tasks.image_shape)."""
     entries = [{"name": f"{name} ({variant})", "architecture": p["architecture"], **record}
                for name, p in probes.items() for variant, record in p["variants"].items()]
-    return closest_miss(entries, budget, "candidate", int8) + " Nothing was trained or written."
+    return closest_miss(entries, budget, "candidate", int8, image_shape=shape) + " Nothing was trained or written."
 
 
 def provider_agreement(rows: list[dict], providers: list[str], predictions: dict | None = None,

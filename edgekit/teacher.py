@@ -38,6 +38,16 @@ class Teacher:
         """An image teacher (recipe.teacher.images): it has no tokenizer."""
         return self.tokenizer is None
 
+    @property
+    def token_limit(self) -> int | None:
+        """The most tokens a text teacher takes (models.limit_of its tokenizer and loaded config), or None."""
+        from edgekit.models import limit_of
+
+        config = getattr(getattr(self.model, "backbone", None), "config", None)
+        if self.tokenizer is None or config is None:
+            return None
+        return limit_of(self.tokenizer.model_max_length, config.to_dict())
+
     def outputs(self, inputs, inputs_digest: str, cache: Cache) -> dict:
         """{"embedding", "logits": {task: ...}} for every input, computed once per
         (teacher weights, inputs) and then read from the cache."""
@@ -179,6 +189,7 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
                           dense=_dense_layers(source))
         teacher = Teacher(model, tokenizer, source.location, "", spec.max_length, prepared,
                           encoder_digest=state_digest(model))
+        _check_length(teacher, recipe)
         heads = {}
         for task in _classification_tasks(tasks) if spec.head == "linear" else []:
             inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
@@ -192,11 +203,35 @@ def _text_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, att
     task = tasks[0]
     backbone = _hf_classifier(source, "AutoModelForSequenceClassification", spec, task, recipe.distill.seed, extra)
     model = TextModel(backbone, spec.kind, classifier_task=task.name)
+    _check_length(Teacher(model, tokenizer, source.location, "", spec.max_length), recipe)
     if spec.head == "finetune":
         inputs = TextInputs(tokenizer, task.train["text"], spec.max_length)
         prepared[task.name] = {"head": "finetune", **_finetune(model, inputs, task.train["label"], recipe, task,
                                                                cache, state_digest(model), echo)}
     return Teacher(model.eval(), tokenizer, source.location, state_digest(model), spec.max_length, prepared)
+
+
+def _check_length(teacher: Teacher, recipe: Recipe) -> None:
+    """Refuse, before the teacher reads any data, a teacher.max_length it cannot take: the recipe check reads a local
+    folder's limit from its files, a hub id's is known only now; and one input of max_length tokens is run, so a
+    position table edgekit misreads stops here with the fix, not mid-run with a raw shape error."""
+    import torch
+
+    from edgekit.inputs import TextInputs
+    from edgekit.models import too_long
+
+    spec, where = recipe.teacher, recipe.where("teacher.max_length")
+    if problem := too_long(spec.max_length, teacher.token_limit, spec.model):
+        raise TeacherError(f"{where}: {problem}")
+    longest = TextInputs(teacher.tokenizer, [" ".join(["a"] * spec.max_length)], spec.max_length)
+    try:
+        with torch.inference_mode():
+            teacher.model.internals(**longest.batch([0]))
+    except (RuntimeError, IndexError, ValueError) as e:
+        raise TeacherError(f"{where}: teacher '{spec.model}' fails on an input of {len(longest.ids[0])} tokens "
+                           f"(teacher.max_length {spec.max_length}): {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                           ". Fix: set teacher.max_length to the length of its position table (config.json's "
+                           "max_position_embeddings; RoBERTa-like models take 2 fewer) or less.") from None
 
 
 def _dense_layers(source):
@@ -229,6 +264,7 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, at
         net = _hf_image_classifier(source, spec, task, images.shape[1:], recipe.distill.seed, attention)
     else:
         net = load_torch_module(source, trust_pickle=spec.trust_pickle)
+        _check_takes(net, images, task.name, spec.model)
     if source is not None and (task.preprocessing or {}).get("fit_on"):
         # A model of the user's own was trained on inputs edgekit cannot know: say what it is fed now.
         echo(f"  teacher {spec.model} is fed images standardized with {task.name}'s training statistics "
@@ -240,6 +276,21 @@ def _image_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo, at
                                                                task.train["label"], recipe, task, cache,
                                                                state_digest(model), echo)}
     return Teacher(model.eval(), None, None, state_digest(model), spec.max_length, prepared)
+
+
+def _check_takes(net, images, task: str, model: str) -> None:
+    """A torch module file says what input it takes only when run: one of the task's images is run through it
+    before any work, so images of another shape stop the run with both named, not with a raw shape error."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            net(torch.from_numpy(images[:1]))
+    except (RuntimeError, IndexError, ValueError) as e:
+        raise DataError(f"task '{task}' has images of shape (C, H, W) = {tuple(images.shape[1:])}, and teacher "
+                        f"'{model}' fails on them ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Fix: save the "
+                        "task's images at the size and channel count the teacher was trained on, or pick a teacher "
+                        "built for these images.") from None
 
 
 def _hf_classifier(source, auto_class: str, spec, task: TaskData, seed: int, extra: dict):
@@ -270,19 +321,15 @@ def _hf_image_classifier(source, spec, task: TaskData, image_shape: tuple, seed:
     both shapes, before any training."""
 
     from edgekit.families import image_family_problem, is_hf_image
+    from edgekit.models import image_input, image_input_problem
 
     extra = {"attn_implementation": "eager"} if attention else {}  # attention maps come from eager alone
     net = _hf_classifier(source, "AutoModelForImageClassification", spec, task, seed, extra)
     if not is_hf_image(net):  # a hub id: its config was only known once loaded
         raise ModelNotFound(image_family_problem(net.config.model_type, f"'{spec.model}'"))
-    config = net.config
-    size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-    expected = (config.num_channels, *size)
-    if tuple(image_shape) != expected:
-        raise DataError(f"task '{task.name}' has images of shape (C, H, W) = {tuple(image_shape)} but teacher "
-                        f"'{spec.model}' takes {expected} (config.num_channels, config.image_size). Fix: resize "
-                        f"the task's images to {size[0]}x{size[1]} with {expected[0]} channel(s) before saving "
-                        "them, or pick a teacher built for this size.")
+    # The recipe check compares a local folder's config.json with the task's file headers the same way.
+    if problem := image_input_problem(task.name, tuple(image_shape), spec.model, image_input(net.config)):
+        raise DataError(problem)
     return net
 
 
@@ -295,19 +342,25 @@ def prepare_teacher(recipe: Recipe, tasks: list[TaskData], cache: Cache, echo: C
     return _text_teacher(recipe, tasks, cache, echo, attention)
 
 
-def check_skill(recipe: Recipe, tasks, teacher_metrics: dict) -> None:
+def check_skill(recipe: Recipe, tasks, teacher_metrics: dict, echo: Callable[[str], None] = _echo) -> None:
     """Stop before any student is trained when the teacher is no better than a trivial predictor on a task:
-    its students, files and retentions would all be relative to a model that learnt nothing."""
-    from edgekit.baselines import weak_tasks
+    its students, files and retentions would all be relative to a model that learnt nothing. Where it is
+    better but the test set too small to show it with 95% confidence, say so and go on (edgekit.baselines)."""
+    from edgekit.baselines import unproven_tasks, weak_tasks
     from edgekit.errors import TeacherTooWeak
 
-    weak = [] if recipe.teacher.allow_weak else weak_tasks(tasks, teacher_metrics)
-    if weak:
+    weak = weak_tasks(tasks, teacher_metrics)
+    if weak and not recipe.teacher.allow_weak:
         raise TeacherTooWeak("the teacher is not worth distilling:\n" + "\n".join(f"  {line}" for line in weak)
                              + "\nNothing was distilled or written. Fix: check the task's labels and inputs "
                              "(data columns, image scaling), train the teacher longer or at another learning rate "
                              "(teacher.epochs, teacher.lr for head: finetune and edgekit:cnn), or use a teacher that "
-                             "knows the task; teacher.allow_weak: true runs anyway (a smoke test on a random model).")
+                             "knows the task; teacher.allow_weak: true runs anyway (a smoke test on a random model: "
+                             "no file that is no better than the trivial answer ships, whatever it says).")
+    for line in weak:
+        echo(f"  warning (teacher.allow_weak): {line}; no file ships unless it clears that score")
+    for line in unproven_tasks(tasks, teacher_metrics):
+        echo(f"  warning: {line}")
 
 
 def teacher_rows(teacher: Teacher, recipe: Recipe, tasks: list[TaskData], run: Path, variants: list[str], exporting,
@@ -329,7 +382,7 @@ def teacher_rows(teacher: Teacher, recipe: Recipe, tasks: list[TaskData], run: P
     reference = score_rows("teacher", Exported({"fp32": files.pop("fp32")}, {}), run, scoring, providers, cache, echo,
                            None, details)
     metrics = reference.rows[0]["metrics"]
-    check_skill(recipe, tasks, metrics)
+    check_skill(recipe, tasks, metrics, echo)
     rest = score_rows("teacher", Exported(files, {}), run, scoring, providers, cache, echo, metrics, details)
     rows, _ = time_rows(reference.rows + rest.rows, run, timing, cache, echo, providers[0])
     return Scored(rows, reference.predictions | rest.predictions, reference.failures | rest.failures)

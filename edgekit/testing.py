@@ -107,21 +107,61 @@ def tiny_cnn(path: str | Path, kind: str = "torchscript", two_heads: bool = Fals
     return path
 
 
+# Words whose presence decides a tiny sentiment text's label: whole tokens of the tiny vocabulary.
+_POSITIVE, _NEGATIVE = ("good", "best", "funny", "great", "love"), ("bad", "worst", "dull", "boring", "hate")
+
+
+def tiny_task_files(folder: str | Path) -> tuple[Path, Path]:
+    """Two small tasks a tiny random encoder already knows something about, so its students, files and pick are
+    judged against a teacher better than the trivial answer (a file no better than that never ships):
+    sentiment.csv, 420 texts of the tiny vocabulary's whole words labelled by the sentiment words among them, one
+    of them last (fresh / rotten, balanced), and pairs.csv, 300 pairs of 8-word texts scored by how many words they share.
+    Deterministic: the same files on every call."""
+    import csv
+    import random
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    neutral = [w for w in _WORDS if w not in _POSITIVE + _NEGATIVE]
+    sentiment, pairs = folder / "sentiment.csv", folder / "pairs.csv"
+    with sentiment.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(420):
+            fresh = i % 2 == 0
+            words = rng.sample(neutral, rng.randint(5, 9))
+            words.insert(rng.randint(0, len(words)), rng.choice(_POSITIVE if fresh else _NEGATIVE))
+            # and one last: a last-token pooled decoder (Qwen3-like) sees it whatever its attention does
+            words.append(rng.choice(_POSITIVE if fresh else _NEGATIVE))
+            writer.writerow([" ".join(words), "fresh" if fresh else "rotten"])
+    with pairs.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text_a", "text_b", "score"])
+        for _ in range(300):
+            first = rng.sample(_WORDS, 8)
+            second, changed = list(first), rng.randint(1, 8)  # no identical pair: cosines of exactly 1 tie
+            for j in rng.sample(range(8), changed):
+                second[j] = rng.choice(_WORDS)
+            writer.writerow([" ".join(first), " ".join(second), 8 - changed])
+    return sentiment, pairs
+
+
 def tiny_recipe(teacher_folder: str | Path, **overrides):
-    """A recipe on a tiny teacher that runs the whole pipeline in seconds: a few hundred
-    Rotten Tomatoes snippets, the Lee pairs, one 1-layer student, one epoch, a loose budget,
+    """A recipe on a tiny teacher that runs the whole pipeline in seconds: tiny_task_files' sentiment texts and
+    scored pairs (written beside the teacher's folder), one 1-layer student, one epoch, a loose budget,
     a dynamic and a static int8 variant of every file."""
     from edgekit.loading import recipe_from_dict
 
+    teacher_folder = Path(teacher_folder)
+    sentiment, pairs = tiny_task_files(teacher_folder.parent / f"{teacher_folder.name}-tasks")
     data = {
         "name": "tiny",
-        # allow_weak: a tiny random teacher is no better than chance on some tasks, by construction
-        "teacher": {"model": str(teacher_folder), "kind": "sentence-encoder", "head": "linear", "max_length": 64,
-                    "allow_weak": True},
+        "teacher": {"model": str(teacher_folder), "kind": "sentence-encoder", "head": "linear", "max_length": 64},
         "tasks": [
-            {"name": "sentiment", "kind": "classification", "data": {"source": "rotten_tomatoes"},
+            {"name": "sentiment", "kind": "classification", "data": {"source": str(sentiment)},
              "split": {"max_train": 300, "max_test": 120}},
-            {"name": "lee", "kind": "similarity", "data": {"source": "lee"}, "split": {"eval_only": True}},
+            {"name": "pairs", "kind": "similarity", "data": {"source": str(pairs)}, "split": {"eval_only": True}},
         ],
         "students": {"layers": [1], "max_students": 1},
         "budget": {"ms": 1000, "min_runs": 50, "min_seconds": 0},

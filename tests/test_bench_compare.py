@@ -102,9 +102,9 @@ def test_latency_is_timed_at_the_fixed_shape_at_every_tasks_lengths_and_end_to_e
     entries = quick_bench.results["entries"]
     # assert: every entry, model2vec too, at the model-only shapes and text in -> outputs out per task
     for entry in entries:
-        assert set(entry["latency_ms"]) == {FIXED, "sentiment lengths", "lee lengths", "sentiment end-to-end",
-                                            "lee end-to-end"}
-    assert quick_bench.results["e2e_shapes"] == {"sentiment": e2e_shape("sentiment"), "lee": e2e_shape("lee")}
+        assert set(entry["latency_ms"]) == {FIXED, "sentiment lengths", "pairs lengths", "sentiment end-to-end",
+                                            "pairs end-to-end"}
+    assert quick_bench.results["e2e_shapes"] == {"sentiment": e2e_shape("sentiment"), "pairs": e2e_shape("pairs")}
 
 
 def test_end_to_end_pools_are_the_texts_whose_feeds_time_the_model_alone(quick_bench, tiny_bert):
@@ -365,7 +365,7 @@ def test_the_frontier_chart_names_every_entry_in_one_panel_per_task(quick_bench)
     svg = svg_path.read_text()
     # assert: a standalone SVG, a panel title per task, every entry labelled (text stays text in the SVG)
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
-    assert "sentiment (accuracy)" in svg and "lee (spearman)" in svg
+    assert "sentiment (accuracy)" in svg and "pairs (spearman)" in svg
     for entry in quick_bench.results["entries"]:
         assert svg.count(entry["name"].removeprefix("edgekit ")) >= 2, entry["name"]  # in both panels
 

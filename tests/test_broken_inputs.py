@@ -26,7 +26,8 @@ def _reviews(tmp_path, rows, name="reviews.csv", encoding="utf-8"):
     return path
 
 
-GOOD_ROWS = [(f"review number {i} with some words", "good" if i % 2 else "bad") for i in range(40)]
+GOOD_ROWS = [(f"review number {i} with some {'best love' if i % 2 else 'worst hate'} words", "good" if i % 2 else "bad")
+             for i in range(40)]  # texts a tiny teacher learns from: its files can ship
 
 
 def _broken_yaml(tmp_path, tiny_bert):

@@ -38,7 +38,7 @@ def test_phone_bundle_holds_what_an_app_needs_and_verifies(phone_run, run_cli):
     fixed = onnx.load(str(bundle / "model.fixed.onnx"))
     assert [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in fixed.graph.input] == [[1, 128]] * 3
     # the fixed-shape file is scored as it ships (every text padded to 128)
-    assert set(phone_run.data["bundle"]["fixed_shape"]["metrics"]) == {"sentiment", "lee"}
+    assert set(phone_run.data["bundle"]["fixed_shape"]["metrics"]) == {"sentiment", "pairs"}
     readme = (bundle / "README.md").read_text()
     assert "| task | metric | model.onnx | of the teacher | model.fixed.onnx |" in readme
     assert "ort.InferenceSession(\"model.fixed.onnx\"" in readme and "| input | `input_ids` | int64 |" in readme

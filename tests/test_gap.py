@@ -260,7 +260,10 @@ def test_similarity_hardest_flips_and_agreement_match_a_recomputation():
     flips = result["flips"]["distillation"]
     assert flipped and [e["index"] for e in flips["examples"]] == flipped and flips["count"] == len(flipped)
     closer_t = sum(abs(rank_t[i] - rank_g[i]) < abs(rank_s[i] - rank_g[i]) for i in flipped)
-    assert flips["a_right_b_wrong"] == closer_t
+    # no pair is right or wrong: a large rank move is counted by which way it went against the gold rank
+    assert flips["further_from_gold"] == closer_t and flips["closer_to_gold"] == sum(
+        abs(rank_s[i] - rank_g[i]) < abs(rank_t[i] - rank_g[i]) for i in flipped)
+    assert "a_right_b_wrong" not in flips and "right" not in flips["rule"]
     assert flips["examples"][0]["text"] == f"a{flipped[0]} || b{flipped[0]}"
     assert [s["slice"] for s in _slices(result, "length")] == ["tokens 3-7"]  # 3 pairs: no rank correlation
     assert result["calibration"] is None
@@ -441,3 +444,64 @@ def test_the_hardest_slice_holds_the_teachers_close_calls_right_and_wrong():
     assert result["hardest"]["n"] == 100 and index == nearest[:10].tolist()
     assert 0.3 < result["hardest"]["teacher"] < 0.7
     assert "no significant difference" in result["statement"] and result["hardest"]["change"] == 0
+
+
+def _gap_text(result) -> str:
+    """The report's gap section of one task, as text (report.md's blocks, tables flattened)."""
+    from edgekit.report import _gap
+
+    blocks = _gap({"selected": {"name": "L1-int8"}, "gap": {result["task"]: result}})
+    return "\n".join(" | ".join(map(str, block[1])) if block[0] == "table" else str(block[1]) for block in blocks)
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "accuracy"])
+def test_slices_under_a_macro_f1_headline_say_they_are_accuracy_and_why(classification, metric):
+    # setup: the same predictions, the task scored by macro F1 or by accuracy; the fixture's student as the
+    # teacher, so the other side loses on a slice
+    c = classification
+    task = _task("classification", c.task.test, train=c.task.train, labels=LABELS, metric=metric)
+    # execute
+    result = gap.task_gap(task, c.student, c.teacher, quantized=c.quantized)
+    text = _gap_text(result)
+    # assert: the headline is the task's metric, every slice figure names accuracy
+    assert result["metric"] == metric and result["slice_metric"] == "accuracy"
+    assert result["hardest"]["metric"] == "accuracy" and all(s["metric"] == "accuracy" for s in result["slices"])
+    assert "teacher accuracy [95% CI] | shipped accuracy [95% CI] | change in accuracy [95% CI]" in text
+    assert re.search(r"Hardest cases \(.*; n=\d+\), accuracy: teacher ", text)
+    assert f"overall {metric} is" in result["statement"]
+    worst = re.search(r"the largest drop is on [^:]*: (\w+) ", result["statement"])
+    assert worst and worst.group(1) == "accuracy"
+    if metric == "macro_f1":  # said once, with the reason: a class slice has one gold class
+        assert "macro F1 is not defined" in result["slice_metric_note"]
+        assert "Slices and hardest cases are scored by accuracy, not the task's macro_f1: a class slice" in text
+    else:
+        assert result["slice_metric_note"] is None and "not the task's" not in text
+
+
+def test_similarity_flips_are_rank_moves_closer_to_or_further_from_the_gold_in_the_report():
+    # setup: 40 pairs; the quantized file moves 2 pairs far toward their gold rank and 1 far away from it
+    n = 40
+    score = np.linspace(0, 5, n)
+    student = score / 5
+    quantized = student.copy()
+    quantized[[0, 39]] = quantized[[39, 0]]  # two pairs swap ends: both away from their gold ranks
+    teacher = quantized.copy()  # ...as the teacher had them, so distillation moved them back
+    task = _task("similarity", {"text_a": [f"a{i}" for i in range(n)], "text_b": [f"b{i}" for i in range(n)],
+                                "score": score})
+    # execute
+    result = gap.task_gap(task, {"cosine": teacher.tolist()}, {"cosine": student.tolist()},
+                          quantized={"cosine": quantized.tolist()})
+    text = _gap_text(result)
+    old = json.loads(json.dumps(result))  # a report from before the rename: the same counts under the old keys
+    for flips in old["flips"].values():
+        flips["a_right_b_wrong"], flips["b_right_a_wrong"] = flips.pop("further_from_gold"), flips.pop("closer_to_gold")
+    # assert: distillation moved 2 pairs closer to the gold rank, quantization the same 2 further away
+    distilled, quantized_flips = result["flips"]["distillation"], result["flips"]["quantization"]
+    assert (distilled["count"], distilled["closer_to_gold"], distilled["further_from_gold"]) == (2, 2, 0)
+    assert (quantized_flips["count"], quantized_flips["closer_to_gold"], quantized_flips["further_from_gold"]) == \
+        (2, 0, 2)
+    assert "Rank moves by distillation: 2 pairs (the pair's rank among all 40 moves by more than 10% of n (4 " \
+           "places) from teacher to student fp32;" in text
+    assert "2 moved further from the gold rank, 0 closer to it." in text
+    assert "right before" not in text and "wrong" not in text
+    assert _gap_text(old) == text

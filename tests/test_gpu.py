@@ -144,7 +144,7 @@ def test_every_file_is_scored_and_timed_on_every_provider_it_runs_on(gpu_runs):
     assert {(row["student"], row["variant"], row["provider"]) for row in report["files"]} == expected
     for row in report["files"]:
         cell = f"{row['name']} on {row['provider']}"
-        assert set(row["metrics"]) == {"sentiment", "lee"}, cell
+        assert set(row["metrics"]) == {"sentiment", "pairs"}, cell
         assert all(math.isfinite(m["value"]) for m in row["metrics"].values()), cell
         assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p95"], cell
         assert row["latency_e2e_ms"]["p95"] > 0, cell
@@ -250,5 +250,5 @@ def test_the_quick_recipe_makes_fp16_rows_on_cuda_and_tensorrt(gpu, tmp_path):
     students = {row["student"] for row in report["files"]}
     assert set(fp16) == {(student, provider) for student in students for provider in GPU}
     for (student, provider), row in fp16.items():
-        assert set(row["metrics"]) == {"sentiment", "lee"} and row["latency_ms"]["p95"] > 0, (student, provider)
+        assert set(row["metrics"]) == {"sentiment", "pairs"} and row["latency_ms"]["p95"] > 0, (student, provider)
     assert set(report["picks"]) == set(PROVIDERS)

@@ -242,3 +242,98 @@ def test_28x28_uint8_digits_at_the_defaults_reach_95_percent_and_students_keep_9
     assert teacher["metrics"]["digits"]["value"] >= 0.95
     assert students and all(s["retention"]["digits"] >= 95 for s in students), [
         (s["name"], s["retention"]) for s in students]
+
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_image_class_names_are_one_per_class_number_and_a_wrong_count_names_the_recipe_line(tmp_path):
+    # setup: 300 digits in an .npz, their labels the class numbers 0..9
+    import yaml
+
+    from edgekit.loading import load_tasks
+
+    pixels, labels = _digits()
+    np.savez(tmp_path / "digits.npz", images=pixels[:300], labels=labels[:300])
+    # execute: the names given, and left out
+    named = load_task_data(_task(tmp_path / "digits.npz", labels=DIGIT_NAMES))
+    numbered = load_task_data(_task(tmp_path / "digits.npz"))
+    # assert: class i is labels[i], the same examples on the same sides as without names
+    assert named.labels == DIGIT_NAMES and numbered.labels == [str(i) for i in range(10)]
+    assert np.array_equal(named.test["label"], numbered.test["label"]) and not named.skipped
+    # a list one short or one long stops loading, naming the recipe's line, the class numbers and the fix
+    for names in (DIGIT_NAMES[:9], [*DIGIT_NAMES, "ten"]):
+        path = tmp_path / "digits.yaml"
+        path.write_text(yaml.safe_dump(_recipe(tmp_path / "digits.npz", labels=names)))
+        with pytest.raises(DataError) as caught:
+            load_tasks(load_recipe(path))
+        message = str(caught.value)
+        assert re.search(r"digits\.yaml:\d+", message) and f"data.labels names {len(names)} classes" in message
+        assert "class numbers 0..9 (10 classes)" in message and "give data.labels exactly 10 names" in message
+
+
+def test_an_image_closest_miss_names_the_images_it_timed_and_no_sequence_fix():
+    # setup: a ViT run (layered students, like a text run's) where nothing fits; the teacher's file is the fastest
+    from edgekit.recipe import Budget
+    from edgekit.select import closest_miss, nothing_feasible
+
+    budget = Budget(ms=0.001, headroom=0.0, min_retention=None)
+    rows = [{"name": "teacher-fp32", "architecture": None, "latency_ms": {"p95": 0.5}, "size_bytes": 10},
+            {"name": "L1-fp32", "architecture": {"layers": 1, "hidden": 32}, "latency_ms": {"p95": 0.6},
+             "size_bytes": 5}]
+    probes = {"cnn-w4-d1": {"architecture": {"width": 4, "depth": 1},
+                            "variants": {"fp32": {"latency_ms": {"p95": 0.2}, "size_bytes": 5}}}}
+    # execute
+    miss = closest_miss(rows, budget, "file", True, image_shape=(3, 16, 16))
+    probed = nothing_feasible(probes, budget, True, (1, 8, 8))
+    # assert: the batch is of images; no sequence length to shorten; the student knobs of the students there are
+    assert "at batch 1, images 3x16x16 (C x H x W), on cpu with 1 thread(s)" in miss
+    assert "at batch 1, images 1x8x8 (C x H x W), on cpu" in probed
+    assert not re.search(r"\bseq", miss + probed)
+    assert "students.layers" in miss and "students.widths" in probed
+
+
+def test_an_image_run_reports_its_timed_images_not_a_sequence_length_and_names_its_classes(tmp_path):
+    # setup: the digits built-in with its classes named, on a phone target (fixed shapes), a tiny CNN
+    from edgekit.report import render_html, render_markdown
+
+    recipe = recipe_from_dict({
+        "name": "digits-named", "target": "arm64-phone",
+        "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune", "width": 8, "depth": 2,
+                    "epochs": 3, "batch_size": 64},
+        "tasks": [{"name": "digits", "kind": "image-classification",
+                   "data": {"source": "digits", "labels": DIGIT_NAMES}}],
+        "students": {"widths": [4], "depths": [1]},
+        "budget": {"ms": 1000, "min_runs": 20, "min_seconds": 0, "rounds": 1, "min_retention": None},
+        "distill": {"epochs": 2, "batch_size": 64}, "quantize": {"variants": []}})
+    messages = []
+    # execute
+    report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=messages.append)
+    # assert: report.json records the image shape each timed input had, and no sequence length
+    data, run = report.data, tmp_path / "run"
+    assert data["budget"]["image_shape"] == [1, 8, 8] and data["budget"]["seq_len"] is None
+    shape = "batch 1, images 1x8x8 (C x H x W)"
+    assert any(f"timing candidates untrained at {shape}, on cpu" in line for line in messages)
+    # report.md and report.html: the images timed, the fixed file's input, no "seq" anywhere
+    markdown, html = (run / "report.md").read_text(), (run / "report.html").read_text()
+    assert f"at {shape}, 1 thread(s)" in markdown
+    assert "its shapes are fixed at batch 1 (pixel_values 1x1x8x8: it scores digits" in markdown
+    assert not re.search(r"\bseq\b", markdown) and not re.search(r"\bseq\b", html)
+    # the bundle's README: the latency's shape, no padding to a length
+    readme = (run / "bundle" / "README.md").read_text()
+    assert f"{shape}): p50 " in readme and not re.search(r"\bseq\b", readme) and "padded" not in readme
+    # the class names: the report's class list and slices, the bundle's labels.json and README, in class order
+    assert "Task digits: classes, as the logits' columns: 0 zero, 1 one, 2 two, 3 three" in markdown
+    assert {s["slice"] for s in data["gap"]["digits"]["slices"] if s["group"] == "class"} == set(DIGIT_NAMES)
+    assert json.loads((run / "bundle" / "labels.json").read_text()) == {"digits": DIGIT_NAMES}
+    assert "`labels.json`: digits: 0 zero, 1 one, 2 two" in readme
+    # a report from before budget.image_shape (seq_len at the recipe's default) says images, not "seq 128"
+    older = json.loads(json.dumps(data))
+    older["budget"].pop("image_shape")
+    older["budget"]["seq_len"] = 128
+    assert "at batch 1, the task's images, 1 thread(s)" in render_markdown(older)
+    assert not re.search(r"\bseq\b", render_markdown(older) + render_html(older))
+    # had the student shipped: its first screen says end to end does not apply to images (not "not measured")
+    student = next(row for row in data["files"] if row["student"] != "teacher")
+    shipped = {**data, "selected": {**data["selected"], "name": student["name"], "onnx": student["onnx"]}}
+    assert "End to end, tokenizer + model: not applicable to image inputs." in render_markdown(shipped)

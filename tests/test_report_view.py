@@ -9,8 +9,9 @@ import pytest
 from edgekit.plot import accuracy_latency_figure
 from edgekit.report import chart_inputs, render_html, render_markdown
 
-TASKS = [{"name": "sentiment", "kind": "classification", "metric": "accuracy", "skipped_rows": {}},
-         {"name": "lee", "kind": "similarity", "metric": "spearman", "skipped_rows": {}}]
+TASKS = [{"name": "sentiment", "kind": "classification", "metric": "accuracy", "skipped_rows": {},
+          "trivial": {"value": 0.5, "who": "always answering the most frequent class ('fresh')"}},
+         {"name": "lee", "kind": "similarity", "metric": "spearman", "skipped_rows": {}}]  # (an older report: no trivial)
 TEACHER = {"sentiment": 0.80, "lee": 0.60}
 
 
@@ -139,8 +140,9 @@ def test_first_lines_say_what_to_ship_how_much_faster_what_it_keeps_and_where_it
     assert "- End to end, tokenizer + model: 12x faster than the teacher's fp32 file (p95 2.46 ms vs 30.5 ms)." in head
     assert "- Size: 21 MB against the teacher's fp32 90.4 MB (4.3x smaller)." in head
     assert (f"| sentiment | accuracy | 0.744 [0.724, 0.764] | 0.800 [0.780, 0.820] | {pick['retention']['sentiment']:.1f}% "
-            "| length tokens 27-35 (n=665): 0.790 -> 0.770, -0.020 [-0.035, -0.006] |") in head
-    assert "| lee | spearman |" in head and "no slice of >= 20 examples scores lower" in head
+            "| 0.500: always answering the most frequent class ('fresh') "
+            "| length tokens 27-35 (n=665): accuracy 0.790 -> 0.770, -0.020 [-0.035, -0.006] |") in head
+    assert "| lee | spearman |" in head and "% | - | no slice of >= 20 examples scores lower" in head
     assert "## " not in head  # the details start below
 
 
@@ -211,3 +213,22 @@ def test_when_the_teacher_ships_the_first_lines_say_so_instead_of_a_speed_up_ove
     assert "**Ship teacher-fp32: the teacher itself, fp32, on cpu, 90.4 MB (deploy bundle/model.onnx).**" in head
     assert "This is the teacher's own fp32 file (p95 30.0 ms model only; 30.5 ms end to end" in head
     assert "faster than the teacher" not in head and "| 100.0% |" in head
+
+
+@pytest.mark.parametrize("scope", ["model", "end-to-end"])
+def test_the_chart_caption_states_the_axis_range_the_chart_has(scope):
+    # setup: a static student at 0.06 ms, so the axis starts below 0.1 ms
+    from edgekit.units import milliseconds
+
+    data = cluster_data(scope)
+    # execute
+    fig = accuracy_latency_figure(**chart_inputs(data))
+    markdown = render_markdown(data)
+    # assert: per row of panels (the budget's latency first), the caption's range is the axis' own
+    caption = next(line for line in markdown.splitlines() if line.startswith("*Chart: Each task's metric"))
+    kinds = {"model": "model only", "end-to-end": "end to end"}
+    rows = [fig.axes[0], fig.axes[2]]  # two tasks per row
+    stated = [f"{milliseconds(low)} to {milliseconds(high)} ms ({kinds[kind]})"
+              for kind, (low, high) in zip([scope, *(k for k in kinds if k != scope)], (ax.get_xlim() for ax in rows))]
+    assert ": " + ", ".join(stated) + ". Marker area" in caption
+    assert rows[0].get_xlim()[0] < 0.1 and "from 0.1 ms" not in caption

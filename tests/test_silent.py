@@ -16,15 +16,17 @@ from edgekit.data.tasks import CONFLICT_RULE, TaskData, load_task_data
 from edgekit.recipe import DataSpec, TaskSpec
 from edgekit.testing import tiny_recipe
 
-WORDS = ("good", "bad", "best", "worst", "funny", "dull", "great", "boring", "love", "hate", "film", "movie",
-         "story")
+WORDS = ("the", "a", "of", "it", "movie", "one", "this", "that", "with", "as")
 LONG = "a good film " * 30  # 90 word pieces: over the tiny recipe's max_length of 64 tokens
+
+
+CUES = {"neg": "worst hate", "neu": "story film", "pos": "best love"}  # a teacher that learns: files can ship
 
 
 def _rows(n, start=0, labels=("neg", "neu", "pos"), seed=0):
     rng = random.Random(seed)
-    return [(f"review {start + i} " + " ".join(rng.choice(WORDS) for _ in range(5)), labels[i % len(labels)])
-            for i in range(n)]
+    return [(f"review {start + i} {CUES[labels[i % len(labels)]]} " + " ".join(rng.choice(WORDS) for _ in range(3)),
+             labels[i % len(labels)]) for i in range(n)]
 
 
 def _tsv(path, rows):
@@ -116,7 +118,7 @@ def test_the_largest_drop_ignores_small_slices_and_says_which():
     # assert
     assert result["worst_slice"]["slice"] == "b" and result["worst_slice"]["change"] == pytest.approx(-0.1)
     assert "class a (n=8)" in result["worst_slice_ignores"]["slices"]
-    assert "the largest drop is on class b (n=40): 1.000 to 0.900 (-0.100, 95% CI" in result["statement"]
+    assert "the largest drop is on class b (n=40): accuracy 1.000 to 0.900 (-0.100, 95% CI" in result["statement"]
     low, high = result["worst_slice"]["change_ci95"]
     assert low <= -0.1 <= high < 0
 
@@ -173,7 +175,7 @@ def test_the_run_gap_has_intervals_and_names_the_missing_class(run):
     small = [row for row in result["slices"] if row["n"] < gap.MIN_SLICE]
     assert small and all(f"(n={row['n']})" in " ".join(result["worst_slice_ignores"]["slices"]) for row in small)
     assert result["worst_slice"] is None or result["worst_slice"]["n"] >= gap.MIN_SLICE
-    assert "teacher [95% CI]" in run.md and "Intervals: 95%: a Wilson score interval" in run.md
+    assert "teacher accuracy [95% CI]" in run.md and "Intervals: 95%: a Wilson score interval" in run.md
     assert not math.isnan(result["overall"]["teacher"])
 
 

@@ -14,14 +14,17 @@ from edgekit.recipe import DataSpec, Recipe, TaskSpec
 from edgekit.testing import tiny_recipe
 
 LABELS = ("neg", "neu", "pos")
-WORDS = ("good", "bad", "best", "worst", "funny", "dull", "great", "boring", "love", "hate", "film", "movie",
-         "story")
+WORDS = ("the", "a", "of", "it", "movie", "one", "this", "that", "with", "as")
+
+
+CUES = {"neg": "worst hate", "neu": "story film", "pos": "best love"}  # a teacher that learns: files can ship
 
 
 def _rows(n, start=0, seed=0, labels=LABELS):
     rng = random.Random(seed)
-    return [(f"review {start + i} " + " ".join(rng.choice(WORDS) for _ in range(5)), labels[i % len(labels)])
-            for i in range(n)]
+    labelled = [labels[i % len(labels)] for i in range(n)]
+    return [(f"review {start + i} " + " ".join(rng.choice(WORDS) for _ in range(3)) + f" {CUES[label]}", label)
+            for i, label in enumerate(labelled)]
 
 
 def _tsv(path, rows, header=("text", "label")):

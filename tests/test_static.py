@@ -223,9 +223,9 @@ def test_the_static_student_is_trained_besides_the_transformer_and_every_file_is
     assert {row["student"] for row in report.files} == {"teacher", "L1", "S16"}
     assert sorted(rows) == ["S16-fp32", "S16-int8-dynamic", "S16-int8-static-minmax"]
     for row in rows.values():
-        assert set(row["metrics"]) == {"sentiment", "lee"} and row["latency_ms"]["p95"] > 0
+        assert set(row["metrics"]) == {"sentiment", "pairs"} and row["latency_ms"]["p95"] > 0
         assert row["architecture"]["static"] == 16 and row["architecture"]["projection"] == 32
-        assert set(row["undistilled_metrics"]) == {"sentiment", "lee"}
+        assert set(row["undistilled_metrics"]) == {"sentiment", "pairs"}
     n = len(history["loss_history"])
     assert n == recipe.distill.static_epochs  # its own epochs, not distill.epochs (1)
     assert history["loss_history"][-1]["loss"] < history["loss_history"][0]["loss"]

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from edgekit.errors import DataError, RecipeError
+from edgekit.errors import RecipeError
 from edgekit.loading import check_recipe, recipe_from_dict
 from edgekit.networks import ImageModel
 from edgekit.pipeline import distill_and_export
@@ -85,8 +85,8 @@ def test_vit_teacher_distills_exports_and_ships(tmp_path):
 def test_vit_built_for_other_images_is_refused_naming_both_shapes(tmp_path):
     # setup: a 16x16 RGB ViT against the 8x8 grey digits
     recipe = _recipe(tiny_vit(tmp_path / "vit"), students={"layers": [1]})
-    # execute
-    with pytest.raises(DataError) as raised:
+    # execute: the recipe check reads both shapes from the files, before any work
+    with pytest.raises(RecipeError) as raised:
         distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
     # assert: both shapes and the fix; no run folder
     message = str(raised.value)

@@ -181,12 +181,21 @@ def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | Non
     return counts
 
 
-def truncation_note(counts: dict | None) -> str | None:
-    """The run log's line for truncated_examples' counts, or None when nothing is cut."""
+def truncation_note(counts: dict | None, limit: int | None = None) -> str | None:
+    """The run log's line for truncated_examples' counts, or None when nothing is cut. `limit`, the most tokens the
+    teacher takes (None: it does not say), decides the fix: raising teacher.max_length keeps more only below it."""
     if not counts or not (counts["train"] or counts["test"]):
         return None
+    max_length = counts["max_length"]
+    if limit is None:
+        fix = "raise teacher.max_length to keep more"
+    elif max_length < limit:
+        fix = f"raise teacher.max_length, up to the {limit} tokens the teacher takes, to keep more"
+    else:
+        fix = (f"the teacher takes at most {limit} tokens: to keep more, split long texts (e.g. into passages) or "
+               "use a teacher with a longer context")
     return (f"{counts['train']} train / {counts['test']} test example(s) have a text longer than teacher.max_length "
-            f"{counts['max_length']} tokens, cut to it (raise teacher.max_length to keep more)")
+            f"{max_length} tokens, cut to it ({fix})")
 
 
 def load_task_data(spec: TaskSpec) -> TaskData:
@@ -354,6 +363,31 @@ def spec_problems(spec: DataSpec, kind: str | None, key: str) -> list[str]:
     return [f"{key}.{column}: file '{path}' has no column '{name}' (it has: {', '.join(present) or 'none'}); "
             f"set {key}.{column} to one of them"
             for column, name in _wanted(spec, kind).items() if name not in present]
+
+
+# The (C, H, W) of each built-in image set's examples (builtin.digits: 8x8 grey).
+_BUILTIN_IMAGE_SHAPES = {"digits": (1, 8, 8)}
+
+
+def image_input_shape(spec: DataSpec) -> tuple[int, ...] | None:
+    """(C, H, W) of the images an image task's data gives its models, from an .npz file's headers (nothing is
+    loaded) or a built-in's known shape; None where that takes loading, or the file has a problem spec_problems
+    reports."""
+    from edgekit.data.files import array_names, npz_headers
+    from edgekit.preprocessing import channels_first, layout_of
+
+    if spec.source in _BUILTIN_IMAGE_SHAPES:
+        return _BUILTIN_IMAGE_SHAPES[spec.source]
+    path = Path(spec.source)
+    if (path.suffix.lower() not in IMAGE_TASK_SUFFIXES or source_problem(spec.source, "image-classification")
+            or image_file_problem(path, spec.image, spec.label, spec.layout)):
+        return None
+    headers = npz_headers(path)
+    names, _ = array_names(path, list(headers), spec.image, spec.label)
+    shape = headers[names["image"]][0]
+    layout, _ = layout_of(shape, spec.layout)
+    # The layout rule itself, on an empty array of the stored shape: no second copy of it here.
+    return channels_first(np.empty((0, *shape[1:])), layout).shape[1:]
 
 
 def test_file_problems(task: TaskSpec, key: str) -> list[str]:
@@ -576,6 +610,8 @@ def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
             raw = {"train": raw["all"], "test": _read_source(spec, split.test_file)}
             names = {"train": "train", "test": "test"}
             where = f"{source} (train) and {split.test_file} (test)"
+    if kind.images and spec.data.labels:
+        raw = _named_image_labels(spec, raw, where)
     cleaned, trained = {}, None
     for side, columns in raw.items():  # "train" comes before "test"
         cleaned[side] = _clean(spec, columns, trained if side == "test" else None)
@@ -591,6 +627,41 @@ def _load_sides(spec: TaskSpec) -> tuple[dict[str, dict], dict[str, list[int]]]:
         raise DataError(f"task '{spec.name}': data source '{source}' holds no examples with non-empty "
                         f"{' and '.join(kind.text_columns or kind.input_columns)}; check data.source and its columns.")
     return sides, skipped
+
+
+def _class_number(value) -> int | None:
+    """An image label array's entry as a class number, or None (a name, a missing label, a fraction)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)  # (labels saved as floats: 3.0)
+    return None
+
+
+def _named_image_labels(spec: TaskSpec, raw: dict[str, dict], where: str) -> dict[str, dict]:
+    """An image task's labels with data.labels: the label arrays hold class numbers, and data.labels names them
+    (label i is labels[i]); each number becomes its name, so loading goes on as for a text task's named labels
+    and the names reach the report, the gap slices and the bundle's labels.json in class-number order. A label
+    array of names (strings) is matched by name, as a text task's column is.
+
+    The names must be exactly one per class: a number without a name would silently become a bad row, and a
+    name past the largest number would be a class the model is given but the data never has."""
+    names = spec.data.labels
+    numbers = {n for columns in raw.values() for value in columns["label"] if (n := _class_number(value)) is not None}
+    if not numbers:
+        return raw
+    low, high = min(numbers), max(numbers)
+    if low < 0 or high + 1 != len(names):
+        found = f"class numbers {low}..{high}" + (f" ({high + 1} classes)" if low >= 0 else "")
+        fix = ("class numbers start at 0: renumber the labels 0..N-1 and give data.labels N names" if low < 0 else
+               f"give data.labels exactly {high + 1} names, the name of class i at position i")
+        raise DataError(f"task '{spec.name}': data.labels names {len(names)} classes, but the labels in {where} are "
+                        f"{found}; {fix} (or leave data.labels out to name the classes by their numbers).")
+    return {side: {**columns, "label": [names[n] if (n := _class_number(value)) is not None else value
+                                        for value in columns["label"]]}
+            for side, columns in raw.items()}
 
 
 def _class_names(values: list) -> list[str]:

@@ -98,7 +98,7 @@ def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, expor
 
     from edgekit.export import export_network
 
-    key = cache_key("undistilled", init_digest, [t.digest for t in tasks], teacher.max_length,
+    key = cache_key("undistilled", init_digest, [(t.name, t.digest) for t in tasks], teacher.max_length,
                     recipe.distill.refit_heads)
     # The report reads each task's metric and value: an entry without them is recomputed, not a traceback later.
     metrics = cache.load_json("undistilled", key, lambda found: None if all(

@@ -34,4 +34,14 @@ def kind_of(name: str) -> TaskKind:
         raise UnknownTask(f"unknown task kind {name!r}; the kinds are: {known}.") from None
 
 
-__all__ = ["KINDS", "TASK_KINDS", "TaskKind", "kind_of"]
+def image_shape(tasks) -> tuple[int, ...] | None:
+    """(C, H, W) of the first image task's images (loaded TaskData): what each input of a timed image batch is
+    (the exported graph fixes it); None when no task reads images."""
+    for task in tasks or ():
+        if kind_of(task.spec.kind).images:
+            images = task.test["image"] if len(task.test["image"]) else task.train["image"]
+            return tuple(int(d) for d in images.shape[1:])
+    return None
+
+
+__all__ = ["KINDS", "TASK_KINDS", "TaskKind", "image_shape", "kind_of"]

@@ -35,6 +35,8 @@ class TaskKind:
 
     # The gap report (edgekit.gap).
     slice_metric: ClassVar[str]  # the metric of a slice (small slices: accuracy rather than macro F1)
+    # Why slices use slice_metric where the task's metric is another: the report says so beside the slices.
+    slice_metric_why: ClassVar[str] = ""
     prediction: ClassVar[str]  # the key of evaluate's predictions the gap report reads
     # Scored by a rank correlation over examples: no single example is right or wrong (a flip is a large
     # rank move), and a slice of a few examples has no meaningful correlation.
@@ -46,6 +48,9 @@ class TaskKind:
     hardest_by: ClassVar[str]  # the same in a few words, for slice names: "lowest teacher margin"
     hardness_key: ClassVar[str]  # what the hardest examples record their hardness value as
     flip_rule: ClassVar[str] = ""  # when an example flips between two models (not for correlation kinds)
+    # The cosine scale (edgekit.score_scale): the predictions key holding each test pair's cosine, in
+    # cosine_pairs's order, where evaluate records one (else the scale embeds the test pairs itself).
+    pair_cosines: ClassVar[str | None] = None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -58,6 +63,12 @@ class TaskKind:
     def output(self, task_name: str) -> str:
         """The graph output a task of this kind reads (edgekit.names: its logits, or the embedding)."""
         raise NotImplementedError
+
+    def cosine_pairs(self, columns: dict) -> tuple[list[str], list[str], bool] | None:
+        """The pairs of texts whose embeddings' cosine an app would threshold ("similar when >= 0.5"), as
+        (left, right, cross): cross False pairs left[i] with right[i], True every left with every right; None for
+        kinds an app does not threshold a cosine on (a head's logits, images)."""
+        return None
 
     def length_texts(self, columns: dict) -> list[str]:
         """The texts whose token lengths stand for the task's inputs (budget.seq_len: task); [] for images."""

@@ -32,6 +32,9 @@ class Classification(TaskKind):
 
     # Accuracy within a class is that class's recall; macro F1 on a small slice says more about its size.
     slice_metric = "accuracy"
+    slice_metric_why = ("a class slice holds one gold class, where macro F1 is not defined (accuracy there is the "
+                        "class's recall), and on a slice of a few dozen examples macro F1 moves with which classes "
+                        "happen to be in it more than with the models")
     prediction = "pred"
     agreement_rule = "share of examples where the student predicts the teacher's class"
     hardest_rule = ("examples with the lowest teacher margin (its top-1 minus its top-2 probability), whether "

@@ -29,6 +29,8 @@ class Retrieval(TaskKind):
     description = "queries with the document each should find"
 
     slice_metric = "mrr"
+    slice_metric_why = ("MRR reads how far down every query's gold document ranks, recall@k only whether it is in "
+                        "the top k: on a slice of a few dozen queries it tells the models apart with fewer queries")
     prediction = "gold_rank"
     agreement_rule = ("share of queries where the student finds the gold document first exactly when the "
                       "teacher does")
@@ -40,6 +42,10 @@ class Retrieval(TaskKind):
 
     def output(self, task_name: str) -> str:
         return EMBEDDING
+
+    def cosine_pairs(self, columns: dict) -> tuple[list[str], list[str], bool]:
+        # An app keeping "documents with cosine >= t" decides on every query x document pair, most of them misses.
+        return list(columns["query"]), list(columns["document"]), True
 
     def length_texts(self, columns: dict) -> list[str]:
         return list(columns["query"])

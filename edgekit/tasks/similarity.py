@@ -30,6 +30,8 @@ class Similarity(TaskKind):
     builtins = ("lee",)
 
     slice_metric = "spearman"  # Pearson on a small slice would say more about the slice's size than the models
+    slice_metric_why = ("Pearson on a slice of a few dozen pairs follows its few extreme pairs; a rank correlation "
+                        "holds up")
     prediction = "cosine"
     correlation = True
     agreement_rule = "Spearman correlation between the student's and the teacher's cosines"
@@ -37,9 +39,13 @@ class Similarity(TaskKind):
                     "midpoint halfway between the lowest and highest gold score)")
     hardest_by = "gold score nearest mid-range"
     hardness_key = "gold_distance_from_midpoint"
+    pair_cosines = "cosine"
 
     def output(self, task_name: str) -> str:
         return EMBEDDING
+
+    def cosine_pairs(self, columns: dict) -> tuple[list[str], list[str], bool]:
+        return list(columns["text_a"]), list(columns["text_b"]), False  # each pair is one decision
 
     def length_texts(self, columns: dict) -> list[str]:
         return list(columns["text_a"])
