@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -39,15 +40,15 @@ def run_cli():
 
 
 @pytest.fixture(scope="session")
-def phone_run(tiny_bert, tmp_path_factory):
+def phone_run(tiny_bert, warm_cache):
     """A finished tiny run for the arm64-phone profile: its bundle has model.fixed.onnx, model.ort and the
-    mobile usability check. Tests that change files work on a copy."""
+    mobile usability check (on a copy of the finished tiny run's cache). Tests that change files work on a copy."""
     from edgekit.pipeline import distill_and_export
     from edgekit.testing import tiny_recipe
 
-    root = tmp_path_factory.mktemp("phone")
-    return distill_and_export(tiny_recipe(tiny_bert, target="arm64-phone"), out=root / "run",
-                              cache_dir=root / "cache", echo=print)
+    cache = warm_cache("phone")
+    return distill_and_export(tiny_recipe(tiny_bert, target="arm64-phone"), out=cache.parent / "run", cache_dir=cache,
+                              echo=print)
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,18 @@ def finished_run(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("finished")
     distill_and_export(tiny_recipe(tiny_bert), out=root / "run", cache_dir=root / "cache", echo=print)
     return root
+
+
+@pytest.fixture(scope="session")
+def warm_cache(finished_run, tmp_path_factory):
+    """warm_cache(name): a fresh copy of the finished tiny run's cache in a new folder. A run of another recipe on the
+    same tiny teacher and tasks (another budget, a signing key, a target) reuses its teacher outputs, students and
+    timings where they apply, and writes nothing into the shared one."""
+
+    def copy(name: str) -> Path:
+        return shutil.copytree(finished_run / "cache", tmp_path_factory.mktemp(name) / "cache", symlinks=True)
+
+    return copy
 
 
 @pytest.fixture

@@ -33,13 +33,14 @@ def _signed_recipe(tiny_bert, key):
 
 
 @pytest.fixture(scope="module")
-def signed_run(tiny_bert, keys, tmp_path_factory):
-    """A finished tiny run whose recipe has `signing: {key: ...}`: its bundle comes out signed."""
+def signed_run(tiny_bert, keys, warm_cache):
+    """A finished tiny run whose recipe has `signing: {key: ...}`: its bundle comes out signed (on a copy of the
+    finished tiny run's cache)."""
     from edgekit.pipeline import distill_and_export
 
-    root = tmp_path_factory.mktemp("signed")
-    return distill_and_export(_signed_recipe(tiny_bert, keys["private"]), out=root / "run",
-                              cache_dir=root / "cache", echo=print)
+    cache = warm_cache("signed")
+    return distill_and_export(_signed_recipe(tiny_bert, keys["private"]), out=cache.parent / "run", cache_dir=cache,
+                              echo=print)
 
 
 @pytest.fixture

@@ -207,11 +207,11 @@ def test_every_feasible_static_candidate_is_trained_besides_max_students_transfo
 # one static student through the real pipeline
 
 @pytest.fixture(scope="module")
-def static_run(tiny_bert, tmp_path_factory):
-    root = tmp_path_factory.mktemp("static")
+def static_run(tiny_bert, warm_cache):
+    cache = warm_cache("static")  # the finished tiny run's: its teacher and L1 student are this run's too
     recipe = tiny_recipe(tiny_bert, students={"layers": [1], "static": [16], "max_students": 1})
-    report = distill_and_export(recipe, out=root / "run", cache_dir=root / "cache", echo=print)
-    return report, root / "run", recipe
+    report = distill_and_export(recipe, out=cache.parent / "run", cache_dir=cache, echo=print)
+    return report, cache.parent / "run", recipe
 
 
 def test_the_static_student_is_trained_besides_the_transformer_and_every_file_is_scored_and_timed(static_run):
