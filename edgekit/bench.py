@@ -295,6 +295,22 @@ def _engines(folder: str | None) -> dict[str, tuple[int, int]]:
             if p.suffix in (".engine", ".profile", ".timing")}
 
 
+def _timed_in_page(session, onnx_path: Path, config: BenchConfig) -> tuple[dict, float, object, float]:
+    """(inputs record, first run ms, samples ms, timed seconds) of a web session: the same feeds as the native
+    providers get, each run timed with performance.now() in the page, so no Python<->browser traffic is in them."""
+    import numpy as np
+
+    if config.end_to_end:
+        raise BenchConfigError(f"'{onnx_path}' on {config.provider}: end-to-end timing (tokenizer + model) is not "
+                               "measured in the browser yet; time it model-only (without --end-to-end).")
+    feeds, inputs_record = build_feeds(session, onnx_path, config)
+    timed = session.timed_runs(feeds, config.warmup_runs, config.min_runs, config.min_seconds)
+    inputs_record["timed_in"] = ("the browser page: performance.now() around each onnxruntime-web session.run"
+                                 + ("" if timed.get("isolated") else " (not cross-origin isolated: coarse clock)"))
+    return (inputs_record, float(timed["first_ms"]), np.asarray(timed["samples_ms"], dtype=np.float64),
+            float(timed["timed_seconds"]))
+
+
 def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> dict:
     """Time `onnx_path` as configured; returns the JSON-ready result."""
     import numpy as np
@@ -316,36 +332,40 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
     session, session_record = create_session(onnx_path, settings)
     create_ms = (time.perf_counter() - start) * 1e3
     rss_session = _rss_mb()
-    if config.end_to_end:
-        feeds, run, inputs_record = end_to_end_requests(session, onnx_path, config)
+    if hasattr(session, "timed_runs"):  # a web provider: timed inside the browser page (web_runtime.py)
+        inputs_record, cold_ms, samples_ms, timed_s = _timed_in_page(session, onnx_path, config)
+        rss_feeds = rss_warm = rss_session = rss_start = None  # this process's memory is not the browser's
     else:
-        feeds, inputs_record = build_feeds(session, onnx_path, config)
-        session_run = session.run
+        if config.end_to_end:
+            feeds, run, inputs_record = end_to_end_requests(session, onnx_path, config)
+        else:
+            feeds, inputs_record = build_feeds(session, onnx_path, config)
+            session_run = session.run
 
-        def run(feed):
-            return session_run(None, feed)
+            def run(feed):
+                return session_run(None, feed)
 
-    rss_feeds = _rss_mb()
-    start = time.perf_counter()
-    run(feeds[0])
-    cold_ms = (time.perf_counter() - start) * 1e3
-    for i in range(config.warmup_runs):
-        run(feeds[i % len(feeds)])
-    rss_warm = _rss_mb()
+        rss_feeds = _rss_mb()
+        start = time.perf_counter()
+        run(feeds[0])
+        cold_ms = (time.perf_counter() - start) * 1e3
+        for i in range(config.warmup_runs):
+            run(feeds[i % len(feeds)])
+        rss_warm = _rss_mb()
 
-    samples_ns = []
-    clock = time.perf_counter_ns
-    began = clock()
-    deadline = began + int(config.min_seconds * 1e9)
-    i = 0
-    while i < config.min_runs or clock() < deadline:
-        feed = feeds[i % len(feeds)]
-        t0 = clock()
-        run(feed)
-        samples_ns.append(clock() - t0)
-        i += 1
-    timed_s = (clock() - began) / 1e9
-    samples_ms = np.array(samples_ns, dtype=np.float64) / 1e6
+        samples_ns = []
+        clock = time.perf_counter_ns
+        began = clock()
+        deadline = began + int(config.min_seconds * 1e9)
+        i = 0
+        while i < config.min_runs or clock() < deadline:
+            feed = feeds[i % len(feeds)]
+            t0 = clock()
+            run(feed)
+            samples_ns.append(clock() - t0)
+            i += 1
+        timed_s = (clock() - began) / 1e9
+        samples_ms = np.array(samples_ns, dtype=np.float64) / 1e6
     # TensorRT builds an engine per file (and input shape) in the session or at its first run: seconds that are
     # not latency, paid once when the engine cache keeps it. Recorded apart, and 0 when the cache served.
     built = sorted(name for name, stamp in _engines(engine_cache).items() if engines_before.get(name) != stamp)
@@ -409,6 +429,7 @@ def summary(result: dict) -> str:
          f"session {result['session_create_ms']:.0f} ms, first inference {result['first_inference_ms']:.1f} ms, "
          f"memory: session {_mb(memory['session'])}, inference {_mb(memory['inference'])}, "
          f"process peak {_mb(memory['peak_rss'])}"),
-        f"CPU {cpu['name']} ({isa}); onnxruntime {result['onnxruntime_version']}; "
+        f"CPU {cpu['name']} ({isa}); "
+        + (result["session"].get("runtime") or f"onnxruntime {result['onnxruntime_version']}") + "; "
         + placement_text(result["session"].get("placement")),
     ])

@@ -30,7 +30,7 @@ from pathlib import Path
 from edgekit import __version__
 from edgekit.errors import BundleError, OutsideFolder
 from edgekit.paths import external_data_inside, inside
-from edgekit.provenance import sha256_file
+from edgekit.provenance import portable, sha256_file
 from edgekit.reading import read_json, regular_file, shown
 from edgekit.units import class_list, timed_shape
 
@@ -56,12 +56,13 @@ TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "quantized": {"atol": 2e-2, "
 
 # ---------------------------------------------------------------------------- pieces of a bundle
 
-def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
-    """What every bundled ONNX file carries in its metadata_props (ORT: session.get_modelmeta())."""
+def metadata_props(data: dict, row: dict, recipe, recipe_sha256: str) -> dict[str, str]:
+    """What every bundled ONNX file carries in its metadata_props (ORT: session.get_modelmeta()); `recipe_sha256`:
+    the digest of the recipe as the manifest records it (recipe_digest)."""
     props = {
         "edgekit.version": __version__,
         "edgekit.recipe": recipe.name,
-        "edgekit.recipe_sha256": recipe.sha256(),
+        "edgekit.recipe_sha256": recipe_sha256,
         "edgekit.model": row["name"],
         "edgekit.metrics": json.dumps({task: {"metric": m["metric"], "value": m["value"]}
                                        for task, m in row["metrics"].items()}, sort_keys=True),
@@ -77,6 +78,11 @@ def metadata_props(data: dict, row: dict, recipe) -> dict[str, str]:
     thresholds = score_scale.metadata_thresholds(score_scale.bundle_record(data.get("score_scale"), row["name"],
                                                                            row["provider"]))
     return props | ({"edgekit.cosine_thresholds": thresholds} if thresholds else {})
+
+
+def recipe_digest(record: dict) -> str:
+    """sha256 of a recipe record as canonical JSON (sorted keys), as Recipe.sha256 computes it of a validated one."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 def _write_with_metadata(src: Path, dst: Path, props: dict[str, str]) -> None:
@@ -268,8 +274,13 @@ def _latency_record(run: Path, row: dict) -> dict:
 def _session_line(manifest: dict, deploy: str) -> str:
     """The InferenceSession an app opens: on the provider the file was measured on, with the options it was
     measured with (TensorRT's cache paths left for the app to choose), the CPU provider after it."""
+    from edgekit.web_runtime import is_web
+
     session = manifest["latency"]["session"]
     provider = session.get("provider", "CPUExecutionProvider")
+    if is_web(provider):  # measured in the browser (the Browser section); Python runs it on native onnxruntime
+        return (f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])  # measured on '
+                f'{provider} in the browser: see "Browser"')
     if provider == "CPUExecutionProvider":
         return f'session = ort.InferenceSession("{deploy}", providers=["CPUExecutionProvider"])'
     options = {k: v for k, v in (session.get("options") or {}).items() if not k.endswith("_path")}
@@ -292,39 +303,47 @@ def _readme(manifest: dict, labels: dict, mobile_text: str | None) -> str:
     lines += ["", "## Inputs and outputs", "", "| | name | dtype | shape |", "|---|---|---|---|"]
     for kind in ("inputs", "outputs"):
         lines += [f"| {kind[:-1]} | `{v['name']}` | {v['dtype']} | {v['shape']} |" for v in model[kind]]
+    clients = manifest.get("clients")
     outputs = {task: spec["output"] for task, spec in manifest["tasks"].items()}
-    lines += ["", "Outputs per task: " + ", ".join(f"{task} -> `{name}`" for task, name in outputs.items()) + "."]
-    if labels:
-        lines += ["Class names (index i is label i) are in `labels.json`: "
-                  + "; ".join(f"{task}: {class_list(names)}" for task, names in labels.items()) + "."]
-    lines += ["", "## Use it from Python", "", "```python", "import numpy as np", "import onnxruntime as ort"]
-    if text_model:
-        lines += ["from transformers import AutoTokenizer", "",
-                  'tokenizer = AutoTokenizer.from_pretrained(".")  # the tokenizer files of this folder',
-                  _session_line(manifest, deploy),
-                  'texts = ["an example sentence"]']
-        fixed = manifest["fixed_shape"]
-        padding = (f'padding="max_length", max_length={fixed["seq_len"]}' if fixed
-                   else f'padding=True, max_length={manifest["max_length"]}')
-        lines += [f"encoded = tokenizer(texts, {padding}, truncation=True, return_tensors=\"np\")",
-                  "feeds = {i.name: encoded[i.name].astype(np.int64) if i.name in encoded",
-                  "         else np.zeros_like(encoded[\"input_ids\"], dtype=np.int64) for i in session.get_inputs()}"]
-        if fixed and fixed["batch"] > 1:
-            lines += [f"# model.fixed.onnx takes exactly {fixed['batch']} texts per run: pad the batch."]
-    elif (manifest.get("preprocessing") or {}).get("source"):  # images: from stored pixels, as the run's were
-        from edgekit.preprocessing import usage_lines
+    if not (text_model and clients):  # (a text bundle's section on what comes out says all this and more)
+        lines += ["", "Outputs per task: " + ", ".join(f"{task} -> `{name}`" for task, name in outputs.items()) + "."]
+        if labels:
+            lines += ["Class names (index i is label i) are in `labels.json`: "
+                      + "; ".join(f"{task}: {class_list(names)}" for task, names in labels.items()) + "."]
+    roles = ("role `dynamic`: model.onnx's inputs, batches of 8 texts padded to the longest; `fixed`: "
+             "model.fixed.onnx's; `text`: model.app.onnx's strings" if text_model else
+             "role `dynamic`: model.onnx's inputs, batches of 8 images; `fixed`: model.fixed.onnx's")
+    lines += ["", (f"`{REFERENCE}` is what `edgekit verify` checks against: numpy arrays `in/<role>/<batch>/<input>` "
+                   f"({roles}) and `out/<file>/<batch>/<output>`, each file's outputs on them (ONNX Runtime's CPU "
+                   "provider, one thread).")]
+    if text_model and clients:
+        from edgekit.app_clients import browser_lines, contract_lines, node_lines, python_lines
 
-        batch = (manifest["fixed_shape"] or {}).get("batch", 1)  # model.fixed.onnx takes exactly its batch
-        lines += ["import json", "",
-                  _session_line(manifest, deploy),
-                  *usage_lines(manifest["preprocessing"], model["inputs"][0]["name"], batch)]
+        threads = manifest["budget"].get("threads") or 1
+        lines += ["", *contract_lines(manifest, labels, clients["contract"]),
+                  *python_lines(manifest, labels, _session_line(manifest, deploy)),
+                  *node_lines(manifest, labels, clients["contract"], threads),
+                  *browser_lines(manifest, labels, clients["contract"], manifest.get("web"))]
     else:
-        lines += ["", _session_line(manifest, deploy),
-                  "images = np.zeros(" + str([1, *model["inputs"][0]["shape"][1:]]) + ", dtype=np.float32)"
-                  "  # see preprocessing.json",
-                  f'feeds = {{"{model["inputs"][0]["name"]}": images}}']
-    lines += ["outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
-              "print(session.get_modelmeta().custom_metadata_map[\"edgekit.metrics\"])", "```", ""]
+        lines += ["", "## Use it from Python", "", "```python", "import numpy as np", "import onnxruntime as ort"]
+        if (manifest.get("preprocessing") or {}).get("source"):  # images: from stored pixels, as the run's were
+            from edgekit.preprocessing import usage_lines
+
+            batch = (manifest["fixed_shape"] or {}).get("batch", 1)  # model.fixed.onnx takes exactly its batch
+            lines += ["import json", "",
+                      _session_line(manifest, deploy),
+                      *usage_lines(manifest["preprocessing"], model["inputs"][0]["name"], batch)]
+        else:
+            lines += ["", _session_line(manifest, deploy),
+                      "images = np.zeros(" + str([1, *model["inputs"][0]["shape"][1:]]) + ", dtype=np.float32)"
+                      "  # see preprocessing.json",
+                      f'feeds = {{"{model["inputs"][0]["name"]}": images}}']
+        lines += ["outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))",
+                  "print(session.get_modelmeta().custom_metadata_map[\"edgekit.metrics\"])", "```", ""]
+    if manifest.get("layouts"):
+        from edgekit.layouts import readme_lines
+
+        lines += readme_lines(manifest["layouts"])
     lines += _app_readme(manifest.get("app"))
     if manifest["ort"]:
         lines += [(f"On Android / iOS, ONNX Runtime Mobile loads `{manifest['ort']['file']}` (made from "
@@ -633,9 +652,10 @@ def ship(run: Path, data: dict, row: dict, signing_key: str | None, echo) -> dic
     return record
 
 
-def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
+def write_bundle(run: Path, data: dict, row: dict, folder: Path, layouts: list[str] | None = None) -> dict:
     """Write the bundle of `row` (a row of data['files']) from the run folder `run` into the empty
-    `folder`; returns the summary report.json keeps under 'bundle'."""
+    `folder`; returns the summary report.json keeps under 'bundle'. `layouts`: the layouts other tools load to
+    write beside model.onnx (edgekit.layouts), over the recipe's export.layouts."""
     from edgekit import score_scale
     from edgekit.mobile import fix_shapes, mobile_usability, to_ort, usability_text
     from edgekit.recipe import Recipe
@@ -648,7 +668,10 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         raise BundleError(f"{shown(run / 'report.json')}: its recipe does not validate ({type(e).__name__}: "
                           f"{shown(' '.join(lines[:3])[:300]) if lines else ''}); {REPORT_FIX}.") from None
     spec = recipe.export
-    props = metadata_props(data, row, recipe)
+    # The recipe as the bundle records it: paths in it made portable (a teacher folder the user named by an absolute
+    # path is shown by its name); recipe_sha256 is of this record, run_recipe_sha256 of the recipe as run.
+    recipe_record = portable(data["recipe"], (run,))
+    props = metadata_props(data, row, recipe, recipe_digest(recipe_record))
     _write_with_metadata(source, folder / "model.onnx", props)
     models = {"model.onnx": "dynamic"}  # model file -> the reference inputs it takes
     fixed = None
@@ -666,8 +689,9 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     signature = _signature(folder / "model.onnx")
     tokenizer, preprocessing = run / "tokenizer", None
     if tokenizer.is_dir():
-        for file in sorted(tokenizer.iterdir()):
-            shutil.copy2(file, folder / file.name)
+        from edgekit.app_clients import ship_tokenizer
+
+        ship_tokenizer(tokenizer, folder, recipe.teacher.max_length, load_tokenizer(tokenizer))
     else:  # the run's image preprocessing (edgekit.preprocessing), with this bundle's graph input
         from edgekit.preprocessing import bundle_record
 
@@ -685,6 +709,9 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     if app and app["file"]:
         app["verified"] = verified
         app["latency_ms"] = _app_latency(run, folder, recipe, row)
+    clients = (_app_clients(run, folder, recipe, data, labels, reference["tolerance"], row["provider"])
+               if tokenizer.is_dir() else None)
+    extra = _layouts(run, folder, recipe, row, layouts) if tokenizer.is_dir() else None
     mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -700,8 +727,9 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         # The `embedding` output is already pooled (and normalized) in the graph: an app uses it as is.
         "embedding": ({"pooling": recipe.teacher.pooling, "normalized": recipe.teacher.normalize}
                       if recipe.teacher.kind == "sentence-encoder" else None),
-        "recipe": data["recipe"],
+        "recipe": recipe_record,
         "recipe_sha256": props["edgekit.recipe_sha256"],
+        "run_recipe_sha256": recipe.sha256(),
         "target": data.get("target"),
         "teacher": data["provenance"]["teacher"],
         "data": data["provenance"]["data"],
@@ -717,9 +745,18 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
         "ort": ort,
         "mobile": mobile,
         "app": app,
+        # edgekit.app_clients: the tokenization as measured, checked; reference.json; the client packages
+        "clients": clients,
+        # this file as the run measured it in onnxruntime-web, where it did (None: not run in a browser)
+        "web": _web_record(run, data, row),
+        # edgekit.layouts: hf/ (transformers.js, sentence-transformers), model2vec/, static-npy/: what was written
+        # and checked, and what applies on request
+        "layouts": extra,
         # edgekit.score_scale: this file's cosine thresholds matched to the teacher's (None: not measured for it)
         "score_scale": score_scale.bundle_record(data.get("score_scale"), row["name"], row["provider"]),
     }
+    # What ships names packages, versions and digests, never a folder of the machine that built it.
+    manifest = portable(manifest, (run, folder))
     readme = _readme(manifest | {"files": _file_records(folder), "preprocessing": preprocessing,
                                  "scale_measured_for": (data.get("score_scale") or {}).get("file")}, labels,
                      usability_text(mobile) if mobile else None)
@@ -728,12 +765,12 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path) -> dict:
     (folder / MANIFEST).write_bytes(_dump_manifest(manifest))
     return {"name": row["name"], "provider": row["provider"], "files": sorted(manifest["files"]),
             "bytes": sum(f["bytes"] for f in manifest["files"].values()), "deploy": deploy,
-            "fixed_shape": fixed, "ort": ort, "mobile": mobile, "target": data.get("target"),
+            "fixed_shape": fixed, "ort": ort, "mobile": mobile, "target": manifest.get("target"),
             "app": app and {k: app.get(k) for k in ("file", "reason", "fix", "latency_ms")}}
 
 
 def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out: str | Path | None = None,
-                    force: bool = False) -> tuple[Path, dict]:
+                    force: bool = False, layouts: list[str] | None = None) -> tuple[Path, dict]:
     """Bundle any file of a finished run (`edgekit bundle RUN NAME`): (the bundle folder, its summary).
     Default folder: RUN/bundles/NAME[-PROVIDER]."""
     from edgekit.atomic import atomic_dir
@@ -756,7 +793,7 @@ def bundle_from_run(run: str | Path, name: str, provider: str | None = None, out
         inside(run / "bundles", f"{name}{suffix}", "report.json's file name", RUN_FIX)
     out = Path(out) if out else run / "bundles" / f"{name}{suffix}"
     with atomic_dir(out, foreign_bundle_entries, replace=force) as folder:
-        summary = write_bundle(run, data, row, folder)
+        summary = write_bundle(run, data, row, folder, layouts)
     return out, summary
 
 
@@ -775,12 +812,15 @@ def foreign_bundle_entries(folder: Path) -> list[str]:
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or not manifest_digest_ok(raw):
         return [entry.name for entry in folder.iterdir()]
-    return unexpected_entries(folder, {MANIFEST, SIGNATURE, *files})
+    return unexpected_entries(folder, {MANIFEST, SIGNATURE, *(name.split("/")[0] for name in files)})
 
 
 def _file_records(folder: Path) -> dict:
-    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    """{relative path: {sha256, bytes}} of every file below `folder` (a layout's subfolders too), but the manifest."""
+    from edgekit.paths import files_below
+
+    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in files_below(folder) if name != MANIFEST}
 
 
 def _write_reference(run: Path, folder: Path, recipe, models: dict[str, str], variant: str) -> tuple[dict, dict | None]:
@@ -886,3 +926,72 @@ def _app_latency(run: Path, folder: Path, recipe, row: dict) -> dict | None:
         return None
     return app_graph_latency(folder, recorded, texts, recipe.teacher.max_length,
                              recorded.get("batch") or recipe.budget.batch)
+
+
+def _app_clients(run: Path, folder: Path, recipe, data: dict, labels: dict, tolerance: dict, provider: str) -> dict:
+    """reference.json and the record of the tokenization apps are told to use (edgekit.app_clients): the shipped
+    tokenizer.json, and the JavaScript snippets' cut, checked on the reference texts and PROBE_TEXTS against the
+    ids edgekit measured with. reference.json's outputs come from the runtime the file was picked on: native
+    ONNX Runtime's CPU provider, or onnxruntime-web for a web provider (int8 kernels differ between the two)."""
+    import onnxruntime as ort
+
+    from edgekit.app_clients import (
+        APP_REFERENCE,
+        MAX_APP_TEXTS,
+        NPM,
+        PIP,
+        app_reference,
+        check_tokenization,
+        token_contract,
+    )
+    from edgekit.app_graph import PROBE_TEXTS
+    from edgekit.providers import SessionSettings, create_session
+    from edgekit.web_runtime import is_web
+
+    max_length = recipe.teacher.max_length
+    texts = list(dict.fromkeys(reference_inputs(run)))[:MAX_APP_TEXTS]
+    checked = texts + [t for t in PROBE_TEXTS if t not in texts]
+    measured = load_tokenizer(run / "tokenizer")(checked, truncation=True, max_length=max_length)["input_ids"]
+    contract = token_contract(folder, max_length)
+    tokenization = check_tokenization(folder, contract, checked, [list(ids) for ids in measured])
+    tasks = {t["name"]: {"kind": t["kind"], "output": t["output"]} for t in data["tasks"]}
+    if is_web(provider):
+        session, record = create_session(folder / "model.onnx", SessionSettings(provider=provider, threads=1))
+        runtime = f"{record['runtime']}, 1 thread"
+    else:
+        session, runtime = reference_session(folder / "model.onnx"), f"onnxruntime {ort.__version__}, CPU provider, 1 thread"
+    reference = app_reference(session, folder, texts, tasks, labels, tolerance, runtime)
+    (folder / APP_REFERENCE).write_text(json.dumps(reference) + "\n", encoding="utf-8")
+    return {"reference": {"file": APP_REFERENCE, "texts": len(texts), "computed_with": reference["computed_with"]},
+            "tokenization": tokenization, "contract": contract, "pip": list(PIP), "npm": NPM}
+
+
+def _layouts(run: Path, folder: Path, recipe, row: dict, asked: list[str] | None) -> dict:
+    """The layouts other tools load (edgekit.layouts), written into the bundle and checked against model.onnx on
+    the run's reference texts: `asked` (`edgekit bundle --layout`), else the recipe's export.layouts."""
+    from edgekit.layouts import resolve_layouts, write_layouts
+
+    static = "static" in (row.get("architecture") or {})
+    names = resolve_layouts(asked if asked is not None else recipe.export.layouts, static=static,
+                            embedding=recipe.teacher.kind == "sentence-encoder")
+    texts = list(dict.fromkeys(reference_inputs(run)))[:16] if names else []
+    # The bundle's own tokenizer files (cut where edgekit measured), not the run's copy.
+    return write_layouts(folder, folder / "model.onnx", folder, texts, wanted=names, variant=row["variant"],
+                         config=folder / "config.json" if (folder / "config.json").is_file() else None,
+                         static=static, pooling=recipe.teacher.pooling, normalize=recipe.teacher.normalize,
+                         max_length=recipe.teacher.max_length)
+
+
+def _web_record(run: Path, data: dict, row: dict) -> dict | None:
+    """This file's row on a web provider (edgekit.web_runtime), when the run measured it there: the runtime, its
+    metrics and latency in the browser, and its agreement with the native file's outputs."""
+    from edgekit.web_runtime import is_web
+
+    web = next((r for r in data["files"] if r["name"] == row["name"] and is_web(r["provider"])), None)
+    if web is None:
+        return None
+    session = timing_record(run, web)["session"]
+    return {"provider": web["provider"], "runtime": session.get("runtime", f"onnxruntime-web ({web['provider']})"),
+            "metrics": web["metrics"], "latency_ms": {q: web["latency_ms"][q] for q in ("p50", "p95", "p99")},
+            "threads": session.get("threads"), "agreement": web.get("agreement")}
+

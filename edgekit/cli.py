@@ -541,8 +541,9 @@ def verify(bundle, retime, key, signature) -> None:
     from edgekit.verify import verify_bundle
 
     result = verify_bundle(bundle, time=retime, key=key, signature=signature)
+    verb = "reproduces" if len(result["models"]) == 1 else "reproduce"
     echo(f"{bundle}: ok. {result['files']} files match manifest.json; "
-               f"{', '.join(result['models'])} reproduce the reference outputs.")
+         f"{', '.join(result['models'])} {verb} the reference outputs.")
     if key is not None:
         echo(f"signature: ok, every file is as signed by the holder of {key}'s private key.")
     elif (bundle / "model.sig").is_file():
@@ -595,14 +596,18 @@ def keygen(out, force) -> None:
 @click.option("--provider", help="The provider the file was measured on [default: the run's target].")
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Bundle folder [default: RUN/bundles/NAME].")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
-def bundle_command(run, name, provider, out, force) -> None:
+@click.option("--layout", "layouts", multiple=True, type=click.Choice(["hf", "model2vec", "static-npy"]),
+              help="An extra layout for other tools (repeatable): hf (transformers.js, sentence-transformers), "
+                   "model2vec, static-npy (tokenizer.json + embeddings.npy) [default: the recipe's export.layouts].")
+def bundle_command(run, name, provider, out, force, layouts) -> None:
     """Bundle any file of a finished run, e.g. `edgekit bundle runs/minilm-multitask L2-int8-dynamic`.
 
     NAME is a file's name in the report's table (student-variant).
     """
     from edgekit.bundle import bundle_from_run
 
-    folder, summary = bundle_from_run(run, name, provider, out, force)
+    # --layout overrides the recipe's export.layouts for this bundle only
+    folder, summary = bundle_from_run(run, name, provider, out, force, list(layouts) or None)
     echo(f"bundle: {folder} ({len(summary['files']) + 1} files, deploy {summary['deploy']})")
 
 

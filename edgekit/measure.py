@@ -24,12 +24,13 @@ from typing import TypedDict
 
 from edgekit import __version__
 from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
-from edgekit.errors import ProviderUnavailable
+from edgekit.errors import ProviderUnavailable, RecipeError
 from edgekit.fits import latency_of, limit_ms, retention
 from edgekit.providers import provider_name
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, QuantizeSpec, Recipe
 from edgekit.units import milliseconds
+from edgekit.web_runtime import is_web, web_versions
 
 PARITY_SAMPLES = 32
 PARITY_BATCH = 8
@@ -56,7 +57,9 @@ class Row(TypedDict, total=False):
     bench: str  # the raw timing, relative to the run folder
     size_bytes: int
     latency_ms: dict  # model only at the budget's shape: p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
-    latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images)
+    latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images, web)
+    latency_e2e_why: str  # why a text file's row has no end-to-end latency (a web provider: not measured there)
+    agreement: dict  # a web provider's row: how far its outputs are from the same file's on cpu (web_agreement)
     placement: dict | None  # where ORT ran the file's nodes: on the provider or fallen back (providers.placement)
     engine_build_ms: float  # TensorRT: building the file's engine, apart from latency (0 when its cache served)
     timed_on: dict  # the machine that timed it: host, cpu, instruction_sets
@@ -160,7 +163,7 @@ def is_tensorrt(provider: str) -> bool:
 
 # Providers that run on the host's CPU cores, for which fp16 files are not made: OpenVINO counts among them, its
 # default device being this CPU.
-_CPU_PROVIDERS = ("CPUExecutionProvider", "XnnpackExecutionProvider", "OpenVINOExecutionProvider")
+_CPU_PROVIDERS = ("CPUExecutionProvider", "XnnpackExecutionProvider", "OpenVINOExecutionProvider", "wasm")
 
 
 def is_gpu(provider: str) -> bool:
@@ -434,7 +437,9 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
                     # the names too: results are keyed by them, and a renamed task has the same examples
                     [(task.name, task.digest) for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
                     scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"),
-                    *([options] if options else []))  # without options, the key of a cache from before them
+                    *([options] if options else []),  # without options, the key of a cache from before them
+                    # a web provider runs onnxruntime-web's kernels in Chromium, not this onnxruntime's
+                    *([web_versions()] if is_web(provider) else []))
     results = cache.load_json("scores", key, _scores_problem)
     if results is None:
         # As JSON types, fresh or cached alike.
@@ -535,6 +540,43 @@ def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, pr
     return Scored(rows, predictions, failures)
 
 
+# Per prediction key: what the web-agreement record compares. Discrete keys count the examples whose answer
+# changed (a classification's label, a retrieval query's gold rank); the others are floats whose largest
+# absolute difference it records (the softmax probabilities, the cosines).
+_DISCRETE_PREDICTIONS = ("pred", "gold_rank")
+
+
+def web_agreement(rows: list[Row], predictions: dict, against: str = "cpu") -> list[Row]:
+    """The rows, each web provider's row with `agreement`: how far the file's outputs in onnxruntime-web are from
+    the same file's on the native `against` provider, per task {"max_abs_diff" (of the probabilities / cosines
+    the predictions carry), "labels_changed" (of the labels / gold ranks), "of" (examples)}. Rows without a native
+    twin, or without recorded predictions (an older cache), are left as they are."""
+    import numpy as np
+
+    out = []
+    for row in rows:
+        mine, theirs = predictions.get((row["name"], row["provider"])), predictions.get((row["name"], against))
+        if not is_web(row["provider"]) or mine is None or theirs is None:
+            out.append(row)
+            continue
+        tasks = {}
+        for task, result in mine.items():
+            a, b = result.get("predictions") or {}, (theirs.get(task) or {}).get("predictions") or {}
+            diff, changed, n = None, None, None
+            for key in sorted(set(a) & set(b)):
+                x, y = np.asarray(a[key]), np.asarray(b[key])
+                if x.shape != y.shape or not x.size:
+                    continue
+                n = len(x)
+                if key in _DISCRETE_PREDICTIONS:
+                    changed = (changed or 0) + int((x != y).reshape(n, -1).any(axis=1).sum())
+                elif np.issubdtype(x.dtype, np.floating):
+                    diff = max(diff or 0.0, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
+            tasks[task] = {"max_abs_diff": diff, "labels_changed": changed, "of": n}
+        out.append(row | {"agreement": {"against": against, "tasks": tasks}})
+    return out
+
+
 # ---------------------------------------------------------------------------- time
 
 def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
@@ -560,7 +602,8 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
 
     budget = timing.budget
     keys = [cache_key("timing", __version__, sha256_file(path), timing.key(provider, end_to_end), budget.rounds,
-                      budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"))
+                      budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"),
+                      *([web_versions()] if is_web(provider) else []))  # onnxruntime-web in Chromium: its own
             for path, provider in files]
     chosen = [cache.load_json("timings", key, _timing_problem) for key in keys]
     for result, (path, _) in zip(chosen, files):
@@ -608,9 +651,21 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
     # The reference is re-timed only in the pass whose latency the budget bounds: the drift is judged there.
     again = (reference, target) if reference else None
     end_to_end = timing.budget.scope == "end-to-end"
+    web = sorted({row["provider"] for row in rows if is_web(row["provider"])})
+    if end_to_end and web:
+        raise RecipeError(f"budget.scope is end-to-end, which is not measured on the web provider(s) {', '.join(web)} "
+                          "(edgekit times onnxruntime-web model only, in the page). Fix: set budget.scope: model, or "
+                          "leave the web providers out of budget.providers.")
     model, retimed = time_files(files, timing, cache, None if end_to_end else again)
-    e2e, retimed_e2e = (time_files(files, timing, cache, again if end_to_end else None, end_to_end=True)
-                        if timing.text else ([None] * len(rows), None))
+    # End to end is not measured in the browser (the tokenizer would be transformers.js's, not the one timed
+    # natively): web rows say so (latency_e2e_why) rather than carry another figure.
+    native = [i for i, (_, provider) in enumerate(files) if not is_web(provider)]
+    e2e, retimed_e2e = [None] * len(rows), None
+    if timing.text and native:
+        whole_native, retimed_e2e = time_files([files[i] for i in native], timing, cache,
+                                               again if end_to_end else None, end_to_end=True)
+        for i, whole in zip(native, whole_native):
+            e2e[i] = whole
     timed = []
     for row, result, whole in zip(rows, model, e2e):
         suffix = "" if row["provider"] == target else f".{row['provider']}"
@@ -623,6 +678,8 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
                                                              if v)}}
         if result.get("engine"):
             row["engine_build_ms"] = result["engine"]["build_ms"]
+        if whole is None and timing.text and is_web(row["provider"]):
+            row["latency_e2e_why"] = WEB_E2E_WHY
         if whole is not None:
             (run / bench).with_suffix("").with_suffix(".e2e.bench.json").write_text(
                 json.dumps(whole, indent=1) + "\n", encoding="utf-8")
@@ -638,6 +695,10 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
         return timed, None
     return timed, {"latency_ms": retimed and latency_summary(retimed),
                    "latency_e2e_ms": retimed_e2e and latency_summary(retimed_e2e)}
+
+
+WEB_E2E_WHY = ("not measured: end-to-end timing (tokenizer + model) does not run in the browser yet; the model-only "
+               "latency is onnxruntime-web's, timed in the page")
 
 
 def _cached_text(row: Row) -> str:

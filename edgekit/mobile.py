@@ -88,10 +88,19 @@ def to_ort(src: Path, folder: Path, platform: str) -> dict:
                                f"({type(e).__name__}: {e}); set export.ort: false to ship ONNX only.") from None
         shutil.move(Path(tmp) / "out" / "model.ort", folder / "model.ort")
         config = folder / "model.required_operators.config"
-        shutil.move(Path(tmp) / "out" / config.name, config)
+        # The converter's header names the temporary file it read: the bundle names its own file instead.
+        config.write_text(_named_after_bundle((Path(tmp) / "out" / config.name).read_text(), str(Path(tmp))),
+                          encoding="utf-8")
     operators = [line for line in config.read_text().splitlines() if line and not line.startswith("#")]
     return {"file": "model.ort", "from": src.name, "platform": platform, "optimization": "fixed",
             "required_operators": config.name, "operator_sets": operators}
+
+
+def _named_after_bundle(config: str, tmp: str) -> str:
+    """The converter's operator config with the temporary folder it read from left out of its comments (a bundle
+    carries no path of the machine that built it): '# - /tmp/edgekit-ort-x/out/model.ort' -> '# - model.ort'."""
+    return "".join(line.replace(f"{tmp}/out/", "").replace(f"{tmp}/", "") if line.startswith("#") else line
+                   for line in config.splitlines(keepends=True))
 
 
 def mobile_usability(path: Path) -> dict:

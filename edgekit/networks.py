@@ -137,13 +137,24 @@ class StaticConfig:
 
 class StaticEmbedding(nn.Module):
     """Token ids -> rows of a table: `remap` (an int32 buffer, one Gather) maps each of the tokenizer's ids
-    to its row of `table` (rows, dim), so a pruned table still takes the tokenizer's ids unchanged."""
+    to its row of `table` (rows, dim), so a pruned table still takes the tokenizer's ids unchanged.
 
-    def __init__(self, remap: torch.Tensor, rows: int, dim: int, projection: int):
+    `uncounted`: the ids the mean leaves out (the tokenizer's special tokens, [UNK] among them), as model2vec's
+    encode drops them: the bundle's model2vec folder then gives exactly the graph's embeddings (edgekit.layouts)."""
+
+    def __init__(self, remap: torch.Tensor, rows: int, dim: int, projection: int, uncounted: tuple[int, ...] = ()):
         super().__init__()
         self.register_buffer("remap", remap.to(torch.int32))  # (vocab_size,)
+        counted = torch.ones(len(remap), 1)
+        counted[[i for i in uncounted if 0 <= i < len(remap)]] = 0.0
+        # Not persistent: made from the tokenizer, so a student cached before it loads unchanged.
+        self.register_buffer("counted", counted, persistent=False)  # (vocab_size, 1)
         self.table = nn.Embedding(rows, dim)
         self.config = StaticConfig(len(remap), rows, dim, projection)
+
+    def counts(self, input_ids, attention_mask):
+        """(batch, seq): 1 where a token counts in the mean (in the mask, not a special token), else 0."""
+        return nn.functional.embedding(input_ids, self.counted).squeeze(-1) * attention_mask.to(self.counted.dtype)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.table
@@ -156,8 +167,8 @@ class StaticEmbedding(nn.Module):
 
 
 class StaticModel(nn.Module):
-    """A static-embedding sentence encoder (model2vec-like, distilled): the masked mean of one trained table
-    row per token, projected to the teacher's width (so the teacher's heads and the embedding losses apply)
+    """A static-embedding sentence encoder (model2vec-like, distilled): the mean of one trained table row per
+    token of the text (special tokens and [UNK] left out, as model2vec leaves them out), projected to the teacher's width (so the teacher's heads and the embedding losses apply)
     and L2-normalized when the teacher's embedding is. No attention, no layers: a Gather, a mean and a
     (dim x width) MatMul, whatever the text's length.
 
@@ -168,9 +179,9 @@ class StaticModel(nn.Module):
     pooling = "mean"  # of the token rows, whatever the teacher's pooling (the table was made with it)
 
     def __init__(self, remap: torch.Tensor, rows: int, dim: int, width: int, heads: dict[str, nn.Linear] | None = None,
-                 normalize: bool = True, dense: nn.Module | None = None):
+                 normalize: bool = True, dense: nn.Module | None = None, uncounted: tuple[int, ...] = ()):
         super().__init__()
-        self.backbone = StaticEmbedding(remap, rows, dim, width)
+        self.backbone = StaticEmbedding(remap, rows, dim, width, uncounted)
         self.projection = nn.Linear(dim, width)
         self.heads = nn.ModuleDict(heads or {})
         self.normalize = normalize
@@ -191,7 +202,7 @@ class StaticModel(nn.Module):
         vectors = self.backbone(input_ids)  # (batch, seq, dim)
         # Multiply and sum rather than a batched MatMul: ORT's dynamic int8 pass would quantize a MatMul of
         # two activations; a masked sum stays float like TextModel's pooling.
-        weights = attention_mask.unsqueeze(-1).to(vectors.dtype)  # (batch, seq, 1)
+        weights = self.backbone.counts(input_ids, attention_mask).unsqueeze(-1).to(vectors.dtype)  # (batch, seq, 1)
         pooled = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (batch, dim)
         embedding = self.projection(pooled)  # (batch, width)
         if self.dense is not None:

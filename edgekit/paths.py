@@ -94,3 +94,17 @@ def external_data_inside(path: str | Path, what: str | None = None, fix: str = G
             if entry.key == "location":
                 inside(path.parent, entry.value, f"{who} keeps tensor '{tensor.name}' in", fix)
     return model
+
+
+def files_below(folder: str | Path, links: bool = False) -> list[str]:
+    """The regular files below `folder` as sorted relative posix paths ('hf/onnx/model.onnx'), found without
+    following a symlink; `links`: every entry that is neither a folder nor a regular file (a symlink, a FIFO) too,
+    named the same way: what a check of a folder's contents must see rather than step into or over."""
+    found = []
+    for root, folders, files in os.walk(folder, followlinks=False):
+        base = Path(root).relative_to(folder)
+        for name in files + ([f for f in folders if (Path(root) / f).is_symlink()] if links else []):
+            path = Path(root) / name
+            if links or (path.is_file() and not path.is_symlink()):
+                found.append((base / name).as_posix())
+    return sorted(found)

@@ -194,6 +194,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
                                                                cache, echo, target, budget,
                                                                run / teacher_fp32["onnx"]))])[0]
         rows = rows[:first_student] + timed
+        rows = measure.web_agreement(rows, predictions)  # web rows: how far onnxruntime-web is from cpu
         if warning := measure.drift_warning(retimed, reference_ms, budget, cache):
             echo(warning)
 

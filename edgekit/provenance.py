@@ -83,3 +83,67 @@ def data_provenance(recipe, tasks) -> dict:
     for i, spec in enumerate(recipe.distill.unlabeled):
         record[f"unlabeled[{i}]"] = {"source": spec.source, "files": files(spec.source)}
     return record
+
+
+# ---------------------------------------------------------------------------- paths in what ships
+
+def _package_roots() -> list[tuple[Path, str]]:
+    """(import folder, 'distribution==version') of every installed top-level package, longest folder first: the
+    names a path inside site-packages (or an editable install's source folder) is shown by."""
+    import importlib.metadata
+    import importlib.util
+
+    roots = []
+    for top, dists in importlib.metadata.packages_distributions().items():
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        if spec and not folders and spec.origin:
+            folders = [str(Path(spec.origin).parent)]  # a single-module distribution: its file's folder
+            top = Path(spec.origin).name
+        for folder in folders:
+            try:
+                roots.append((Path(folder).resolve(), f"{dists[0]}=={importlib.metadata.version(dists[0])}"))
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return sorted(roots, key=lambda root: -len(root[0].parts))
+
+
+def portable_path(path: str, relative_to: tuple[Path, ...] = (), roots: list | None = None) -> str:
+    """An absolute path as a bundle may carry it, naming no folder of the machine that built it: a file inside an
+    installed package as 'distribution==version:package/relative/path' (e.g. 'gensim==4.4.0:gensim/test/
+    test_data/lee.cor'), one under a folder of `relative_to` relative to it, anything else by its file name
+    alone (its sha256 beside it says which file it was)."""
+    if not Path(path).is_absolute():
+        return path
+    resolved = Path(path).resolve()
+    for folder, dist in (roots if roots is not None else _package_roots()):
+        if resolved.is_relative_to(folder):
+            return f"{dist}:{Path(folder.name, resolved.relative_to(folder)).as_posix()}"
+    for folder in relative_to:
+        if resolved.is_relative_to(folder.resolve()):
+            return resolved.relative_to(folder.resolve()).as_posix() or "."
+    return resolved.name
+
+
+def portable(record, relative_to: tuple[Path, ...] = ()):
+    """`record` (JSON-like) with every absolute path in it, as a value or as a key, made portable_path's: what
+    ships says which package, version and digest a file was, never where it lay on the machine that built it."""
+    roots = _package_roots()
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {walk(key): walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, str) and (value.startswith(("/", "\\")) or _windows_absolute(value)):
+            return portable_path(value, relative_to, roots)
+        return value
+
+    return walk(record)
+
+
+def _windows_absolute(value) -> bool:
+    return isinstance(value, str) and len(value) > 2 and value[1] == ":" and value[2] in "/\\" and value[0].isalpha()

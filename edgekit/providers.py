@@ -41,13 +41,21 @@ _INSTALL_HINT = {
 }
 
 
+# onnxruntime-web in headless Chromium (edgekit/web_runtime.py): not ONNX Runtime execution providers, so named
+# as they are, and dispatched to the web runtime by create_session.
+WEB_PROVIDERS = ("wasm", "webgpu")
+
+
 def provider_name(name: str) -> str:
-    """'cuda' -> 'CUDAExecutionProvider'; full ORT names pass through."""
+    """'cuda' -> 'CUDAExecutionProvider'; full ORT names pass through; web providers keep their name ('wasm')."""
+    if name.lower() in WEB_PROVIDERS:
+        return name.lower()
     if name.lower() in PROVIDERS:
         return PROVIDERS[name.lower()]
     if name in PROVIDERS.values():
         return name
-    raise ProviderUnavailable(f"unknown execution provider '{name}'. Use one of: {', '.join(PROVIDERS)} "
+    raise ProviderUnavailable(f"unknown execution provider '{name}'. Use one of: "
+                              f"{', '.join([*PROVIDERS, *WEB_PROVIDERS])} "
                               "(or a full ONNX Runtime name such as CUDAExecutionProvider).")
 
 
@@ -56,6 +64,10 @@ def require_provider(name: str) -> str:
     import onnxruntime as ort
 
     wanted = provider_name(name)
+    if wanted in WEB_PROVIDERS:
+        from edgekit.web_runtime import check_available
+
+        return check_available(wanted)
     available = ort.get_available_providers()
     if wanted not in available:
         hint = _INSTALL_HINT.get(wanted, f"install an onnxruntime build with {wanted}")
@@ -444,6 +456,11 @@ def create_session(path: str | Path, settings: SessionSettings = SessionSettings
     if not path.exists():
         raise ModelNotFound(f"ONNX file '{shown(path)}' does not exist. Export one with `edgekit export`.")
     regular_file(path, "ONNX file", "pass the .onnx file itself", InvalidModelFile)  # a FIFO would hang the load
+    if provider_name(settings.provider) in WEB_PROVIDERS:  # onnxruntime-web in headless Chromium
+        from edgekit.web_runtime import create_web_session
+
+        external_data_inside(path, fix="keep an ONNX file's external data in its own folder")
+        return create_web_session(path, settings)
     check_allocation(path.stat().st_size * 2, f"loading '{shown(path)}' ({gigabytes(path.stat().st_size)})",
                      "run it on a machine with more memory", InvalidModelFile)
     # Weights kept as external data may sit beside the file, never elsewhere: refused before ORT reads them.

@@ -491,8 +491,9 @@ class ExportSpec(_Strict):
     shapes: Literal["dynamic", "fixed"] = Field(
         "dynamic", description="fixed: the bundle also holds model.fixed.onnx with batch and sequence fixed at "
                                "budget.batch x budget.seq_len (NNAPI and CoreML need fixed shapes)")
-    ort: bool = Field(True, description="bundle model.ort (ONNX Runtime Mobile format) and the "
-                                        "required_operators config a reduced ORT build is made from")
+    ort: bool = Field(False, description="the bundle also holds model.ort (ONNX Runtime Mobile format) and the "
+                                         "required_operators config a reduced ORT build is made from (the phone "
+                                         "profile sets it; a bundle ships one model file unless asked for more)")
     ort_platform: Literal["generic", "amd64", "arm"] = Field(
         "generic", description="what the .ort file's saved optimizations may assume: amd64 keeps x86-only layouts "
                                "(NCHWc), arm lets QDQ groups run as int8 kernels, generic runs anywhere")
@@ -504,6 +505,15 @@ class ExportSpec(_Strict):
                            "and reads the same outputs; WordPiece (BERT-style) tokenizers only, checked token for "
                            "token against tokenizer.json; needs `pip install 'edgekit[app]'` (without it, or for "
                            "another tokenizer, the bundle says why it has no app graph)")
+    layouts: list[Literal["hf", "model2vec", "static-npy"]] | Literal["auto"] = Field(
+        "auto", description="which extra layouts a bundle holds beside model.onnx + tokenizer.json, each checked "
+                            "against model.onnx (edgekit/layouts.py): hf (transformers.js and sentence-transformers' "
+                            "ONNX backend; a sentence-encoder transformer student), model2vec (model2vec's "
+                            "StaticModel folder) and static-npy (tokenizer.json + embeddings.npy, the full "
+                            "vocabulary; both static students). auto: [model2vec] for a static student, [] for a "
+                            "transformer (hf/ copies the model file, so it is on request). A name that does not "
+                            "apply to the bundled student is refused when the bundle is written; `edgekit bundle "
+                            "RUN NAME --layout NAME` overrides this for one bundle")
 
 
 class LossSpec(_Strict):

@@ -146,6 +146,7 @@ def _blocks(data: dict) -> list[tuple]:
         blocks += _bundle(data["bundle"], data["machine"])
     blocks += _matrix(data, tasks, p)
     blocks += _providers_compared(data, tasks)
+    blocks += _web_runtime(data, tasks)
     if data.get("sweep"):
         blocks += _sweep(data, tasks, p)
     blocks += _accuracy_aware(data)
@@ -335,6 +336,31 @@ def _providers_compared(data: dict, tasks: list[str]) -> list[tuple]:
                   f"p95 there over its p95 on {compared[0]['versus']}. {differ} of {len(compared)} file(s) score "
                   "differently beyond noise.")),
             ("table", ["file", "providers", *[f"{t} difference" for t in tasks], "p95 ratio", "placement"], rows)]
+
+
+def _web_runtime(data: dict, tasks: list[str]) -> list[tuple]:
+    """Rows measured in the browser (onnxruntime-web, edgekit/web_runtime.py): how far each file's outputs there
+    are from the same file's on the native CPU provider, and whether any label changed."""
+    web = [r for r in data.get("files") or [] if r.get("agreement")]
+    if not web:
+        return []
+
+    def cell(d: dict) -> str:
+        diff = "-" if d.get("max_abs_diff") is None else f"{d['max_abs_diff']:.2g}"
+        if d.get("labels_changed") is None:
+            return f"max diff {diff}"
+        return f"max diff {diff}, {d['labels_changed']} of {d['of']} changed"
+
+    rows = [[r["name"], r["provider"], *[cell(r["agreement"]["tasks"].get(t) or {}) for t in tasks]] for r in web]
+    changed = [r["name"] for r in web if any(d.get("labels_changed") for d in r["agreement"]["tasks"].values())]
+    against = web[0]["agreement"]["against"]
+    return [("h2", "On the web runtime"),
+            ("p", (f"Files run in onnxruntime-web inside headless Chromium ({web[0]['provider']}), timed in the page, "
+                   f"against the same file on {against}: the largest absolute difference of what each task's "
+                   "predictions carry (probabilities, cosines) and how many labels (or retrieval ranks) changed. "
+                   + (f"Labels changed for {', '.join(changed)}." if changed else "No label changed.")
+                   + " End-to-end latency is not measured in the browser.")),
+            ("table", ["file", "provider", *tasks], rows)]
 
 
 def _int8_effect(data: dict, tasks: list[str]) -> list[tuple]:

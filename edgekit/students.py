@@ -238,7 +238,9 @@ def static_candidates(recipe, teacher, token_ids: list[list[int]] | None = None)
         if dim > width:
             raise RecipeError(f"students.static: {dim} is wider than the teacher's {width}-wide embeddings (PCA "
                               f"keeps at most that many dimensions): pick dimensions up to {width}")
-        out.append(Candidate(f"S{dim}", {"static": dim, "vocab": vocab.rows, "projection": width}))
+        # mean_of: what the embedding averages (its cache key: students trained before averaged special tokens too)
+        out.append(Candidate(f"S{dim}", {"static": dim, "vocab": vocab.rows, "projection": width,
+                                         "mean_of": "text tokens"}))
     return out
 
 
@@ -300,7 +302,7 @@ def build_static_student(teacher, candidate: Candidate, vocab=None, cache=None):
     heads = {name: copy.deepcopy(head) for name, head in teacher_model.heads.items()}
     torch.manual_seed(0)
     student = StaticModel(remap, arch["vocab"], arch["static"], arch["projection"], heads, teacher_model.normalize,
-                          copy.deepcopy(teacher_model.dense))
+                          copy.deepcopy(teacher_model.dense), tuple(teacher.tokenizer.all_special_ids))
     names = [name for name, _ in student.state_dict().items()]
     if vocab is None:
         return student.eval(), {"copied": 0, "random": names}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgekit.bundle import MANIFEST, MANIFEST_FORMAT, compare, manifest_digest_ok, reference_session, run_reference
 from edgekit.errors import BundleMismatch, EdgekitError, OutsideFolder
-from edgekit.paths import external_data_inside, inside
+from edgekit.paths import external_data_inside, files_below, inside
 from edgekit.provenance import sha256_file
 from edgekit.reading import not_regular, parse_json, read_bytes, shown
 from edgekit.signing import SIGNATURE, signature_problems
@@ -212,8 +212,8 @@ def _file_problems(folder: Path, manifest: dict) -> list[str]:
         elif sha256_file(path) != record["sha256"]:
             problems.append(f"{shown(name)}: sha256 differs from the manifest (the file was changed or corrupted)")
     # The signature (edgekit/signing.py) sits beside the files it covers and is checked by --key, not here.
-    extra = sorted(p.name for p in folder.iterdir()
-                   if p.name not in (MANIFEST, SIGNATURE) and p.name not in manifest["files"])
+    extra = [name for name in files_below(folder, links=True)
+             if name not in (MANIFEST, SIGNATURE) and name not in manifest["files"]]
     problems += [f"{shown(name)}: not in the manifest (added after the bundle was written)" for name in extra]
     return problems
 

@@ -127,8 +127,13 @@ def test_onnx_metadata_props_carry_recipe_metrics_budget_and_latency(phone_run):
     # execute
     meta = ort.InferenceSession(str(phone_run.path / "bundle" / "model.onnx")).get_modelmeta().custom_metadata_map
     # assert
-    recipe = json.dumps(data["recipe"], sort_keys=True).encode()
-    assert meta["edgekit.recipe_sha256"] == hashlib.sha256(recipe).hexdigest()
+    manifest = json.loads((phone_run.path / "bundle" / MANIFEST).read_text())
+    # the digest of the recipe as the bundle records it (paths made portable), and of the recipe as run
+    assert meta["edgekit.recipe_sha256"] == hashlib.sha256(json.dumps(manifest["recipe"], sort_keys=True).encode()
+                                                           ).hexdigest() == manifest["recipe_sha256"]
+    assert manifest["run_recipe_sha256"] == hashlib.sha256(json.dumps(data["recipe"], sort_keys=True).encode()
+                                                           ).hexdigest()
+    assert not manifest["recipe"]["teacher"]["model"].startswith("/")
     assert json.loads(meta["edgekit.metrics"]) == {t: {"metric": m["metric"], "value": m["value"]}
                                                    for t, m in selected["metrics"].items()}
     assert json.loads(meta["edgekit.latency_ms"])["p95"] == selected["latency_ms"]["p95"]
@@ -159,6 +164,24 @@ def test_any_candidate_can_be_bundled_after_the_run(phone_run, run_cli, tmp_path
     assert manifest["name"] == "teacher-int8-dynamic"
     assert unknown.exit_code == 1 and "choose one of: L1-fp32" in unknown.output
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_layout_asked_for_is_written_checked_listed_and_verified(finished_run, run_cli, tmp_path):
+    # execute: the tiny run's transformer student with the hf/ layout (transformers.js, sentence-transformers),
+    # and a layout that does not apply to it
+    made = run_cli("bundle", finished_run / "run", "L1-fp32", "--out", tmp_path / "hf", "--layout", "hf")
+    wrong = run_cli("bundle", finished_run / "run", "L1-fp32", "--out", tmp_path / "wrong", "--layout", "model2vec")
+    # assert: the folder is in the bundle, every file of it in the manifest (and so checked by verify)
+    assert made.exit_code == 0, made.output
+    manifest = json.loads((tmp_path / "hf" / MANIFEST).read_text())
+    written = manifest["layouts"]["written"]["hf"]
+    assert written["checked"]["max_abs_diff"] <= written["checked"]["atol"]
+    assert "hf/onnx/model.onnx" in manifest["files"] and "hf/modules.json" in manifest["files"]
+    assert "## Other layouts in this folder" in (tmp_path / "hf" / "README.md").read_text()
+    assert verify_bundle(tmp_path / "hf")["name"] == "L1-fp32"
+    (tmp_path / "hf" / "hf" / "modules.json").write_text("[]")
+    assert run_cli("verify", tmp_path / "hf").exit_code == 1
+    assert wrong.exit_code == 1 and "model2vec" in wrong.output and not (tmp_path / "wrong").exists()
 
 
 def test_retiming_over_the_budget_fails(bundle_copy, run_cli):

@@ -56,7 +56,7 @@ def test_unknown_target_lists_the_profiles_with_its_line(tmp_path):
     # assert
     message = str(error.value)
     assert f"{path}:12: target: there is no profile 'raspberry'" in message
-    assert "arm64-phone, cuda-gpu, x86-openvino, x86-server" in message
+    assert "arm64-phone, cuda-gpu, web, x86-openvino, x86-server" in message
 
 
 def test_a_profile_beside_the_recipe_is_found_and_its_mistakes_have_lines(tmp_path):
