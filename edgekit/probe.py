@@ -20,6 +20,7 @@ from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, Recipe
 from edgekit.students import Candidate, build
 from edgekit.units import count, milliseconds
+from edgekit.web_runtime import is_web, web_versions
 
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
 
@@ -60,7 +61,9 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
     key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider,
                     kinds, recipe.quantize.reduce_range, recipe.quantize.block_size, recipe.quantize.accuracy_level,
                     recipe.export.opset, str(timing.lengths_file),
-                    cpu_fingerprint(), package_versions().get("onnxruntime"))
+                    cpu_fingerprint(), package_versions().get("onnxruntime"),
+                    # a web provider's timing depends on onnxruntime-web and Chromium, not on native onnxruntime
+                    *([web_versions()] if is_web(provider) else []))
     entry = cache.load_json("probes", key, _probe_problem)
     if entry is None:
         model, _ = build(candidate, recipe, teacher, tasks)
