@@ -709,9 +709,11 @@ def write_bundle(run: Path, data: dict, row: dict, folder: Path, layouts: list[s
     if app and app["file"]:
         app["verified"] = verified
         app["latency_ms"] = _app_latency(run, folder, recipe, row)
-    clients = (_app_clients(run, folder, recipe, data, labels, reference["tolerance"], row["provider"])
+    # The run's reference texts, distinct and in order: what reference.json and the layouts' checks run on.
+    texts = list(dict.fromkeys(reference_inputs(run))) if tokenizer.is_dir() else []
+    clients = (_app_clients(run, folder, recipe, data, labels, reference["tolerance"], row["provider"], texts)
                if tokenizer.is_dir() else None)
-    extra = _layouts(run, folder, recipe, row, layouts) if tokenizer.is_dir() else None
+    extra = _layouts(folder, recipe, row, layouts, texts) if tokenizer.is_dir() else None
     mobile = mobile_usability(folder / deploy) if spec.mobile_check else None
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -928,7 +930,8 @@ def _app_latency(run: Path, folder: Path, recipe, row: dict) -> dict | None:
                              recorded.get("batch") or recipe.budget.batch)
 
 
-def _app_clients(run: Path, folder: Path, recipe, data: dict, labels: dict, tolerance: dict, provider: str) -> dict:
+def _app_clients(run: Path, folder: Path, recipe, data: dict, labels: dict, tolerance: dict, provider: str,
+                 texts: list[str]) -> dict:
     """reference.json and the record of the tokenization apps are told to use (edgekit.app_clients): the shipped
     tokenizer.json, and the JavaScript snippets' cut, checked on the reference texts and PROBE_TEXTS against the
     ids edgekit measured with. reference.json's outputs come from the runtime the file was picked on: native
@@ -949,7 +952,7 @@ def _app_clients(run: Path, folder: Path, recipe, data: dict, labels: dict, tole
     from edgekit.web_runtime import is_web
 
     max_length = recipe.teacher.max_length
-    texts = list(dict.fromkeys(reference_inputs(run)))[:MAX_APP_TEXTS]
+    texts = texts[:MAX_APP_TEXTS]
     checked = texts + [t for t in PROBE_TEXTS if t not in texts]
     measured = load_tokenizer(run / "tokenizer")(checked, truncation=True, max_length=max_length)["input_ids"]
     contract = token_contract(folder, max_length)
@@ -966,7 +969,7 @@ def _app_clients(run: Path, folder: Path, recipe, data: dict, labels: dict, tole
             "tokenization": tokenization, "contract": contract, "pip": list(PIP), "npm": NPM}
 
 
-def _layouts(run: Path, folder: Path, recipe, row: dict, asked: list[str] | None) -> dict:
+def _layouts(folder: Path, recipe, row: dict, asked: list[str] | None, texts: list[str]) -> dict:
     """The layouts other tools load (edgekit.layouts), written into the bundle and checked against model.onnx on
     the run's reference texts: `asked` (`edgekit bundle --layout`), else the recipe's export.layouts."""
     from edgekit.layouts import resolve_layouts, write_layouts
@@ -974,7 +977,7 @@ def _layouts(run: Path, folder: Path, recipe, row: dict, asked: list[str] | None
     static = "static" in (row.get("architecture") or {})
     names = resolve_layouts(asked if asked is not None else recipe.export.layouts, static=static,
                             embedding=recipe.teacher.kind == "sentence-encoder")
-    texts = list(dict.fromkeys(reference_inputs(run)))[:16] if names else []
+    texts = texts[:16] if names else []
     # The bundle's own tokenizer files (cut where edgekit measured), not the run's copy.
     return write_layouts(folder, folder / "model.onnx", folder, texts, wanted=names, variant=row["variant"],
                          config=folder / "config.json" if (folder / "config.json").is_file() else None,

@@ -296,7 +296,7 @@ def _node_embeddings(models: Path, name: str, dtype: str, texts: list[str]) -> n
     """transformers.js's feature-extraction pipeline on models/name, run by Node from a scratch folder under
     web/ (so that the script's import finds web/node_modules)."""
     if shutil.which("node") is None or not (ROOT / "web/node_modules/@huggingface/transformers").is_dir():
-        pytest.skip("Node or web/node_modules is missing: make setup-web")
+        pytest.fail("Node or web/node_modules is missing: run `make setup-web`")
     scratch = Path(tempfile.mkdtemp(dir=ROOT / "web", prefix=".layout-"))
     try:
         shutil.copy(ROOT / "tests/clients/layout_js.mjs", scratch / "layout_js.mjs")
@@ -332,7 +332,7 @@ def test_the_readmes_transformers_js_snippet_runs_from_the_bundle_folder(transfo
     """The README's own block, run by Node with the bundle folder as its working directory (the script sits under
     web/ so that its import finds web/node_modules)."""
     if shutil.which("node") is None or not (ROOT / "web/node_modules/@huggingface/transformers").is_dir():
-        pytest.skip("Node or web/node_modules is missing: make setup-web")
+        pytest.fail("Node or web/node_modules is missing: run `make setup-web`")
     # setup
     record = write_layouts(tmp_path, transformer_file, tiny_bert, TEXTS, wanted=["hf"],
                            config=tiny_bert / "config.json", max_length=MAX_LENGTH)
