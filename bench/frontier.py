@@ -21,7 +21,9 @@ _STYLE = {"teacher": ("#222222", "o"), "model2vec": ("#1f77b4", "D"), "edgekit":
 def _group(entry: dict) -> str:
     if entry.get("kind") == "model2vec":
         return "model2vec"
-    return "edgekit" if entry.get("budgets") else "teacher"
+    # edgekit's files carry "budgets" (empty for a frontier file no budget picked, and for the run's best static
+    # file): drawn as edgekit's, not as a user's teacher file
+    return "edgekit" if "budgets" in entry else "teacher"
 
 
 def frontier_svg(results: dict) -> str:
@@ -56,7 +58,7 @@ def frontier_figure(results: dict):
         fig.legend(handles=[Line2D([], [], linestyle="none", marker=marker, color=colour, label=label)
                             for label, (colour, marker) in (("teacher, as a user ships it", _STYLE["teacher"]),
                                                             ("model2vec", _STYLE["model2vec"]),
-                                                            ("edgekit pick", _STYLE["edgekit"]))],
+                                                            ("edgekit file", _STYLE["edgekit"]))],
                    loc="outside lower center", ncols=3, frameon=False)
         place_labels(fig, labels)
         return fig
@@ -88,7 +90,8 @@ def _panel(ax, task: str | None, shape: str | None, metric: str, entries: list[d
                     elinewidth=0.9, capsize=2.0, alpha=0.45, zorder=2)
         ax.scatter([x], [y], marker=marker, s=46, color=colour, edgecolors="white", linewidths=0.6, zorder=3)
         name = entry["name"].removeprefix("edgekit ")
-        text = f"{name} (pick at {', '.join(entry['budgets'])})" if entry.get("budgets") else name
+        text = f"{name} (pick at {', '.join(entry['budgets'])})" if entry.get("budgets") else \
+            f"{name} (best static)" if entry.get("best_static") else name
         items.append((text.replace("$", r"\$"), x, y, {"color": colour}))
         obstacles.append((x, y, math.sqrt(46) / 2))
         xs.append(x)

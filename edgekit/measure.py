@@ -25,7 +25,7 @@ from typing import TypedDict
 from edgekit import __version__
 from edgekit.cache import Cache, cache_key, digest_feeds, file_problem, write_checked
 from edgekit.errors import ProviderUnavailable, RecipeError
-from edgekit.fits import latency_of, limit_ms, retention
+from edgekit.fits import PATH_WORDS, latency_of, limit_ms, retention
 from edgekit.providers import provider_name
 from edgekit.quantize import quant_config
 from edgekit.recipe import Budget, QuantizeSpec, Recipe
@@ -59,6 +59,10 @@ class Row(TypedDict, total=False):
     latency_ms: dict  # model only at the budget's shape: p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
     latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images, web)
     latency_e2e_why: str  # why a text file's row has no end-to-end latency (a web provider: not measured there)
+    latency_app_ms: dict | None  # the same as latency_e2e_ms, with the file's app graph (the tokenizer inside) instead
+    latency_app_why: str  # why a text file's row has no app-graph latency (its tokenizer, its provider, a mismatch)
+    app_graph: dict  # the app graph that was timed: what it is, its tokenization check, its raw timing (app_path)
+    end_to_end_path: str  # set by select.decide: the faster end-to-end path, "tokenizer.json" or "app graph"
     agreement: dict  # a web provider's row: how far its outputs are from the same file's on cpu (web_agreement)
     placement: dict | None  # where ORT ran the file's nodes: on the provider or fallen back (providers.placement)
     engine_build_ms: float  # TensorRT: building the file's engine, apart from latency (0 when its cache served)
@@ -660,14 +664,21 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
     # End to end is not measured in the browser (the tokenizer would be transformers.js's, not the one timed
     # natively): web rows say so (latency_e2e_why) rather than carry another figure.
     native = [i for i, (_, provider) in enumerate(files) if not is_web(provider)]
-    e2e, retimed_e2e = [None] * len(rows), None
+    # The second end-to-end path: each text file's app graph (the tokenizer inside), where it can ship that way.
+    apps = app_paths(files, run, timing, cache) if timing.text else [None] * len(rows)
+    with_app = [i for i in native if apps[i] is not None and apps[i].file is not None]
+    e2e, app, retimed_e2e = [None] * len(rows), [None] * len(rows), None
     if timing.text and native:
-        whole_native, retimed_e2e = time_files([files[i] for i in native], timing, cache,
-                                               again if end_to_end else None, end_to_end=True)
-        for i, whole in zip(native, whole_native):
+        # Both paths in the same interleaved rounds (the same drift for both), with the same texts and settings: a
+        # timing of the app graph is keyed by its own content, so it never stands for the tokenizer.json path's.
+        wholes, retimed_e2e = time_files([files[i] for i in native] + [(apps[i].file, files[i][1]) for i in with_app],
+                                         timing, cache, again if end_to_end else None, end_to_end=True)
+        for i, whole in zip(native, wholes[:len(native)]):
             e2e[i] = whole
+        for i, whole in zip(with_app, wholes[len(native):]):
+            app[i] = whole
     timed = []
-    for row, result, whole in zip(rows, model, e2e):
+    for row, result, whole, path, inside in zip(rows, model, e2e, apps, app):
         suffix = "" if row["provider"] == target else f".{row['provider']}"
         bench = str(Path(row["onnx"]).with_suffix(f"{suffix}.bench.json"))
         (run / bench).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -684,12 +695,26 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
             (run / bench).with_suffix("").with_suffix(".e2e.bench.json").write_text(
                 json.dumps(whole, indent=1) + "\n", encoding="utf-8")
             row["latency_e2e_ms"] = latency_summary(whole)
+        if path is not None:
+            row["latency_app_ms"] = None
+            if inside is not None:
+                raw = str(Path(bench).with_suffix("").with_suffix(".app.bench.json"))
+                (run / raw).write_text(json.dumps(inside, indent=1) + "\n", encoding="utf-8")
+                # The timed graph beside its file, as every other timed file is in the run: what a re-timing reads
+                # (bench/check_e2e.py) and what `edgekit bundle` would ship.
+                app_file = str(Path(row["onnx"]).with_suffix(".app.onnx"))
+                shutil.copyfile(path.file, run / app_file)
+                row["latency_app_ms"] = latency_summary(inside)
+                row["app_graph"] = path.record | {"bench": raw, "onnx": app_file}
+            else:
+                row["latency_app_why"] = path.why or "not measured"
         timed.append(row)
         # the timing alone: a file that lost too much accuracy is not "over budget" (the selection says why it
         # does not fit)
         over = budget is not None and latency_of(row, budget) > limit_ms(budget)
         echo(f"  {row['name']:<32} {row['provider']:<5} {_latency_text(row['latency_ms'])}"
              + (f"  end to end {_latency_text(row['latency_e2e_ms'])}" if whole is not None else "")
+             + (f"  app graph {_latency_text(row['latency_app_ms'])}" if inside is not None else "")
              + _cached_text(row) + ("  over budget" if over else ""))
     if retimed is None and retimed_e2e is None:
         return timed, None
@@ -702,15 +727,142 @@ WEB_E2E_WHY = ("not measured: end-to-end timing (tokenizer + model) does not run
 
 
 def _cached_text(row: Row) -> str:
-    cached = [scope for scope, key in (("model only", "latency_ms"), ("end to end", "latency_e2e_ms"))
-              if (row.get(key) or {}).get("cached")]
+    scopes = (("model only", "latency_ms"), ("end to end", "latency_e2e_ms"), ("app graph", "latency_app_ms"))
+    measured = [scope for scope, key in scopes if row.get(key)]
+    cached = [scope for scope, key in scopes if (row.get(key) or {}).get("cached")]
     if not cached:
         return ""
-    return "  (cached)" if len(cached) == 2 or row.get("latency_e2e_ms") is None else f"  ({cached[0]}: cached)"
+    return "  (cached)" if cached == measured else f"  ({', '.join(cached)}: cached)"
 
 
 def _latency_text(latency: dict) -> str:
     return "  ".join(f"{q} {milliseconds(latency[q]):>6}" for q in ("p50", "p95", "p99")) + " ms"
+
+
+# ---------------------------------------------------------------------------- the app graph path
+
+@dataclass(frozen=True)
+class AppPath:
+    """A file's second end-to-end path: its app graph (the tokenizer inside, edgekit/app_graph.py), in the cache,
+    with what it is and its tokenization check (`record`), or why the file does not ship that way (`why`)."""
+
+    file: Path | None
+    record: dict | None = None
+    why: str | None = None
+
+
+def app_provider_why(provider: str) -> str | None:
+    """Why the app graph is not timed on `provider` (None: the CPU provider, where the extensions' ops run)."""
+    if is_web(provider):
+        return ("not measured: onnxruntime-web does not load onnxruntime-extensions' custom operators (the tokenizer "
+                "inside the app graph); in a page the file ships with its tokenizer")
+    if provider_name(provider) != "CPUExecutionProvider":
+        return (f"not measured on {provider}: onnxruntime-extensions' custom operators (the BertTokenizer op inside "
+                "the app graph) run on ONNX Runtime's CPU provider only; on this provider the file ships with "
+                "tokenizer.json")
+    return None
+
+
+def app_paths(files: list[tuple[Path, str]], run: Path, timing: Timing, cache: Cache) -> list[AppPath]:
+    """Each text (file, provider)'s app graph, built (cached by the file's content, the tokenizer, max_length and
+    the onnxruntime-extensions version) and checked token for token against tokenizer.json on the run's timing
+    texts and app_graph.PROBE_TEXTS, as the bundle checks its own; or why that path is not offered."""
+    from edgekit.app_graph import extensions_version
+    from edgekit.names import TOKENIZER_FILES
+    from edgekit.provenance import sha256_file
+    from edgekit.providers import EXTENSIONS_FIX
+
+    # What the bundle ships (and builds its own app graph from): the run's copy of the teacher's tokenizer.
+    tokenizer = next((folder for folder in (run / "tokenizer", Path(timing.tokenizer_source or "-"))
+                      if (folder / "tokenizer.json").is_file()), None)
+    version = extensions_version()
+    missing = None if version else f"not measured: onnxruntime-extensions is not installed; {EXTENSIONS_FIX}"
+    shared = {"tokenizer": tokenizer, "extensions": version, "checks": {},
+              "digest": tokenizer and {name: sha256_file(tokenizer / name) for name in TOKENIZER_FILES
+                                       if (tokenizer / name).is_file()}}
+    found = []
+    for path, provider in files:
+        why = app_provider_why(provider) or missing
+        found.append(AppPath(None, why=why) if why else _app_path(path, timing, cache, shared))
+    return found
+
+
+def _app_path(path: Path, timing: Timing, cache: Cache, shared: dict) -> AppPath:
+    from edgekit.app_graph import APP_FILE, build_app_graph, why_not
+    from edgekit.environment import package_versions
+    from edgekit.provenance import sha256_file
+
+    tokenizer = shared["tokenizer"]
+    if tokenizer is None:
+        return AppPath(None, why="not measured: the run has no tokenizer folder with a tokenizer.json to build the "
+                                 "app graph from")
+    key = cache_key("app-graph", __version__, sha256_file(path), shared["digest"], timing.max_length,
+                    shared["extensions"], package_versions().get("onnx"))
+    entry = cache.load_json("app-graphs", key, _app_entry_problem)
+    app = cache.root / "app-graphs" / key / APP_FILE
+    if entry is None or (entry["why"] is None and file_problem(app)):
+        import onnx
+
+        inputs = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+        why = why_not(tokenizer, inputs, timing.max_length)
+        record = None
+        if why is None:
+            made = {}
+            write_checked(cache.folder("app-graphs", key) / APP_FILE,
+                          lambda tmp: made.update(build_app_graph(path, tokenizer, timing.max_length, tmp)))
+            record = {k: v for k, v in made.items() if k not in ("file", "from", "ort")}
+        entry = {"why": why, "inputs": inputs, "record": record}
+        cache.save_json("app-graphs", key, entry)
+    if entry["why"] is not None:
+        return AppPath(None, why=f"not offered: {entry['why']}")
+    problems, checked = _app_tokens(app, entry["inputs"], timing, cache, shared)
+    record = {"path": "app graph", "words": PATH_WORDS["app graph"], "file": APP_FILE,
+              "built_from": path.name, **entry["record"], "checked": checked}
+    if problems:
+        return AppPath(None, record, f"not offered: the app graph's tokenizer (onnxruntime-extensions "
+                                     f"{shared['extensions']}) differs from tokenizer.json on {len(problems)} of the "
+                                     f"checked texts, e.g. {problems[0]}")
+    return AppPath(app, record)
+
+
+def _app_entry_problem(entry: dict) -> str | None:
+    """What a cached app-graph entry lacks that _app_path reads ({why, inputs, record}), or None."""
+    why = entry.get("why", 0)
+    if not (why is None or isinstance(why, str)) or not isinstance(entry.get("inputs"), list) \
+            or (why is None and not isinstance(entry.get("record"), dict)):
+        return "is not an app-graph record (why, inputs, record)"
+    return None
+
+
+def _app_tokens(app: Path, inputs: list[str], timing: Timing, cache: Cache, shared: dict) -> tuple[list[str], dict]:
+    """(the texts whose token ids, mask or padding from the app graph's tokenizer differ from tokenizer.json's, what
+    was checked): the run's timing texts, then PROBE_TEXTS, in batches of PARITY_BATCH. The tokenizer part is the same
+    for every file of a run with the same inputs: checked once (cached by the tokenizer, inputs and texts)."""
+    from edgekit.app_graph import PROBE_TEXTS, token_problems, tokenizer_session
+    from edgekit.cache import digest_texts
+    from edgekit.data import load_texts
+    from edgekit.feeds import app_encoder, batched
+    from edgekit.models import load_tokenizer
+
+    names = tuple(inputs)
+    if names in shared["checks"]:
+        return shared["checks"][names]
+    texts = list(dict.fromkeys(load_texts(str(timing.texts_file)) if timing.texts_file else []))
+    batches = batched(texts, PARITY_BATCH) + [list(PROBE_TEXTS)]
+    key = cache_key("app-tokens", __version__, shared["digest"], timing.max_length, shared["extensions"], names,
+                    digest_texts(texts))
+    entry = cache.load_json("app-checks", key, lambda e: None if isinstance(e.get("problems"), list)
+                            else "holds no list of problems")
+    if entry is None:
+        encode, _ = app_encoder(load_tokenizer(str(shared["tokenizer"])), timing.max_length, names)
+        problems = token_problems(tokenizer_session(app, list(names)), batches, [encode(batch) for batch in batches])
+        entry = {"problems": problems}
+        cache.save_json("app-checks", key, entry)
+    checked = {"texts": len(texts), "probe_texts": len(PROBE_TEXTS),
+               "token_ids": "identical to tokenizer.json's (ids, mask, padding)" if not entry["problems"] else
+               f"{len(entry['problems'])} text(s) differ from tokenizer.json's"}
+    shared["checks"][names] = (entry["problems"], checked)
+    return shared["checks"][names]
 
 
 def drift_warning(retimed: dict | None, reference_ms: float, budget: Budget, cache: Cache) -> str | None:
@@ -722,6 +874,6 @@ def drift_warning(retimed: dict | None, reference_ms: float, budget: Budget, cac
     if abs(drift) <= budget.headroom:
         return None
     return (f"  warning: the teacher's fp32 file, re-timed among the students, measures {drift:+.0%} from "
-            f"the {reference_ms:.3g} ms the x{budget.speedup:g} budget was derived from (more than the "
+            f"the {reference_ms:.3g} ms it measured when the x{budget.speedup:g} budget was derived (more than the "
             f"{budget.headroom:.0%} headroom): this host's speed moved since; to time every file anew, "
             f"remove {cache.root / 'timings'} and rerun.")

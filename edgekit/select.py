@@ -26,6 +26,13 @@ judged against T alone, so a chain of small losses cannot add up to a large one.
 per-example predictions were not recorded (an older cache) are not compared: the rank alone places
 them, and the decision says so.
 
+End to end, a text file ships one of two ways: tokenizer.json then the file, or its app graph with the tokenizer
+inside (measure.time_rows times both alike where the app graph is offered). A file's end-to-end figure is its faster
+path at the budget's percentile (fits.faster_path), and so is the teacher's fp32 file's, the reference a speed-up
+divides: the best way to ship each file against the best way to ship the teacher (the speed-up a user gets over
+what they would run today, had they shipped the teacher as well as it can ship). Each row records its path
+(`end_to_end_path`), the decision the top and shipped file's (`top_path`, `ships_path`).
+
 The Pareto frontier is taken over every task's metric (higher is better), the latency
 at the budget's percentile and the size (lower is better): a file is on it when no other
 file of the same provider is at least as good on all of them and better on one. The
@@ -35,9 +42,11 @@ pick is always on the frontier.
 from __future__ import annotations
 
 from edgekit.fits import (
+    PATH_WORDS,
     app_latency,
     below_floor,
     below_trivial,
+    faster_path,
     latency_of,
     limit_ms,
     meets_budget,
@@ -107,7 +116,7 @@ def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
             d = _difference(task, theirs[task.name], mine[task.name], golds)
             d["margin"] = budget.tie_margin / 100 * abs(top["metrics"][task.name]["value"])
             differences[task.name] = d
-        compared.append({"name": entry["name"], "latency_ms": app_latency(entry, budget),
+        compared.append({"name": entry["name"], "latency_ms": app_latency(entry, budget), "path": _path(entry, budget),
                          "size_bytes": entry["size_bytes"], "tasks": differences,
                          # an interval that cannot be computed (every resample undefined) shows no tie
                          "tied": all(d["ci95"] is not None and d["ci95"][0] >= -d["margin"]
@@ -119,12 +128,37 @@ def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
     best = max(near, key=lambda e: (*_kept(e), -e["size_bytes"]))
     decision = {"top": top["name"], "ships": best["name"], "rule": tie_rule(budget),
                 "latency": _paid_words(top, budget), "top_latency_ms": app_latency(top, budget),
+                # the end-to-end path each figure is of (fits.faster_path): "tokenizer.json" or "app graph"
+                "top_path": _path(top, budget), "ships_path": _path(best, budget),
+                "ships_latency_ms": app_latency(best, budget),
                 "tie_margin": budget.tie_margin, "compared": compared, "tied": [e["name"] for e in tied],
                 "equally_fast": [e["name"] for e in near], "unpaired": unpaired, "by_rank_alone": mine is None,
                 # files left out because they are no better than the trivial answer (edgekit.baselines)
                 "trivial": {e["name"]: below_trivial(e) for e in entries if below_trivial(e)}}
     decision["statement"] = _decision_text(decision, best, budget)
     return best, decision
+
+
+def _path(entry: dict, budget: Budget) -> str | None:
+    """The file's faster end-to-end path at the budget's percentile ("tokenizer.json" or "app graph"), None where
+    it has no end-to-end figure (images, web rows)."""
+    found = faster_path(entry, budget.percentile)
+    return found[0] if found else None
+
+
+def path_text(entry: dict, budget: Budget) -> str | None:
+    """"X's end-to-end figure is its faster path, model.app.onnx, tokenizer inside: p95 0.221 ms (tokenizer.json +
+    model.onnx: 0.352 ms)", or None where the file has one end-to-end figure or none."""
+    from edgekit.fits import END_TO_END_PATHS
+
+    p = budget.percentile
+    figures = {path: entry[key][p] for path, key in END_TO_END_PATHS.items() if entry.get(key)}
+    if len(figures) < 2:
+        return None
+    path = _path(entry, budget)
+    other = next(name for name in figures if name != path)
+    return (f"{entry['name']}'s end-to-end figure is its faster path, {PATH_WORDS[path]}: {p} {figures[path]:.3g} ms "
+            f"({PATH_WORDS[other]}: {figures[other]:.3g} ms)")
 
 
 def _paid_words(entry: dict, budget: Budget) -> str:
@@ -211,6 +245,8 @@ def _decision_text(decision: dict, best: dict, budget: Budget) -> str:
     if decision["unpaired"] and not decision["by_rank_alone"]:
         text += (f" Not compared within noise (their per-example predictions were not recorded): "
                  f"{', '.join(decision['unpaired'])}.")
+    if said := path_text(best, budget):
+        text += f" {said[0].upper()}{said[1:]}."
     return text
 
 
@@ -345,7 +381,7 @@ def decide(rows: list[dict], budget: Budget, providers: list[str], int8: bool, p
     None when nothing fits}). `predictions`, `tasks`: as choose takes them."""
     fronts = {p: pareto_front([r for r in rows if r["provider"] == p], budget) for p in providers}
     rows = [row | {"meets_budget": meets_budget(row, budget), "pareto": row["name"] in fronts[row["provider"]]}
-            for row in rows]
+            | ({"end_to_end_path": path} if (path := _path(row, budget)) else {}) for row in rows]
     picks, why, decisions = {}, {}, {}
     for provider in providers:
         best, text, decisions[provider] = pick_on(rows, budget, provider, int8, predictions, tasks)
@@ -364,6 +400,7 @@ def sweep_point(rows: list[dict], budget: Budget, provider: str, int8: bool, pre
             "provider": provider,
             "pick": best["name"] if best else None,
             "latency_ms": latency_of(best, budget) if best else None,
+            "path": _path(best, budget) if best and budget.scope == "end-to-end" else None,
             "size_bytes": best["size_bytes"] if best else None,
             "metrics": {t: m["value"] for t, m in best["metrics"].items()} if best else None,
             "retention": best["retention"] if best else None,

@@ -11,8 +11,10 @@ the teacher's width (networks.StaticModel). Its table starts where model2vec 0.1
 The PCA components, transposed, initialize the projection: the untrained student's embeddings have
 exactly the cosine similarities of the model2vec model, and distillation starts from there.
 
-The vocabulary is the tokens the distillation texts use (`students.static_vocab: data`) or the
-tokenizer's whole vocabulary without its `[unusedN]` placeholders (`full`). Either way the graph takes
+The vocabulary is the tokenizer's whole vocabulary without its `[unusedN]` placeholders (`students.static_vocab:
+full`, the default: a token the distillation texts never use keeps the row the teacher made for it, where `data`
+would send it to the [UNK] row, which the mean leaves out) or the tokens the distillation texts use (`data`: a
+smaller table). Either way the graph takes
 the tokenizer's ids: `remap` (an int32 table, one Gather) maps each id to its row, ids outside the kept
 vocabulary to the [UNK] row. Special tokens are always kept; their rows start at zero ([CLS]/[SEP] are
 in every text, and model2vec drops special tokens and [UNK] when it encodes: zero rows leave the

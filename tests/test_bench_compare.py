@@ -1,5 +1,5 @@
-"""`python -m bench`'s code path on a tiny teacher: sweep, Optimum baselines, model2vec, scores, floor, interleaved
-timing, paired intervals, the frontier chart."""
+"""`python -m bench`'s code path on a tiny teacher: sweep, Optimum baselines, model2vec (distilled, fitted to the
+teacher, a classifier), scores, floor, interleaved timing, paired intervals, the frontier chart."""
 
 import json
 from pathlib import Path
@@ -11,22 +11,31 @@ import pytest
 from bench.compare import (
     FIXED,
     _feed,
+    best_static,
     compare,
     e2e_shape,
     markdown,
     optimum_preset,
     quick_recipe,
     shapes,
+    sweep_points,
     versus_model2vec,
     write_results,
 )
 from bench.model2vec_row import available as model2vec_available
+from bench.model2vec_row import train_available as model2vec_train_available
 from edgekit.recipe import Recipe
 from edgekit.testing import tiny_recipe
 
 # The tiny BERT is 32 wide: pca_dims 16 reduces it as 256 reduces MiniLM's 384. Without model2vec installed the
 # comparison runs without its row and the model2vec tests skip.
 M2V_DIMS = (16,) if model2vec_available() else ()
+# model2vec's trained entries need model2vec.train (it imports `datasets`): without it they are left out and skip.
+M2V_TRAIN = bool(M2V_DIMS) and model2vec_train_available()
+# Per PCA size: distilled, then (trained) fitted and a classifier for the one classification task.
+M2V_NAMES = [n for d in M2V_DIMS for n in (f"model2vec pca {d}", *([f"model2vec pca {d} fitted",
+                                                                   f"model2vec pca {d} classifier (sentiment)"]
+                                                                  if M2V_TRAIN else []))]
 
 
 class QuickBench(NamedTuple):
@@ -48,7 +57,7 @@ def quick_bench(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     recipe = quick_recipe(tiny_recipe(tiny_bert), max_test=60)
     results = compare(recipe, ["500", "x1"], root / "work", root / "cache", None, quick=True, echo=print,
-                      model2vec_dims=M2V_DIMS)
+                      model2vec_dims=M2V_DIMS, model2vec_train=M2V_TRAIN)
     path = write_results(results, root / "results")
     return QuickBench(recipe, results, path, root)
 
@@ -62,8 +71,9 @@ def picks_of(results):
     return [e for e in results["entries"] if "budgets" in e]
 
 
-def model2vec_of(results):
-    return [e for e in results["entries"] if e["kind"] == "model2vec"]
+def model2vec_of(results, variant="distilled"):
+    """model2vec's entries of one variant (distilled, fitted, classifier), or of every variant (None)."""
+    return [e for e in results["entries"] if e["kind"] == "model2vec" and variant in (None, e.get("variant"))]
 
 
 # the entries: the three things a user would run, then edgekit's pick(s), each with every figure
@@ -71,10 +81,10 @@ def model2vec_of(results):
 def test_entries_are_the_three_user_baselines_then_model2vec_then_the_edgekit_picks(quick_bench):
     # setup
     names = entry_names(quick_bench.results)
-    m2v = len(M2V_DIMS)
+    m2v = len(M2V_NAMES)
     # assert
     assert names[:3] == ["teacher PyTorch eager", "teacher fp32 (Optimum)", "teacher int8 (Optimum dynamic)"]
-    assert names[3:3 + m2v] == [f"model2vec pca {d}" for d in M2V_DIMS]
+    assert names[3:3 + m2v] == M2V_NAMES
     assert len(names) >= 4 + m2v and all(n.startswith("edgekit ") for n in names[3 + m2v:])
 
 
@@ -100,10 +110,12 @@ def test_the_bench_scores_each_pick_as_the_sweeps_report_does(quick_bench):
 def test_latency_is_timed_at_the_fixed_shape_at_every_tasks_lengths_and_end_to_end(quick_bench):
     # setup
     entries = quick_bench.results["entries"]
-    # assert: every entry, model2vec too, at the model-only shapes and text in -> outputs out per task
+    # assert: every entry, model2vec too, at the model-only shapes and text in -> outputs out per task; model2vec's
+    # classifier on its own task's texts only (and at the fixed shape)
     for entry in entries:
-        assert set(entry["latency_ms"]) == {FIXED, "sentiment lengths", "pairs lengths", "sentiment end-to-end",
-                                            "pairs end-to-end"}
+        expected = ({FIXED, "sentiment lengths", "sentiment end-to-end"} if entry.get("variant") == "classifier"
+                    else {FIXED, "sentiment lengths", "pairs lengths", "sentiment end-to-end", "pairs end-to-end"})
+        assert set(entry["latency_ms"]) == expected, entry["name"]
     assert quick_bench.results["e2e_shapes"] == {"sentiment": e2e_shape("sentiment"), "pairs": e2e_shape("pairs")}
 
 
@@ -228,9 +240,13 @@ def test_comparing_the_same_sweep_again_keeps_its_budgets_and_the_teacher_timing
     assert again["budgets"] == results["budgets"] and again["budgets_ms"] == results["budgets_ms"]
     assert again["teacher_fp32_p95_in_sweep_ms"] == results["teacher_fp32_p95_in_sweep_ms"]
     assert [e["budgets"] for e in picks_of(again)] == [e["budgets"] for e in picks_of(results)]
-    # model2vec's distilled folder is reused, not distilled again
-    assert [e["file"] for e in model2vec_of(again)] == [e["file"] for e in model2vec_of(results)]
+    # model2vec's distilled folder is reused, not distilled again, and its trained models are not trained again
+    assert [e["file"] for e in model2vec_of(again, None)] == [e["file"] for e in model2vec_of(results, None)]
     assert all(any(line.startswith(f"  model2vec pca_dims={d}: cached") for line in said) for d in M2V_DIMS)
+    if M2V_TRAIN:
+        assert sum(line.startswith("  model2vec fitted of ") and ": cached" in line for line in said) == len(M2V_DIMS)
+        assert sum(line.startswith("  model2vec classifier-sentiment of ") and ": cached" in line
+                   for line in said) == len(M2V_DIMS)
 
 
 def test_the_optimum_baseline_uses_the_preset_of_the_cpu_at_hand():
@@ -303,21 +319,27 @@ def test_the_model2vec_model_alone_is_the_gather_and_mean_its_encode_runs(quick_
 
 # the paired comparison of each pick with model2vec
 
-def test_each_pick_is_compared_with_model2vec_on_the_same_examples(quick_bench):
+def test_each_pick_is_compared_with_every_model2vec_entry_on_the_same_examples(quick_bench):
     # setup
     pytest.importorskip("model2vec")
     results = quick_bench.results
-    (m2v,) = model2vec_of(results)
-    # assert: one row per pick, each task's difference the difference of the two metrics, inside its interval
+    m2vs = model2vec_of(results, None)
+    # assert: one row per (model2vec entry, edgekit file), each task's difference the difference of the two
+    # metrics, inside its interval, with both sides' end-to-end p95 on that task's texts
     assert [(v["pick"], v["model2vec"]) for v in results["versus_model2vec"]] == \
-        [(p["name"], m2v["name"]) for p in picks_of(results)]
+        [(p["name"], m["name"]) for m in m2vs for p in picks_of(results)]
     for v in results["versus_model2vec"]:
         pick = next(e for e in results["entries"] if e["name"] == v["pick"])
+        m2v = next(e for e in m2vs if e["name"] == v["model2vec"])
+        assert set(v["difference"]) == set(m2v["metrics"])
         for task, d in v["difference"].items():
             assert d["value"] == pytest.approx(pick["metrics"][task]["value"] - m2v["metrics"][task]["value"])
             assert d["n"] == pick["metrics"][task]["n"]
             assert d["ci95"] is None or d["ci95"][0] <= d["value"] <= d["ci95"][1]
-        assert v["beats"] == all(d["ci95"] is not None and d["ci95"][0] > 0 for d in v["difference"].values())
+            assert d["beats"] == (d["ci95"] is not None and d["ci95"][0] > 0)
+            assert d["e2e_p95_ms"] == {"edgekit": pick["latency_ms"][e2e_shape(task)]["p95"],
+                                       "model2vec": m2v["latency_ms"][e2e_shape(task)]["p95"]}
+        assert v["beats"] == all(d["beats"] for d in v["difference"].values())
 
 
 def test_a_pick_beats_model2vec_only_when_every_tasks_paired_interval_is_above_zero():
@@ -353,7 +375,8 @@ def test_the_markdown_says_per_pick_whether_it_beats_model2vec(quick_bench):
     # assert
     assert "## Against model2vec" in text
     for v in quick_bench.results["versus_model2vec"]:
-        assert any(line.startswith(f"| {v['pick']} | {v['model2vec']} |") and
+        pick = v["pick"] + (" (best static)" if v["best_static"] else "")
+        assert any(line.startswith(f"| {pick} | {v['model2vec']} |") and
                    line.rstrip().endswith(f"| {'yes' if v['beats'] else 'no'} |") for line in text.splitlines())
 
 
@@ -367,7 +390,8 @@ def test_the_frontier_chart_names_every_entry_in_one_panel_per_task(quick_bench)
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert "sentiment (accuracy)" in svg and "pairs (spearman)" in svg
     for entry in quick_bench.results["entries"]:
-        assert svg.count(entry["name"].removeprefix("edgekit ")) >= 2, entry["name"]  # in both panels
+        panels = 1 if entry.get("variant") == "classifier" else 2  # a classifier answers its own task only
+        assert svg.count(entry["name"].removeprefix("edgekit ")) >= panels, entry["name"]
 
 
 def test_the_saved_json_leaves_the_per_example_outcomes_out(quick_bench):
@@ -388,3 +412,202 @@ def test_quick_mode_drops_the_quality_floor_so_its_one_epoch_student_is_still_pi
     quick = quick_recipe(recipe)
     # assert
     assert recipe.budget.min_retention == 97 and quick.budget.min_retention is None
+
+
+# model2vec trained on the run's data: fitted to the teacher's embeddings, and a classifier per classification task
+
+def _pairwise_cosines(vectors):
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosines = unit @ unit.T
+    return cosines[np.triu_indices(len(vectors), k=1)]
+
+
+def test_the_fitted_model2vec_is_closer_to_the_teacher_than_the_distilled_one_on_its_training_texts(quick_bench):
+    # setup: the texts edgekit distills on and the teacher's embeddings of them (from edgekit's cache)
+    if not M2V_TRAIN:
+        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
+    from scipy.stats import pearsonr
+
+    from bench.model2vec_row import Model2VecRunner
+    from edgekit.cache import Cache
+    from edgekit.distill.stage import distillation_set
+    from edgekit.loading import load_tasks
+    from edgekit.teacher import prepare_teacher
+
+    recipe, results, _, root = quick_bench
+    tasks = load_tasks(recipe)
+    cache = Cache(root / "cache", print)
+    teacher = prepare_teacher(recipe, tasks, cache, print)
+    inputs, _, digest = distillation_set(recipe, tasks, teacher)
+    target = teacher.outputs(inputs, digest, cache)["embedding"][:200]  # (texts, hidden)
+    texts = inputs.texts[:200]
+    (distilled,), (fitted,) = model2vec_of(results), model2vec_of(results, "fitted")
+    # execute: how well each one's cosines between the training texts follow the teacher's (their dims differ)
+    agreement = {e["name"]: pearsonr(_pairwise_cosines(Model2VecRunner(Path(results["root"]) / e["file"], [])
+                                                       .encode(texts)), _pairwise_cosines(target)).statistic
+                 for e in (distilled, fitted)}
+    # assert: fitted on the distillation set's teacher vectors, as many texts as edgekit's students learn from,
+    # its linear head kept (folded into its vectors: the teacher's 32 wide, from the distilled 16), and said so
+    assert fitted["fitted_on"] == len(inputs) and distilled["dim"] == 16 and fitted["dim"] == target.shape[1] == 32
+    assert "n_layers=0" in results["model2vec"]["fitted_by"] and "folded" in results["model2vec"]["fitted_by"]
+    assert agreement[fitted["name"]] > agreement[distilled["name"]] + 0.05, agreement
+
+
+def test_the_model2vec_classifier_answers_its_own_task_with_its_own_predictions(quick_bench):
+    # setup
+    if not M2V_TRAIN:
+        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
+    from model2vec.inference import StaticModelPipeline
+
+    from edgekit.loading import load_tasks
+
+    results = quick_bench.results
+    (clf,) = model2vec_of(results, "classifier")
+    sentiment = next(t for t in load_tasks(quick_bench.recipe) if t.name == "sentiment")
+    pipeline = StaticModelPipeline.from_pretrained(Path(results["root"]) / clf["file"])
+    # execute
+    predicted = np.asarray([int(c) for c in pipeline.predict(list(sentiment.test["text"]))])
+    # assert: scored on sentiment only, with the predictions of its own pipeline (its head, not a refitted one)
+    assert clf["task"] == "sentiment" and set(clf["metrics"]) == set(clf["retention"]) == {"sentiment"}
+    assert clf["fitted_on"] == len(sentiment.train["text"])
+    assert clf["metrics"]["sentiment"]["value"] == pytest.approx(float(np.mean(predicted == sentiment.test["label"])))
+    # compared on sentiment only, and shown as not applicable to the similarity task
+    rows = [v for v in results["versus_model2vec"] if v["model2vec"] == clf["name"]]
+    assert rows and all(set(v["difference"]) == {"sentiment"} for v in rows)
+    line = next(line for line in markdown(results).splitlines() if line.startswith(f"| {clf['name']} |"))
+    assert line.count("—") == 3  # its pairs metric, its pairs lengths and its pairs end to end
+
+
+def test_the_model2vec_classifier_is_its_pipelines_predict_proba_as_logits(quick_bench):
+    # setup
+    if not M2V_TRAIN:
+        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
+    from bench.model2vec_row import Model2VecClassifierRunner
+    from edgekit.loading import load_tasks
+
+    results = quick_bench.results
+    (clf,) = model2vec_of(results, "classifier")
+    sentiment = next(t for t in load_tasks(quick_bench.recipe) if t.name == "sentiment")
+    runner = Model2VecClassifierRunner(Path(results["root"]) / clf["file"], sentiment)
+    text = sentiment.test["text"][0]
+    # execute
+    out = runner.text_outputs(text)
+    alone = runner.run({"input_ids": np.array(runner.pipeline.model.tokenize([text]), dtype=np.int64)})
+    # assert: one task's logits, ordered by label id; the model alone gives the same probabilities
+    proba = runner.pipeline.predict_proba([text])[0]
+    assert set(out) == {"sentiment_logits"} and runner.applies("sentiment") and not runner.applies("pairs")
+    np.testing.assert_allclose(np.exp(out["sentiment_logits"][runner.columns]), proba, rtol=1e-5)
+    np.testing.assert_allclose(alone[0], proba, atol=2e-3)
+
+
+# which edgekit files are compared: a distill-and-export run's pick, the run's best static file
+
+def _row(name, student, retention, static=None, pareto=False):
+    return {"name": name, "student": student, "provider": "cpu", "onnx": f"candidates/{name}.onnx",
+            "retention": retention, "pareto": pareto, "metrics": {t: {"value": 0.5} for t in retention},
+            "architecture": {"static": static} if static else {"layers": 3}}
+
+
+def test_the_best_static_file_keeps_the_most_of_the_teacher_on_its_worst_task():
+    # setup: S256 better on average, S64 better on its worst task; a transformer student better than both
+    report = {"files": [_row("L3-fp32", "L3", {"a": 99.0, "b": 99.0}),
+                        _row("S256-fp32", "S256", {"a": 110.0, "b": 90.0}, static=256),
+                        _row("S64-int8", "S64", {"a": 95.0, "b": 94.0}, static=64)]}
+    # execute / assert
+    assert best_static(report, "cpu")["name"] == "S64-int8"
+    assert best_static(report, "cuda") is None and best_static({"files": report["files"][:1]}, "cpu") is None
+
+
+def test_a_distill_and_export_runs_pick_and_best_static_file_are_compared(tmp_path):
+    # setup: a run made by `edgekit distill-and-export` (no sweep): its one budget and its CPU pick
+    from bench.compare import _picks
+
+    report = {"sweep": None, "picks": {"cpu": "L3-int8"},
+              "budget": {"label": "x3", "ms": 11.8, "speedup": 3.0},
+              "files": [_row("L3-int8", "L3", {"a": 99.0}, pareto=True),
+                        _row("S256-fp32", "S256", {"a": 98.0}, static=256, pareto=True),
+                        _row("S64-fp32", "S64", {"a": 97.0}, static=64)]}
+    # execute
+    points = sweep_points(report)
+    picks = _picks(report, tmp_path)
+    # assert
+    assert points == [{"budget": "x3", "ms": 11.8, "speedup": 3.0, "provider": "cpu", "pick": "L3-int8"}]
+    assert [(p["name"], p["budgets"], bool(p.get("best_static"))) for p in picks] == \
+        [("edgekit L3-int8", ["x3 = 11.8 ms"], False), ("edgekit S256-fp32", [], True)]
+
+
+def _static_model_on(tokenizer_folder, dim, seed=0):
+    """A model2vec StaticModel with random vectors on a tokenizer.json's vocabulary (what `distill` saves, minus
+    the teacher: the fold does not depend on where the vectors came from)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(tokenizer_folder) / "tokenizer.json"))
+    vectors = np.random.default_rng(seed).normal(size=(tokenizer.get_vocab_size(), dim)).astype(np.float32)
+    return StaticModel(vectors=vectors, tokenizer=tokenizer, normalize=True)
+
+
+# Short texts (under max_length tokens, where model2vec's two tokenizations agree), and one with characters outside
+# the tiny vocabulary: both sides drop its [UNK]s.
+FOLD_TEXTS = ["a good film", "the movie was bad and slow", "good good good", "bad", "an ok film ☃ ✓ 漢字",
+              "the plot was good but the acting was bad"]
+
+
+@pytest.mark.parametrize("trained_weights", [False, True])
+def test_the_fitted_linear_head_folds_exactly_into_the_static_vectors(tiny_bert, trained_weights):
+    # setup: the fitted row's model (n_layers=0: one nn.Linear, 16 -> 32 wide, normalize=False) with a head that
+    # is not the identity and a nonzero bias, and (once) token weights of its own, as fitting can learn them
+    if not model2vec_train_available():
+        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
+    import torch
+    from model2vec.train import StaticModelForSimilarity
+
+    from bench.model2vec_row import FITTED_CONFIG, fold_linear_head
+
+    static = _static_model_on(tiny_bert, 16)
+    model = StaticModelForSimilarity.from_static_model(
+        model=static, n_layers=FITTED_CONFIG["n_layers"], normalize=FITTED_CONFIG["normalize"], out_dim=32,
+        freeze_weights=False if trained_weights else None)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        (linear,) = model.head
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator))
+        linear.bias.copy_(torch.randn(linear.bias.shape, generator=generator))
+        if trained_weights:
+            model.w.copy_(torch.rand(model.w.shape, generator=generator) + 0.5)
+    model.eval()
+    # execute
+    folded = fold_linear_head(model)
+    # assert: the same token ids on both sides ([UNK] dropped, nothing truncated), then the folded StaticModel's
+    # encode is the fitted model's own encode, normalized
+    assert folded.tokenize(FOLD_TEXTS) == model._tokenize_ids(FOLD_TEXTS)
+    assert folded.unk_token_id in folded.tokenizer.encode(FOLD_TEXTS[4], add_special_tokens=False).ids  # dropped
+    assert folded.max_length == model.max_length and folded.weights is None and folded.token_mapping is None
+    expected = model.encode(FOLD_TEXTS)  # (texts, 32): head(mean), unnormalized
+    expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    got = folded.encode(FOLD_TEXTS)
+    assert got.shape == (len(FOLD_TEXTS), 32)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_fitted_row_is_fitted_with_a_linear_head_and_saved_as_its_fold(tiny_bert, tmp_path):
+    # setup: a distilled-like model and teacher-like targets (32 wide) for a few texts
+    if not model2vec_train_available():
+        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
+    import torch
+    from model2vec import StaticModel
+
+    from bench.model2vec_row import fit_similarity, fitted
+
+    folder = tmp_path / "distilled"
+    _static_model_on(tiny_bert, 16).save_pretrained(folder)
+    texts = [f"{a} {b} film {c}" for a in ("a", "the", "an") for b in ("good", "bad", "ok") for c in ("", "was", "is")]
+    targets = np.random.default_rng(2).normal(size=(len(texts), 32)).astype(np.float32)
+    # execute: the fit as the bench makes it, and the bench's saved (folded) row of the same fit
+    model = fit_similarity(folder, texts, targets)
+    saved = StaticModel.from_pretrained(fitted(folder, texts, targets, tmp_path / "work", print))
+    # assert: a linear head, kept: the saved row encodes as the fitted model does (normalized)
+    assert [type(layer) for layer in model.head] == [torch.nn.Linear] and not model.normalize
+    expected = model.encode(FOLD_TEXTS)
+    np.testing.assert_allclose(saved.encode(FOLD_TEXTS), expected / np.linalg.norm(expected, axis=1, keepdims=True),
+                               atol=1e-5)

@@ -214,3 +214,40 @@ def test_an_image_bundle_with_dynamic_batch_retimes(tmp_path):
     result = verify_bundle(tmp_path / "run" / "bundle", time=True)
     # assert
     assert result["timing"]["file"] == "model.onnx" and not result["timing"]["over_budget"]
+
+
+@pytest.mark.parametrize("path", ["app graph", "tokenizer.json"])
+def test_a_pick_measured_through_its_app_graph_ships_it(finished_run, tmp_path, path):
+    # setup: the finished run's report as if its budget bounded the end-to-end latency and its pick had been judged
+    # on `path`; export.tokenizer_in_graph stays false
+    import copy
+
+    from edgekit.app_graph import APP_FILE
+    from edgekit.bundle import find_row, write_bundle
+    from edgekit.reading import read_json
+
+    data = copy.deepcopy(read_json(finished_run / "run" / "report.json", dict))
+    data["recipe"]["budget"]["scope"] = "end-to-end"
+    assert data["recipe"]["export"]["tokenizer_in_graph"] is False
+    row = find_row(data, data["selected"]["name"])
+    assert row["latency_app_ms"]["p95"] > 0  # the time stage timed the pick's app graph
+    row["end_to_end_path"] = path
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    # execute
+    summary = write_bundle(finished_run / "run", data, row, folder)
+    # assert: the app graph ships exactly when it is the measured path, says so, and carries the time stage's figures
+    manifest = json.loads((folder / MANIFEST).read_text())
+    readme = (folder / "README.md").read_text()
+    assert (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file()
+    if path == "tokenizer.json":
+        assert not (folder / APP_FILE).exists() and manifest["app"] is None and summary["app"] is None
+        return
+    assert (folder / APP_FILE).is_file() and APP_FILE in manifest["files"]
+    measured = manifest["app"]["measured_path"]
+    assert measured["path"] == "app graph" and measured["ms"] == row["latency_app_ms"]["p95"]
+    assert summary["app"]["measured_path"] == measured
+    assert manifest["app"]["latency_ms"]["app"]["p95"] == row["latency_app_ms"]["p95"]
+    assert manifest["app"]["latency_ms"]["two_step"]["p95"] == row["latency_e2e_ms"]["p95"]
+    assert "**The measured path.** The budget (budget.scope: end-to-end) was met through model.app.onnx" in readme
+    assert verify_bundle(folder) is not None

@@ -57,6 +57,7 @@ def test_report_json_budget_records_the_limit_and_the_teachers_measured_fp32_lat
                                           "ms": teacher_fp32["latency_ms"]["p95"], "cached": False,
                                           "model_ms": teacher_fp32["latency_ms"]["p95"],
                                           "e2e_ms": teacher_fp32["latency_e2e_ms"]["p95"],
+                                          "app_ms": teacher_fp32["latency_app_ms"]["p95"], "path": None,
                                           "measured_at": teacher_fp32["latency_ms"]["measured_at"],
                                           "retimed_with_students_ms": data["budget"]["teacher"]["retimed_with_students_ms"],
                                           "drift": data["budget"]["teacher"]["drift"]}}

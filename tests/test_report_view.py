@@ -232,3 +232,29 @@ def test_the_chart_caption_states_the_axis_range_the_chart_has(scope):
               for kind, (low, high) in zip([scope, *(k for k in kinds if k != scope)], (ax.get_xlim() for ax in rows))]
     assert ": " + ", ".join(stated) + ". Marker area" in caption
     assert rows[0].get_xlim()[0] < 0.1 and "from 0.1 ms" not in caption
+
+
+def test_the_report_names_the_end_to_end_path_of_each_figure():
+    # setup: an end-to-end budget; the pick (a static student) measured both ways, faster with its app graph; the
+    # teacher both ways, faster with tokenizer.json; one file whose app graph was not offered
+    data = cluster_data("end-to-end")
+    pick = next(r for r in data["files"] if r["name"] == data["selected"]["name"])
+    teacher = data["files"][0]
+    pick["latency_app_ms"] = {q: v - 0.3 for q, v in pick["latency_e2e_ms"].items()}
+    teacher["latency_app_ms"] = {q: v + 1.0 for q, v in teacher["latency_e2e_ms"].items()}
+    odd = data["files"][1]
+    odd["latency_app_ms"], odd["latency_app_why"] = None, "not offered: the tokenizer is BPE, not WordPiece"
+    # execute
+    markdown = render_markdown(data)
+    head = first_lines(markdown)
+    # assert: both paths as columns, labelled by what ships; the ratio names the path; the pick's line its path
+    assert "end-to-end p95 (tokenizer.json + model.onnx)" in markdown
+    assert "end-to-end p95 (model.app.onnx, tokenizer inside)" in markdown
+    assert "faster (app graph) |" in markdown and "faster (tokenizer.json) |" in markdown
+    assert (f"model.app.onnx, tokenizer inside not timed for {odd['name']} on cpu: not offered: the tokenizer is "
+            "BPE") in markdown
+    p95 = pick["latency_app_ms"]["p95"]
+    assert f"the pick measures {p95:.3g} ms via model.app.onnx, tokenizer inside" in head
+    assert ("this file via model.app.onnx, tokenizer inside (tokenizer.json + model.onnx: "
+            f"{pick['latency_e2e_ms']['p95']:.3g} ms), the teacher via tokenizer.json + model.onnx") in head
+    assert "and so is the teacher's fp32 file a speed-up is relative to" in head

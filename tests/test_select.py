@@ -339,3 +339,34 @@ def test_a_file_no_better_than_the_trivial_answer_is_left_out_and_the_decision_s
     assert best["name"] == "L3-int8" and decision["trivial"] == {"L1-int8": {"sentiment": majority["trivial"][
         "sentiment"]["why"]}}
     assert "Never considered, no better than the trivial answer: L1-int8 (sentiment)." in decision["statement"]
+
+
+def _e2e(name, tokenizer_json, app, sentiment=0.75):
+    """A text file on cpu with both end-to-end figures (app None: its app graph was not offered)."""
+    row = _row(name, 0.05, 10, sentiment, 0.5) | {"provider": "cpu", "trivial": {}}
+    row["latency_e2e_ms"] = {"p95": tokenizer_json}
+    row["latency_app_ms"] = None if app is None else {"p95": app}
+    return row
+
+
+def test_an_end_to_end_budget_takes_each_files_faster_path_and_records_it():
+    # setup: a budget of 0.3 ms end to end (0.27 measured): S256 fits only through its app graph, L1 only through
+    # tokenizer.json (its app graph is slower), S64 has no app graph
+    budget = Budget(ms=0.3, headroom=0.1, min_retention=None, scope="end-to-end")
+    rows = [_e2e("S256-fp32", 0.35, 0.22, sentiment=0.76), _e2e("L1-fp32", 0.26, 0.29), _e2e("S64-fp32", 0.31, None)]
+    # execute
+    decided, picks, _, decisions = decide(rows, budget, ["cpu"], int8=False)
+    # assert: each file judged on its faster path, which its row records
+    paths = {r["name"]: (r["end_to_end_path"], r["meets_budget"]) for r in decided}
+    assert paths == {"S256-fp32": ("app graph", True), "L1-fp32": ("tokenizer.json", True),
+                     "S64-fp32": ("tokenizer.json", False)}
+    decision = decisions["cpu"]
+    assert picks["cpu"] == "S256-fp32" and decision["ships_path"] == "app graph"
+    assert decision["ships_latency_ms"] == 0.22
+    assert ("S256-fp32's end-to-end figure is its faster path, model.app.onnx, tokenizer inside: p95 0.22 ms "
+            "(tokenizer.json + model.onnx: 0.35 ms)") in decision["statement"]
+    # and with the app graphs left out, S256 misses: the pick moves to L1 on the tokenizer.json path
+    plain = [r | {"latency_app_ms": None} for r in rows]
+    _, picks, _, decisions = decide(plain, budget, ["cpu"], int8=False)
+    assert picks["cpu"] == "L1-fp32" and decisions["cpu"]["ships_path"] == "tokenizer.json"
+    assert sweep_point(rows, budget, "cpu", int8=False)["path"] == "app graph"

@@ -145,7 +145,7 @@ def test_static_candidates_are_named_by_width_and_refuse_one_wider_than_the_teac
     # execute
     found = static_candidates(recipe, teacher, _ids(teacher, TEXTS))
     # assert
-    rows = vocabulary(teacher.tokenizer, len(teacher.tokenizer), "data", _ids(teacher, TEXTS)).rows
+    rows = vocabulary(teacher.tokenizer, len(teacher.tokenizer), "full").rows  # the default: every token
     shape = {"vocab": rows, "projection": 32, "mean_of": "text tokens"}
     assert [(c.name, c.arch) for c in found] == [("S16", {"static": 16, **shape}), ("S8", {"static": 8, **shape})]
     with pytest.raises(RecipeError, match="wider than the teacher's 32"):

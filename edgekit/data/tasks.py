@@ -461,7 +461,7 @@ def _hf_columns(source: str, split: str, wanted: dict[str, str], scope: str) -> 
     """Columns of one split of a Hugging Face data set (class labels as their names)."""
     name, _, config = source[3:].partition(":")
     if importlib.util.find_spec("datasets") is None:
-        raise DataError(f"data source '{source}' needs the datasets package: run `pip install 'datasets<5'` "
+        raise DataError(f"data source '{source}' needs the datasets package: run `pip install datasets` "
                         "(or save the data as a local CSV/JSONL/Parquet file and point the source at it).")
     import datasets
 

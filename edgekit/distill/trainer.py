@@ -188,6 +188,18 @@ def _groups(model, settings: TrainSettings) -> list:
     return [{"params": [p for _, p in named if id(p) not in ids]}, {"params": spared, "weight_decay": 0.0}]
 
 
+def _optimizer(model, settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters, fused (one kernel for every tensor's update) where torch has
+    that kernel for them. On CPU the default multi-tensor AdamW step dominates a small network's training step:
+    measured on 2 cores, 133 ms per step for a 15k x 256 static table, 13 ms fused; a checkpoint of either
+    resumes in the other (the optimizer state is the same tensors)."""
+    groups = _groups(model, settings)
+    try:
+        return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
 def _silent(message: str) -> None:
     pass
 
@@ -229,7 +241,7 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
     steps_per_epoch = math.ceil(n_examples / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
     step, history, running = 0, [], None
     checkpoint = _shared(_usable(_load(folder / CHECKPOINT, echo), model, folder / CHECKPOINT, echo,
@@ -247,8 +259,7 @@ def train(model, n_examples: int, step_loss: Callable, settings: TrainSettings, 
             echo(f"  {shown(folder / CHECKPOINT)} does not fit this training ({type(e).__name__}); starting this "
                  "training over")
             model.load_state_dict(initial)
-            optimizer = torch.optim.AdamW(_groups(model, settings), lr=settings.lr,
-                                          weight_decay=settings.weight_decay)
+            optimizer = _optimizer(model, settings)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total))
             step, history, running = 0, [], None
     resumed_from = step
