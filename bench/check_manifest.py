@@ -386,7 +386,7 @@ def check_metadata(bundle: Path, manifest: dict) -> list[dict]:
     checks.append(_equal("metadata_props: edgekit.version", props.get("edgekit.version"),
                          manifest["edgekit_version"]))
     metrics = {task: {"metric": m["metric"], "value": m["value"]} for task, m in manifest["metrics"].items()}
-    checks.append(_equal("metadata_props: edgekit.metrics", json.loads(props.get("edgekit.metrics", "null")),
+    checks.append(_equal("metadata_props: edgekit.data.metrics", json.loads(props.get("edgekit.data.metrics", "null")),
                          metrics))
     latency = json.loads(props.get("edgekit.latency_ms", "null")) or {}
     summary = manifest["latency"]["summary"]

@@ -29,8 +29,8 @@ from transformers import AutoTokenizer
 
 from bench.harness_vs_plain_ort import RESULTS, SEQ_LEN, plain_ort_samples_ms
 from edgekit.data.tasks import load_task_data
-from edgekit.environment import cpu_info, cpu_slug
 from edgekit.recipe import Recipe
+from edgekit.runtime.environment import cpu_info, cpu_slug
 
 METRIC_TOLERANCE = 0.002
 LATENCY_TOLERANCE = 0.15

@@ -55,18 +55,18 @@ from bench.model2vec_row import (
     fitted,
     fitted_name,
 )
-from edgekit.bench import latency_stats
-from edgekit.cache import Cache
-from edgekit.environment import cpu_info, cpu_slug, package_versions
+from edgekit.data.metrics import paired_difference, score_with_ci
 from edgekit.errors import EdgekitError
-from edgekit.feeds import app_encoder
-from edgekit.loading import load_recipe, load_tasks
-from edgekit.metrics import paired_difference, score_with_ci
 from edgekit.names import logits_name
 from edgekit.pipeline import sweep
-from edgekit.providers import SessionSettings, create_session
 from edgekit.recipe import Recipe
-from edgekit.teacher import prepare_teacher
+from edgekit.runtime.bench import latency_stats
+from edgekit.runtime.environment import cpu_info, cpu_slug, package_versions
+from edgekit.runtime.feeds import app_encoder
+from edgekit.runtime.providers import SessionSettings, create_session
+from edgekit.stages.loading import load_recipe, load_tasks
+from edgekit.stages.teacher import prepare_teacher
+from edgekit.trust.cache import Cache
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -223,7 +223,7 @@ class OnnxRunner:
     it carries, if any; `heads` ({task: (weight, bias)}, the teacher's) give the logits a file lacks.
 
     `run(feed)` is the file alone (the model-only shapes); `text_outputs(text)` is what an app runs per request:
-    the bundle's tokenizer (its tokenizer.json through the Rust `tokenizers`, `edgekit.feeds.app_encoder`), the
+    the bundle's tokenizer (its tokenizer.json through the Rust `tokenizers`, `edgekit.runtime.feeds.app_encoder`), the
     file, the pooling and heads it lacks."""
 
     def __init__(self, path: Path, threads: int, normalize: bool, tokenizer, max_length: int,
@@ -346,7 +346,7 @@ def versus_model2vec(entries: list[dict], tasks) -> list[dict]:
     """Each edgekit file of the comparison (its picks, the rest of its frontier, its best static file) against each
     model2vec entry, per task the model2vec entry answers (a classifier its own task only): the metric difference
     (edgekit - model2vec) on the same test examples with its paired bootstrap 95% interval
-    (`edgekit.metrics.paired_difference`: both resampled on the same examples, so what they share cancels), and
+    (`edgekit.data.metrics.paired_difference`: both resampled on the same examples, so what they share cancels), and
     each side's end-to-end p95 on that task's texts where timed. A task's `beats`: the interval's lower end is
     above zero, i.e. edgekit's file is better by more than the noise of the test set; the row's `beats`: on every
     task compared."""
@@ -452,12 +452,12 @@ def model2vec_entries(recipe: Recipe, tasks, teacher, cache: Cache, dims: tuple[
                       echo) -> list[dict]:
     """Per PCA size: model2vec distilled from the teacher's folder (no data); with `train`, that model fitted to the
     teacher's embeddings of the recipe's distillation set (the texts edgekit's students learn from:
-    `edgekit.distill.stage.distillation_set`, their embeddings from edgekit's teacher cache, computed once), and a
+    `edgekit.stages.distill.stage.distillation_set`, their embeddings from edgekit's teacher cache, computed once), and a
     model2vec classifier per classification task trained on its training split (bench/model2vec_row.py)."""
-    from edgekit.tasks import kind_of
+    from edgekit.data.kinds import kind_of
 
     if train and dims:
-        from edgekit.distill.stage import distillation_set
+        from edgekit.stages.distill.stage import distillation_set
 
         inputs, _, digest = distillation_set(recipe, tasks, teacher)
         vectors = teacher.outputs(inputs, digest, cache).get("embedding")  # (texts, hidden)
@@ -711,7 +711,7 @@ def _versus_lines(results: dict) -> list[str]:
     head.append("edgekit ahead beyond the interval on every task compared")
     lines = ["", "## Against model2vec", "",
              ("Each edgekit file's metric minus model2vec's on the same test examples, with the paired bootstrap 95% "
-              "interval of the difference (`edgekit.metrics.paired_difference`: both resampled on the same "
+              "interval of the difference (`edgekit.data.metrics.paired_difference`: both resampled on the same "
               "examples, 1,000 resamples); 'yes': the interval lies above zero. Beside it, each side's p95 end to "
               f"end on that task's texts (one text per call, in this process). {NA}: the model2vec entry does not "
               "answer that task (a classifier answers its own)."), "",

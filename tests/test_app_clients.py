@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.app_clients import NPM
+from edgekit.stages.app_clients import NPM
 
 REPO = Path(__file__).resolve().parents[1]
 WEB_MODULES = Path(os.environ.get("EDGEKIT_WEB_MODULES", REPO / "web" / "node_modules"))

@@ -1,4 +1,4 @@
-"""model.app.onnx (edgekit/app_graph.py): the tokenizer inside the graph, on the tiny teacher's real
+"""model.app.onnx (edgekit/runtime/app_graph.py): the tokenizer inside the graph, on the tiny teacher's real
 WordPiece tokenizer. Bundles are written from the phone run's folder (tests/conftest.py) with
 export.tokenizer_in_graph set in a copy of its report, as `edgekit bundle RUN NAME` writes them."""
 
@@ -12,11 +12,19 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.app_graph import APP_FILE, PROBE_TEXTS, TEXT_INPUT, text_array, token_problems, tokenizer_session, why_not
-from edgekit.bundle import MANIFEST, _dump_manifest, find_row, write_bundle
 from edgekit.errors import BundleError, BundleMismatch, ExtensionsMissing
-from edgekit.providers import CONTRIB_DOMAIN, SessionSettings, create_session, opset_domains
-from edgekit.verify import verify_bundle
+from edgekit.runtime.app_graph import (
+    APP_FILE,
+    PROBE_TEXTS,
+    TEXT_INPUT,
+    text_array,
+    token_problems,
+    tokenizer_session,
+    why_not,
+)
+from edgekit.runtime.providers import CONTRIB_DOMAIN, SessionSettings, create_session, opset_domains
+from edgekit.stages.bundle import MANIFEST, _dump_manifest, find_row, write_bundle
+from edgekit.trust.verify import verify_bundle
 
 MAX_LENGTH = 64  # tiny_recipe's teacher.max_length
 
@@ -57,7 +65,7 @@ def test_app_graph_gives_the_two_step_outputs_on_real_texts_including_truncated_
     # setup: tokenizer.json + model.onnx, as the bundle's README tells an app to call them
     from transformers import AutoTokenizer
 
-    from edgekit.feeds import text_feeds
+    from edgekit.runtime.feeds import text_feeds
 
     tokenizer = AutoTokenizer.from_pretrained(app_bundle)
     texts = _real_texts()
@@ -83,7 +91,7 @@ def test_the_graphs_tokenizer_gives_tokenizer_json_ids_exactly(app_bundle):
     # setup
     from transformers import AutoTokenizer
 
-    from edgekit.feeds import text_feeds
+    from edgekit.runtime.feeds import text_feeds
 
     tokenizer = AutoTokenizer.from_pretrained(app_bundle)
     names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -229,8 +237,8 @@ def test_verify_catches_a_tampered_app_graph(app_bundle, tmp_path):
                     reason="needs the onnxruntime-openvino build (make test-openvino)")
 def test_an_app_graph_the_provider_cannot_start_is_timed_on_cpu_with_both_paths_and_says_so(app_bundle):
     # setup: the shipped file's timing settings, as if it had been timed on OpenVINO
-    from edgekit.app_graph import app_graph_latency
-    from edgekit.bench import BenchConfig
+    from edgekit.runtime.app_graph import app_graph_latency
+    from edgekit.runtime.bench import BenchConfig
 
     recorded = BenchConfig(provider="openvino", min_runs=5, min_seconds=0).model_dump()
     # execute

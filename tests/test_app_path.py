@@ -1,5 +1,5 @@
 """The second end-to-end path of the time stage: each text file's app graph (the tokenizer inside,
-edgekit/app_graph.py), built, checked against tokenizer.json and timed text in -> outputs out exactly as the
+edgekit/runtime/app_graph.py), built, checked against tokenizer.json and timed text in -> outputs out exactly as the
 tokenizer.json path is (measure.time_rows), or the reason the file does not ship that way."""
 
 import json
@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from edgekit.app_graph import PROBE_TEXTS
-from edgekit.cache import Cache
-from edgekit.measure import Timing, app_paths, time_rows
 from edgekit.recipe import Budget
+from edgekit.runtime.app_graph import PROBE_TEXTS
+from edgekit.stages.measure import Timing, app_paths, time_rows
+from edgekit.trust.cache import Cache
 
 MAX_LENGTH = 64
 # Real texts the tiny vocabulary covers; ODD has a character it lacks inside a word: tokenizer.json makes the word one

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from edgekit.baselines import LEAD_SHARE, against_trivial, standing, trivial_baseline, unproven_tasks, weak_tasks
+from edgekit.data.baselines import LEAD_SHARE, against_trivial, standing, trivial_baseline, unproven_tasks, weak_tasks
 from edgekit.data.tasks import TaskData
-from edgekit.fits import below_trivial, meets_budget
 from edgekit.recipe import Budget, DataSpec, TaskSpec
+from edgekit.stages.fits import below_trivial, meets_budget
 
 
 def _reviews(n=379, majority=248):

@@ -5,9 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgekit.bench import BenchConfig, latency_stats, run_benchmark
 from edgekit.errors import BenchConfigError
-from edgekit.models import load_tokenizer
+from edgekit.modeling.models import load_tokenizer
+from edgekit.runtime.bench import BenchConfig, latency_stats, run_benchmark
 
 QUICK = {"min_runs": 60, "min_seconds": 0.0, "warmup_runs": 3}
 
@@ -106,7 +106,7 @@ def test_latency_stats_match_numpy_and_bracket_the_median():
 
 
 def test_image_dims_left_symbolic_by_the_exporter_come_from_the_config(tmp_path):
-    from edgekit.export import ExportConfig, export_model
+    from edgekit.runtime.export import ExportConfig, export_model
     from edgekit.testing import tiny_vit
 
     vit = tiny_vit(tmp_path / "vit")

@@ -123,8 +123,8 @@ def test_end_to_end_pools_are_the_texts_whose_feeds_time_the_model_alone(quick_b
     # setup: the same real test texts, once as feeds (the model alone), once as text (tokenizer inside the call)
     from types import SimpleNamespace
 
-    from edgekit.loading import load_tasks
-    from edgekit.models import load_tokenizer
+    from edgekit.modeling.models import load_tokenizer
+    from edgekit.stages.loading import load_tasks
 
     tasks = load_tasks(quick_bench.recipe)
     teacher = SimpleNamespace(tokenizer=load_tokenizer(str(tiny_bert)), max_length=64)
@@ -274,7 +274,7 @@ def test_model2vec_is_distilled_from_the_recipes_teacher_to_the_pca_size_asked(q
 
 
 def _train_texts(recipe, task_name):
-    from edgekit.loading import load_tasks
+    from edgekit.stages.loading import load_tasks
 
     return next(t for t in load_tasks(recipe) if t.name == task_name).train["text"]
 
@@ -283,8 +283,8 @@ def test_the_model2vec_runner_is_its_encode_then_a_head_fitted_on_its_embeddings
     # setup
     pytest.importorskip("model2vec")
     from bench.model2vec_row import Model2VecRunner
-    from edgekit.loading import load_tasks
-    from edgekit.teacher import fit_linear_head
+    from edgekit.stages.loading import load_tasks
+    from edgekit.stages.teacher import fit_linear_head
 
     tasks = load_tasks(quick_bench.recipe)
     sentiment = next(t for t in tasks if t.name == "sentiment")
@@ -405,7 +405,7 @@ def test_the_saved_json_leaves_the_per_example_outcomes_out(quick_bench):
 def test_quick_mode_drops_the_quality_floor_so_its_one_epoch_student_is_still_picked():
     # setup: the default recipe asks 97% of the teacher on every task
     from bench.compare import RECIPE
-    from edgekit.loading import load_recipe
+    from edgekit.stages.loading import load_recipe
 
     recipe = load_recipe(RECIPE)
     # execute
@@ -429,10 +429,10 @@ def test_the_fitted_model2vec_is_closer_to_the_teacher_than_the_distilled_one_on
     from scipy.stats import pearsonr
 
     from bench.model2vec_row import Model2VecRunner
-    from edgekit.cache import Cache
-    from edgekit.distill.stage import distillation_set
-    from edgekit.loading import load_tasks
-    from edgekit.teacher import prepare_teacher
+    from edgekit.stages.distill.stage import distillation_set
+    from edgekit.stages.loading import load_tasks
+    from edgekit.stages.teacher import prepare_teacher
+    from edgekit.trust.cache import Cache
 
     recipe, results, _, root = quick_bench
     tasks = load_tasks(recipe)
@@ -459,7 +459,7 @@ def test_the_model2vec_classifier_answers_its_own_task_with_its_own_predictions(
         pytest.skip("model2vec.train is not importable (it needs `datasets`)")
     from model2vec.inference import StaticModelPipeline
 
-    from edgekit.loading import load_tasks
+    from edgekit.stages.loading import load_tasks
 
     results = quick_bench.results
     (clf,) = model2vec_of(results, "classifier")
@@ -483,7 +483,7 @@ def test_the_model2vec_classifier_is_its_pipelines_predict_proba_as_logits(quick
     if not M2V_TRAIN:
         pytest.skip("model2vec.train is not importable (it needs `datasets`)")
     from bench.model2vec_row import Model2VecClassifierRunner
-    from edgekit.loading import load_tasks
+    from edgekit.stages.loading import load_tasks
 
     results = quick_bench.results
     (clf,) = model2vec_of(results, "classifier")

@@ -116,8 +116,8 @@ def test_broken_recipe_or_data_is_one_message_before_any_work(case, command, run
 
 def test_skipped_bad_rows_are_counted_in_the_run_summary(tiny_bert, tmp_path):
     # setup
-    from edgekit.loading import recipe_from_dict
     from edgekit.pipeline import distill_and_export
+    from edgekit.stages.loading import recipe_from_dict
 
     rows = [*GOOD_ROWS, ("", "good"), ("fine film", "meh"), ("caf\xe9", "good")]
     path = tmp_path / "reviews.csv"

@@ -1,4 +1,4 @@
-"""Bundles (edgekit/bundle.py) and `edgekit verify` on a real tiny run for the arm64-phone profile."""
+"""Bundles (edgekit/stages/bundle.py) and `edgekit verify` on a real tiny run for the arm64-phone profile."""
 
 import hashlib
 import json
@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgekit.bundle import MANIFEST, _dump_manifest
 from edgekit.errors import BundleMismatch
-from edgekit.verify import verify_bundle
+from edgekit.stages.bundle import MANIFEST, _dump_manifest
+from edgekit.trust.verify import verify_bundle
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_onnx_metadata_props_carry_recipe_metrics_budget_and_latency(phone_run):
     assert manifest["run_recipe_sha256"] == hashlib.sha256(json.dumps(data["recipe"], sort_keys=True).encode()
                                                            ).hexdigest()
     assert not manifest["recipe"]["teacher"]["model"].startswith("/")
-    assert json.loads(meta["edgekit.metrics"]) == {t: {"metric": m["metric"], "value": m["value"]}
+    assert json.loads(meta["edgekit.data.metrics"]) == {t: {"metric": m["metric"], "value": m["value"]}
                                                    for t, m in selected["metrics"].items()}
     assert json.loads(meta["edgekit.latency_ms"])["p95"] == selected["latency_ms"]["p95"]
     assert json.loads(meta["edgekit.budget"])["ms"] == 1000.0 and meta["edgekit.version"]
@@ -200,8 +200,8 @@ def test_retiming_over_the_budget_fails(bundle_copy, run_cli):
 def test_an_image_bundle_with_dynamic_batch_retimes(tmp_path):
     # setup: a tiny CNN run without a target (dynamic batch, no sequence axis); one epoch leaves the teacher at
     # chance, which is fine for what this tests (allow_weak)
-    from edgekit.loading import recipe_from_dict
     from edgekit.pipeline import distill_and_export
+    from edgekit.stages.loading import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "digits-tiny", "teacher": {"model": "edgekit:cnn", "kind": "image-classifier", "head": "finetune",
@@ -222,9 +222,9 @@ def test_a_pick_measured_through_its_app_graph_ships_it(finished_run, tmp_path, 
     # on `path`; export.tokenizer_in_graph stays false
     import copy
 
-    from edgekit.app_graph import APP_FILE
-    from edgekit.bundle import find_row, write_bundle
-    from edgekit.reading import read_json
+    from edgekit.runtime.app_graph import APP_FILE
+    from edgekit.stages.bundle import find_row, write_bundle
+    from edgekit.trust.reading import read_json
 
     data = copy.deepcopy(read_json(finished_run / "run" / "report.json", dict))
     data["recipe"]["budget"]["scope"] = "end-to-end"

@@ -45,7 +45,7 @@ def test_every_claim_of_a_fresh_bundle_recomputes(tiny_bundle):
     assert {f"versions: {name}" for name in manifest["versions"]} <= names
     assert sum(c["check"].startswith("data: ") for c in checks) >= 3
     assert {"manifest_sha256", "latency: p95 of samples_ms (to 0.001 ms)", "ort: model.ort reproduces model.fixed.onnx",
-            "metadata_props: model.onnx (onnxruntime)", "metadata_props: edgekit.metrics", "mobile: NNAPI",
+            "metadata_props: model.onnx (onnxruntime)", "metadata_props: edgekit.data.metrics", "mobile: NNAPI",
             "run: metrics"} <= names
     tolerance = manifest["reference"]["tolerance"]  # fp32 or quantized, by the file the tiny run picked
     assert {f"reference: {file} outputs rerun (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g})"

@@ -182,7 +182,7 @@ def test_run_commands_resolve_recipe_names_before_any_work(run_cli, tmp_path, mo
 
 def test_recipe_init_writes_a_commented_recipe_that_validates_and_is_not_overwritten(run_cli, tmp_path, monkeypatch):
     # setup
-    from edgekit.loading import load_recipe
+    from edgekit.stages.loading import load_recipe
 
     monkeypatch.chdir(tmp_path)
     _reviews(tmp_path)
@@ -217,7 +217,7 @@ def test_recipe_init_for_a_retrieval_file_reads_two_text_columns(run_cli, tmp_pa
     # setup
     import json
 
-    from edgekit.loading import load_recipe
+    from edgekit.stages.loading import load_recipe
 
     data = tmp_path / "faq pairs.jsonl"
     data.write_text("".join(json.dumps({"q": f"question {i}?", "a": f"answer {i}."}) + "\n" for i in range(10)))

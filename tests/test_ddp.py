@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.cache import Cache
-from edgekit.distill.stage import distill, distillation_set
-from edgekit.distill.trainer import CHECKPOINT, FINAL, Ranks, _reseed, _shard
 from edgekit.errors import ExecutorError
-from edgekit.loading import load_tasks
-from edgekit.networks import state_digest
-from edgekit.students import build, candidates
-from edgekit.teacher import prepare_teacher
+from edgekit.modeling.networks import state_digest
+from edgekit.stages.distill.stage import distill, distillation_set
+from edgekit.stages.distill.trainer import CHECKPOINT, FINAL, Ranks, _reseed, _shard
+from edgekit.stages.loading import load_tasks
+from edgekit.stages.students import build, candidates
+from edgekit.stages.teacher import prepare_teacher
 from edgekit.testing import tiny_recipe, tiny_text_model
+from edgekit.trust.cache import Cache
 
 STEPS = 2 * 19  # 2 epochs of the tiny recipe's 300 texts in batches of 16
 

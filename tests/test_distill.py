@@ -1,8 +1,8 @@
 import torch
 
-from edgekit.distill.losses import total_loss
-from edgekit.distill.trainer import TrainSettings, train
 from edgekit.recipe import LossSpec
+from edgekit.stages.distill.losses import total_loss
+from edgekit.stages.distill.trainer import TrainSettings, train
 
 
 def _problem(seed=0):

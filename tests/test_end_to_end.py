@@ -6,13 +6,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgekit.bench import BenchConfig, end_to_end_requests, run_benchmark
 from edgekit.data import load_texts
 from edgekit.errors import BenchConfigError, RecipeError
-from edgekit.feeds import app_encoder, text_feeds
-from edgekit.loading import recipe_from_dict
-from edgekit.models import load_tokenizer
+from edgekit.modeling.models import load_tokenizer
 from edgekit.pipeline import distill_and_export
+from edgekit.runtime.bench import BenchConfig, end_to_end_requests, run_benchmark
+from edgekit.runtime.feeds import app_encoder, text_feeds
+from edgekit.stages.loading import recipe_from_dict
 from edgekit.testing import tiny_recipe
 
 # Real texts that stress a WordPiece tokenizer: accents, CJK, emoji, unknown words, one past max_length.

@@ -1,4 +1,4 @@
-from edgekit.environment import _parse_cpuinfo, cpu_info, package_versions
+from edgekit.runtime.environment import _parse_cpuinfo, cpu_info, package_versions
 
 X86 = """processor\t: 0
 model name\t: AMD EPYC 9R14 96-Core Processor

@@ -8,8 +8,8 @@ from transformers import AutoTokenizer
 
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError, UnknownTask
-from edgekit.evaluate import evaluate_onnx
 from edgekit.recipe import DataSpec, TaskSpec
+from edgekit.runtime.evaluate import evaluate_onnx
 
 MAX_LENGTH = 64
 SENTENCES = ["a funny film", "the worst story of the year, too long and too dull for anyone", "best movie",

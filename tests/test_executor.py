@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from edgekit.errors import ExecutorError
-from edgekit.executor import InProcess, RayExecutor, executor_for, target_resource
+from edgekit.runtime.executor import InProcess, RayExecutor, executor_for, target_resource
 
 
 def _overlaps(a: dict, b: dict) -> bool:

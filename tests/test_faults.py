@@ -17,8 +17,8 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.reading import machine_memory
 from edgekit.testing import tiny_recipe
+from edgekit.trust.reading import machine_memory
 
 
 def _digest(folder):

@@ -1,4 +1,4 @@
-"""edgekit.gap on synthetic predictions whose answers are known or recomputed here independently."""
+"""edgekit.stages.gap on synthetic predictions whose answers are known or recomputed here independently."""
 
 import itertools
 import json
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata, spearmanr
 
-from edgekit import gap
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError
-from edgekit.evaluate import evaluate_task
 from edgekit.recipe import DataSpec, TaskSpec
+from edgekit.runtime.evaluate import evaluate_task
+from edgekit.stages import gap
 
 LABELS = ["neg", "neu", "pos"]
 
@@ -448,7 +448,7 @@ def test_the_hardest_slice_holds_the_teachers_close_calls_right_and_wrong():
 
 def _gap_text(result) -> str:
     """The report's gap section of one task, as text (report.md's blocks, tables flattened)."""
-    from edgekit.report import _gap
+    from edgekit.stages.report import _gap
 
     blocks = _gap({"selected": {"name": "L1-int8"}, "gap": {result["task"]: result}})
     return "\n".join(" | ".join(map(str, block[1])) if block[0] == "table" else str(block[1]) for block in blocks)

@@ -233,8 +233,8 @@ def test_edgekit_bench_on_cuda_is_within_10_percent_of_a_plain_onnxruntime_loop(
 @pytest.mark.slow
 def test_the_quick_recipe_makes_fp16_rows_on_cuda_and_tensorrt(gpu, tmp_path):
     # setup: recipes/minilm-multitask-quick.yaml as it is, on the three providers, with an fp16 variant
-    from edgekit.loading import recipe_from_dict
     from edgekit.pipeline import distill_and_export
+    from edgekit.stages.loading import recipe_from_dict
 
     path = REPO / "recipes" / "minilm-multitask-quick.yaml"
     data = yaml.safe_load(path.read_text())

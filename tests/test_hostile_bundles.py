@@ -21,9 +21,9 @@ from numpy.lib import format as npy
 from onnx import TensorProto, helper, numpy_helper
 
 from bench import check_manifest
-from edgekit.arrays import load_npy, load_npz
-from edgekit.bundle import MANIFEST, _dump_manifest
 from edgekit.errors import BundleError, BundleMismatch
+from edgekit.stages.bundle import MANIFEST, _dump_manifest
+from edgekit.trust.arrays import load_npy, load_npz
 
 ESCAPES = "\x1b[2J\x1b[31mevil"
 # How long a command may take before a test calls it a hang (a real one never returns at all).
@@ -97,7 +97,7 @@ def test_verify_refuses_a_fifo_in_place_of_a_bundle_file_and_returns(bundle, nam
 def test_verify_with_a_key_refuses_a_fifo_in_the_bundle_before_model_signing_reads_it(bundle, tmp_path):
     # setup: a signed-looking bundle with a FIFO beside its files; --key makes model-signing walk the folder
     pytest.importorskip("model_signing")
-    from edgekit.signing import generate_keys, sign_bundle
+    from edgekit.trust.signing import generate_keys, sign_bundle
 
     private, public = generate_keys(tmp_path / "keys")
     sign_bundle(bundle, private)
@@ -482,7 +482,7 @@ def test_bundle_with_a_file_name_holding_escapes_shows_it_escaped(run_copy, run_
 
 def test_a_malformed_preprocessing_record_names_the_file(tmp_path):
     # setup
-    from edgekit.preprocessing import bundle_record
+    from edgekit.data.preprocessing import bundle_record
 
     (tmp_path / "preprocessing.json").write_text("[" * 500 + "]" * 500)
     # execute
@@ -493,7 +493,7 @@ def test_a_malformed_preprocessing_record_names_the_file(tmp_path):
     assert str(error.value).endswith("rather than editing preprocessing.json.")
 
 
-# ---------------------------------------------------------------------------- edgekit.arrays
+# ---------------------------------------------------------------------------- edgekit.trust.arrays
 
 def test_load_npy_and_load_npz_round_trip_numbers_and_strings(tmp_path):
     # setup

@@ -19,12 +19,12 @@ import pytest
 import torch
 import yaml
 
-from edgekit.cache import Cache, write_checked
 from edgekit.data import load_images, load_texts
-from edgekit.distill.trainer import CHECKPOINT, FINAL, TrainSettings, train
 from edgekit.errors import DataError, RecipeError
-from edgekit.loading import load_recipe
+from edgekit.stages.distill.trainer import CHECKPOINT, FINAL, TrainSettings, train
+from edgekit.stages.loading import load_recipe
 from edgekit.testing import tiny_recipe
+from edgekit.trust.cache import Cache, write_checked
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -434,7 +434,7 @@ def test_an_exports_entry_listing_a_path_outside_the_cache_reads_and_writes_noth
 
 def test_an_exports_entry_named_by_an_absolute_path_or_holding_no_list_is_recomputed():
     # setup: the listing check alone (the end-to-end test above runs the pipeline)
-    from edgekit.measure import _listing_problem
+    from edgekit.stages.measure import _listing_problem
 
     needed = ["model.onnx"]
     # execute / assert
@@ -503,7 +503,7 @@ def test_a_malformed_deep_or_non_object_entry_json_is_recomputed(content, tmp_pa
 
 def test_an_entry_shaped_wrong_for_its_reader_is_recomputed(tmp_path):
     # setup: valid JSON, a valid hash, but not a timing (time_files would fail on it with a KeyError)
-    from edgekit.measure import _timing_problem
+    from edgekit.stages.measure import _timing_problem
 
     messages = []
     cache = Cache(tmp_path / "cache", messages.append)

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from edgekit import reading
 from edgekit.cli import cli
 from edgekit.errors import InvalidModelFile
-from edgekit.models import resolve_model, teacher_problem
+from edgekit.modeling.models import resolve_model, teacher_problem
+from edgekit.modeling.sentence_config import load_dense, read_sentence_config
 from edgekit.recipe import TeacherSpec
-from edgekit.sentence_config import load_dense, read_sentence_config
 from edgekit.testing import tiny_recipe, write_sentence_folder
+from edgekit.trust import reading
 
 FIX = "restore it from the model's original files"
 

@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.data import load_images
+from edgekit.data.preprocessing import layout_of
 from edgekit.data.tasks import load_task_data, spec_problems
 from edgekit.errors import DataError, RecipeError
-from edgekit.loading import load_recipe, recipe_from_dict
 from edgekit.pipeline import distill_and_export
-from edgekit.preprocessing import layout_of
+from edgekit.stages.loading import load_recipe, recipe_from_dict
 
 
 def _digits(size: int = 8):
@@ -251,7 +251,7 @@ def test_image_class_names_are_one_per_class_number_and_a_wrong_count_names_the_
     # setup: 300 digits in an .npz, their labels the class numbers 0..9
     import yaml
 
-    from edgekit.loading import load_tasks
+    from edgekit.stages.loading import load_tasks
 
     pixels, labels = _digits()
     np.savez(tmp_path / "digits.npz", images=pixels[:300], labels=labels[:300])
@@ -275,7 +275,7 @@ def test_image_class_names_are_one_per_class_number_and_a_wrong_count_names_the_
 def test_an_image_closest_miss_names_the_images_it_timed_and_no_sequence_fix():
     # setup: a ViT run (layered students, like a text run's) where nothing fits; the teacher's file is the fastest
     from edgekit.recipe import Budget
-    from edgekit.select import closest_miss, nothing_feasible
+    from edgekit.stages.select import closest_miss, nothing_feasible
 
     budget = Budget(ms=0.001, headroom=0.0, min_retention=None)
     rows = [{"name": "teacher-fp32", "architecture": None, "latency_ms": {"p95": 0.5}, "size_bytes": 10},
@@ -295,7 +295,7 @@ def test_an_image_closest_miss_names_the_images_it_timed_and_no_sequence_fix():
 
 def test_an_image_run_reports_its_timed_images_not_a_sequence_length_and_names_its_classes(tmp_path):
     # setup: the digits built-in with its classes named, on a phone target (fixed shapes), a tiny CNN
-    from edgekit.report import render_html, render_markdown
+    from edgekit.stages.report import render_html, render_markdown
 
     recipe = recipe_from_dict({
         "name": "digits-named", "target": "arm64-phone",

@@ -10,10 +10,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgekit"
 
 # The stages in the order pipeline.py runs them (DESIGN.md's flow). measure is not among them: it is the
 # unit of measurement the teacher, probe and evaluate steps all use, below every stage.
-STAGES = ["edgekit.loading", "edgekit.teacher", "edgekit.students", "edgekit.probe", "edgekit.distill.stage",
-          "edgekit.select", "edgekit.gap", "edgekit.bundle", "edgekit.report", "edgekit.pipeline"]
+STAGES = ["edgekit.stages.loading", "edgekit.stages.teacher", "edgekit.stages.students", "edgekit.stages.probe", "edgekit.stages.distill.stage",
+          "edgekit.stages.select", "edgekit.stages.gap", "edgekit.stages.bundle", "edgekit.stages.report", "edgekit.pipeline"]
 # Commands over a run's results, above every stage.
-COMMANDS = {"edgekit.cli", "edgekit.verify", "edgekit.starter", "edgekit.shipped", "edgekit.testing"}
+COMMANDS = {"edgekit.cli", "edgekit.trust.verify", "edgekit.starter", "edgekit.shipped", "edgekit.testing"}
 
 
 def _modules() -> dict[str, Path]:

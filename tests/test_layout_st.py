@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from transformers import AutoModel, AutoTokenizer
 
-from edgekit.layouts import readme_lines, write_layouts
-from edgekit.networks import TextModel
+from edgekit.modeling.networks import TextModel
+from edgekit.stages.layouts import readme_lines, write_layouts
 
 pytest.importorskip("optimum.onnxruntime", reason="optimum-onnx is not installed (the oldest stack has it: "
                     "make test-oldest)")

@@ -16,9 +16,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from edgekit.errors import BundleError
-from edgekit.export import export_network
-from edgekit.layouts import readme_lines, resolve_layouts, text_feeds, write_layouts
-from edgekit.networks import StaticModel, TextModel
+from edgekit.modeling.networks import StaticModel, TextModel
+from edgekit.runtime.export import export_network
+from edgekit.stages.layouts import readme_lines, resolve_layouts, text_feeds, write_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 16
@@ -56,7 +56,7 @@ def _static_student(tokenizer, special_rows: float = 0.5, bias: float = 0.3, cou
     to the first texts' tokens (the rest map to [UNK]'s row), the special tokens left out of the mean
     (`counted`; False: a student from before edgekit left them out), then what training leaves: random rows,
     [CLS]/[SEP]/[UNK] rows `special_rows` away from zero and a projection bias `bias`."""
-    from edgekit.static import vocabulary
+    from edgekit.modeling.static import vocabulary
 
     size = len(tokenizer)
     vocab = vocabulary(tokenizer, size, "data", tokenizer(TEXTS[:3], add_special_tokens=False)["input_ids"])

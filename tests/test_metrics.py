@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
-from edgekit import metrics
+from edgekit.data import metrics
 
 
 def _classes(n=2500, seed=0, classes=3, right=0.75):
@@ -145,7 +145,7 @@ def test_bad_arguments_name_what_is_expected():
 
 def test_metrics_module_does_not_import_torch():
     # execute
-    code = "import sys, edgekit.metrics as m; m.score_with_ci('spearman', x=[1, 2, 3], y=[1, 3, 2]); " \
+    code = "import sys, edgekit.data.metrics as m; m.score_with_ci('spearman', x=[1, 2, 3], y=[1, 3, 2]); " \
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # assert

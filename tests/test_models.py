@@ -1,7 +1,7 @@
 import pytest
 
 from edgekit.errors import ModelNotFound
-from edgekit.models import resolve_model
+from edgekit.modeling.models import resolve_model
 
 
 def test_package_folder_resolves_to_the_offline_teacher():

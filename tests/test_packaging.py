@@ -12,9 +12,9 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from edgekit.loading import recipe_from_dict
-from edgekit.profiles import BUILTIN_FOLDER
+from edgekit.runtime.profiles import BUILTIN_FOLDER
 from edgekit.shipped import RECIPES_FOLDER
+from edgekit.stages.loading import recipe_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = {"name": "demo", "target": "x86-server",
@@ -77,8 +77,8 @@ def test_the_wheel_carries_targets_and_recipes_and_runs_a_shipped_recipe_by_name
                      cwd=tmp_path)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     # execute
-    where = _run(python, "-c", "import edgekit, edgekit.profiles; print(edgekit.__file__); "
-                 "print(edgekit.profiles.BUILTIN_FOLDER)", cwd=elsewhere, env=env)
+    where = _run(python, "-c", "import edgekit, edgekit.runtime.profiles; print(edgekit.__file__); "
+                 "print(edgekit.runtime.profiles.BUILTIN_FOLDER)", cwd=elsewhere, env=env)
     listed = _run(venv / "bin" / "edgekit", "recipe", "list", cwd=elsewhere, env=env)
     checked = _run(venv / "bin" / "edgekit", "recipe", "check", "minilm-multitask", cwd=elsewhere, env=env)
     # assert: the wheel's files

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from edgekit.data import load_texts
 from edgekit.data.files import read_table
 from edgekit.errors import EdgekitError
-from edgekit.loading import load_recipe
-from edgekit.models import load_tokenizer, resolve_model, teacher_problem
+from edgekit.modeling.models import load_tokenizer, resolve_model, teacher_problem
 from edgekit.recipe import TeacherSpec
+from edgekit.stages.loading import load_recipe
 from edgekit.testing import tiny_text_model, write_sentence_folder
-from edgekit.verify import verify_bundle
+from edgekit.trust.verify import verify_bundle
 
 FOLDER = Path(tempfile.mkdtemp(prefix="edgekit-parser-fuzz-"))
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -83,7 +83,7 @@ def test_a_data_file_of_any_bytes_reads_or_is_an_edgekit_error(suffix, data):
 @pytest.fixture(scope="module")
 def manifest_folder(tmp_path_factory):
     """A real bundle's manifest.json, in a folder of its own (verify reads the manifest before any other file)."""
-    from edgekit.bundle import MANIFEST
+    from edgekit.stages.bundle import MANIFEST
 
     run = tmp_path_factory.mktemp("fuzz-bundle")
     manifest = {"format": "edgekit.manifest/1", "files": {"model.onnx": {"sha256": "0" * 64, "bytes": 1}},
@@ -97,7 +97,7 @@ def manifest_folder(tmp_path_factory):
 @EXAMPLES
 @given(st.data())
 def test_a_manifest_of_any_bytes_verifies_or_is_an_edgekit_error(manifest_folder, data):
-    from edgekit.bundle import MANIFEST
+    from edgekit.stages.bundle import MANIFEST
 
     valid = (manifest_folder / MANIFEST).read_bytes()
     folder = FOLDER / "bundle"

@@ -1,5 +1,5 @@
 """Names read from a manifest, a report or an ONNX file's external data stay inside their folder
-(edgekit/paths.py): `edgekit verify`, `edgekit bundle` and `edgekit bench` refuse anything else,
+(edgekit/trust/paths.py): `edgekit verify`, `edgekit bundle` and `edgekit bench` refuse anything else,
 naming the entry, before the file it points to is read or copied.
 
 Each tampered bundle is re-hashed (files' sha256 and manifest_sha256) where the trick needs it, and
@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bench import check_manifest
-from edgekit.bundle import MANIFEST, _dump_manifest
 from edgekit.errors import OutsideFolder
-from edgekit.paths import external_data_inside, inside
+from edgekit.stages.bundle import MANIFEST, _dump_manifest
+from edgekit.trust.paths import external_data_inside, inside
 
 
 def _record(path):

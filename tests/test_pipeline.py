@@ -8,9 +8,9 @@ import yaml
 
 from edgekit.errors import BudgetNotMet, RecipeError, TeacherTooWeak
 from edgekit.pipeline import distill_and_export, sweep
-from edgekit.precision import drops
-from edgekit.quantize import quantized_matmuls
-from edgekit.report import RunReport
+from edgekit.runtime.precision import drops
+from edgekit.runtime.quantize import quantized_matmuls
+from edgekit.stages.report import RunReport
 from edgekit.testing import tiny_recipe, tiny_task_files
 
 
@@ -378,7 +378,7 @@ def test_missing_data_file_is_found_before_any_work(tiny_bert, tmp_path):
 
 def test_image_teacher_trained_here_and_distilled(tmp_path):
     # setup
-    from edgekit.loading import recipe_from_dict
+    from edgekit.stages.loading import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "digits-tiny",
@@ -400,7 +400,7 @@ def test_image_teacher_trained_here_and_distilled(tmp_path):
     assert student["name"] == "cnn-w4-d1-fp32" and student["metrics"]["digits"]["value"] > 0.1
     assert report.data["teacher"]["prepared"]["digits"]["head"] == "finetune"
     # the phone bundle of an image model: fixed batch, preprocessing spec, and it verifies
-    from edgekit.verify import verify_bundle
+    from edgekit.trust.verify import verify_bundle
 
     bundle = tmp_path / "run" / "bundle"
     assert verify_bundle(bundle)["models"] == ["model.onnx", "model.fixed.onnx", "model.ort"]
@@ -486,7 +486,7 @@ def test_gap_report_matches_an_independent_recomputation(tiny_run):
 
     from bench.check_run import check_gap, score_file
     from edgekit.data.tasks import load_task_data
-    from edgekit.loading import recipe_from_dict
+    from edgekit.stages.loading import recipe_from_dict
 
     report, root = tiny_run
     run = root / "run"

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from edgekit.plot import accuracy_latency_figure, accuracy_latency_svg, sweep_svg
+from edgekit.stages.plot import accuracy_latency_figure, accuracy_latency_svg, sweep_svg
 
 TASKS = [{"name": "sentiment", "metric": "accuracy"}, {"name": "topic", "metric": "accuracy"}]
 
@@ -121,9 +121,9 @@ def test_sweep_edge_cases(points):
 
 
 def test_import_stays_light_and_caller_state_untouched():
-    # Importing edgekit.plot must not load matplotlib; drawing must neither pick a backend nor
+    # Importing edgekit.stages.plot must not load matplotlib; drawing must neither pick a backend nor
     # leave rcParams changed for a caller who uses pyplot.
-    code = ("import sys, edgekit.plot as p; assert 'matplotlib' not in sys.modules; "
+    code = ("import sys, edgekit.stages.plot as p; assert 'matplotlib' not in sys.modules; "
             "p.sweep_svg([{'ms': 2.0, 'pick': 'x', 'latency_ms': 1.0, 'min_retention': 99.0}], 'p95'); "
             "p.accuracy_latency_svg([{'name': 'a', 'latency_ms': {'p95': 1.0}, 'metrics': {'t': {'value': 0.5}}}], "
             "[{'name': 't', 'metric': 'accuracy'}], 'p95', 2.0, 'a'); "

@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.precision import drops, fit_allowed_drop, node_sensitivity
-from edgekit.quantize import quantize_file, quantized_matmuls, reduce_range_choice
+from edgekit.runtime.precision import drops, fit_allowed_drop, node_sensitivity
+from edgekit.runtime.quantize import quantize_file, quantized_matmuls, reduce_range_choice
 
 
 def _two_matmuls(path):
@@ -114,7 +114,7 @@ def test_the_sensitive_matmul_is_found_kept_in_fp32_and_its_cost_measured(tmp_pa
 def test_auto_follows_the_host_in_the_file_and_in_every_trial(tmp_path, monkeypatch, host):
     # setup: a simulated CPU (environment.cpu_info is what the auto choice reads)
     info, seven_bits = HOSTS[host]
-    monkeypatch.setattr("edgekit.environment.cpu_info", lambda: info)
+    monkeypatch.setattr("edgekit.runtime.environment.cpu_info", lambda: info)
     src, dst = tmp_path / "model.onnx", tmp_path / "model.int8-dynamic.onnx"
     _two_matmuls(src)
     feeds = _feeds()

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from edgekit.errors import RecipeError
-from edgekit.loading import load_recipe, recipe_from_dict
-from edgekit.profiles import BUILTIN_FOLDER, available_profiles, load_profile
+from edgekit.runtime.profiles import BUILTIN_FOLDER, available_profiles, load_profile
+from edgekit.stages.loading import load_recipe, recipe_from_dict
 
 MINIMAL = {
     "name": "demo",
@@ -105,7 +105,7 @@ def test_gpu_profile_without_a_gpu_is_an_up_front_error(run_cli, tmp_path):
     ("x86_64", "aarch64", True), ("x86_64", "amd64", False), ("any", "aarch64", False)])
 def test_a_run_on_another_architecture_than_the_profiles_says_so(profile_arch, host_arch, noted):
     # setup: simulated hosts, as environment.cpu_info reports them (Linux aarch64, macOS arm64, Windows amd64)
-    from edgekit.profiles import elsewhere_note
+    from edgekit.runtime.profiles import elsewhere_note
 
     target = {"name": "device", "arch": profile_arch}
     # execute

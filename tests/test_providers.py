@@ -14,9 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from edgekit.errors import ProviderUnavailable, RecipeError, UnreadableModel
-from edgekit.fits import meets_budget, partly_placed
-from edgekit.loading import recipe_from_dict
-from edgekit.providers import (
+from edgekit.recipe import Budget
+from edgekit.runtime.providers import (
     SessionSettings,
     create_session,
     model_header,
@@ -25,8 +24,9 @@ from edgekit.providers import (
     runtime_limits,
     write_readable,
 )
-from edgekit.recipe import Budget
-from edgekit.select import closest_miss, provider_agreement
+from edgekit.stages.fits import meets_budget, partly_placed
+from edgekit.stages.loading import recipe_from_dict
+from edgekit.stages.select import closest_miss, provider_agreement
 
 OPENVINO = "OpenVINOExecutionProvider" in ort.get_available_providers()
 FEED = {"input_ids": np.array([[101, 7, 8, 9, 102]], dtype=np.int64), "attention_mask": np.ones((1, 5), np.int64),

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from edgekit import names
 from edgekit.data import load_images
 from edgekit.errors import DataError, InvalidModelFile, ModelNotFound, QuantizationFailed
-from edgekit.quantize import (
+from edgekit.runtime.quantize import (
     CONFIGS,
     METHODS,
     Fp16,
@@ -154,7 +154,7 @@ def test_the_reduce_range_asked_is_recorded_and_is_what_the_weights_use(tiny_ber
                                                                        monkeypatch, method, setting, host):
     # setup: a simulated CPU, which only the auto setting reads
     info, seven_bits = HOSTS[host]
-    monkeypatch.setattr("edgekit.environment.cpu_info", lambda: info)
+    monkeypatch.setattr("edgekit.runtime.environment.cpu_info", lambda: info)
     monkeypatch.chdir(tmp_path)
     calibration = text_calibration(tokenizer, CALIBRATION_TEXTS, samples=4, max_length=32)
     # execute
@@ -320,8 +320,8 @@ def test_a_config_writes_the_same_file_and_record_as_its_name(tiny_bert_onnx, tm
 
 def test_quantize_does_not_load_numpy_or_the_evaluation_stage():
     # execute: a fresh interpreter
-    code = ("import sys, edgekit.quantize; "
-            "print([m for m in ('numpy', 'onnx', 'onnxruntime', 'edgekit.evaluate') if m in sys.modules])")
+    code = ("import sys, edgekit.runtime.quantize; "
+            "print([m for m in ('numpy', 'onnx', 'onnxruntime', 'edgekit.runtime.evaluate') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # assert
     assert out.stdout.strip() == "[]"

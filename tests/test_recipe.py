@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from edgekit.errors import RecipeError
-from edgekit.loading import load_recipe, recipe_from_dict
 from edgekit.recipe import Recipe
+from edgekit.stages.loading import load_recipe, recipe_from_dict
 
 MINIMAL = {
     "name": "demo",

@@ -13,11 +13,11 @@ import yaml
 
 from edgekit.data.tasks import load_task_data, truncation_note
 from edgekit.errors import DataError, InvalidModelFile, RecipeError, TeacherError
-from edgekit.loading import check_recipe, load_recipe, load_tasks, recipe_from_dict, truncation
-from edgekit.models import load_hf, load_tokenizer, position_limit, resolve_model, token_limit
-from edgekit.networks import TextModel
+from edgekit.modeling.models import load_hf, load_tokenizer, position_limit, resolve_model, token_limit
+from edgekit.modeling.networks import TextModel
 from edgekit.recipe import DataSpec, TaskSpec
-from edgekit.teacher import Teacher, prepare_teacher
+from edgekit.stages.loading import check_recipe, load_recipe, load_tasks, recipe_from_dict, truncation
+from edgekit.stages.teacher import Teacher, prepare_teacher
 from edgekit.testing import TINY_FAMILIES, tiny_cnn, tiny_family_model, tiny_text_model, tiny_vit
 
 NO_LIMIT = 1000000000000000019884624838656  # transformers' VERY_LARGE_INTEGER: the tokenizer sets no limit
@@ -105,7 +105,7 @@ def test_the_issues_max_length_is_refused_by_the_check_and_before_any_work(run_c
     # setup: the issue's recipe: teacher.max_length 1024 on a teacher that takes 128 tokens
     path = _recipe_file(tmp_path, _issue_teacher(tmp_path / "mpnet"), max_length=1024)
     loaded = []
-    monkeypatch.setattr("edgekit.loading.load_tasks", loaded.append)
+    monkeypatch.setattr("edgekit.stages.loading.load_tasks", loaded.append)
     # execute
     checked = run_cli("recipe", "check", path)
     ran = run_cli("distill-and-export", path, "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache")
@@ -133,7 +133,7 @@ def test_a_max_length_read_from_the_folder_is_never_more_than_the_teacher_takes(
 def test_a_limit_known_only_once_loaded_stops_the_teacher_stage_before_it_reads_data(tmp_path, monkeypatch):
     # setup: as for a hub id, the check cannot read the teacher's limit from files
     recipe = load_recipe(_recipe_file(tmp_path, _issue_teacher(tmp_path / "mpnet"), max_length=1024))
-    monkeypatch.setattr("edgekit.models.token_limit", lambda source: None)
+    monkeypatch.setattr("edgekit.modeling.models.token_limit", lambda source: None)
     check_recipe(recipe)
     # execute / assert: refused with the limit its loaded config and tokenizer give (no tasks, no cache needed)
     with pytest.raises(TeacherError, match=r"recipe.yaml:\d+: teacher.max_length 1024 is more than the 128 tokens"):
@@ -143,7 +143,7 @@ def test_a_limit_known_only_once_loaded_stops_the_teacher_stage_before_it_reads_
 def test_a_position_table_edgekit_misreads_fails_with_the_fix_not_a_raw_shape_error(tmp_path, monkeypatch):
     # setup: as for a family whose table edgekit cannot read, no limit is known at all
     recipe = load_recipe(_recipe_file(tmp_path, _issue_teacher(tmp_path / "mpnet"), max_length=1024))
-    monkeypatch.setattr("edgekit.models.position_limit", lambda config: None)
+    monkeypatch.setattr("edgekit.modeling.models.position_limit", lambda config: None)
     check_recipe(recipe)
     # execute / assert: one input of max_length tokens is run first; its failure names the length and the fix
     with pytest.raises(TeacherError, match=r"fails on an input of 1024 tokens.*IndexError.*max_position_embeddings"):
@@ -283,7 +283,7 @@ def test_a_check_that_cannot_finish_is_one_problem_not_the_end_of_the_others(tmp
     def unreadable(spec):
         raise InvalidModelFile("tokenizer_config.json cannot be read")
 
-    monkeypatch.setattr("edgekit.models.length_problem", unreadable)
+    monkeypatch.setattr("edgekit.modeling.models.length_problem", unreadable)
     path = _recipe_file(tmp_path, _issue_teacher(tmp_path / "mpnet"), max_length=64)
     path.write_text(path.read_text().replace("source: rotten_tomatoes", "source: missing.csv"))
     # execute

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgekit.errors import RecipeError
-from edgekit.loading import load_recipe, recipe_from_dict
 from edgekit.recipe import Recipe
+from edgekit.stages.loading import load_recipe, recipe_from_dict
 
 VALID = {
     "name": "fuzz",

@@ -12,11 +12,11 @@ import time
 import pytest
 import yaml
 
-from edgekit.atomic import output_lock
-from edgekit.cache import Cache
 from edgekit.errors import OutputLocked
 from edgekit.pipeline import distill_and_export
 from edgekit.testing import tiny_recipe
+from edgekit.trust.atomic import output_lock
+from edgekit.trust.cache import Cache
 
 
 def _command(recipe_path, out, cache):

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from edgekit.plot import accuracy_latency_figure
-from edgekit.report import chart_inputs, render_html, render_markdown
+from edgekit.stages.plot import accuracy_latency_figure
+from edgekit.stages.report import chart_inputs, render_html, render_markdown
 
 TASKS = [{"name": "sentiment", "kind": "classification", "metric": "accuracy", "skipped_rows": {},
           "trivial": {"value": 0.5, "who": "always answering the most frequent class ('fresh')"}},
@@ -57,7 +57,7 @@ def cluster_data(scope="model", n=20):
 
 
 def task_gap(metric, worst, small):
-    """edgekit.gap's record of one task, as report.json holds it (only what the report renders)."""
+    """edgekit.stages.gap's record of one task, as report.json holds it (only what the report renders)."""
     return {"metric": metric, "n": 500, "overall": {"teacher": 0.8, "student": 0.75, "change": -0.05},
             "agreement": {"value": 0.9, "what": "same label"}, "statement": "The student is not guaranteed ...",
             "slices": [worst] if worst else [], "intervals": "95%", "calibration": None,

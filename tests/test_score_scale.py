@@ -1,4 +1,4 @@
-"""The cosine scale (edgekit.score_scale): the shift of a file's cosines from the teacher's, the thresholds matched
+"""The cosine scale (edgekit.stages.score_scale): the shift of a file's cosines from the teacher's, the thresholds matched
 on pairs that are not test pairs, and what the report and the bundle state of them."""
 
 import json
@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit import score_scale
 from edgekit.errors import BundleError
-from edgekit.score_scale import (
+from edgekit.stages import score_scale
+from edgekit.stages.score_scale import (
     ABOVE,
     MIN_FIT_PAIRS,
     decisions,
@@ -177,7 +177,7 @@ def test_too_few_texts_to_fit_on_say_so():
 
 def test_retrieval_thresholds_every_query_against_every_document_sampled():
     # setup
-    from edgekit.tasks import kind_of
+    from edgekit.data.kinds import kind_of
 
     columns = {"query": [f"q{i}" for i in range(300)], "document": [f"d{i}" for i in range(300)]}
     # execute
@@ -192,7 +192,7 @@ def test_pair_cosines_run_the_file_and_are_cached(finished_run, tmp_path):
     # setup: the run's teacher file (its `embedding` output) and tokenizer
     from transformers import AutoTokenizer
 
-    from edgekit.cache import Cache
+    from edgekit.trust.cache import Cache
 
     run = finished_run / "run"
     data = json.loads((run / "report.json").read_text(encoding="utf-8"))
@@ -283,7 +283,7 @@ def test_the_bundle_states_the_thresholds_matching_the_teachers(finished_run):
 
 def test_another_file_bundled_after_the_run_says_its_thresholds_were_not_matched(run_copy, tmp_path):
     # setup
-    from edgekit.bundle import bundle_from_run
+    from edgekit.stages.bundle import bundle_from_run
 
     data = json.loads((run_copy / "report.json").read_text(encoding="utf-8"))
     other = next(r["name"] for r in data["files"] if r["name"] != data["selected"]["name"]
@@ -299,7 +299,7 @@ def test_another_file_bundled_after_the_run_says_its_thresholds_were_not_matched
 
 def test_a_report_with_a_malformed_score_scale_is_refused_naming_it(run_copy, tmp_path):
     # setup
-    from edgekit.bundle import bundle_from_run
+    from edgekit.stages.bundle import bundle_from_run
 
     report = run_copy / "report.json"
     data = json.loads(report.read_text(encoding="utf-8"))

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from edgekit import metrics
+from edgekit.data import metrics
 from edgekit.data.tasks import TaskData
-from edgekit.fits import meets_budget
 from edgekit.recipe import Budget, DataSpec, TaskSpec
-from edgekit.select import choose, closest_miss, decide, pareto_front, pick, sweep_point, to_train
-from edgekit.students import Candidate
+from edgekit.stages.fits import meets_budget
+from edgekit.stages.select import choose, closest_miss, decide, pareto_front, pick, sweep_point, to_train
+from edgekit.stages.students import Candidate
 
 BUDGET = Budget(ms=10, headroom=0.1, min_retention=None)  # no quality floor: these tests judge the rank
 

@@ -1,4 +1,4 @@
-"""Signed bundles (edgekit/signing.py): `edgekit sign`, `edgekit verify --key`, `edgekit keygen` and a
+"""Signed bundles (edgekit/trust/signing.py): `edgekit sign`, `edgekit verify --key`, `edgekit keygen` and a
 recipe's `signing:` key, on a real tiny run whose recipe signs its bundle. Tests that change files work on a copy."""
 
 import hashlib
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from edgekit.bundle import reference_session, run_reference
 from edgekit.errors import BundleMismatch, RecipeError, SigningError
-from edgekit.loading import recipe_from_dict
-from edgekit.signing import SIGNATURE, generate_keys, sign_bundle
-from edgekit.verify import verify_bundle
+from edgekit.stages.bundle import reference_session, run_reference
+from edgekit.stages.loading import recipe_from_dict
+from edgekit.trust.signing import SIGNATURE, generate_keys, sign_bundle
+from edgekit.trust.verify import verify_bundle
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def bundle_copy(signed_run, tmp_path):
 
 def _redo_every_hash(folder):
     """What anyone can do after changing a file: recompute its sha256 and size in manifest.json and then
-    manifest_sha256 (the sha256 of the file with that value replaced by 64 zeros), as edgekit/bundle.py does."""
+    manifest_sha256 (the sha256 of the file with that value replaced by 64 zeros), as edgekit/stages/bundle.py does."""
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     for name in manifest["files"]:
         data = (folder / name).read_bytes()

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgekit import gap
 from edgekit.data.tasks import CONFLICT_RULE, TaskData, load_task_data
 from edgekit.recipe import DataSpec, TaskSpec
+from edgekit.stages import gap
 from edgekit.testing import tiny_recipe
 
 WORDS = ("the", "a", "of", "it", "movie", "one", "this", "that", "with", "as")

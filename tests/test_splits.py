@@ -9,9 +9,9 @@ import yaml
 
 from edgekit.data.tasks import LABEL_NOT_IN_TRAINING, load_task_data
 from edgekit.errors import DataError
-from edgekit.provenance import sha256_file
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
 from edgekit.testing import tiny_recipe
+from edgekit.trust.provenance import sha256_file
 
 LABELS = ("neg", "neu", "pos")
 WORDS = ("the", "a", "of", "it", "movie", "one", "this", "that", "with", "as")

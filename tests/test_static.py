@@ -9,17 +9,17 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertTokenizerFast
 
-from edgekit.cache import Cache
-from edgekit.distill.trainer import TrainSettings, _groups
+from edgekit.data.inputs import TextInputs
 from edgekit.errors import RecipeError
-from edgekit.inputs import TextInputs
-from edgekit.networks import StaticModel, TextModel, state_digest
+from edgekit.modeling.networks import StaticModel, TextModel, state_digest
+from edgekit.modeling.static import pca, sif_weights, token_vectors, vocabulary, zipf_probability
 from edgekit.pipeline import distill_and_export
-from edgekit.select import to_train
-from edgekit.static import pca, sif_weights, token_vectors, vocabulary, zipf_probability
-from edgekit.students import Candidate, build_static_student, candidates, static_candidates
-from edgekit.teacher import Teacher
+from edgekit.stages.distill.trainer import TrainSettings, _groups
+from edgekit.stages.select import to_train
+from edgekit.stages.students import Candidate, build_static_student, candidates, static_candidates
+from edgekit.stages.teacher import Teacher
 from edgekit.testing import tiny_recipe, wordpiece_tokenizer
+from edgekit.trust.cache import Cache
 
 TEXTS = ["a good film", "the worst movie of the year", "funny and great", "a dull story, too long"]
 
@@ -233,10 +233,10 @@ def test_the_static_student_is_trained_besides_the_transformer_and_every_file_is
 
 def test_the_static_file_gathers_rows_its_table_trained_and_int8_quantizes_the_table(static_run, teacher):
     # setup: the student as it started, rebuilt from the run's teacher and distillation texts
-    from edgekit.distill.stage import distillation_set
-    from edgekit.loading import load_tasks
-    from edgekit.students import build
-    from edgekit.teacher import prepare_teacher
+    from edgekit.stages.distill.stage import distillation_set
+    from edgekit.stages.loading import load_tasks
+    from edgekit.stages.students import build
+    from edgekit.stages.teacher import prepare_teacher
 
     report, run, recipe = static_run
     tasks = load_tasks(recipe)

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from edgekit.errors import RecipeError
-from edgekit.networks import TextModel, count_parameters
+from edgekit.modeling.networks import TextModel, count_parameters
 from edgekit.recipe import StudentSpace
-from edgekit.students import build_text_student, kept_layers, text_candidates
+from edgekit.stages.students import build_text_student, kept_layers, text_candidates
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_student_starts_from_the_mapped_teacher_layer(tiny_teacher):
 
 def test_narrow_student_projects_into_the_teacher_space_and_exports(tiny_teacher, tmp_path):
     # setup
-    from edgekit.export import export_network
+    from edgekit.runtime.export import export_network
 
     candidate = text_candidates(tiny_teacher.backbone.config, StudentSpace(layers=[1], hidden=[16]))[0]
     student, _ = build_text_student(tiny_teacher, candidate)
@@ -69,8 +69,8 @@ def test_layer_losses_pair_each_student_layer_with_its_teacher_layer(tiny_bert):
     # setup
     from transformers import AutoModel
 
-    from edgekit.distill.losses import total_loss
     from edgekit.recipe import LossSpec
+    from edgekit.stages.distill.losses import total_loss
 
     teacher = TextModel(AutoModel.from_pretrained(tiny_bert, attn_implementation="eager"), "sentence-encoder")
     candidate = text_candidates(teacher.backbone.config, StudentSpace(layers=[1], layer_choice="last"))[0]

@@ -266,7 +266,7 @@ def test_unlabeled_texts(tmp_path):
 
 
 def _source_problems(sources) -> list[str]:
-    """spec_problems of each (key, kind, DataSpec), as edgekit.loading's preflight asks them."""
+    """spec_problems of each (key, kind, DataSpec), as edgekit.stages.loading's preflight asks them."""
     return [problem for key, kind, spec in sources for problem in spec_problems(spec, kind, key)]
 
 

@@ -7,10 +7,10 @@ import pytest
 
 from edgekit import names
 from edgekit.data import builtin
+from edgekit.data.kinds import KINDS, TASK_KINDS, TaskKind, kind_of
 from edgekit.data.tasks import BUILTIN_KIND
 from edgekit.errors import UnknownTask
 from edgekit.recipe import METRICS
-from edgekit.tasks import KINDS, TASK_KINDS, TaskKind, kind_of
 
 COLUMNS = {"text": ["a b", "c"], "text_a": ["a b", "c"], "text_b": ["d", "e f g"], "query": ["q q", "r"],
            "document": ["x", "y"], "image": np.zeros((2, 1, 2, 2), np.float32)}
@@ -74,7 +74,7 @@ def test_every_builtin_serves_at_most_one_kind():
 
 def test_the_registry_imports_nothing_heavy():
     # setup: a fresh interpreter (recipe validation and `edgekit --help` import the registry)
-    script = ("import json, sys, edgekit.tasks, edgekit.recipe; "
+    script = ("import json, sys, edgekit.data.kinds, edgekit.recipe; "
               "print(json.dumps([m for m in ('numpy', 'torch', 'onnxruntime', 'transformers', 'scipy') "
               "if m in sys.modules]))")
     # execute

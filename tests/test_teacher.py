@@ -1,10 +1,10 @@
 import numpy as np
 
-from edgekit.cache import Cache
+from edgekit.data.inputs import TextInputs, run_model
 from edgekit.data.tasks import load_task_data
-from edgekit.inputs import TextInputs, run_model
-from edgekit.teacher import prepare_teacher
+from edgekit.stages.teacher import prepare_teacher
 from edgekit.testing import tiny_recipe
+from edgekit.trust.cache import Cache
 
 
 def test_linear_heads_and_embeddings_computed_once_per_text(tiny_bert, tmp_path):

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from edgekit.errors import InvalidModelFile, RecipeError
-from edgekit.export import export_network
-from edgekit.loading import check_recipe
-from edgekit.models import load_hf, load_tokenizer, resolve_model, sentence_config
+from edgekit.modeling.models import load_hf, load_tokenizer, resolve_model, sentence_config
+from edgekit.modeling.networks import TextModel, pool_tokens
 from edgekit.names import POOLING_MODES
-from edgekit.networks import TextModel, pool_tokens
-from edgekit.students import text_candidates
-from edgekit.teacher import _dense_layers
+from edgekit.runtime.export import export_network
+from edgekit.stages.loading import check_recipe
+from edgekit.stages.students import text_candidates
+from edgekit.stages.teacher import _dense_layers
 from edgekit.testing import TINY_DECODERS, tiny_decoder_embedder, tiny_recipe, tiny_text_model, write_sentence_folder
 
 TEXTS = ["the film is good", "a bad movie, and a dull story that is too long", "funny"]

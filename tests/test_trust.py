@@ -4,10 +4,10 @@ import os
 
 import torch
 
-from edgekit.cache import write_checked
-from edgekit.distill.trainer import CHECKPOINT, FINAL, TrainSettings, train
-from edgekit.models import ModelSource, load_torch_module
+from edgekit.modeling.models import ModelSource, load_torch_module
+from edgekit.stages.distill.trainer import CHECKPOINT, FINAL, TrainSettings, train
 from edgekit.testing import tiny_cnn
+from edgekit.trust.cache import write_checked
 
 
 class _Payload:
@@ -77,8 +77,8 @@ def test_a_cache_checkpoint_replaced_by_a_pickle_with_a_matching_sidecar_never_r
 def test_a_recipes_pickled_teacher_is_refused_before_it_runs(tmp_path):
     # setup
     from edgekit.errors import InvalidModelFile
-    from edgekit.loading import recipe_from_dict
     from edgekit.pipeline import distill_and_export
+    from edgekit.stages.loading import recipe_from_dict
 
     marker = tmp_path / "ran"
     _evil_file(tmp_path / "teacher.pt", marker, _Payload(marker))

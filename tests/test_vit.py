@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from edgekit.errors import RecipeError
-from edgekit.loading import check_recipe, recipe_from_dict
-from edgekit.networks import ImageModel
+from edgekit.modeling.networks import ImageModel
 from edgekit.pipeline import distill_and_export
 from edgekit.recipe import StudentSpace
-from edgekit.students import TEXT_LAYER, build_image_student, image_candidates
+from edgekit.stages.loading import check_recipe, recipe_from_dict
+from edgekit.stages.students import TEXT_LAYER, build_image_student, image_candidates
 from edgekit.testing import tiny_vit
 
 

@@ -1,4 +1,4 @@
-"""The web providers: onnxruntime-web in headless Chromium (edgekit/web_runtime.py), scored and timed like any
+"""The web providers: onnxruntime-web in headless Chromium (edgekit/runtime/web_runtime.py), scored and timed like any
 provider. Needs node, chromium and web/node_modules (`make setup-web`); `make test-web` runs these."""
 
 import json
@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.bench import BenchConfig, run_benchmark
 from edgekit.errors import BenchConfigError, ProviderUnavailable
-from edgekit.providers import SessionSettings, create_session, placement_text, require_provider
+from edgekit.runtime.bench import BenchConfig, run_benchmark
+from edgekit.runtime.providers import SessionSettings, create_session, placement_text, require_provider
 
 pytestmark = pytest.mark.web
 
@@ -95,7 +95,7 @@ def test_a_file_onnxruntime_web_refuses_is_an_error_naming_the_file(tmp_path):
 
 
 def test_a_bridge_that_dies_is_an_error_naming_the_file_and_the_next_session_starts_a_new_one(tiny_bert_onnx):
-    from edgekit import web_runtime
+    from edgekit.runtime import web_runtime
 
     session, _ = create_session(tiny_bert_onnx, SessionSettings(provider="wasm"))
     feed = _feed(session)

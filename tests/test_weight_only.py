@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from transformers import AutoTokenizer
 
 from edgekit.errors import QuantizationFailed, RecipeError
-from edgekit.quantize import CONFIGS, WeightOnly, quant_config, quantize_file, quantized_matmuls
+from edgekit.runtime.quantize import CONFIGS, WeightOnly, quant_config, quantize_file, quantized_matmuls
 from edgekit.testing import tiny_recipe
 
 SENTENCES = ["a funny and moving film", "the worst story of the year, too long and dull",
@@ -180,7 +180,7 @@ def test_quant_config_sets_weight_only_settings_and_ignores_them_elsewhere():
 
 def test_the_quantizer_leaves_the_processs_logging_alone(tiny_bert_onnx, tmp_path):
     # setup: ORT's MatMulNBits module calls logging.basicConfig(level=INFO) when imported; a fresh interpreter
-    code = ("import logging, sys; from edgekit.quantize import quantize_file; "
+    code = ("import logging, sys; from edgekit.runtime.quantize import quantize_file; "
             f"quantize_file({str(tiny_bert_onnx)!r}, {str(tmp_path / 'q.onnx')!r}, 'int4-weight'); "
             "root = logging.getLogger(); print(len(root.handlers), root.level)")
     # execute

@@ -1,4 +1,9 @@
-"""Task data: local files and offline built-ins, read into plain Python/numpy.
+"""Data and tasks: where examples come from and what a task is.
+
+This module reads task data: local files and offline built-ins, read into plain Python/numpy. The folder also
+holds tasks.py (recipe tasks loaded and split), kinds/ (one module per task kind: columns, metrics, heads),
+metrics.py and baselines.py (scores and what chance scores), inputs.py (tokenized model inputs) and
+preprocessing.py (image preprocessing).
 
 A source is a path to a file or the name of a built-in data set
 (`rotten_tomatoes`, `rotten_tomatoes_plots`, `lee`, `lee_background`, `digits`). Recipe tasks (labelled
@@ -76,15 +81,15 @@ def load_texts(source: str, column: str = "text") -> list[str]:
 def load_images(source: str):
     """(N, C, H, W) float32 images, values as stored: a .npy array, the `images` (or `image`) array of an
     .npz archive (as task data stores them, beside `labels`), or the `digits` built-in ([0, 1]).
-    (N, H, W) and (N, H, W, C) arrays are moved channels-first by edgekit.preprocessing's layout rule (a 4-d
+    (N, H, W) and (N, H, W, C) arrays are moved channels-first by edgekit.data.preprocessing's layout rule (a 4-d
     array it cannot tell is taken as (N, C, H, W), the layout these files always had).
     For `export --inputs` and `quantize --calibration`: a recipe's task data is also scaled and normalized
     (edgekit.data.tasks), these are fed to the file as they are."""
     import numpy as np
 
-    from edgekit.arrays import load_npy, load_npz
     from edgekit.data.files import DEFAULT_ARRAYS, IMAGE_KINDS
-    from edgekit.preprocessing import channels_first, check_finite, layout_of
+    from edgekit.data.preprocessing import channels_first, check_finite, layout_of
+    from edgekit.trust.arrays import load_npy, load_npz
 
     path = Path(source)
     _refuse_non_files(path)
@@ -92,7 +97,7 @@ def load_images(source: str):
         if path.suffix not in IMAGE_ARRAY_SUFFIXES:
             raise DataError(f"{path}: images must be a .npy array of shape (N, C, H, W), (N, H, W, C) or (N, H, W), "
                             "or an .npz archive with an 'images' array.")
-        # edgekit.arrays: headers checked before anything is allocated (a 100-byte file declaring 784 GB is
+        # edgekit.trust.arrays: headers checked before anything is allocated (a 100-byte file declaring 784 GB is
         # refused, not allocated), object arrays (pickles) refused, every failure a DataError naming the file.
         if path.suffix == ".npz":
             arrays = load_npz(path, "", NPZ_FIX, DataError)

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 from edgekit.errors import DataError
-from edgekit.reading import MAX_DEPTH, check_allocation, depth, kind_of, open_regular, shown
+from edgekit.trust.reading import MAX_DEPTH, check_allocation, depth, kind_of, open_regular, shown
 
 PYARROW_MISSING = "reading Parquet files needs pyarrow: run `pip install pyarrow`"
 # The longest line a text, CSV, TSV or JSONL file may have: far beyond any example (a long document is a few
@@ -198,8 +198,8 @@ IMAGE_KINDS = "uif"  # unsigned, signed, float: numbers a network can take (not 
 
 def npz_headers(path: Path) -> dict[str, tuple[tuple, object]]:
     """{array name: (shape, dtype)} of an .npz archive, from each array's header (nothing is loaded); a DataError
-    for a file that is not an .npz of plain arrays (edgekit.arrays: object arrays, forged headers refused)."""
-    from edgekit.arrays import npz_headers as headers
+    for a file that is not an .npz of plain arrays (edgekit.trust.arrays: object arrays, forged headers refused)."""
+    from edgekit.trust.arrays import npz_headers as headers
 
     return headers(path, "", NPZ_FIX, DataError)
 
@@ -225,7 +225,7 @@ def array_names(path: Path, present: list[str], image: str, label: str) -> tuple
 def image_file_problem(path: Path, image: str, label: str, layout: str) -> tuple[str, str] | None:
     """(DataSpec key, problem) of an .npz task file, from its arrays' names, types and shapes, or None.
     Reads headers only: what `edgekit recipe check` can afford before any work."""
-    from edgekit.preprocessing import layout_of
+    from edgekit.data.preprocessing import layout_of
 
     try:
         headers = npz_headers(path)
@@ -250,13 +250,13 @@ def image_file_problem(path: Path, image: str, label: str, layout: str) -> tuple
 
 def read_npz_images(path: Path, image: str, label: str, layout: str) -> dict:
     """{"image": the images as stored (N, ...), "label": list of labels} of an .npz task file, or a
-    DataError naming the fix. Layout, scaling and normalization are edgekit.preprocessing's, after the split."""
-    from edgekit.preprocessing import check_finite
+    DataError naming the fix. Layout, scaling and normalization are edgekit.data.preprocessing's, after the split."""
+    from edgekit.data.preprocessing import check_finite
 
     problem = image_file_problem(path, image, label, layout)
     if problem:
         raise DataError(problem[1] + ".")
-    from edgekit.arrays import load_npz
+    from edgekit.trust.arrays import load_npz
 
     # Headers checked before anything is allocated; object arrays (pickles, which could run code) refused.
     arrays = load_npz(path, "", NPZ_FIX, DataError)

@@ -37,16 +37,16 @@ from edgekit.data.files import (
     read_npz_images,
     read_table,
 )
+from edgekit.data.kinds import KINDS, TaskKind, kind_of
+from edgekit.data.preprocessing import prepare_split
 from edgekit.errors import DataError
-from edgekit.feeds import token_lengths
 from edgekit.names import IMAGE_TASK_SUFFIXES
-from edgekit.preprocessing import prepare_split
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
-from edgekit.tasks import KINDS, TaskKind, kind_of
+from edgekit.runtime.feeds import token_lengths
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 UNLABELED_SUFFIXES = (".txt", *TABLE_SUFFIXES)
-# What a kind's examples hold is its TaskKind's (edgekit.tasks): `columns`, as in TaskData's docstring (for text
+# What a kind's examples hold is its TaskKind's (edgekit.data.kinds): `columns`, as in TaskData's docstring (for text
 # kinds, the DataSpec field of the same name says which source column holds it), `text_columns`, `images`.
 # built-in -> the task kind it serves (the kinds' `builtins`; None: unlabeled text only) and what it holds, for
 # error messages
@@ -72,7 +72,7 @@ class TaskData:
       similarity:            {"text_a": list[str], "text_b": list[str], "score": np.ndarray float64 (N,)}
       retrieval:             {"query": list[str], "document": list[str]}  (row i's query matches document i)
       image-classification:  {"image": np.ndarray float32 (N, C, H, W), "label": np.ndarray int64 (N,)}
-                             (the model input, made by edgekit.preprocessing: see `preprocessing`)
+                             (the model input, made by edgekit.data.preprocessing: see `preprocessing`)
     """
 
     spec: TaskSpec
@@ -374,7 +374,7 @@ def image_input_shape(spec: DataSpec) -> tuple[int, ...] | None:
     loaded) or a built-in's known shape; None where that takes loading, or the file has a problem spec_problems
     reports."""
     from edgekit.data.files import array_names, npz_headers
-    from edgekit.preprocessing import channels_first, layout_of
+    from edgekit.data.preprocessing import channels_first, layout_of
 
     if spec.source in _BUILTIN_IMAGE_SHAPES:
         return _BUILTIN_IMAGE_SHAPES[spec.source]

@@ -1,6 +1,6 @@
 'use strict';
 /*
- * edgekit's web runtime bridge: one Node process per Python process (edgekit/web_runtime.py starts it), driving
+ * edgekit's web runtime bridge: one Node process per Python process (edgekit/runtime/web_runtime.py starts it), driving
  * onnxruntime-web in headless Chromium. Protocol: JSON lines on stdin, one reply line per request on stdout:
  *   {"id", "op", ...}  ->  {"id", "ok": true, "result"} | {"id", "ok": false, "error"}
  * ops: hello, register {token, path, extra: {name: path}}, open {token, provider, threads}, run {session, feeds,
