@@ -127,7 +127,7 @@ test-ray: setup
 	$(BIN)/python -m pytest -m ray
 
 # The tests that need CUDA and TensorRT (marked `gpu`), in the main venv. A GPU machine needs onnxruntime-gpu in place
-# of onnxruntime there (README, GPU); elsewhere they skip, saying why. No `setup` prerequisite: a stale stamp would
+# of onnxruntime there (docs/quantize-and-providers.md, GPUs); elsewhere they skip, saying why. No `setup` prerequisite: a stale stamp would
 # reinstall the CPU onnxruntime, which writes into the same package folder as onnxruntime-gpu.
 test-gpu:
 	$(BIN)/python -m pytest -m gpu

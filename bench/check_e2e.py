@@ -9,14 +9,18 @@ divides) over the file on each of its paths, with the report's.
 
 It is an independent witness: nothing here imports edgekit (only the standard library, numpy, onnxruntime,
 tokenizers and onnxruntime-extensions), so a bug in edgekit's harness cannot hide in the code that checks it.
-- Texts: the ones the run timed (the `inputs.source` file its end-to-end timings name, one text per line), or
-  --texts FILE; a fixed-seed random draw of them, the same sequence for every file.
+- Texts: the pool the run timed, the same texts for every file: the lines of the `inputs.source` file its
+  end-to-end timings name (one text per line, stripped, blank lines dropped, as edgekit reads them) at the
+  recorded `inputs.pool.indices`, checked against the recorded sha256 (bad input when the file has changed). With
+  --texts FILE, or a run that recorded no pool: a fixed-seed draw of min(--runs, lines) distinct lines.
 - tokenizer.json path: RUN/tokenizer/tokenizer.json through the Rust `tokenizers` library, truncated at the
   recorded max length, then int64 input_ids / attention_mask / token_type_ids (zeros), whichever the graph takes.
 - app graph path: a numpy string array of the text into the graph, onnxruntime-extensions' ops registered.
 - Sessions: CPUExecutionProvider, the run's thread count, 1 inter-op thread, no spinning, default optimizations.
-- Per file and path: 10 warm-up calls, then --runs calls per round timed with time.perf_counter around the
-  tokenizer and session.run; p50 and p95 (numpy.percentile) of every round's samples pooled.
+- Per file and path: 10 warm-up calls, then per round --runs calls rounded up to whole passes over the pool, from
+  its first text (as edgekit times every round), timed with time.perf_counter around the tokenizer and
+  session.run; p50 and p95 (numpy.percentile) of every round's samples pooled. Whole passes make every file's
+  percentile one over the same texts, each as often, whatever its speed.
 
     python -m bench.check_e2e RUN [--files NAME ...] [--runs 300] [--rounds 3] [--tolerance 0.15]
 
@@ -29,6 +33,7 @@ max(re-timed / claimed, claimed / re-timed) - 1), 1 on any MISMATCH, 2 on bad in
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -108,22 +113,48 @@ def request_for(run: Path, row: dict, path: str, threads: int, max_length: int):
     return call
 
 
+def passes_of(runs: int, pool: int) -> int:
+    """Calls per round: `runs` rounded up to whole passes over a pool of `pool` texts."""
+    return -(-max(runs, 1) // pool) * pool
+
+
 def time_requests(calls: dict[str, object], texts: list[str], runs: int, rounds: int) -> dict[str, np.ndarray]:
-    """Samples (ms) per entry: warm-up, then `runs` calls per round, entries interleaved and rotated each round."""
+    """Samples (ms) per entry: warm-up, then `runs` calls per round rounded up to whole passes over `texts`,
+    entries interleaved and rotated each round."""
     order = list(calls)
     samples = {key: [] for key in order}
     for key in order:
-        for text in texts[:WARMUP]:
-            calls[key](text)
+        for i in range(WARMUP):
+            calls[key](texts[i % len(texts)])
     for r in range(rounds):
         for key in order[r % len(order):] + order[:r % len(order)]:
             call = calls[key]
-            for i in range(runs):
-                text = texts[(r * runs + i) % len(texts)]
+            for i in range(passes_of(runs, len(texts))):
+                text = texts[i % len(texts)]
                 start = time.perf_counter()
                 call(text)
                 samples[key].append((time.perf_counter() - start) * 1000)
     return {key: np.asarray(values) for key, values in samples.items()}
+
+
+def pool_digest(texts: list[str]) -> str:
+    """sha256 of the texts in order, each followed by a NUL byte: how edgekit records its pool's."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def run_pool(lines: list[str], pool: dict, texts_file: Path) -> list[str]:
+    """The texts the run timed, in its order: `lines` at the recorded indices, checked against the recorded digest."""
+    indices = pool.get("indices")
+    if not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(lines) for i in indices):
+        raise BadInput(f"the run's pool indices do not fit the {len(lines)} texts of {texts_file}; pass --texts FILE")
+    texts = [lines[i] for i in indices]
+    if pool_digest(texts) != pool.get("sha256"):
+        raise BadInput(f"{texts_file} changed since the run: the texts at its pool's indices are not the ones it "
+                       "timed (sha256 differs); pass --texts FILE to time other texts")
+    return texts
 
 
 def check(run: Path, names: list[str] | None, runs: int, rounds: int, tolerance: float,
@@ -138,17 +169,25 @@ def check(run: Path, names: list[str] | None, runs: int, rounds: int, tolerance:
         raise BadInput(f"{run / 'report.json'} has no cpu file named {', '.join(unknown)}")
     if "teacher-fp32" not in names:
         names = ["teacher-fp32", *names]
+    pool = None
     if texts_file is None:
         timed = _read_json(run / Path(rows["teacher-fp32"]["bench"]).with_suffix("").with_suffix(".e2e.bench.json"))
         texts_file = Path(timed["inputs"]["source"])
         max_length = timed["inputs"]["truncated_at"]
+        pool = timed["inputs"].get("pool")
     else:
         max_length = report["teacher"].get("max_length") or 128
     try:
-        lines = [line for line in texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in texts_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except OSError as e:
         raise BadInput(f"{texts_file}: {e}; pass --texts FILE (one text per line)") from e
-    texts = [lines[i] for i in np.random.default_rng(SEED).integers(0, len(lines), size=max(runs * rounds, 1000))]
+    if not lines:
+        raise BadInput(f"{texts_file} holds no text; pass --texts FILE (one text per line)")
+    if pool:
+        texts, drawn = run_pool(lines, pool, texts_file), "the run's pool (sha256 checked)"
+    else:
+        chosen = np.random.default_rng(SEED).choice(len(lines), size=min(max(runs, 1), len(lines)), replace=False)
+        texts, drawn = [lines[i] for i in chosen], f"a seeded draw of {len(chosen)} distinct lines"
     threads = budget.get("threads") or 1
     calls = {(name, path): request_for(run, rows[name], path, threads, max_length)
              for name in names for path, key in PATHS.items() if rows[name].get(key)}
@@ -167,13 +206,15 @@ def check(run: Path, names: list[str] | None, runs: int, rounds: int, tolerance:
                         # symmetric: a claim 10x too high is as wrong as one 10x too low
                         "agrees": max(now / claimed, claimed / now) - 1 <= tolerance})
     return {"run": str(run), "percentile": percentile, "teacher_path": teacher_path, "texts": str(texts_file),
-            "runs": runs, "rounds": rounds, "threads": threads, "tolerance": tolerance,
+            "pool": {"texts": len(texts), "drawn": drawn, "sha256": pool_digest(texts)},
+            "runs": passes_of(runs, len(texts)), "rounds": rounds, "threads": threads, "tolerance": tolerance,
             "onnxruntime": ort.__version__, "entries": entries}
 
 
 def markdown(result: dict) -> str:
     p = result["percentile"]
     lines = [(f"Re-timed end to end in one process ({result['rounds']} interleaved rounds x {result['runs']} calls, "
+             f"whole passes over {result['pool']['texts']} texts: {result['pool']['drawn']}; "
              f"{result['threads']} thread(s), onnxruntime {result['onnxruntime']}); ratios are the teacher fp32 "
              f"file on its faster path ({result['teacher_path']}) over each file, at {p}."), "",
              (f"| file | path | report {p} (ms) | re-timed {p} (ms) | re-timed p50 (ms) | report x | re-timed x | "
@@ -189,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a distill-and-export output folder (with report.json)")
     parser.add_argument("--files", nargs="+", help="file names of report.json (default: teacher, pick, fastest)")
-    parser.add_argument("--runs", type=int, default=300, help="timed calls per file, path and round")
+    parser.add_argument("--runs", type=int, default=300, help="timed calls per file, path and round (at least: "
+                        "rounded up to whole passes over the texts)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.15, help="relative ratio tolerance")
     parser.add_argument("--texts", type=Path, help="texts to time (one per line; default: the run's own)")

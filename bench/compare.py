@@ -454,7 +454,6 @@ def model2vec_entries(recipe: Recipe, tasks, teacher, cache: Cache, dims: tuple[
     teacher's embeddings of the recipe's distillation set (the texts edgekit's students learn from:
     `edgekit.stages.distill.stage.distillation_set`, their embeddings from edgekit's teacher cache, computed once), and a
     model2vec classifier per classification task trained on its training split (bench/model2vec_row.py)."""
-    from edgekit.data.kinds import kind_of
 
     if train and dims:
         from edgekit.stages.distill.stage import distillation_set
@@ -475,7 +474,7 @@ def model2vec_entries(recipe: Recipe, tasks, teacher, cache: Cache, dims: tuple[
                         "fitted_on": len(inputs.texts),
                         "file": fitted(folder, inputs.texts, vectors, work, echo)})
         for task in tasks:
-            if kind_of(task.spec.kind).labelled:
+            if task.kind.labelled:
                 entries.append({"name": classifier_name(dims_, task.name), "kind": "model2vec",
                                 "variant": "classifier", "task": task.name, "pca_dims": dims_,
                                 "fitted_on": len(task.train["text"]), "file": classifier(folder, task, work, echo)})

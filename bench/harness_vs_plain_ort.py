@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if wanted not in ort.get_available_providers():  # before a minute of export, and without a traceback
         print(f"harness_vs_plain_ort: {wanted} is not available in this onnxruntime ({ort.__version__}; it has "
               f"{', '.join(ort.get_available_providers())}): install the onnxruntime build that has it "
-              "(README: GPU / OpenVINO), or pick another --provider.")
+              "(docs/quantize-and-providers.md: GPUs / OpenVINO), or pick another --provider.")
         return 2
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep the exporter's chatter out of the table
     warnings.filterwarnings("ignore", category=Warning, module=r"(torch|transformers|optimum)\b.*")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               "cpu": cpu_info(), "versions": package_versions()}
 
     args.results.mkdir(parents=True, exist_ok=True)
-    # The CPU figure keeps the name the README links; another provider's gets its own file beside it.
+    # The CPU figure keeps the name docs/bench-and-figures.md links; another provider's gets its own file beside it.
     suffix = "" if args.provider == "cpu" else f"-{args.provider}"
     stem = args.results / f"{result['date']}-{cpu_slug()}-harness{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

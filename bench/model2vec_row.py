@@ -241,7 +241,6 @@ class Model2VecRunner:
     def __init__(self, folder: Path, tasks):
         from model2vec import StaticModel
 
-        from edgekit.data.kinds import kind_of
         from edgekit.stages.teacher import fit_linear_head
 
         self.model = StaticModel.from_pretrained(folder)
@@ -250,7 +249,7 @@ class Model2VecRunner:
             raise EdgekitError(f"{folder}: a vocabulary-quantized model2vec model; the bench distills plain ones")
         self.heads = {}  # task -> (weight (classes, dim), bias (classes,)), fitted on this model's embeddings
         for task in tasks:
-            if kind_of(task.spec.kind).labelled:
+            if task.kind.labelled:
                 head = fit_linear_head(self.encode(list(task.train["text"])), task.train["label"], len(task.labels))
                 self.heads[task.name] = (head.weight.detach().numpy(), head.bias.detach().numpy())
 

@@ -1,4 +1,4 @@
-"""distill-and-export and sweep: the one place that knows the order of the stages.
+"""distill-and-export and sweep: the one place that knows the order of the stages (edgekit/stages/).
 
     1 data      loading.py          recipe -> validated, checked; each task's examples loaded and split
     2 teacher   teacher.py          the teacher with its heads; its files made, scored and timed (measure.py):
@@ -10,9 +10,11 @@
     7 select    select.py, gap.py   Pareto frontier and pick per provider; where the pick loses
               bundle.py, report.py  the bundle, report.json/.md/.html
 
-A sweep runs the same stages once for several budgets: only what is trained and picked differs.
-Each stage takes what it needs and returns its result; the run folder appears whole or not at
-all (atomic_dir), and a content-addressed cache beside it lets a killed run resume.
+From the teacher on, each stage reads stage(input, lab, the part of the recipe it needs): the Lab (measure.Lab,
+frozen) holds how files are made, scored and timed, the cache, the run folder, the providers and the echo, so
+a stage can run as a task on another machine. A sweep runs the same stages once for several budgets: only what
+is trained and picked differs. The run folder appears whole or not at all (atomic_dir), and a content-addressed
+cache beside it lets a killed run resume.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from edgekit.recipe import Recipe
 from edgekit.runtime.executor import executor_for
 from edgekit.runtime.quantize import quant_config
 from edgekit.stages import bundle, gap, loading, measure, probe, report, score_scale, select, students
-from edgekit.stages.distill.stage import distill_student, distillation_set, row_details
+from edgekit.stages.distill.stage import Distillation, distill_student, distillation_set, row_details
 from edgekit.stages.fits import PATH_WORDS, faster_path, latency_of
 from edgekit.stages.report import RunReport
 from edgekit.stages.teacher import prepare_teacher, teacher_rows
@@ -146,9 +148,8 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         examples = measure.parity_examples(tasks, teacher)
         bundle.keep_for_bundles(run, examples, teacher)
         inputs, labels, inputs_digest = distillation_set(recipe, tasks, teacher)
-        exporting, scoring, timing = measure.specs(recipe, tasks, teacher, inputs, examples, variants, cache)
-        rows = scored(ex.timing([("teacher files", partial(teacher_rows, teacher, recipe, tasks, run, variants,
-                                                            exporting, scoring, timing, providers, cache, echo))])[0])
+        lab = measure.lab(recipe, tasks, teacher, inputs, examples, (run, cache, echo), providers, variants)
+        rows = scored(ex.timing([("teacher files", partial(teacher_rows, teacher, recipe, lab))])[0])
         teacher_fp32 = _row(rows, "teacher-fp32", target)
         reference_ms = latency_of(teacher_fp32, budget)
         budget = budget.resolved(reference_ms)
@@ -164,8 +165,8 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         shape = image_shape(tasks)  # an image run times batches of (C, H, W) images, not token sequences
         stage(3, "probe", f"timing candidates untrained at {select.shape_text(budget, shape)}")
         found = students.candidates(recipe, teacher, inputs)  # inputs: a static student's vocabulary
-        probed = ex.timing([(f"probe {c.name}", partial(probe.probe, c, recipe, teacher, tasks, variants, exporting,
-                                                         timing, target, cache, echo, budget, budgets)) for c in found])
+        probed = ex.timing([(f"probe {c.name}", partial(probe.probe, c, recipe, teacher, lab, budget, budgets))
+                            for c in found])
         probes = {c.name: entry for c, entry in zip(found, probed)}
         chosen = select.to_train(found, probes, budgets, recipe.students.max_students)
         if not chosen:
@@ -175,16 +176,15 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         stage(4, "distill", ", ".join(c.name for c in chosen)
               + (" (the largest feasible at each budget)" if sweep else " (largest feasible first)"))
         teacher_out = ex.compute([("teacher outputs", partial(teacher.outputs, inputs, inputs_digest, cache))])[0]
+        distillation = Distillation(teacher, inputs, labels, inputs_digest, teacher_out)
         # Data-parallel distillation (distill.workers > 1) starts Ray Train workers of its own: from the driver.
         distill_on = ex.compute if recipe.distill.workers == 1 else ex.here
-        trained = distill_on([(f"distill {c.name}", partial(distill_student, c, recipe, teacher, tasks, inputs,
-                                                            inputs_digest, labels, teacher_out, exporting, scoring,
-                                                            cache, echo)) for c in chosen])
+        trained = distill_on([(f"distill {c.name}", partial(distill_student, c, recipe, distillation, lab))
+                              for c in chosen])
         stage(5, "evaluate", "exporting, quantizing and scoring " + ", ".join(c.name for c in chosen))
         # The accuracy-aware int8 step times the files it tries: then evaluating is timing work.
         evaluated = (ex.timing if measure.searches_int8(variants, recipe.quantize) else ex.compute)(
-            [(f"evaluate {c.name}", partial(_evaluate, c, result, probes[c.name], run, variants, exporting, scoring,
-                                            timing, target, providers, cache, echo, teacher_fp32["metrics"]))
+            [(f"evaluate {c.name}", partial(_evaluate, c, result, probes[c.name], lab, teacher_fp32["metrics"]))
              for c, result in zip(chosen, trained)])
         for result in evaluated:
             rows += scored(result)
@@ -192,8 +192,7 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         stage(6, "time", f"every student file, {budget.rounds} interleaved rounds at "
                          f"{select.shape_text(budget, shape)}"
                          + ("" if teacher.images else ", then end to end on the tasks' test texts"))
-        timed, retimed = ex.timing([("time students", partial(measure.time_rows, rows[first_student:], run, timing,
-                                                               cache, echo, target, budget,
+        timed, retimed = ex.timing([("time students", partial(measure.time_rows, rows[first_student:], lab, budget,
                                                                run / teacher_fp32["onnx"]))])[0]
         rows = rows[:first_student] + timed
         rows = measure.web_agreement(rows, predictions)  # web rows: how far onnxruntime-web is from cpu
@@ -205,18 +204,16 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
         stage(7, "select", "Pareto frontier, pick, gap report, bundle")
         rows, picks, why, decision = select.decide(rows, budget, providers, int8, predictions, tasks)
         best = None if picks[target] is None else _row(rows, picks[target], target)
-        data = report.build_report(
-            recipe, seconds=time.perf_counter() - started, stages=stages, budget=budget, teacher_fp32=teacher_fp32,
-            retimed=retimed, providers=providers, skipped={**skipped_providers, **failures}, variants=variants,
-            skipped_variants=skipped_variants, tasks=tasks, truncated=truncated, teacher=teacher,
-            teacher_params=teacher_fp32["params"], probes=list(probes.values()), rows=rows, picks=picks, why=why,
-            gap=gap.shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
-            sweep=[select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
-            best=best, decision=decision,
-            agreement=select.provider_agreement(rows, providers, predictions, tasks))
+        measured = report.Measured(teacher, tasks, truncated, budget, teacher_fp32, retimed, list(probes.values()),
+                                   rows, {**skipped_providers, **failures}, skipped_variants)
+        selected = report.Selected(
+            picks, why, decision, best, gap.shipped_gap(best, predictions, tasks, teacher) if best is not None else None,
+            [select.sweep_point(rows, b, target, int8, predictions, tasks) for b in budgets] if sweep else None,
+            select.provider_agreement(rows, providers, predictions, tasks))
+        data = report.build_report(recipe, lab, measured, selected, time.perf_counter() - started, stages)
         if best is not None:  # what the pick's cosine means against the teacher's (the bundle states its thresholds)
             data["score_scale"] = ex.compute([("score scale", partial(
-                score_scale.shipped_scale, best, rows, predictions, tasks, inputs, run, scoring, cache))])[0]
+                score_scale.shipped_scale, best, rows, predictions, inputs, lab))])[0]
         if best is not None and not sweep:  # timing work: the bundle times its app graph
             data["bundle"] = ex.timing([("bundle", partial(bundle.ship, run, data, best,
                                                            recipe.signing.key if recipe.signing else None, echo))])[0]
@@ -225,17 +222,14 @@ def _stages(recipe: Recipe, out: str | Path | None, cache_dir: str | Path | None
     return _finish(RunReport(out, data), best, echo)
 
 
-def _evaluate(candidate, trained: tuple, probed: dict, run: Path, variants: list[str], exporting, scoring, timing,
-              target: str, providers: list[str], cache: Cache, echo: Callable[[str], None],
-              teacher_metrics: dict) -> measure.Scored:
+def _evaluate(candidate, trained: tuple, probed: dict, lab: measure.Lab, teacher_metrics: dict) -> measure.Scored:
     """A distilled student's files: exported (parity), quantized, every one scored on every provider."""
     student, history, before = trained
-    folder = run / "candidates" / candidate.name
-    files = measure.export_files(student, folder, variants, exporting, cache, echo,
-                                 fit=measure.Fit(scoring, timing, target))
+    folder = lab.run / "candidates" / candidate.name
+    files = measure.export_files(student, folder, lab, fit=True)
     (folder / "distillation.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
     details = row_details(candidate, student, probed, history, before)
-    return measure.score_rows(candidate.name, files, run, scoring, providers, cache, echo, teacher_metrics, details)
+    return measure.score_rows(candidate.name, files, lab, teacher_metrics, details)
 
 
 def _row(rows: list[dict], name: str, provider: str) -> dict:

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -394,10 +395,7 @@ class Budget(_Strict):
 
     def options_for(self, provider: str) -> dict[str, str]:
         """The recipe's ONNX Runtime options for `provider` (by its short or its full name)."""
-        from edgekit.runtime.providers import provider_name
-
-        wanted = provider_name(provider)
-        return next((options for name, options in self.provider_options.items() if provider_name(name) == wanted), {})
+        return self.measurement.options_for(provider)
 
     @field_validator("sweep")
     @classmethod
@@ -455,6 +453,41 @@ class Budget(_Strict):
     def label(self) -> str:
         """How the budget was asked for: '4.5 ms' or 'x8'."""
         return f"{self.ms:g} ms" if self.speedup is None else f"x{self.speedup:g}"
+
+    @property
+    def measurement(self) -> Measurement:
+        """How files are timed and scored under this budget, apart from its limit: what every measurement of a run
+        shares, whichever budget of a sweep judges it."""
+        return Measurement(
+            batch=self.batch, seq_len=self.seq_len, threads=self.threads, min_runs=self.min_runs,
+            min_seconds=self.min_seconds, rounds=self.rounds, percentile=self.percentile, scope=self.scope,
+            provider_options=tuple((name, tuple(sorted(options.items())))
+                                   for name, options in sorted(self.provider_options.items())))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The measurement half of a budget (the other is the limit: ms or speedup, headroom, retention floors, ties):
+    the shape a file is timed at, the session it runs in and how many runs and rounds a figure takes. A recipe
+    writes both halves under `budget:`; a stage that measures receives only this one (measure.Timing,
+    measure.Scoring), a stage that judges receives the Budget."""
+
+    batch: int
+    seq_len: int | str  # tokens per text, or "task": the tasks' own lengths
+    threads: int
+    min_runs: int
+    min_seconds: float
+    rounds: int
+    percentile: str  # the round with the median of this percentile is kept
+    scope: str  # "model" or "end-to-end": which pass re-times the teacher's file (the one the limit bounds)
+    provider_options: tuple = ()  # ((provider, ((key, value), ...)), ...): frozen, hashable
+
+    def options_for(self, provider: str) -> dict[str, str]:
+        """The recipe's ONNX Runtime options for `provider` (by its short or its full name)."""
+        from edgekit.runtime.providers import provider_name
+
+        wanted = provider_name(provider)
+        return next((dict(options) for name, options in self.provider_options if provider_name(name) == wanted), {})
 
 
 class QuantizeSpec(_Strict):

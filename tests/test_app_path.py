@@ -9,7 +9,7 @@ import pytest
 
 from edgekit.recipe import Budget
 from edgekit.runtime.app_graph import PROBE_TEXTS
-from edgekit.stages.measure import Timing, app_paths, time_rows
+from edgekit.stages.measure import Lab, Timing, app_paths, time_rows
 from edgekit.trust.cache import Cache
 
 MAX_LENGTH = 64
@@ -28,9 +28,15 @@ def _run(tmp_path, tiny_bert, tiny_bert_onnx, texts):
     texts_file = tmp_path / "texts.txt"
     texts_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
     budget = Budget(ms=1000, min_runs=20, min_seconds=0, rounds=1, min_retention=None)
-    timing = Timing(budget, str(tiny_bert), MAX_LENGTH, None, text=True, texts_file=texts_file)
+    timing = Timing(budget.measurement, str(tiny_bert), MAX_LENGTH, None, text=True, texts_file=texts_file)
     row = {"name": "x-fp32", "student": "x", "variant": "fp32", "provider": "cpu", "onnx": "candidates/x/model.onnx"}
     return run, timing, row
+
+
+def _lab(run, timing, cache) -> Lab:
+    """What the time stage receives: the Lab, of which it reads the run folder, timing, cache, echo and target."""
+    return Lab(exporting=None, scoring=None, timing=timing, cache=cache, run=run, providers=("cpu",), variants=(),
+               echo=print)
 
 
 def test_a_text_file_is_timed_end_to_end_with_its_app_graph_too(tmp_path, tiny_bert, tiny_bert_onnx):
@@ -38,8 +44,8 @@ def test_a_text_file_is_timed_end_to_end_with_its_app_graph_too(tmp_path, tiny_b
     run, timing, row = _run(tmp_path, tiny_bert, tiny_bert_onnx, TEXTS)
     cache = Cache(tmp_path / "cache")
     # execute
-    [timed], _ = time_rows([row], run, timing, cache, print, "cpu")
-    [again], _ = time_rows([row], run, timing, cache, print, "cpu")
+    [timed], _ = time_rows([row], _lab(run, timing, cache))
+    [again], _ = time_rows([row], _lab(run, timing, cache))
     # assert: a second figure beside the tokenizer.json one, from its own raw timing of a graph that takes texts
     app, two_step = timed["latency_app_ms"], timed["latency_e2e_ms"]
     assert set(app) == set(two_step) and app["p50"] <= app["p95"] <= app["p99"] and app["runs"] >= 20
@@ -50,7 +56,11 @@ def test_a_text_file_is_timed_end_to_end_with_its_app_graph_too(tmp_path, tiny_b
     assert record["tokenizer"]["max_length"] == MAX_LENGTH and "latency_app_why" not in timed
     raw = json.loads((run / record["bench"]).read_text())
     assert raw["inputs"]["tokenizer"] == "inside the graph" and raw["latency_ms"]["p95"] == app["p95"]
-    assert raw["config"] == json.loads((run / "candidates/x/model.e2e.bench.json").read_text())["config"]
+    two_step_raw = json.loads((run / "candidates/x/model.e2e.bench.json").read_text())
+    assert raw["config"] == two_step_raw["config"]
+    # both paths over whole passes of the same pool (the 4 texts), so their percentiles are over the same texts
+    assert raw["inputs"]["pool"]["sha256"] == two_step_raw["inputs"]["pool"]["sha256"]
+    assert raw["runs"] % len(TEXTS) == two_step_raw["runs"] % len(TEXTS) == 0
     # the rerun builds and times nothing: both paths come from the cache, each under its own key
     assert again["latency_app_ms"]["cached"] and again["latency_e2e_ms"]["cached"]
     assert again["latency_app_ms"]["p95"] == app["p95"] != again["latency_e2e_ms"]["p95"]
@@ -61,7 +71,7 @@ def test_a_tokenizer_the_op_differs_from_gets_a_reason_and_no_app_figure(tmp_pat
     # setup: one timing text the op tokenizes differently from tokenizer.json
     run, timing, row = _run(tmp_path, tiny_bert, tiny_bert_onnx, [*TEXTS, ODD])
     # execute
-    [timed], _ = time_rows([row], run, timing, Cache(tmp_path / "cache"), print, "cpu")
+    [timed], _ = time_rows([row], _lab(run, timing, Cache(tmp_path / "cache")))
     # assert: the tokenizer.json path is timed; the app path is not offered, and the row says why
     assert timed["latency_e2e_ms"]["p95"] > 0 and timed["latency_app_ms"] is None and "app_graph" not in timed
     assert "differs from tokenizer.json on 1 of the checked texts" in timed["latency_app_why"]

@@ -1,4 +1,6 @@
 import json
+import time
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -40,6 +42,7 @@ def test_fixed_shape_result_is_complete_and_consistent(tiny_bert_onnx):
     assert result["model"]["size_bytes"] == tiny_bert_onnx.stat().st_size
     assert result["cpu"]["name"] and "avx2" in result["cpu"]["instruction_sets"] or result["cpu"]["arch"] != "x86_64"
     assert result["onnxruntime_version"] == result["versions"]["onnxruntime"]
+    assert result["inputs"]["pool"]["batches"] == 1 and result["inputs"]["pool"]["passes"] == result["runs"]
     json.dumps(result)  # JSON-ready
 
 
@@ -126,3 +129,80 @@ def test_lengths_need_a_tokenizer(tmp_path):
     model = _relu_model(tmp_path / "m.onnx", ["batch_size", "sequence_length"])
     with pytest.raises(BenchConfigError, match="--tokenizer FOLDER"):
         run_benchmark(model, BenchConfig(lengths_from="lee", **QUICK))
+
+
+# Texts of many lengths in the tiny vocabulary's words: 30 of them, 1 to 30 words.
+_WORDS = ["the", "film", "is", "good", "but", "the", "story", "is", "too", "long", "and", "a", "bit", "dull", "yet", "very", "funny", "at", "its", "best"]
+VARIED = [" ".join(_WORDS[j % len(_WORDS)] for j in range(n)) for n in range(1, 31)]
+
+
+def _texts_file(tmp_path, texts):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_fast_and_a_slow_file_are_timed_end_to_end_over_the_same_texts_each_as_often(tiny_bert_onnx, tmp_path,
+                                                                                       monkeypatch):
+    # setup: every request run_benchmark makes is seen; the "slow" file sleeps 3 ms in each (a teacher to a student)
+    from edgekit.runtime import bench
+
+    seen, slow = {}, {"on": False}
+    real = bench.end_to_end_requests
+
+    def spying(session, onnx_path, config):
+        batches, request, record = real(session, onnx_path, config)
+        calls = seen.setdefault("slow" if slow["on"] else "fast", [])
+
+        def timed(texts):
+            calls.append(tuple(texts))
+            if slow["on"]:
+                time.sleep(0.003)
+            return request(texts)
+
+        return batches, timed, record
+
+    monkeypatch.setattr(bench, "end_to_end_requests", spying)
+    config = BenchConfig(end_to_end=True, lengths_from=str(_texts_file(tmp_path, VARIED)), min_runs=20,
+                         min_seconds=0.2, warmup_runs=0)
+    # execute
+    fast = run_benchmark(tiny_bert_onnx, config)
+    slow["on"] = True
+    slowed = run_benchmark(tiny_bert_onnx, config)
+    # assert: very different run counts, each whole passes over the same pool of 20 of the 30 texts
+    assert fast["runs"] > 3 * slowed["runs"]
+    assert fast["inputs"]["pool"]["indices"] == slowed["inputs"]["pool"]["indices"]
+    assert fast["inputs"]["pool"]["sha256"] == slowed["inputs"]["pool"]["sha256"]
+    for result, calls in ((fast, seen["fast"]), (slowed, seen["slow"])):
+        pool = result["inputs"]["pool"]
+        assert pool["batches"] == pool["texts"] == 20 and result["runs"] % 20 == 0
+        assert pool["passes"] == result["runs"] // 20 and result["runs"] == len(calls) - 1  # less the cold run
+        texts = [(VARIED[i],) for i in pool["indices"]]
+        assert Counter(calls[1:]) == Counter({text: pool["passes"] for text in texts})
+
+
+def test_model_only_rounds_at_real_lengths_cover_whole_passes(tiny_bert_onnx, tmp_path):
+    # setup
+    source = str(_texts_file(tmp_path, VARIED))
+    # execute: a pool of min(min_runs, texts) batches; at batch 2, 15 batches hold the 30 texts
+    single = run_benchmark(tiny_bert_onnx, BenchConfig(lengths_from=source, min_runs=20, min_seconds=0.1))
+    pairs = run_benchmark(tiny_bert_onnx, BenchConfig(lengths_from=source, batch=2, min_runs=20, min_seconds=0.1))
+    # assert
+    assert single["inputs"]["pool"]["batches"] == 20 and single["runs"] % 20 == 0
+    assert pairs["inputs"]["pool"]["batches"] == 15 and pairs["inputs"]["pool"]["texts"] == 30
+    assert pairs["runs"] % 15 == 0 and pairs["inputs"]["pool"]["passes"] == pairs["runs"] // 15
+
+
+def test_the_pool_is_a_length_stratified_sample_sized_by_min_runs(tiny_bert_onnx, tmp_path):
+    # setup: 980 short texts and 20 long ones (a task of snippets and one of documents, 2% of the texts)
+    texts = [f"good film {i}" for i in range(980)] + [f"{'a very long story ' * 20} {i}" for i in range(20)]
+    config = BenchConfig(end_to_end=True, lengths_from=str(_texts_file(tmp_path, texts)), min_runs=100,
+                         min_seconds=0, warmup_runs=0)
+    # execute
+    result = run_benchmark(tiny_bert_onnx, config)
+    # assert: 100 texts, 2% of them long, as in the source; and the record says so
+    pool = result["inputs"]["pool"]
+    assert pool["texts"] == len(set(pool["indices"])) == 100 and result["runs"] == 100
+    assert sum(i >= 980 for i in pool["indices"]) == 2
+    assert pool["token_lengths"]["max"] == result["inputs"]["token_lengths"]["max"]
+    assert "length-stratified" in pool["drawn"] and "whole passes" in pool["timed"]

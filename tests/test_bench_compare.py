@@ -24,6 +24,7 @@ from bench.compare import (
 )
 from bench.model2vec_row import available as model2vec_available
 from bench.model2vec_row import train_available as model2vec_train_available
+from edgekit.data.tasks import TaskData
 from edgekit.recipe import Recipe
 from edgekit.testing import tiny_recipe
 
@@ -453,18 +454,32 @@ def test_the_fitted_model2vec_is_closer_to_the_teacher_than_the_distilled_one_on
     assert agreement[fitted["name"]] > agreement[distilled["name"]] + 0.05, agreement
 
 
-def test_the_model2vec_classifier_answers_its_own_task_with_its_own_predictions(quick_bench):
-    # setup
+class Classifier(NamedTuple):
+    results: dict  # the module's comparison
+    entry: dict  # its model2vec classifier entry
+    folder: Path  # the classifier's saved pipeline
+    sentiment: TaskData  # the one task it answers
+
+
+@pytest.fixture
+def m2v_classifier(quick_bench):
+    """model2vec's classifier in the module's comparison, and the one task it was trained on (sentiment)."""
     if not M2V_TRAIN:
         pytest.skip("model2vec.train is not importable (it needs `datasets`)")
-    from model2vec.inference import StaticModelPipeline
-
     from edgekit.stages.loading import load_tasks
 
     results = quick_bench.results
     (clf,) = model2vec_of(results, "classifier")
     sentiment = next(t for t in load_tasks(quick_bench.recipe) if t.name == "sentiment")
-    pipeline = StaticModelPipeline.from_pretrained(Path(results["root"]) / clf["file"])
+    return Classifier(results, clf, Path(results["root"]) / clf["file"], sentiment)
+
+
+def test_the_model2vec_classifier_answers_its_own_task_with_its_own_predictions(m2v_classifier):
+    # setup
+    from model2vec.inference import StaticModelPipeline
+
+    results, clf, folder, sentiment = m2v_classifier
+    pipeline = StaticModelPipeline.from_pretrained(folder)
     # execute
     predicted = np.asarray([int(c) for c in pipeline.predict(list(sentiment.test["text"]))])
     # assert: scored on sentiment only, with the predictions of its own pipeline (its head, not a refitted one)
@@ -478,17 +493,12 @@ def test_the_model2vec_classifier_answers_its_own_task_with_its_own_predictions(
     assert line.count("—") == 3  # its pairs metric, its pairs lengths and its pairs end to end
 
 
-def test_the_model2vec_classifier_is_its_pipelines_predict_proba_as_logits(quick_bench):
+def test_the_model2vec_classifier_is_its_pipelines_predict_proba_as_logits(m2v_classifier):
     # setup
-    if not M2V_TRAIN:
-        pytest.skip("model2vec.train is not importable (it needs `datasets`)")
     from bench.model2vec_row import Model2VecClassifierRunner
-    from edgekit.stages.loading import load_tasks
 
-    results = quick_bench.results
-    (clf,) = model2vec_of(results, "classifier")
-    sentiment = next(t for t in load_tasks(quick_bench.recipe) if t.name == "sentiment")
-    runner = Model2VecClassifierRunner(Path(results["root"]) / clf["file"], sentiment)
+    _, _, folder, sentiment = m2v_classifier
+    runner = Model2VecClassifierRunner(folder, sentiment)
     text = sentiment.test["text"][0]
     # execute
     out = runner.text_outputs(text)

@@ -122,7 +122,7 @@ def test_skipped_bad_rows_are_counted_in_the_run_summary(tiny_bert, tmp_path):
     rows = [*GOOD_ROWS, ("", "good"), ("fine film", "meh"), ("caf\xe9", "good")]
     path = tmp_path / "reviews.csv"
     path.write_bytes(("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows)).encode("latin-1"))
-    data = _tiny(tiny_bert, quantize={"variants": []})
+    data = _tiny(tiny_bert, quantize={"variants": []}, budget={"min_runs": 20, "rounds": 1})  # latency not judged
     data["tasks"][0]["data"] = {"source": str(path), "labels": ["bad", "good"]}
     messages = []
     # execute

@@ -17,7 +17,7 @@ import torch
 
 from edgekit.errors import ExecutorError
 from edgekit.modeling.networks import state_digest
-from edgekit.stages.distill.stage import distill, distillation_set
+from edgekit.stages.distill.stage import Distillation, distill, distillation_set
 from edgekit.stages.distill.trainer import CHECKPOINT, FINAL, Ranks, _reseed, _shard
 from edgekit.stages.loading import load_tasks
 from edgekit.stages.students import build, candidates
@@ -57,8 +57,8 @@ def problem(tmp_path_factory):
         recipe = tiny_recipe(folder, distill={"epochs": 2, **distill_keys})
         student, init = build(candidate, recipe, teacher, tasks, inputs, shared)
         untrained = {name: tensor.clone() for name, tensor in student.state_dict().items()}
-        history = distill(student, init, state_digest(student), candidate, recipe, teacher, inputs, digest, labels,
-                          teacher_out, cache, print, stop_after=stop_after)
+        history = distill(student, init, candidate, recipe.distill,
+                          Distillation(teacher, inputs, labels, digest, teacher_out), cache, print, stop_after=stop_after)
         return student, history, untrained
 
     return run, root

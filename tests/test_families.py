@@ -197,12 +197,13 @@ def test_unsupported_config_from_the_hub_fails_where_candidates_are_derived():
 
 def test_mpnet_sentence_transformer_runs_end_to_end(folders, tmp_path):
     # setup: a sentence-transformers MPNet folder (modules.json, 1_Pooling), as from the hub; no
-    # accuracy-aware int8 search (max_drop: null), which is the same for every family, to stay quick
+    # accuracy-aware int8 search (max_drop: null), which is the same for every family, and the fewest timed runs
+    # the budget allows (no latency is judged here), to stay quick
     from edgekit.pipeline import distill_and_export
 
     folder = folders["mpnet"]
     assert (folder / "modules.json").is_file()
-    recipe = tiny_recipe(folder, quantize={"max_drop": None})
+    recipe = tiny_recipe(folder, quantize={"max_drop": None}, budget={"min_runs": 20, "rounds": 1})
     # execute
     report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
     # assert: a distilled 1-layer MPNet student, initialized from the teacher, exported, scored, shipped

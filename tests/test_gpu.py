@@ -3,7 +3,7 @@ its cache reused by a second run, one pick per provider, a CUDA that fails to lo
 harness against a plain onnxruntime loop on CUDA.
 
 Every test is marked `gpu` (deselected by the default `make test`) and skips, with the reason, where CUDA or
-TensorRT cannot run a session: a GPU machine needs onnxruntime-gpu in place of onnxruntime (README, GPU).
+TensorRT cannot run a session: a GPU machine needs onnxruntime-gpu in place of onnxruntime (docs/quantize-and-providers.md, GPUs).
 Run them with `make test-gpu`, or bench/gpu_check.sh on a lent GPU machine (where a skip is a failure).
 """
 
@@ -38,7 +38,7 @@ def not_working(provider: str) -> str | None:
     wanted = ORT_NAMES[provider]
     if wanted not in ort.get_available_providers():
         return (f"{wanted} is not in this onnxruntime ({ort.__version__}: {', '.join(ort.get_available_providers())})"
-                "; a GPU machine needs onnxruntime-gpu in place of onnxruntime (README, GPU)")
+                "; a GPU machine needs onnxruntime-gpu in place of onnxruntime (docs/quantize-and-providers.md, GPUs)")
     x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8]) for name in ("x", "y"))
     weight = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], [0.5] * 64)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gate", [x], [y], [weight])

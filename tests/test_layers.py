@@ -99,3 +99,70 @@ def test_the_cycle_check_finds_a_cycle():
     # The check itself can fail: a -> b -> c -> a is found, a tree is not.
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+# ---------------------------------------------------------------------------- what a stage takes
+
+MAX_STAGE_PARAMETERS = 8  # a stage reads stage(input, lab, the part of the recipe it needs): DESIGN.md
+
+
+def _called_from(source: str, stage_modules: set[str]) -> set[tuple[str, str]]:
+    """(module, function) for every function of a stage module that `source` names: `module.function` after
+    `from edgekit.stages import module`, or `function` after `from edgekit.stages.module import function`."""
+    tree = ast.parse(source)
+    aliases, functions = {}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in stage_modules:
+                    aliases[alias.asname or alias.name] = full
+                elif node.module in stage_modules:
+                    functions.add((node.module, alias.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            functions.add((aliases[node.value.id], node.attr))
+    return functions
+
+
+def _too_many(functions: set[tuple[str, str]]) -> list[str]:
+    import importlib
+
+    # getattr's default: a local variable that shadows a module's name (`report = read_json(...)`; report.get)
+    return _over_limit({f"{module}.{name}": getattr(importlib.import_module(module), name, None)
+                        for module, name in sorted(functions)})
+
+
+def _over_limit(named: dict) -> list[str]:
+    import inspect
+
+    return [f"{name} takes {len(inspect.signature(thing).parameters)}" for name, thing in named.items()
+            if inspect.isfunction(thing) and len(inspect.signature(thing).parameters) > MAX_STAGE_PARAMETERS]
+
+
+def _stage_functions() -> set[tuple[str, str]]:
+    stage_modules = {name for name in _modules() if name.startswith("edgekit.stages.")}
+    pipeline = (PACKAGE / "pipeline.py").read_text(encoding="utf-8")
+    own = {("edgekit.pipeline", node.name) for node in ast.parse(pipeline).body if isinstance(node, ast.FunctionDef)}
+    return _called_from(pipeline, stage_modules) | own
+
+
+def test_every_stage_function_the_pipeline_calls_takes_at_most_eight_parameters():
+    functions = _stage_functions()
+    # the check reaches the stages it is about (a rename would otherwise leave it checking nothing)
+    assert {("edgekit.stages.probe", "probe"), ("edgekit.stages.distill.stage", "distill_student"),
+            ("edgekit.pipeline", "_evaluate"), ("edgekit.stages.measure", "time_rows"),
+            ("edgekit.stages.select", "decide"), ("edgekit.stages.report", "build_report"),
+            ("edgekit.stages.bundle", "ship"), ("edgekit.stages.teacher", "teacher_rows")} <= functions
+    assert _too_many(functions) == []
+
+
+def test_the_parameter_check_finds_a_stage_that_takes_too_many():
+    # The check itself can fail: it finds what a pipeline names, and flags a function of nine parameters.
+    source = "from edgekit.stages.distill import stage\nstage.distill\n"
+    assert _called_from(source, {"edgekit.stages.distill.stage"}) == {("edgekit.stages.distill.stage", "distill")}
+
+    def nine(a, b, c, d, e, f, g, h, i):
+        return a
+
+    assert _over_limit({"nine": nine, "eight": lambda a, b, c, d, e, f, g, h: a}) == ["nine takes 9"]

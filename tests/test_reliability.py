@@ -4,6 +4,7 @@ the cache stay usable, nothing half-written appears, and a rerun ends where an u
 import hashlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,11 +39,12 @@ def _digest(folder):
     return digest.hexdigest()
 
 
-def test_corrupt_cache_entries_are_detected_and_recomputed(tiny_bert, tmp_path):
-    # setup: a finished run, then damage every kind of cache entry
+def test_corrupt_cache_entries_are_detected_and_recomputed(tiny_bert, warm_cache, tmp_path):
+    # setup: a finished run (on a copy of the finished tiny run's cache, which holds every kind of entry), then
+    # damage every kind of cache entry
     recipe = tiny_recipe(tiny_bert)
-    first = distill_and_export(recipe, out=tmp_path / "first", cache_dir=tmp_path / "cache", echo=print)
-    cache = tmp_path / "cache"
+    cache = warm_cache("corrupt")
+    first = distill_and_export(recipe, out=tmp_path / "first", cache_dir=cache, echo=print)
     arrays = next(cache.glob("teacher-embeddings/*/arrays.npz"))
     arrays.write_bytes(arrays.read_bytes()[:100])  # truncated
     probe = next(cache.glob("probes/*/entry.json"))
@@ -65,9 +67,11 @@ def test_corrupt_cache_entries_are_detected_and_recomputed(tiny_bert, tmp_path):
     assert Cache(cache).load_json("probes", probe.parent.name)["params"] == entry["params"] - 1
 
 
-def test_a_second_run_on_the_same_folder_fails_clearly_and_harms_nothing(run_cli, tiny_bert, tmp_path):
-    # setup: a complete run, and a live holder of its folder's lock (as a run in progress holds it)
+def test_a_second_run_on_the_same_folder_fails_clearly_and_harms_nothing(run_cli, tiny_bert, finished_run, tmp_path):
+    # setup: a complete run (on a copy of the finished tiny run's cache), and a live holder of its folder's lock (as a
+    # run in progress holds it)
     path = _write_recipe(tmp_path, tiny_bert)
+    shutil.copytree(finished_run / "cache", tmp_path / "cache", symlinks=True)
     assert run_cli("distill-and-export", path, "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache",
                    ).exit_code == 0
     before = _digest(tmp_path / "run")

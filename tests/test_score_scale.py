@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekit.data.kinds import kind_of
 from edgekit.errors import BundleError
 from edgekit.stages import score_scale
 from edgekit.stages.score_scale import (
@@ -141,7 +142,7 @@ def test_fit_scale_knots_are_a_monotone_map(cosines):
 
 
 def _task(kind: str, train: dict, test: dict, name: str = "t"):
-    return SimpleNamespace(name=name, spec=SimpleNamespace(kind=kind), train=train, test=test)
+    return SimpleNamespace(name=name, spec=SimpleNamespace(kind=kind), kind=kind_of(kind), train=train, test=test)
 
 
 def test_a_task_with_training_pairs_is_fitted_on_them_never_on_test_pairs():
@@ -197,7 +198,7 @@ def test_pair_cosines_run_the_file_and_are_cached(finished_run, tmp_path):
     run = finished_run / "run"
     data = json.loads((run / "report.json").read_text(encoding="utf-8"))
     teacher = run / next(r["onnx"] for r in data["files"] if r["name"] == "teacher-fp32")
-    scoring = SimpleNamespace(budget=SimpleNamespace(options_for=lambda provider: {}), max_length=32, batch=2,
+    scoring = SimpleNamespace(measurement=SimpleNamespace(options_for=lambda provider: {}), max_length=32, batch=2,
                               tokenizer=AutoTokenizer.from_pretrained(run / "tokenizer"))
     cache = Cache(tmp_path / "cache")
     texts = ["a good film", "a bad film", "the plot is thin"]

@@ -142,8 +142,9 @@ def test_a_qwen3_teacher_distills_a_static_student_end_to_end(tmp_path):
     from edgekit.pipeline import distill_and_export
 
     folder = tiny_decoder_embedder(tmp_path / "qwen3", "qwen3")
+    # the fewest timed runs the budget allows: no latency is judged here
     recipe = tiny_recipe(folder, students={"layers": [], "static": [8]}, quantize={"max_drop": None},
-                         teacher={"max_length": None})
+                         teacher={"max_length": None}, budget={"min_runs": 20, "rounds": 1})
     # execute
     report = distill_and_export(recipe, out=tmp_path / "run", cache_dir=tmp_path / "cache", echo=print)
     # assert: the teacher (last-token pooled, exported with parity) and the static student, scored and shipped

@@ -50,6 +50,17 @@ def test_wasm_latency_is_timed_in_the_page_honouring_min_runs(tiny_bert_onnx):
     json.dumps(result)
 
 
+def test_wasm_latency_at_real_lengths_covers_whole_passes_over_the_pool(tiny_bert_onnx, tmp_path):
+    # setup: 5 texts, so a pool of 5 feeds; 7 runs asked for
+    source = tmp_path / "texts.txt"
+    source.write_text("good\na dull film\nthe best story of all\nbad\nfunny and too long\n", encoding="utf-8")
+    # execute
+    result = run_benchmark(tiny_bert_onnx, BenchConfig(provider="wasm", lengths_from=str(source), min_runs=7,
+                                                       min_seconds=0, warmup_runs=1))
+    # assert: the page ran on to the end of the second pass
+    assert result["inputs"]["pool"]["batches"] == 5 and result["runs"] == 10 and result["inputs"]["pool"]["passes"] == 2
+
+
 def test_end_to_end_timing_in_the_browser_is_refused_not_faked(tiny_bert_onnx):
     with pytest.raises(BenchConfigError, match="not measured in the browser"):
         run_benchmark(tiny_bert_onnx, BenchConfig(provider="wasm", end_to_end=True, lengths_from="x.txt",

@@ -93,20 +93,25 @@ class TaskData:
         return self.spec.name
 
     @property
+    def kind(self) -> TaskKind:
+        """What the task is (edgekit.data.kinds): its columns, metrics, graph output, evaluation and gap report."""
+        return kind_of(self.spec.kind)
+
+    @property
     def output(self) -> str:
         """The graph output this task reads: its logits, or the embedding."""
-        return kind_of(self.spec.kind).output(self.name)
+        return self.kind.output(self.name)
 
     def train_inputs(self) -> list[str] | np.ndarray:
         """Every distinct training text (for distillation), in a stable order; image tasks: the image array."""
-        if kind_of(self.spec.kind).images:
+        if self.kind.images:
             return self.train["image"]
         return list(dict.fromkeys(self.texts("train")))
 
     def texts(self, side: str) -> list[str]:
         """Every text of the `side` ("train" or "test") the model reads, column by column; [] for images."""
         columns = getattr(self, side)
-        return [text for column in kind_of(self.spec.kind).text_columns for text in columns[column]]
+        return [text for column in self.kind.text_columns for text in columns[column]]
 
     @property
     def test_from(self) -> str:
@@ -132,7 +137,7 @@ class TaskData:
     def notes(self) -> list[str]:
         """What loading did to the data beyond bad rows, one line each, for the run log (nothing silent)."""
         lines = []
-        what = kind_of(self.spec.kind).what
+        what = self.kind.what
         if self.duplicates:
             lines.append(f"dropped {self.duplicates} exact duplicate row(s) (same {what[0]} and {what[1]} as an earlier "
                          "row)")
@@ -167,7 +172,7 @@ def truncated_examples(task: TaskData, tokenizer, max_length: int) -> dict | Non
     """How many examples of each side have a text longer than `max_length` tokens (the tokenizer's special
     tokens included, as the models read them), which truncation cuts: {"max_length", "train", "test"}.
     None for image tasks (no tokenizer)."""
-    text_columns = kind_of(task.spec.kind).text_columns
+    text_columns = task.kind.text_columns
     if tokenizer is None or not text_columns:
         return None
     counts = {"max_length": max_length}

@@ -1,8 +1,9 @@
 """Latency of an ONNX file on an ONNX Runtime provider, measured so a p95/p99 means something.
 
 Warm-up first, then timed runs until BOTH a minimum count (hundreds: a p99 from
-20 runs is one sample) and a minimum wall time are reached. Inputs are either a
-fixed shape or follow the real token-length distribution of a data file. The
+20 runs is one sample) and a minimum wall time are reached, and a pass over the
+inputs ends. Inputs are either a fixed shape or follow the real token-length
+distribution of a data file (a pool of its texts, the same for every file). The
 result records everything needed to compare or reproduce it: the session options
 and the providers ORT actually used, the CPU and its instruction sets, versions,
 cold-start costs, peak memory and every raw sample.
@@ -28,7 +29,13 @@ from edgekit.runtime.providers import SessionSettings, create_session, placement
 from edgekit.trust.provenance import sha256_file
 
 DEFAULT_SEQ_LEN = 128
-POOL_SIZE = 256  # distinct input batches cycled through when lengths vary
+# Real texts: every round of every file is timed over whole passes of one pool of batches (run_benchmark), so
+# every file's percentiles are over the same texts, each as often: a 33 ms teacher and a 0.2 ms student alike.
+# The pool holds min(min_runs, POOL_SIZE) batches (fewer when the source has fewer texts), one text from each
+# of that many equal slices of the texts sorted by token length: it keeps their length distribution (the tasks'
+# short snippets and long documents in proportion), and a file slow enough to stop at min_runs still makes one
+# whole pass in about min_runs runs (the demo's teacher: 100 calls of 33 ms per round, as before whole passes).
+POOL_SIZE = 256
 _NUMPY_TYPES = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32",
                 "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(bool)": "bool"}
 
@@ -132,9 +139,7 @@ def _takes_text(inputs) -> bool:
 
 
 def _text_pool(config: BenchConfig, folder: Path, rng) -> tuple[object, list[list[str]], dict]:
-    """(tokenizer, POOL_SIZE batches of real texts drawn at random, a record of their token lengths)."""
-    import numpy as np
-
+    """(tokenizer, the pool: batches of real texts (POOL_SIZE's comment), a record of the texts and the pool)."""
     from edgekit.modeling.models import load_tokenizer, max_text_length
 
     option = "--end-to-end" if config.end_to_end else "--lengths-from"
@@ -146,12 +151,43 @@ def _text_pool(config: BenchConfig, folder: Path, rng) -> tuple[object, list[lis
     texts, lengths = _texts_and_lengths(tokenizer, config.tokenizer or str(folder), config.lengths_from,
                                         config.text_column, max_length)
     batch = config.batch or 1
-    batches = [[texts[i] for i in rng.integers(0, len(texts), size=batch)] for _ in range(POOL_SIZE)]
+    size = max(1, min(POOL_SIZE, config.min_runs, len(texts) // batch))  # batches
+    picked = _stratified(lengths, size * batch, rng)
+    batches = [[texts[i] for i in picked[j:j + batch]] for j in range(0, len(picked), batch)]
     record = {"mode": "lengths_from", "source": config.lengths_from, "texts": len(texts),
-              "truncated_at": max_length,
-              "token_lengths": {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
-                                "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}}
+              "truncated_at": max_length, "token_lengths": _length_stats(lengths),
+              "pool": {"batches": size, "texts": len(picked),
+                       "drawn": f"length-stratified: one text from each of {len(picked)} equal slices of the "
+                                f"{len(texts)} texts sorted by token length, in a seeded random order",
+                       "indices": picked, "sha256": pool_digest([texts[i] for i in picked]),
+                       "token_lengths": _length_stats(lengths[picked])}}
     return tokenizer, batches, record
+
+
+def _length_stats(lengths) -> dict:
+    import numpy as np
+
+    return {"mean": float(lengths.mean()), "p50": float(np.percentile(lengths, 50)),
+            "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
+
+
+def _stratified(lengths, k: int, rng) -> list[int]:
+    """k indices of texts: the middle one of each of k equal slices of the texts in token-length order (some twice
+    when k exceeds the texts), shuffled with `rng` so no length trend lines up with time within a round."""
+    import numpy as np
+
+    order = np.argsort(lengths, kind="stable")
+    return [int(i) for i in rng.permutation(order[((np.arange(k) + 0.5) * len(order) / k).astype(int)])]
+
+
+def pool_digest(texts: list[str]) -> str:
+    """sha256 of the pool's texts in timing order, each followed by a NUL byte (bench/check_e2e.py checks it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
 
 
 _POOLS: dict[tuple, tuple[list[str], object]] = {}  # (tokenizer, texts file and its state, column, cut) -> texts
@@ -191,7 +227,7 @@ def _length_feeds(inputs, config: BenchConfig, folder: Path, rng) -> tuple[list[
 
 
 def end_to_end_requests(session, onnx_path: Path, config: BenchConfig) -> tuple[list, object, dict]:
-    """(POOL_SIZE batches of real texts, `request(texts) -> outputs`, a record): what one timed call of
+    """(the pool's batches of real texts, `request(texts) -> outputs`, a record): what one timed call of
     --end-to-end does, text in to outputs out: the shipped tokenizer (feeds.app_encoder) then the model, or
     the texts straight into a graph with the tokenizer inside."""
     import numpy as np
@@ -243,7 +279,7 @@ def build_feeds(session, onnx_path: Path, config: BenchConfig) -> tuple[list[dic
         # Token ids must stay inside the embedding table.
         vocab = model_config.get("vocab_size", 100)
         feeds = [{meta.name: _synthetic(meta, _resolve_shape(meta, config, seq_len), vocab, rng) for meta in inputs}]
-        record = {"mode": "fixed", "seq_len": seq_len}
+        record = {"mode": "fixed", "seq_len": seq_len, "pool": {"batches": 1, "drawn": "one synthetic batch"}}
     record["batch"] = config.batch or 1
     record["shapes"] = {name: list(value.shape) for name, value in feeds[0].items()}
     return feeds, record
@@ -322,7 +358,7 @@ def _timed_in_page(session, onnx_path: Path, config: BenchConfig) -> tuple[dict,
         raise BenchConfigError(f"'{onnx_path}' on {config.provider}: end-to-end timing (tokenizer + model) is not "
                                "measured in the browser yet; time it model-only (without --end-to-end).")
     feeds, inputs_record = build_feeds(session, onnx_path, config)
-    timed = session.timed_runs(feeds, config.warmup_runs, config.min_runs, config.min_seconds)
+    timed = session.timed_runs(feeds, config.warmup_runs, config.min_runs, config.min_seconds)  # whole passes too
     inputs_record["timed_in"] = ("the browser page: performance.now() around each onnxruntime-web session.run"
                                  + ("" if timed.get("isolated") else " (not cross-origin isolated: coarse clock)"))
     return (inputs_record, float(timed["first_ms"]), np.asarray(timed["samples_ms"], dtype=np.float64),
@@ -367,7 +403,7 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
         start = time.perf_counter()
         run(feeds[0])
         cold_ms = (time.perf_counter() - start) * 1e3
-        for i in range(config.warmup_runs):
+        for i in range(config.warmup_runs):  # untimed, and the same first feeds for every file
             run(feeds[i % len(feeds)])
         rss_warm = _rss_mb()
 
@@ -376,7 +412,9 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
         began = clock()
         deadline = began + int(config.min_seconds * 1e9)
         i = 0
-        while i < config.min_runs or clock() < deadline:
+        # Whole passes over the pool: stopping mid-pass would time a slow file on its first texts only and a fast
+        # one on every text many times, and their percentiles would be over different texts.
+        while i < config.min_runs or clock() < deadline or i % len(feeds):
             feed = feeds[i % len(feeds)]
             t0 = clock()
             run(feed)
@@ -384,6 +422,11 @@ def run_benchmark(onnx_path: str | Path, config: BenchConfig | None = None) -> d
             i += 1
         timed_s = (clock() - began) / 1e9
         samples_ms = np.array(samples_ns, dtype=np.float64) / 1e6
+    pool = inputs_record["pool"]
+    passes, rest = divmod(len(samples_ms), pool["batches"])  # rest 0: a round stops only at the end of a pass
+    pool["passes"] = len(samples_ms) / pool["batches"] if rest else passes
+    pool["timed"] = ("stopped within a pass over the pool" if rest else
+                     "whole passes over the pool in every round: each of its batches timed equally often")
     # TensorRT builds an engine per file (and input shape) in the session or at its first run: seconds that are
     # not latency, paid once when the engine cache keeps it. Recorded apart, and 0 when the cache served.
     built = sorted(name for name, stamp in _engines(engine_cache).items() if engines_before.get(name) != stamp)
@@ -433,6 +476,8 @@ def summary(result: dict) -> str:
         lengths = inputs["token_lengths"]
         shape = (f"batch {inputs['batch']}, token lengths from {inputs['source']} "
                  f"(mean {lengths['mean']:.1f}, p95 {lengths['p95']:.0f}, max {lengths['max']})")
+        if "pool" in inputs:
+            shape += f", {inputs['pool']['texts']} of its texts timed in whole passes"
     if inputs["mode"] == "end_to_end":
         shape = f"text in -> outputs out (tokenizer: {inputs['tokenizer']}), {shape}"
     cpu, memory = result["cpu"], result["memory_mb"]

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.kinds import kind_of
 from edgekit.data.metrics import score_with_ci
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError, UnknownTask
@@ -39,7 +38,7 @@ def check_graph(session, tasks: list[TaskData], where: str = "the ONNX file") ->
             raise UnknownTask(f"task '{task.name}' ({task.spec.kind}) needs the output '{wanted}', but {where} has "
                               f"outputs: {', '.join(outputs)}. Fix: evaluate the tasks this file was exported for, "
                               f"or re-export it with that task's head named '{wanted}'.")
-        image = kind_of(task.spec.kind).images
+        image = task.kind.images
         if (IMAGE_INPUT if image else "input_ids") not in inputs:
             raise UnknownTask(f"task '{task.name}' ({task.spec.kind}) needs {'an image' if image else 'a text'} "
                               f"graph, but {where} takes: {', '.join(inputs)}. Fix: evaluate it on "
@@ -49,13 +48,13 @@ def check_graph(session, tasks: list[TaskData], where: str = "the ONNX file") ->
 def run_logits(session, task: TaskData, tokenizer, max_length: int, batch_size: int = 64,
                split: str = "test") -> np.ndarray:
     """`<task>_logits` for every example of a classification task's split, (N, classes)."""
-    return kind_of(task.spec.kind).run_logits(session, getattr(task, split), task.output, tokenizer, max_length,
+    return task.kind.run_logits(session, getattr(task, split), task.output, tokenizer, max_length,
                                               batch_size)
 
 
 def _check_columns(task: TaskData) -> int:
     """The number of test examples, after checking the columns the kind needs are there and agree."""
-    wanted = kind_of(task.spec.kind).columns
+    wanted = task.kind.columns
     missing = [c for c in wanted if c not in task.test]
     if missing:
         raise DataError(f"task '{task.name}' ({task.spec.kind}) test data lacks column(s) {', '.join(missing)} "
@@ -70,7 +69,7 @@ def _check_columns(task: TaskData) -> int:
 def evaluate_task(session, task: TaskData, tokenizer, max_length: int, batch_size: int = 64) -> dict:
     """{"metric", "value", "ci95", "n", "predictions"} of one task's test split on an open session."""
     _check_columns(task)
-    arrays, predictions = kind_of(task.spec.kind).evaluate(session, task, tokenizer, max_length, batch_size)
+    arrays, predictions = task.kind.evaluate(session, task, tokenizer, max_length, batch_size)
     score = score_with_ci(task.spec.metric, **arrays)
     return {"metric": task.spec.metric, "value": score["value"], "ci95": score["ci95"], "n": score["n"],
             "predictions": predictions}

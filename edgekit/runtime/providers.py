@@ -37,7 +37,7 @@ _INSTALL_HINT = {
     "TensorrtExecutionProvider": "pip install 'edgekit[gpu]' and TensorRT's libraries on a machine with a CUDA GPU",
     "OpenVINOExecutionProvider": "set up an environment with onnxruntime-openvino in place of onnxruntime "
                                  "(`make setup-openvino`, or pip uninstall onnxruntime, then pip install "
-                                 "'edgekit[openvino]'; README, OpenVINO)",
+                                 "'edgekit[openvino]'; docs/quantize-and-providers.md, OpenVINO)",
 }
 
 

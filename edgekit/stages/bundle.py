@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edgekit import __version__
 from edgekit.errors import BundleError, OutsideFolder
+from edgekit.records import Report, Row
 from edgekit.trust.paths import external_data_inside, inside
 from edgekit.trust.provenance import portable, sha256_file
 from edgekit.trust.reading import read_json, regular_file, shown
@@ -639,7 +640,7 @@ def keep_for_bundles(run: Path, examples, teacher) -> None:
     (folder / "texts.json").write_text(json.dumps(examples, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 
-def ship(run: Path, data: dict, row: dict, signing_key: str | None, echo) -> dict:
+def ship(run: Path, data: Report, row: Row, signing_key: str | None, echo) -> dict:
     """The run's bundle of `row` in run/bundle, signed with `signing_key` when the recipe names one (inside
     the run folder: the bundle appears signed, or not at all); returns report.json's `bundle` record."""
     (run / "bundle").mkdir()

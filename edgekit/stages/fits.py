@@ -19,10 +19,17 @@ END_TO_END_PATHS = {"tokenizer.json": "latency_e2e_ms", "app graph": "latency_ap
 PATH_WORDS = {"tokenizer.json": "tokenizer.json + model.onnx", "app graph": "model.app.onnx, tokenizer inside"}
 
 
-def faster_path(entry: dict, percentile: str) -> tuple[str, float] | None:
+def path_latency(entry: dict | None, path: str, percentile: str) -> float | None:
+    """A file's end-to-end latency at `percentile` on one path ("tokenizer.json" or "app graph"), or None where it
+    was not measured (or a report.json read back holds no number there)."""
+    value = ((entry or {}).get(END_TO_END_PATHS[path]) or {}).get(percentile)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def faster_path(entry: dict | None, percentile: str) -> tuple[str, float] | None:
     """(path, latency) of the file's faster end-to-end path at `percentile` (tokenizer.json on a tie), or None where
     neither was measured (images, a web provider, an older report)."""
-    found = [(path, entry[key][percentile]) for path, key in END_TO_END_PATHS.items() if entry.get(key)]
+    found = [(path, v) for path in END_TO_END_PATHS if (v := path_latency(entry, path, percentile)) is not None]
     return min(found, key=lambda item: item[1]) if found else None
 
 

@@ -62,7 +62,7 @@ def task_gap(task: TaskData, teacher: dict, student: dict, quantized: dict | Non
     fp32 file, the student's fp32 file and the student's shipped quantized file (None when fp32 ships).
     `lengths`: tokens of each test example (pairs: the longer side); None for images or when unknown.
     """
-    kind, metric = kind_of(task.spec.kind), task.spec.metric
+    kind, metric = task.kind, task.spec.metric
     if not 0 < hardest_fraction <= 1:
         raise ValueError(f"hardest_fraction must be in (0, 1] (got {hardest_fraction})")
     n = len(task.test[kind.columns[0]])
@@ -156,7 +156,7 @@ def example_lengths(tasks, teacher) -> dict[str, np.ndarray | None]:
     def lengths(texts) -> np.ndarray:
         return token_lengths(tokenizer, list(texts), teacher.max_length)
 
-    return {task.name: kind_of(task.spec.kind).example_lengths(task.test, lengths) for task in tasks}
+    return {task.name: task.kind.example_lengths(task.test, lengths) for task in tasks}
 
 
 def shipped_gap(shipped: dict, predictions: dict, tasks, teacher) -> dict[str, dict]:
@@ -196,12 +196,12 @@ def _predictions(record: dict) -> dict:
 
 def _gold(task: TaskData) -> np.ndarray | None:
     """Gold labels (classification), gold scores (similarity); None for retrieval (query i's gold is doc i)."""
-    return kind_of(task.spec.kind).gold(task.test)
+    return task.kind.gold(task.test)
 
 
 def _outcome(task: TaskData, predictions: dict, who: str, n: int) -> np.ndarray:
     """The one array each kind's metrics read: predicted classes, cosines, or gold ranks."""
-    kind = kind_of(task.spec.kind)
+    kind = task.kind
     key = kind.prediction
     if key not in predictions:
         raise DataError(f"task '{task.name}' ({task.spec.kind}): the {who} predictions lack '{key}' (they have: "
@@ -292,7 +292,7 @@ def _rarest(task: TaskData, gold: np.ndarray) -> tuple[list[tuple[str, np.ndarra
 
 
 def _slices(task: TaskData, gold, models: dict, lengths, hardest: np.ndarray, rarest: list) -> list[dict]:
-    kind = kind_of(task.spec.kind)
+    kind = task.kind
     slice_metric = kind.slice_metric
     rows = []
 
@@ -363,7 +363,7 @@ def _label(task: TaskData, index: int) -> str:
 def _text(task: TaskData, i: int) -> str | None:
     """What the model read for example i (pairs and queries with their documents: joined by ||), cut to
     TEXT_CHARS; None for images."""
-    columns = kind_of(task.spec.kind).text_columns
+    columns = task.kind.text_columns
     if not columns:
         return None
     text = " || ".join(str(task.test[column][i]) for column in columns)
@@ -372,13 +372,13 @@ def _text(task: TaskData, i: int) -> str | None:
 
 def _value(task: TaskData, outcome: np.ndarray, i: int):
     """One model's answer for example i, as a person reads it: a class name, a cosine, or a gold rank."""
-    kind = kind_of(task.spec.kind)
+    kind = task.kind
     answer = kind.answer(outcome[i])
     return _label(task, answer) if kind.labelled else answer
 
 
 def _gold_value(task: TaskData, gold, i: int):
-    kind = kind_of(task.spec.kind)
+    kind = task.kind
     answer = kind.gold_answer(gold, i)
     return _label(task, answer) if kind.labelled else answer
 
@@ -390,7 +390,7 @@ def _hardest_rule(kind: TaskKind, k: int, n: int) -> str:
 def _hardest_example(task: TaskData, gold, models: dict, hardness: np.ndarray, i: int) -> dict:
     return {"index": i, "text": _text(task, i), "gold": _gold_value(task, gold, i),
             **{name: _value(task, outcome, i) for name, outcome in models.items()},
-            kind_of(task.spec.kind).hardness_key: float(hardness[i])}
+            task.kind.hardness_key: float(hardness[i])}
 
 
 def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, max_examples: int) -> dict:
@@ -399,7 +399,7 @@ def _flips(task: TaskData, gold, a: np.ndarray, b: np.ndarray, name_a: str, name
     A correlation kind's example is never right or wrong: its flips are the large rank moves, counted as
     `further_from_gold` (b's rank ends further from the gold score's rank than a's) and `closer_to_gold`, not as
     a_right_b_wrong / b_right_a_wrong (reports before this used those keys for the same counts)."""
-    kind, n = kind_of(task.spec.kind), len(a)
+    kind, n = task.kind, len(a)
     extra: dict[int, dict] = {}
     if kind.correlation:
         rank_a, rank_b, rank_gold = _ranks(a), _ranks(b), _ranks(gold)

@@ -156,7 +156,7 @@ def _provider_problems(providers: list[tuple[str, str]]) -> list[tuple[str, str]
             found.append((key, str(e)))
     if known and not _available([name for _, name in providers])[0]:
         found.append(("budget.providers", (f"none of {', '.join(name for _, name in providers)} is available in this "
-                      "onnxruntime; add cpu to the list, or install the provider (see the README's GPU notes).")))
+                      "onnxruntime; add cpu to the list, or install the provider (docs/quantize-and-providers.md, GPUs).")))
     return found
 
 

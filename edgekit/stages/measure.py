@@ -7,8 +7,11 @@ files (stage 5) go through the same four steps, each cached by content so a reru
           --score_rows-->   one Row per file x provider: every task's metric, on the file itself
           --time_rows-->    the same rows with latency (interleaved rounds) and size
 
-What each step needs is a small frozen spec built once per run (Exporting, Scoring, Timing):
-explicit inputs, no shared state, so any step can run as a task on another machine.
+What each step needs is a small frozen spec built once per run (Exporting, Scoring, Timing), and the
+three travel together with the cache, the run folder, the providers and the echo as one frozen Lab (`lab`):
+explicit inputs, no shared state, so any step can run as a task on another machine. Timing and Scoring hold
+the budget's measurement half (recipe.Measurement), never its limit: a figure does not depend on the budget
+it is judged against.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import NamedTuple
 
 from edgekit import __version__
 from edgekit.errors import ProviderUnavailable, RecipeError
-from edgekit.recipe import Budget, QuantizeSpec, Recipe
+from edgekit.recipe import Budget, Measurement, QuantizeSpec, Recipe
+from edgekit.records import Row
 from edgekit.runtime.providers import provider_name
 from edgekit.runtime.quantize import quant_config
 from edgekit.runtime.web_runtime import is_web, web_versions
@@ -35,40 +39,6 @@ from edgekit.units import milliseconds
 PARITY_SAMPLES = 32
 PARITY_BATCH = 8
 SENSITIVITY_SAMPLES = 32  # inputs the accuracy-aware int8 step compares each singly-quantized MatMul's outputs on
-
-
-class Row(TypedDict, total=False):
-    """One cell of the evaluation matrix (report.json `files[]`): a file on a provider."""
-
-    name: str  # "<student>-<variant>", e.g. "L3-int8-dynamic"
-    student: str  # "teacher" or a candidate's name
-    variant: str  # "fp32" or a quantize method
-    provider: str
-    onnx: str  # the file, relative to the run folder
-    metrics: dict[str, dict]  # task -> {"metric", "value", "ci95", ...}
-    retention: dict[str, float | None]  # task -> % of the teacher's fp32 file
-    trivial: dict[str, dict]  # task -> how the file stands against the trivial answer (baselines.against_trivial)
-    accuracy_aware: dict  # int8-dynamic files made with quantize.max_drop: the search (precision.py)
-    architecture: dict | None
-    params: int
-    probe_latency_ms: dict | None
-    undistilled_metrics: dict
-    distillation: dict
-    bench: str  # the raw timing, relative to the run folder
-    size_bytes: int
-    latency_ms: dict  # model only at the budget's shape: p50, p95, p99, mean, ci95, runs, rounds, measured_at, cached
-    latency_e2e_ms: dict | None  # the same, text in -> outputs out with the bundle's tokenizer (None: images, web)
-    latency_e2e_why: str  # why a text file's row has no end-to-end latency (a web provider: not measured there)
-    latency_app_ms: dict | None  # the same as latency_e2e_ms, with the file's app graph (the tokenizer inside) instead
-    latency_app_why: str  # why a text file's row has no app-graph latency (its tokenizer, its provider, a mismatch)
-    app_graph: dict  # the app graph that was timed: what it is, its tokenization check, its raw timing (app_path)
-    end_to_end_path: str  # set by select.decide: the faster end-to-end path, "tokenizer.json" or "app graph"
-    agreement: dict  # a web provider's row: how far its outputs are from the same file's on cpu (web_agreement)
-    placement: dict | None  # where ORT ran the file's nodes: on the provider or fallen back (providers.placement)
-    engine_build_ms: float  # TensorRT: building the file's engine, apart from latency (0 when its cache served)
-    timed_on: dict  # the machine that timed it: host, cpu, instruction_sets
-    meets_budget: bool  # set by select.decide
-    pareto: bool  # set by select.decide
 
 
 @dataclass(frozen=True)
@@ -92,11 +62,11 @@ class Scoring:
     tokenizer: object | None
     max_length: int
     teacher_digest: str
-    budget: Budget  # its batch, and each provider's ORT options (provider_options), as the file is timed with them
+    measurement: Measurement  # its batch, and each provider's ORT options, as the file is timed with them
 
     @property
     def batch(self) -> int:
-        return self.budget.batch
+        return self.measurement.batch
 
 
 @dataclass(frozen=True)
@@ -105,7 +75,7 @@ class Timing:
     options, on texts of the task's lengths when the budget says seq_len: task; and end to end (text in,
     outputs out, the shipped tokenizer included) on the real test texts of every text task (`texts_file`)."""
 
-    budget: Budget
+    measurement: Measurement
     tokenizer_source: str | None
     max_length: int
     lengths_file: Path | None
@@ -116,7 +86,7 @@ class Timing:
     def config(self, provider: str, end_to_end: bool = False):
         from edgekit.runtime.bench import BenchConfig
 
-        budget = self.budget
+        budget = self.measurement
         common = {"provider": provider, "provider_options": budget.options_for(provider), "threads": budget.threads,
                   "batch": budget.batch, "min_runs": budget.min_runs, "min_seconds": budget.min_seconds,
                   "allow_spinning": False, "tokenizer": self.tokenizer_source, "max_length": self.max_length,
@@ -128,8 +98,9 @@ class Timing:
 
     def key(self, provider: str, end_to_end: bool = False) -> dict:
         """The settings a timing's cache key holds: not where TensorRT keeps its engines (a place, not a
-        setting), and "placement": timings from before the session recorded its node placement are not reused."""
-        return self.config(provider, end_to_end).model_dump(exclude={"engine_cache"}) | {"placement": 1}
+        setting), and "placement": timings from before the session recorded its node placement are not reused,
+        nor ("passes") those from before every round timed whole passes over one pool of texts (bench.POOL_SIZE)."""
+        return self.config(provider, end_to_end).model_dump(exclude={"engine_cache"}) | {"placement": 1, "passes": 1}
 
 
 @dataclass(frozen=True)
@@ -145,6 +116,30 @@ class Fit:
 class Exported:
     files: dict[str, Path]  # variant ("fp32" first) -> file
     accuracy_aware: dict[str, dict]  # str(file) -> the accuracy-aware search that made it
+
+
+@dataclass(frozen=True)
+class Lab:
+    """How a run makes, scores and times files, and where it keeps them: the one measurement object every stage
+    after the teacher's loading receives, instead of five loose arguments. Frozen and picklable (a stage may run
+    as a Ray task on another machine); built once per run by `lab`."""
+
+    exporting: Exporting
+    scoring: Scoring
+    timing: Timing
+    cache: Cache
+    run: Path  # the run folder being written (atomic_dir's temporary name until the run ends)
+    providers: tuple[str, ...]  # the recipe's available providers, the target (the bundle's) first
+    variants: tuple[str, ...]  # the quantized variants every student file gets
+    echo: Callable[[str], None]
+
+    @property
+    def target(self) -> str:
+        return self.providers[0]
+
+    @property
+    def tasks(self) -> tuple:
+        return self.scoring.tasks
 
 
 # ---------------------------------------------------------------------------- the run's specs
@@ -183,10 +178,11 @@ def runs_on(variant: str, provider: str) -> bool:
     return variant == "fp32" or not quant_config(variant).gpu_only or is_gpu(provider)
 
 
-def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
-          cache: Cache) -> tuple[Exporting, Scoring, Timing]:
-    """The run's Exporting, Scoring and Timing: parity feeds from the parity `examples`, calibration and
-    sensitivity feeds from the distillation `inputs` (when a variant needs them), the teacher's tokenizer."""
+def lab(recipe: Recipe, tasks, teacher, inputs, examples, where: tuple[Path, Cache, Callable[[str], None]],
+        providers: list[str], variants: list[str]) -> Lab:
+    """The run's Lab: parity feeds from the parity `examples`, calibration and sensitivity feeds from the
+    distillation `inputs` (when a variant needs them), the teacher's tokenizer; `where`: (run folder, cache, echo)."""
+    run, cache, echo = where
     seed = recipe.distill.seed
     exporting = Exporting(
         recipe.export.opset, recipe.quantize, parity_batches(examples, teacher),
@@ -194,11 +190,11 @@ def specs(recipe: Recipe, tasks, teacher, inputs, examples, variants: list[str],
         if any(quant_config(v).needs_calibration for v in variants) else None,
         sample_feeds=calibration_feeds(inputs, teacher, SENSITIVITY_SAMPLES, seed)
         if searches_int8(variants, recipe.quantize) else None)
-    scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget)
-    timing = Timing(recipe.budget, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
+    scoring = Scoring(tuple(tasks), teacher.tokenizer, teacher.max_length, teacher.digest, recipe.budget.measurement)
+    timing = Timing(recipe.budget.measurement, teacher.tokenizer_source, teacher.max_length, lengths_file(recipe, tasks, cache),
                     text=not teacher.images, texts_file=None if teacher.images else texts_file(tasks, cache),
                     engine_cache=cache.root / "tensorrt-engines")
-    return exporting, scoring, timing
+    return Lab(exporting, scoring, timing, cache, run, tuple(providers), tuple(variants), echo)
 
 
 def parity_examples(tasks, teacher):
@@ -233,22 +229,20 @@ def calibration_feeds(inputs, teacher, samples: int, seed: int) -> list[dict]:
 def lengths_file(recipe: Recipe, tasks, cache: Cache) -> Path | None:
     """With budget.seq_len: task, a file of the first text task's test texts, whose token lengths the
     timings follow."""
-    from edgekit.data.kinds import kind_of
 
     if recipe.budget.seq_len != "task":
         return None
-    task = next(t for t in tasks if not kind_of(t.spec.kind).images)
-    return _texts_at(cache.folder("lengths", cache_key(task.digest)), kind_of(task.spec.kind).length_texts(task.test))
+    task = next(t for t in tasks if not t.kind.images)
+    return _texts_at(cache.folder("lengths", cache_key(task.digest)), task.kind.length_texts(task.test))
 
 
 def texts_file(tasks, cache: Cache) -> Path:
     """A file of every text task's test texts, in task order: what end-to-end timings tokenize and run, so
     they follow the lengths of the texts the file is scored on (Rotten Tomatoes' snippets and Lee's
     documents alike)."""
-    from edgekit.data.kinds import kind_of
 
-    text_tasks = [t for t in tasks if not kind_of(t.spec.kind).images]
-    texts = [text for t in text_tasks for text in kind_of(t.spec.kind).length_texts(t.test)]
+    text_tasks = [t for t in tasks if not t.kind.images]
+    texts = [text for t in text_tasks for text in t.kind.length_texts(t.test)]
     return _texts_at(cache.folder("texts", cache_key([t.digest for t in text_tasks])), texts)
 
 
@@ -262,21 +256,24 @@ def _texts_at(folder: Path, texts: list[str]) -> Path:
 
 # ---------------------------------------------------------------------------- export + quantize
 
-def export_files(model, folder: Path, variants: list[str], exporting: Exporting, cache: Cache,
-                 echo: Callable[[str], None], calibration: list[dict] | None = None, fit: Fit | None = None,
-                 cached: bool = True) -> Exported:
-    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder`.
+def export_files(model, folder: Path, lab: Lab, variants: list[str] | None = None, fit: bool = False,
+                 calibration: list[dict] | None = None, cached: bool = True) -> Exported:
+    """model.onnx (parity-checked) and model.<variant>.onnx for each quantized variant in `folder` (the lab's
+    variants unless `variants` says).
 
-    fit: the int8-dynamic file keeps MatMuls in fp32 until it loses at most quantize.max_drop (precision.py).
+    fit: the int8-dynamic file keeps MatMuls in fp32 until it loses at most quantize.max_drop (precision.py),
+    scored and timed on the lab's target provider.
     The folder's files are cached under everything they depend on (the weights and structure, the
     export and quantize settings, the calibration and parity inputs, the CPU and package versions):
     a rerun copies them instead of exporting and quantizing again, so their scores and timings, keyed by
     content, come from the cache too. cached=False (a probe's untrained files, whose timings are cached
     as the probe): export without the cache. `calibration` replaces exporting.calibration (a probe's few).
     """
+    exporting, cache, echo = lab.exporting, lab.cache, lab.echo
+    variants = list(lab.variants if variants is None else variants)
     static = any(quant_config(v).needs_calibration for v in variants)
     calibration = (calibration or exporting.calibration) if static else None
-    fit = fit if fit is not None and searches_int8(variants, exporting.quantize) else None
+    fit = Fit(lab.scoring, lab.timing, lab.target) if fit and searches_int8(variants, exporting.quantize) else None
     if not cached:
         files = _make_export(model, folder, variants, exporting, calibration, fit, cache, echo)
     else:
@@ -436,7 +433,7 @@ def score(path: Path, provider: str, scoring: Scoring, cache: Cache) -> dict:
     from edgekit.runtime.evaluate import evaluate_onnx
     from edgekit.trust.provenance import sha256_file
 
-    options = scoring.budget.options_for(provider)
+    options = scoring.measurement.options_for(provider)
     key = cache_key("scores", __version__, sha256_file(path), provider, scoring.teacher_digest,
                     # the names too: results are keyed by them, and a renamed task has the same examples
                     [(task.name, task.digest) for task in scoring.tasks], [task.spec.metric for task in scoring.tasks],
@@ -506,14 +503,14 @@ class Scored:
     failures: dict[str, str]  # "file on provider" -> why it was not measured
 
 
-def score_rows(student: str, exported: Exported, run: Path, scoring: Scoring, providers: list[str], cache: Cache,
-               echo: Callable[[str], None], teacher_metrics: dict | None,
+def score_rows(student: str, exported: Exported, lab: Lab, teacher_metrics: dict | None,
                details: Callable[[str], dict] = lambda variant: {}) -> Scored:
     """One row of the evaluation matrix per file x provider, with every task's metric measured on
     the file itself (latency comes later, from time_rows). `details(variant)`: what the row says about
     the model (architecture, params, distillation); teacher_metrics None: the rows are the reference."""
     from edgekit.data.baselines import against_trivial, floors
 
+    run, scoring, providers, cache, echo = lab.run, lab.scoring, lab.providers, lab.cache, lab.echo
     rows, predictions, failures = [], {}, {}
     trivial = floors(scoring.tasks)
     for variant, path in exported.files.items():
@@ -604,7 +601,7 @@ def time_files(files: list[tuple[Path, str]], timing: Timing, cache: Cache,
     from edgekit.runtime.environment import cpu_fingerprint, package_versions
     from edgekit.trust.provenance import sha256_file
 
-    budget = timing.budget
+    budget = timing.measurement
     keys = [cache_key("timing", __version__, sha256_file(path), timing.key(provider, end_to_end), budget.rounds,
                       budget.percentile, cpu_fingerprint(), package_versions().get("onnxruntime"),
                       *([web_versions()] if is_web(provider) else []))  # onnxruntime-web in Chromium: its own
@@ -642,19 +639,25 @@ def latency_summary(result: dict) -> dict:
             "cached": result.get("cached", False)}
 
 
-def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Callable[[str], None],
-              target: str, budget: Budget | None = None,
-              reference: Path | None = None) -> tuple[list[Row], dict | None]:
+class Timed(NamedTuple):
+    """time_rows' result: the rows with their latencies, and the teacher's fp32 file re-timed among them."""
+
+    rows: list[Row]
+    retimed: dict | None  # {"latency_ms", "latency_e2e_ms"}, the scope the budget does not bound None; or None
+
+
+def time_rows(rows: list[Row], lab: Lab, budget: Budget | None = None, reference: Path | None = None) -> Timed:
     """The rows with latency and size, timed in interleaved rounds, model only and then (text files) end to
     end; raw samples beside each file (model.<variant>[.<provider>][.e2e].bench.json).
-    `target`: the budget's provider (its rows' raw timings carry no provider suffix); `budget` (resolved),
-    when known, flags the rows over it as they are printed; `reference`: see time_files.
+    The lab's target provider's raw timings carry no provider suffix; `budget` (resolved), when known, flags
+    the rows over it as they are printed; `reference`: see time_files.
     Returns (the timed rows, the reference's re-timing as {"latency_ms", "latency_e2e_ms"}, the scope the budget
     does not bound None; or None)."""
+    run, timing, cache, echo, target = lab.run, lab.timing, lab.cache, lab.echo, lab.target
     files = [(run / row["onnx"], row["provider"]) for row in rows]
     # The reference is re-timed only in the pass whose latency the budget bounds: the drift is judged there.
     again = (reference, target) if reference else None
-    end_to_end = timing.budget.scope == "end-to-end"
+    end_to_end = timing.measurement.scope == "end-to-end"
     web = sorted({row["provider"] for row in rows if is_web(row["provider"])})
     if end_to_end and web:
         raise RecipeError(f"budget.scope is end-to-end, which is not measured on the web provider(s) {', '.join(web)} "
@@ -717,9 +720,9 @@ def time_rows(rows: list[Row], run: Path, timing: Timing, cache: Cache, echo: Ca
              + (f"  app graph {_latency_text(row['latency_app_ms'])}" if inside is not None else "")
              + _cached_text(row) + ("  over budget" if over else ""))
     if retimed is None and retimed_e2e is None:
-        return timed, None
-    return timed, {"latency_ms": retimed and latency_summary(retimed),
-                   "latency_e2e_ms": retimed_e2e and latency_summary(retimed_e2e)}
+        return Timed(timed, None)
+    return Timed(timed, {"latency_ms": retimed and latency_summary(retimed),
+                         "latency_e2e_ms": retimed_e2e and latency_summary(retimed_e2e)})
 
 
 WEB_E2E_WHY = ("not measured: end-to-end timing (tokenizer + model) does not run in the browser yet; the model-only "

@@ -9,17 +9,17 @@ budgets reuses every probe.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from edgekit import __version__
 from edgekit.recipe import Budget, Recipe
+from edgekit.records import ProbeEntry
 from edgekit.runtime.quantize import quant_config
 from edgekit.runtime.web_runtime import is_web, web_versions
 from edgekit.stages.fits import latency_of, meets_budget, probe_fits
-from edgekit.stages.measure import Exporting, Timing, export_files, holds_latency, latency_summary, runs_on, time_files
+from edgekit.stages.measure import Lab, export_files, holds_latency, latency_summary, runs_on, time_files
 from edgekit.stages.students import Candidate, build
-from edgekit.trust.cache import Cache, cache_key
+from edgekit.trust.cache import cache_key
 from edgekit.units import count, milliseconds
 
 PROBE_CALIBRATION = 8  # a probe's static graph is timed, not scored: a few calibration inputs do
@@ -43,17 +43,17 @@ def probe_class(variant: str) -> str:
     return variant if variant == "fp32" else quant_config(variant).graph
 
 
-def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[str], exporting: Exporting,
-          timing: Timing, provider: str, cache: Cache, echo: Callable[[str], None], budget: Budget,
-          budgets: list[Budget]) -> dict:
-    """Export the untrained candidate, quantize it, time every variant's graph on `provider` (the target).
+def probe(candidate: Candidate, recipe: Recipe, teacher, lab: Lab, budget: Budget,
+          budgets: list[Budget]) -> ProbeEntry:
+    """Export the untrained candidate, quantize it, time every variant's graph on the lab's target provider.
     `budget`: the run's (resolved) budget; `budgets`: what the verdict it prints is about (the recipe's
     budget, or a sweep's). Returns the probe entry report.json keeps, `feasible` judged at `budget`."""
     from edgekit.modeling.networks import count_parameters
     from edgekit.runtime.environment import cpu_fingerprint, package_versions
 
+    exporting, timing, cache, provider = lab.exporting, lab.timing, lab.cache, lab.target
     outputs = teacher.model.output_names  # a student exports the teacher's outputs
-    kinds = list(dict.fromkeys(probe_class(v) for v in variants if runs_on(v, provider)))
+    kinds = list(dict.fromkeys(probe_class(v) for v in lab.variants if runs_on(v, provider)))
     # The budget's limits (ms or speedup, size, quality floor, headroom, percentile, sweep) only judge a timing:
     # they are not part of the key, so a sweep over budgets reuses every probe.
     shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "tie_margin", "headroom",
@@ -66,12 +66,12 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
                     *([web_versions()] if is_web(provider) else []))
     entry = cache.load_json("probes", key, _probe_problem)
     if entry is None:
-        model, _ = build(candidate, recipe, teacher, tasks)
+        model, _ = build(candidate, recipe, teacher, list(lab.tasks))
         timed_variants = {}
         with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
             # One variant per graph: the static graph is made with min-max ranges.
             made = ["int8-static-minmax" if kind == "int8-static" else kind for kind in kinds]
-            files = export_files(model, Path(tmp), made, exporting, cache, echo,
+            files = export_files(model, Path(tmp), lab, made,
                                  calibration=(exporting.calibration or [])[:PROBE_CALIBRATION], cached=False).files
             paths = [(path, provider) for path in files.values()]
             timed, _ = time_files(paths, timing, cache)
@@ -92,7 +92,7 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, tasks, variants: list[s
     else:
         best = min(entry["variants"].items(), key=lambda kv: latency_of(kv[1], budget))
         verdict = "  fits" if entry["feasible"] else f"  too slow (best: {best[0]})"
-    echo(f"  {candidate.name:<12} {count(entry['params']):>6} params  " + "  ".join(
+    lab.echo(f"  {candidate.name:<12} {count(entry['params']):>6} params  " + "  ".join(
         f"{variant} {milliseconds(latency_of(record, budget))}" for variant, record in entry["variants"].items())
         + f" ms {budget.percentile}" + verdict)
     return entry

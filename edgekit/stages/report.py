@@ -1,7 +1,7 @@
 """report.json (the stable, scriptable record of a run), report.md and report.html (the same,
 for people; the HTML is self-contained: inline SVG charts, no scripts, no CDN).
 
-report.json's format is documented in the README ("report.json"); fields are only
+report.json's format is documented in docs/pipeline.md ("report.json"); fields are only
 ever added under the same `format` tag. Both human renderings come from one list of
 blocks, so the Markdown and the HTML never disagree.
 """
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.names import LATENCY_FIELDS
-from edgekit.stages.fits import END_TO_END_PATHS, PATH_WORDS
+from edgekit.recipe import Budget
+from edgekit.records import Decision, ProbeEntry, Report, Row
+from edgekit.stages.fits import END_TO_END_PATHS, PATH_WORDS, faster_path, path_latency
 from edgekit.units import class_list, count, milliseconds, timed_shape
 
 REPORT_FORMAT = "edgekit.report/2"
@@ -230,7 +232,7 @@ def _bundle(bundle: dict, machine: dict) -> list[tuple]:
 def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
     e2e = any(_latency(entry, "end-to-end", p) is not None for entry in data["files"])
     # Each end-to-end path a column pair, labelled by what ships; the app graph's only where some file has one.
-    paths = [path for path in END_TO_END_PATHS if any(_path_latency(e, path, p) is not None for e in data["files"])]
+    paths = [path for path in END_TO_END_PATHS if any(path_latency(e, path, p) is not None for e in data["files"])]
     header = ["file", "provider", "architecture", "params", "size (MB)", f"probe {p}", "p50", "p95", "p99"]
     header += [f"end-to-end {q} ({PATH_WORDS[path]})" for path in paths for q in ("p50", "p95")]
     header += ["end to end vs teacher (faster path)"] if e2e else []
@@ -245,7 +247,7 @@ def _matrix(data: dict, tasks: list[str], p: str) -> list[tuple]:
         cells = [entry["name"], entry["provider"], _arch(entry), count(entry["params"]),
                  f"{entry['size_bytes'] / 1e6:.3g}", milliseconds(probe[p]) if probe else "-"]
         cells += [milliseconds(entry["latency_ms"][q]) for q in ("p50", "p95", "p99")]
-        cells += [milliseconds(v) if (v := _path_latency(entry, path, q)) is not None else "-"
+        cells += [milliseconds(v) if (v := path_latency(entry, path, q)) is not None else "-"
                   for path in paths for q in ("p50", "p95")]
         if e2e:
             cells.append(_versus_teacher(entry, _teacher_row(data, entry["provider"]), p))
@@ -692,20 +694,13 @@ def _latency(row: dict | None, kind: str, p: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _path_latency(row: dict | None, path: str, p: str) -> float | None:
-    """A row's end-to-end latency at `p` on one path ("tokenizer.json" or "app graph"), or None."""
-    value = ((row or {}).get(END_TO_END_PATHS[path]) or {}).get(p)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _faster(row: dict | None, p: str) -> tuple[str | None, float | None]:
-    """(path, latency) of the row's faster end-to-end path at `p` (tokenizer.json on a tie), or (None, None)."""
-    found = [(path, v) for path in END_TO_END_PATHS if (v := _path_latency(row, path, p)) is not None]
-    return min(found, key=lambda item: item[1]) if found else (None, None)
+    """fits.faster_path, as (None, None) where neither path was measured."""
+    return faster_path(row, p) or (None, None)
 
 
 def _both_paths(row: dict | None, p: str) -> bool:
-    return all(_path_latency(row, path, p) is not None for path in END_TO_END_PATHS)
+    return all(path_latency(row, path, p) is not None for path in END_TO_END_PATHS)
 
 
 def _teacher_row(data: dict, provider: str) -> dict | None:
@@ -781,7 +776,7 @@ def _paths_said(row: dict, teacher: dict | None, p: str) -> str:
         if path is None:
             continue
         other = next(o for o in END_TO_END_PATHS if o != path)
-        slower = _path_latency(entry, other, p)
+        slower = path_latency(entry, other, p)
         said.append(f"{who} via {PATH_WORDS[path]}" + (f" ({PATH_WORDS[other]}: {milliseconds(slower)} ms)"
                                                        if slower is not None else ""))
     return "; " + ", ".join(said) + ", each on its faster path"
@@ -1089,13 +1084,39 @@ def write_report(folder: Path, data: dict) -> None:
 
 # ---------------------------------------------------------------------------- report.json
 
-def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: dict, retimed: dict | None,
-                 providers: list[str], skipped: dict, variants: list[str], skipped_variants: dict, tasks: list,
-                 truncated: dict, teacher, teacher_params: int, probes: list[dict], rows: list[dict], picks: dict,
-                 why: dict, gap: dict | None, sweep: list[dict] | None, best: dict | None,
-                 decision: dict | None = None, agreement: list[dict] | None = None) -> dict:
-    """report.json's content (`edgekit.report/2`, documented in the README), without the bundle record:
-    the stages' results as measured, plus the machine, versions and provenance they were measured with."""
+@dataclass(frozen=True)
+class Measured:
+    """What stages 1-6 measured, as report.json records it."""
+
+    teacher: object  # teacher.Teacher
+    tasks: list
+    truncated: dict  # task -> how many texts the teacher's max_length cut
+    budget: Budget  # resolved: its ms set
+    teacher_fp32: Row  # the teacher's fp32 row on the target: the reference
+    retimed: dict | None  # the teacher's fp32 file re-timed among the students (measure.time_rows)
+    probes: list[ProbeEntry]
+    rows: list[Row]  # the evaluation matrix: every file on every provider
+    skipped: dict  # provider or "file on provider" -> why it was not measured
+    skipped_variants: dict  # variant -> why it was not made
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What stage 7 decided from the measurements (select.py, gap.py)."""
+
+    picks: dict  # provider -> the picked row's name, or None
+    why: dict  # provider -> why that pick (or why nothing fits)
+    decision: dict[str, Decision | None]  # per provider: select.choose's decision
+    best: Row | None  # the target's pick, its row
+    gap: dict | None  # gap.shipped_gap of the pick
+    sweep: list[dict] | None  # a sweep's pick at each budget; None for a single run
+    agreement: list[dict]  # select.provider_agreement
+
+
+def build_report(recipe, lab, measured: Measured, selected: Selected, seconds: float, stages: dict) -> Report:
+    """report.json's content (`edgekit.report/2`, documented in docs/), without the bundle record:
+    the stages' results as measured, plus the machine, versions and provenance they were measured with.
+    `lab`: the run's measure.Lab (its providers and variants); `stages`: stage -> seconds since the start."""
     import time
 
     from edgekit import __version__
@@ -1106,6 +1127,8 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
     from edgekit.stages.measure import jsonable
     from edgekit.trust.provenance import data_provenance, teacher_provenance
 
+    teacher, tasks, budget, rows, best = measured.teacher, measured.tasks, measured.budget, measured.rows, selected.best
+    providers = list(lab.providers)
     return {
         "format": REPORT_FORMAT,
         "edgekit_version": __version__,
@@ -1117,30 +1140,31 @@ def build_report(recipe, *, seconds: float, stages: dict, budget, teacher_fp32: 
         "stages_started_s": stages,
         "machine": cpu_info(),
         "versions": package_versions(),
-        "budget": budget_record(budget, teacher_fp32, retimed, image_shape(tasks)),
-        "providers": {"measured": providers, "skipped": skipped, "runtime": runtime_limits(),
+        "budget": budget_record(budget, measured.teacher_fp32, measured.retimed, image_shape(tasks)),
+        "providers": {"measured": providers, "skipped": measured.skipped, "runtime": runtime_limits(),
                       "options": {p: budget.options_for(p) for p in providers}},
-        "variants": {"made": ["fp32", *variants], "skipped": skipped_variants},
-        "tasks": [task_record(t, examples(t.train), examples(t.test), truncated[t.name]) for t in tasks],
-        "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind, "params": teacher_params,
+        "variants": {"made": ["fp32", *lab.variants], "skipped": measured.skipped_variants},
+        "tasks": [task_record(t, examples(t.train), examples(t.test), measured.truncated[t.name]) for t in tasks],
+        "teacher": {"model": recipe.teacher.model, "kind": recipe.teacher.kind,
+                    "params": measured.teacher_fp32["params"],
                     "prepared": jsonable(teacher.prepared)},
         "provenance": {"teacher": teacher_provenance(recipe.teacher.model, _teacher_location(recipe, teacher),
                                                      teacher.digest),
                        "data": data_provenance(recipe, tasks)},
-        "probes": probes,
+        "probes": measured.probes,
         "files": rows,
-        "picks": picks,
+        "picks": selected.picks,
         "selected": None if best is None else {
             "name": best["name"], "onnx": best["onnx"], "provider": best["provider"],
-            "bundle": None if sweep is not None else "bundle/model.onnx"},
-        "why": why.get(providers[0]),
-        "why_by_provider": why,
-        "decision": decision,  # per provider: select.choose's decision (ties within noise), None when nothing fits
-        "provider_agreement": agreement or [],  # select.provider_agreement: each file on another provider vs target
-        "gap": gap,
+            "bundle": None if selected.sweep is not None else "bundle/model.onnx"},
+        "why": selected.why.get(providers[0]),
+        "why_by_provider": selected.why,
+        "decision": selected.decision,  # per provider: select.choose's decision (ties within noise), None: nothing fits
+        "provider_agreement": selected.agreement,  # select.provider_agreement: each file on another provider vs target
+        "gap": selected.gap,
         "score_scale": None,  # edgekit.stages.score_scale.shipped_scale: the pick's cosine against the teacher's (pipeline)
         "int8_on_this_cpu": int8_effect(rows, providers[0]),
-        "sweep": sweep,
+        "sweep": selected.sweep,
         "bundle": None,
     }
 
@@ -1188,7 +1212,7 @@ def budget_record(budget, teacher_fp32: dict, retimed: dict | None, image_shape:
     the resulting limit, and how far the teacher's fp32 file moved when re-timed among the students.
     `image_shape`: an image run's (C, H, W), what each timed input is; its seq_len is null (an image has none,
     and the recipe's default 128 would read as if it were timed)."""
-    from edgekit.stages.fits import faster_path, latency_of, limit_ms
+    from edgekit.stages.fits import latency_of, limit_ms
 
     p = budget.percentile
     # The re-timing among the students is of the tokenizer.json path: it is judged against the teacher's figure there.

@@ -201,9 +201,8 @@ def pair_count(pairs: Pairs) -> int:
 def fit_pairs(task, texts: list[str]) -> tuple[Pairs | None, str]:
     """The pairs a task's scale is fitted on, and what they are in words: its training pairs when it has
     MIN_FIT_PAIRS of them, else pairs of distillation texts (`texts`: never a test text); (None, why) when neither."""
-    from edgekit.data.kinds import kind_of
 
-    kind = kind_of(task.spec.kind)
+    kind = task.kind
     train = kind.cosine_pairs(task.train) if _examples(task.train) else None
     if train is not None and pair_count(train) >= MIN_FIT_PAIRS:
         chosen = sample_pairs(train)
@@ -236,7 +235,7 @@ def pair_cosines(path: Path, provider: str, pairs: Pairs, scoring, cache) -> np.
 
     left, right, cross = pairs
     size = pair_count(pairs)
-    options = scoring.budget.options_for(provider)
+    options = scoring.measurement.options_for(provider)
     key = cache_key("cosines", __version__, sha256_file(path), provider, digest_texts(left), digest_texts(right),
                     cross, scoring.max_length, scoring.batch, cpu_fingerprint(), package_versions().get("onnxruntime"),
                     options)
@@ -266,17 +265,17 @@ def _recorded(kind, predictions: dict, name: str, provider: str, task: str) -> n
     return None if values is None else np.asarray(values, dtype=np.float64)
 
 
-def shipped_scale(shipped: dict, rows: list[dict], predictions: dict, tasks, inputs, run: Path, scoring,
-                  cache) -> dict | None:
+def shipped_scale(shipped: dict, rows: list[dict], predictions: dict, inputs, lab) -> dict | None:
     """report.json's `score_scale`: the shipped file's cosine scale against the teacher's fp32 file on the
     shipped file's provider, per task whose kind embeds pairs; None without such a task.
 
     `rows`: the report's file rows; `predictions`: scoring's results by (row name, provider), whose recorded
     test-pair cosines are used where the kind records them (the very values its metric was computed on);
-    `inputs`: the distillation inputs (their texts: fit pairs for tasks without training pairs)."""
-    from edgekit.data.kinds import kind_of
+    `inputs`: the distillation inputs (their texts: fit pairs for tasks without training pairs); `lab`: the run's
+    measure.Lab (its tasks, run folder, scoring and cache)."""
+    tasks, run, scoring, cache = lab.tasks, lab.run, lab.scoring, lab.cache
 
-    scaled = [task for task in tasks if kind_of(task.spec.kind).cosine_pairs(task.test) is not None]
+    scaled = [task for task in tasks if task.kind.cosine_pairs(task.test) is not None]
     if not scaled:
         return None
     provider = shipped["provider"]
@@ -286,7 +285,7 @@ def shipped_scale(shipped: dict, rows: list[dict], predictions: dict, tasks, inp
     texts = list(getattr(inputs, "texts", None) or [])
     result = {"what": WHAT, "file": shipped["name"], "provider": provider, "teacher": teacher["name"], "tasks": {}}
     for task in scaled:
-        kind = kind_of(task.spec.kind)
+        kind = task.kind
         test = {who: _recorded(kind, predictions, names[who], provider, task.name) for who in names}
         if any(c is None for c in test.values()):
             pairs = sample_pairs(kind.cosine_pairs(task.test))

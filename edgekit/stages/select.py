@@ -41,8 +41,11 @@ pick is always on the frontier.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from edgekit.data.kinds import image_shape as images_of
 from edgekit.recipe import Budget
+from edgekit.records import Decision, Row
 from edgekit.stages.fits import (
     PATH_WORDS,
     app_latency,
@@ -86,8 +89,8 @@ def pick(entries: list[dict], budget: Budget, predictions: dict | None = None, t
     return choose(entries, budget, predictions, tasks)[0]
 
 
-def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
-           tasks=None) -> tuple[dict | None, dict | None]:
+def choose(entries: list[Row], budget: Budget, predictions: dict | None = None,
+           tasks=None) -> tuple[Row | None, Decision | None]:
     """(the file to ship among `entries` (one provider's), the decision) or (None, None) when none meets the
     budget. The decision: the top-ranked file, every faster fitting frontier file compared with it (each
     task's paired difference and interval, tied or not), those tied, those not compared, and a sentence.
@@ -126,7 +129,7 @@ def choose(entries: list[dict], budget: Budget, predictions: dict | None = None,
     fastest = min(app_latency(e, budget) for e in pool)
     near = [e for e in pool if app_latency(e, budget) <= fastest * (1 + LATENCY_NOISE)]
     best = max(near, key=lambda e: (*_kept(e), -e["size_bytes"]))
-    decision = {"top": top["name"], "ships": best["name"], "rule": tie_rule(budget),
+    decision: Decision = {"top": top["name"], "ships": best["name"], "rule": tie_rule(budget),
                 "latency": _paid_words(top, budget), "top_latency_ms": app_latency(top, budget),
                 # the end-to-end path each figure is of (fits.faster_path): "tokenizer.json" or "app graph"
                 "top_path": _path(top, budget), "ships_path": _path(best, budget),
@@ -170,14 +173,13 @@ def _outcomes(entry: dict, predictions: dict | None, tasks) -> dict | None:
     """{task: the file's per-example outcome (n,)} from its recorded predictions; None when any is missing."""
     import numpy as np
 
-    from edgekit.data.kinds import kind_of
 
     results = (predictions or {}).get((entry["name"], entry.get("provider")))
     if results is None or not tasks:
         return None
     found = {}
     for task in tasks:
-        kind = kind_of(task.spec.kind)
+        kind = task.kind
         values = ((results.get(task.name) or {}).get("predictions") or {}).get(kind.prediction)
         if values is None or len(values) != len(task.test[kind.columns[0]]):
             return None  # recorded before, or on another test split: no pairing is possible
@@ -187,11 +189,10 @@ def _outcomes(entry: dict, predictions: dict | None, tasks) -> dict | None:
 
 def _difference(task, theirs, mine, golds: dict) -> dict:
     """{"metric", "difference": metric(theirs) - metric(mine), "ci95": its paired 95% interval}."""
-    from edgekit.data.kinds import kind_of
     from edgekit.data.metrics import paired_difference
 
     if task.name not in golds:
-        golds[task.name] = kind_of(task.spec.kind).gold(task.test)
+        golds[task.name] = task.kind.gold(task.test)
     found = paired_difference(task.spec.metric, theirs, mine, golds[task.name], seed=SEED, resamples=RESAMPLES)
     return {"metric": task.spec.metric, "difference": found["value"], "ci95": found["ci95"]}
 
@@ -365,8 +366,8 @@ def to_train(candidates, probes: dict, budgets: list[Budget], max_students: int)
     return chosen
 
 
-def pick_on(rows: list[dict], budget: Budget, provider: str, int8: bool, predictions: dict | None = None,
-            tasks=None) -> tuple[dict | None, str | None, dict | None]:
+def pick_on(rows: list[Row], budget: Budget, provider: str, int8: bool, predictions: dict | None = None,
+            tasks=None) -> tuple[Row | None, str | None, Decision | None]:
     """(the pick among `provider`'s rows, None, the decision) or (None, why nothing fits, None)."""
     mine = [r for r in rows if r["provider"] == provider]
     best, decision = choose(mine, budget, predictions, tasks)
@@ -374,8 +375,17 @@ def pick_on(rows: list[dict], budget: Budget, provider: str, int8: bool, predict
     return best, why, decision
 
 
-def decide(rows: list[dict], budget: Budget, providers: list[str], int8: bool, predictions: dict | None = None,
-           tasks=None) -> tuple[list[dict], dict, dict, dict]:
+class Decided(NamedTuple):
+    """decide's result, per provider."""
+
+    rows: list[Row]  # every row with meets_budget, pareto (and end_to_end_path) set
+    picks: dict[str, str | None]  # provider -> the picked row's name, or None
+    why: dict[str, str]  # provider -> why nothing fits (only where nothing does)
+    decisions: dict[str, Decision | None]  # provider -> choose's decision, None where nothing fits
+
+
+def decide(rows: list[Row], budget: Budget, providers: list[str], int8: bool, predictions: dict | None = None,
+           tasks=None) -> Decided:
     """Per provider, the Pareto frontier and the pick: (the rows with meets_budget and pareto set,
     {provider: picked row name or None}, {provider: why nothing fits}, {provider: the decision (choose's), or
     None when nothing fits}). `predictions`, `tasks`: as choose takes them."""
@@ -388,7 +398,7 @@ def decide(rows: list[dict], budget: Budget, providers: list[str], int8: bool, p
         picks[provider] = best["name"] if best else None
         if text:
             why[provider] = text
-    return rows, picks, why, decisions
+    return Decided(rows, picks, why, decisions)
 
 
 def sweep_point(rows: list[dict], budget: Budget, provider: str, int8: bool, predictions: dict | None = None,

@@ -14,12 +14,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.data.tasks import TaskData
 from edgekit.errors import DataError, ModelNotFound, TeacherError
 from edgekit.recipe import Recipe
 from edgekit.trust.cache import Cache, cache_key, digest_texts, rows_problem
+
+if TYPE_CHECKING:  # measure imports this module's neighbours: its types only
+    from edgekit.stages.measure import Lab
 
 
 @dataclass
@@ -146,9 +149,8 @@ def fit_linear_head(embeddings, labels, num_classes: int):
 
 
 def _classification_tasks(tasks: list[TaskData]) -> list[TaskData]:
-    from edgekit.data.kinds import kind_of
 
-    return [t for t in tasks if kind_of(t.spec.kind).labelled]
+    return [t for t in tasks if t.kind.labelled]
 
 
 def _finetune(model, inputs, labels, recipe: Recipe, task: TaskData, cache: Cache, base_digest: str,
@@ -363,8 +365,7 @@ def check_skill(recipe: Recipe, tasks, teacher_metrics: dict, echo: Callable[[st
         echo(f"  warning: {line}")
 
 
-def teacher_rows(teacher: Teacher, recipe: Recipe, tasks: list[TaskData], run: Path, variants: list[str], exporting,
-                 scoring, timing, providers: list[str], cache: Cache, echo: Callable[[str], None]):
+def teacher_rows(teacher: Teacher, recipe: Recipe, lab: Lab):
     """The teacher's files made (fp32, and the quantized variants when quantize.teacher), scored and timed on
     every provider: the reference every retention is relative to, and the latency a relative budget divides.
     Stops the run (TeacherTooWeak) when the teacher's fp32 file is no better than a trivial predictor."""
@@ -372,18 +373,16 @@ def teacher_rows(teacher: Teacher, recipe: Recipe, tasks: list[TaskData], run: P
     from edgekit.stages.measure import Exported, Scored, export_files, score_rows, time_rows
 
     # No accuracy-aware step for the teacher: its int8 file is the baseline as ONNX Runtime makes it.
-    files = export_files(teacher.model, run / "teacher", variants if recipe.quantize.teacher else [], exporting,
-                         cache, echo).files
+    files = export_files(teacher.model, lab.run / "teacher", lab, None if recipe.quantize.teacher else []).files
     params = count_parameters(teacher.model)
 
     def details(variant):
         return {"architecture": None, "params": params}
 
-    reference = score_rows("teacher", Exported({"fp32": files.pop("fp32")}, {}), run, scoring, providers, cache, echo,
-                           None, details)
+    reference = score_rows("teacher", Exported({"fp32": files.pop("fp32")}, {}), lab, None, details)
     metrics = reference.rows[0]["metrics"]
-    check_skill(recipe, tasks, metrics, echo)
-    rest = score_rows("teacher", Exported(files, {}), run, scoring, providers, cache, echo, metrics, details)
-    rows, _ = time_rows(reference.rows + rest.rows, run, timing, cache, echo, providers[0])
+    check_skill(recipe, list(lab.tasks), metrics, lab.echo)
+    rest = score_rows("teacher", Exported(files, {}), lab, metrics, details)
+    rows, _ = time_rows(reference.rows + rest.rows, lab)
     return Scored(rows, reference.predictions | rest.predictions, reference.failures | rest.failures)
 

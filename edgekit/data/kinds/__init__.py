@@ -38,7 +38,7 @@ def image_shape(tasks) -> tuple[int, ...] | None:
     """(C, H, W) of the first image task's images (loaded TaskData): what each input of a timed image batch is
     (the exported graph fixes it); None when no task reads images."""
     for task in tasks or ():
-        if kind_of(task.spec.kind).images:
+        if task.kind.images:
             images = task.test["image"] if len(task.test["image"]) else task.train["image"]
             return tuple(int(d) for d in images.shape[1:])
     return None

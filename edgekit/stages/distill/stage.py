@@ -14,15 +14,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from edgekit.errors import RecipeError
-from edgekit.recipe import Recipe
-from edgekit.stages.measure import Exporting, Scoring, score, without_predictions
+from edgekit.recipe import DistillSpec, Recipe
+from edgekit.stages.measure import Lab, score, without_predictions
 from edgekit.stages.students import Candidate, is_static
 from edgekit.trust.cache import Cache, cache_key, digest_texts
 
 STATIC_SETTINGS = ("static_lr", "static_epochs", "static_batch_size")  # distill keys of static students only
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """What every student learns from: the teacher, the texts (or images) it ran on (distillation_set's inputs and
+    their digest), its outputs on them and the tasks' labels where an input has one (-1 elsewhere)."""
+
+    teacher: object
+    inputs: object  # inputs.TextInputs or an image batch source
+    labels: dict
+    digest: str
+    teacher_out: dict
 
 
 def distillation_set(recipe: Recipe, tasks, teacher):
@@ -32,7 +46,6 @@ def distillation_set(recipe: Recipe, tasks, teacher):
     import numpy as np
 
     from edgekit.data.inputs import ImageInputs, TextInputs
-    from edgekit.data.kinds import kind_of
     from edgekit.data.tasks import load_unlabeled
 
     if recipe.teacher.images:
@@ -57,7 +70,7 @@ def distillation_set(recipe: Recipe, tasks, teacher):
     position = {text: i for i, text in enumerate(texts)}
     labels = {}
     for task in tasks:
-        if kind_of(task.spec.kind).labelled:
+        if task.kind.labelled:
             column = np.full(len(texts), -1, dtype=np.int64)
             for text, label in zip(task.train["text"], task.train["label"]):
                 if text in position:
@@ -73,7 +86,6 @@ def refit_heads(student, recipe: Recipe, tasks, teacher) -> dict[str, int]:
     (distilled L1 students with the teacher's head kept 95.7% of sentiment accuracy after 3 and after 6
     epochs). Returns {task: training examples}; {} when the recipe keeps the teacher's heads."""
     from edgekit.data.inputs import TextInputs, run_model
-    from edgekit.data.kinds import kind_of
     from edgekit.stages.teacher import fit_linear_head
 
     spec = recipe.teacher
@@ -81,7 +93,7 @@ def refit_heads(student, recipe: Recipe, tasks, teacher) -> dict[str, int]:
         return {}
     refit = {}
     for task in tasks:
-        if kind_of(task.spec.kind).labelled:
+        if task.kind.labelled:
             inputs = TextInputs(teacher.tokenizer, task.train["text"], teacher.max_length)
             embeddings = run_model(student, inputs)["embedding"]
             student.heads[task.name] = fit_linear_head(embeddings, task.train["label"], len(task.labels))
@@ -89,8 +101,7 @@ def refit_heads(student, recipe: Recipe, tasks, teacher) -> dict[str, int]:
     return refit
 
 
-def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, exporting: Exporting, scoring: Scoring,
-                cache: Cache) -> dict:
+def undistilled(student, init_digest: str, recipe: Recipe, teacher, lab: Lab) -> dict:
     """Per-task metrics of the student as initialized from the teacher, before any training (its heads refit
     like the distilled student's, when the recipe refits them): what distillation bought is the difference."""
     import copy
@@ -98,6 +109,7 @@ def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, expor
 
     from edgekit.runtime.export import export_network
 
+    tasks, cache = list(lab.tasks), lab.cache
     key = cache_key("undistilled", init_digest, [(t.name, t.digest) for t in tasks], teacher.max_length,
                     recipe.distill.refit_heads)
     # The report reads each task's metric and value: an entry without them is recomputed, not a traceback later.
@@ -109,29 +121,31 @@ def undistilled(student, init_digest: str, recipe: Recipe, tasks, teacher, expor
         refit_heads(student, recipe, tasks, teacher)
         with tempfile.TemporaryDirectory(prefix="edgekit-undistilled-") as tmp:
             path = Path(tmp) / "model.onnx"
-            export_network(student, path, exporting.parity)
-            metrics = without_predictions(score(path, "cpu", scoring, cache))
+            export_network(student, path, lab.exporting.parity)
+            metrics = without_predictions(score(path, "cpu", lab.scoring, cache))
         cache.save_json("undistilled", key, metrics)
     return metrics
 
 
-def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe: Recipe, teacher, inputs,
-            inputs_digest: str, labels: dict, teacher_out: dict, cache: Cache, echo: Callable[[str], None],
-            stop_after: int | None = None) -> dict:
-    """Train the candidate's student in place against the teacher; resumes from the cache's checkpoint.
-    Returns the training history distillation.json keeps. `stop_after`: see trainer.train (tests interrupt)."""
+def distill(student, init: dict, candidate: Candidate, spec: DistillSpec, distillation: Distillation, cache: Cache,
+            echo: Callable[[str], None], stop_after: int | None = None) -> dict:
+    """Train the candidate's student (untrained: its weights are part of the key) in place against the teacher;
+    resumes from the cache's checkpoint. Returns the training history distillation.json keeps. `stop_after`: see
+    trainer.train (tests interrupt)."""
     import torch
 
+    from edgekit.modeling.networks import state_digest
     from edgekit.stages.distill.losses import LIVE_TEACHER, total_loss
     from edgekit.stages.distill.trainer import TrainSettings, train
 
-    spec = recipe.distill
+    init_digest = state_digest(student)
+    teacher, inputs, teacher_out = distillation.teacher, distillation.inputs, distillation.teacher_out
     live = {LIVE_TEACHER[loss.name] for loss in spec.losses if loss.name in LIVE_TEACHER}
     layer_map = dict(enumerate(candidate.arch.get("keep") or range(candidate.arch.get("depth", 0))))
     cached = {"logits": {t: torch.from_numpy(v) for t, v in teacher_out["logits"].items()}}
     if "embedding" in teacher_out:
         cached["embedding"] = torch.from_numpy(teacher_out["embedding"])
-    label_tensors = {task: torch.from_numpy(column) for task, column in labels.items()}
+    label_tensors = {task: torch.from_numpy(column) for task, column in distillation.labels.items()}
     # Only losses on the teacher's internals run it: otherwise the step (pickled to Ray workers when
     # distill.workers > 1) does not carry it.
     teacher_model = teacher.model if live else None
@@ -174,7 +188,7 @@ def distill(student, init: dict, init_digest: str, candidate: Candidate, recipe:
     if spec.workers == 1:
         unused.add("workers")
     key = cache_key("student", teacher.digest, candidate.arch, spec.model_dump(exclude={"refit_heads", *unused}),
-                    inputs_digest, init_digest)
+                    distillation.digest, init_digest)
     started = time.perf_counter()
     folder, desc = cache.folder("students", key), f"distilling {candidate.name}"
     if spec.workers > 1:
@@ -212,9 +226,15 @@ def row_details(candidate: Candidate, student, probed: dict, history: dict, befo
     return details
 
 
-def distill_student(candidate: Candidate, recipe: Recipe, teacher, tasks, inputs, inputs_digest: str, labels: dict,
-                    teacher_out: dict, exporting: Exporting, scoring: Scoring, cache: Cache,
-                    echo: Callable[[str], None]) -> tuple:
+class Trained(NamedTuple):
+    """A distilled student (distill_student): the model, its training history, its metrics before training."""
+
+    student: object  # networks.TextModel / StaticModel / ImageModel, heads refit
+    history: dict  # what distillation.json keeps
+    before: dict  # task -> metric of the untrained student (its heads refit like the trained one's)
+
+
+def distill_student(candidate: Candidate, recipe: Recipe, distillation: Distillation, lab: Lab) -> Trained:
     """The candidate's student built from the teacher, scored untrained, distilled, its heads refit:
     (student, its training history, its metrics before training)."""
     from edgekit.modeling.networks import state_digest
@@ -224,11 +244,10 @@ def distill_student(candidate: Candidate, recipe: Recipe, teacher, tasks, inputs
         from edgekit.stages.distill.ddp import require_ray
 
         require_ray(recipe.distill.workers)
-    student, init = build(candidate, recipe, teacher, tasks, inputs, cache)
-    init_digest = state_digest(student)  # the untrained student: part of both cache keys
-    before = undistilled(student, init_digest, recipe, tasks, teacher, exporting, scoring, cache)
-    history = distill(student, init, init_digest, candidate, recipe, teacher, inputs, inputs_digest, labels,
-                      teacher_out, cache, echo)
+    teacher, tasks = distillation.teacher, list(lab.tasks)
+    student, init = build(candidate, recipe, teacher, tasks, distillation.inputs, lab.cache)
+    before = undistilled(student, state_digest(student), recipe, teacher, lab)
+    history = distill(student, init, candidate, recipe.distill, distillation, lab.cache, lab.echo)
     history["heads_refit"] = refit_heads(student, recipe, tasks, teacher)
-    return student, history, before
+    return Trained(student, history, before)
 
