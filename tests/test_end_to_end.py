@@ -113,6 +113,10 @@ def test_an_end_to_end_budget_is_derived_from_and_judges_end_to_end_latency(e2e_
     if decision is not None:
         pick = next(r for r in report.files if r["name"] == decision["ships"])
         assert decision["ships_path"] == faster(pick)[1]
+    # the probes were judged as the files are: each untrained candidate on both paths, its faster one counting
+    for probe in report.data["probes"]:
+        assert all(record["latency_e2e_ms"] and record["latency_app_ms"] for record in probe["variants"].values())
+        assert probe["feasible"] == any(faster(record)[0] <= budget["limit_ms"] for record in probe["variants"].values())
 
 
 def test_an_end_to_end_budget_needs_text(tmp_path):

@@ -137,3 +137,12 @@ def test_a_teacher_folder_file_of_any_bytes_loads_or_is_an_edgekit_error(teacher
             load_tokenizer(resolve_model(str(folder)).location)
 
     _settles(check_and_load)
+
+
+def test_a_column_name_with_a_terminal_escape_is_shown_escaped():
+    # setup: the case hypothesis found: a CSV whose only header is an escape byte (it would drive the terminal)
+    path = FOLDER / "escape.csv"
+    path.write_bytes(b"\x1b")
+    # execute / assert: the error names the column readably, not as the raw byte
+    with pytest.raises(EdgekitError, match=r"it has: \\x1b"):
+        load_texts(str(path), "text")

@@ -18,6 +18,7 @@ from edgekit.data.builtin import BUILTIN_NAMES, UNLABELED_TEXTS, digits
 from edgekit.data.files import NPZ_FIX, not_a_file_problem, read_lines, read_table
 from edgekit.errors import DataError
 from edgekit.names import IMAGE_ARRAY_SUFFIXES
+from edgekit.trust.reading import shown
 
 TEXT_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
 
@@ -33,7 +34,7 @@ def _read_column(path: Path, column: str) -> list[str]:
     """The `column` of a CSV/TSV file, or the `column` field of each JSONL record."""
     names, data = read_table(path, [column])
     if names and column not in names:
-        raise DataError(f"{path}: no column '{column}' (it has: {', '.join(map(str, names))}); "
+        raise DataError(f"{path}: no column '{column}' (it has: {', '.join(map(shown, names)) or 'none'}); "
                         "pass --text-column NAME.")
     return [str(value or "") for value in data.get(column, [])]
 

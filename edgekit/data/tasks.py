@@ -43,6 +43,7 @@ from edgekit.errors import DataError
 from edgekit.names import IMAGE_TASK_SUFFIXES
 from edgekit.recipe import DataSpec, Recipe, TaskSpec
 from edgekit.runtime.feeds import token_lengths
+from edgekit.trust.reading import shown
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 UNLABELED_SUFFIXES = (".txt", *TABLE_SUFFIXES)
@@ -449,7 +450,7 @@ def _pick(names: list[str], data: dict[str, list], wanted: dict[str, str], where
     """{column: values} for each wanted column, or a DataError listing the columns there are."""
     for column, name in wanted.items():
         if name not in names:
-            raise DataError(f"{where}: no column '{name}' (it has: {', '.join(map(str, names)) or 'none'}); "
+            raise DataError(f"{where}: no column '{name}' (it has: {', '.join(map(shown, names)) or 'none'}); "
                             f"set {scope}{column} to the column that holds the {column}.")
     return {column: data[name] for column, name in wanted.items()}
 

@@ -17,7 +17,7 @@ from edgekit.records import ProbeEntry
 from edgekit.runtime.quantize import quant_config
 from edgekit.runtime.web_runtime import is_web, web_versions
 from edgekit.stages.fits import latency_of, meets_budget, probe_fits
-from edgekit.stages.measure import Lab, export_files, holds_latency, latency_summary, runs_on, time_files
+from edgekit.stages.measure import Lab, app_paths, export_files, holds_latency, latency_summary, runs_on, time_files
 from edgekit.stages.students import Candidate, build
 from edgekit.trust.cache import cache_key
 from edgekit.units import count, milliseconds
@@ -32,7 +32,7 @@ def _probe_problem(entry: dict) -> str | None:
     if not (isinstance(entry.get("name"), str) and isinstance(entry.get("params"), int)
             and isinstance(entry.get("provider"), str) and isinstance(variants, dict) and variants
             and all(isinstance(v, dict) and holds_latency(v.get("latency_ms")) and isinstance(v.get("size_bytes"), int)
-                    and (v.get("latency_e2e_ms") is None or holds_latency(v["latency_e2e_ms"]))
+                    and all(v.get(key) is None or holds_latency(v[key]) for key in ("latency_e2e_ms", "latency_app_ms"))
                     for v in variants.values())):
         return "is not a probe (it lacks the name, params, provider, or a variant's latency or size)"
     return None
@@ -58,7 +58,8 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, lab: Lab, budget: Budge
     # they are not part of the key, so a sweep over budgets reuses every probe.
     shape = budget.model_dump(exclude={"ms", "speedup", "size_mb", "min_retention", "tie_margin", "headroom",
                                        "percentile", "sweep", "providers", "require_full_placement"})
-    key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider,
+    # "paths": 2, probes timed end to end on both paths (before, on tokenizer.json only) are not reused
+    key = cache_key("probe", __version__, candidate.arch, outputs, recipe.teacher.kind, shape, provider, {"paths": 2},
                     kinds, recipe.quantize.reduce_range, recipe.quantize.block_size, recipe.quantize.accuracy_level,
                     recipe.export.opset, str(timing.lengths_file),
                     cpu_fingerprint(), package_versions().get("onnxruntime"),
@@ -75,12 +76,23 @@ def probe(candidate: Candidate, recipe: Recipe, teacher, lab: Lab, budget: Budge
                                  calibration=(exporting.calibration or [])[:PROBE_CALIBRATION], cached=False).files
             paths = [(path, provider) for path in files.values()]
             timed, _ = time_files(paths, timing, cache)
-            # End to end only when that is what the budget bounds: a probe is judged, not reported.
-            whole = time_files(paths, timing, cache, end_to_end=True)[0] if budget.scope == "end-to-end" else None
+            # End to end only when that is what the budget bounds: a probe is judged, not reported. On both paths a
+            # file can ship (tokenizer.json, and its app graph where it has one), as every file is judged on its faster
+            # path and the teacher's reference is its own faster path (fits.latency_of).
+            whole, inside = [None] * len(paths), [None] * len(paths)
+            if budget.scope == "end-to-end":
+                apps = app_paths(paths, lab.run, timing, cache) if timing.text else [None] * len(paths)
+                with_app = [i for i, app in enumerate(apps) if app is not None and app.file is not None]
+                wholes = time_files(paths + [(apps[i].file, provider) for i in with_app], timing, cache,
+                                    end_to_end=True)[0]
+                whole = wholes[:len(paths)]
+                for i, result in zip(with_app, wholes[len(paths):]):
+                    inside[i] = result
             for i, (variant, result) in enumerate(zip(files, timed)):
                 timed_variants[probe_class(variant)] = {
                     "latency_ms": latency_summary(result), "size_bytes": result["model"]["size_bytes"],
-                    "latency_e2e_ms": latency_summary(whole[i]) if whole else None}
+                    "latency_e2e_ms": latency_summary(whole[i]) if whole[i] else None,
+                    **({"latency_app_ms": latency_summary(inside[i])} if inside[i] else {})}
         entry = {"name": candidate.name, "architecture": candidate.arch, "params": count_parameters(model),
                  "provider": provider, "variants": timed_variants}
         cache.save_json("probes", key, entry)
